@@ -1,0 +1,17 @@
+//! Compiles `proto/` into Rust without a system `protoc`: `protox` parses the
+//! files into a descriptor set, which is both handed to tonic's code generator
+//! and written out whole for gRPC server reflection.
+
+use prost::Message;
+use std::{env, path::PathBuf};
+
+const PROTOS: &[&str] = &["candela/v1/inference.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(out.join("candela_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! A typed Rust client for Candela's `candela.v1.Inference` API.
+//!
+//! `Client` wraps the generated stub with what callers otherwise write
+//! themselves: connecting with a timeout, routing by segment (and optional
+//! version), packing rows, and the health check. The generated types stay
+//! available as `candela_client::proto` for anything the wrapper does not cover.
+
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status, Streaming};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+pub use candela::v1 as proto;
+pub use candela::v1::inference_client::InferenceClient;
+
+/// Which model a request goes to: a segment and, optionally, a pinned version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelId {
+    /// Empty: the server's default segment.
+    pub segment: String,
+    /// 0: the newest version.
+    pub version: u64,
+}
+
+impl ModelId {
+    /// The newest version of `segment`.
+    pub fn latest(segment: impl Into<String>) -> ModelId {
+        ModelId { segment: segment.into(), version: 0 }
+    }
+
+    /// Exactly `version` of `segment`.
+    pub fn pinned(segment: impl Into<String>, version: u64) -> ModelId {
+        ModelId { segment: segment.into(), version }
+    }
+}
+
+impl From<&str> for ModelId {
+    fn from(segment: &str) -> ModelId {
+        ModelId::latest(segment)
+    }
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid server URL `{url}`: {source}")]
+    InvalidUrl { url: String, source: tonic::transport::Error },
+    #[error("cannot connect to {url}: {source}")]
+    Unreachable { url: String, source: tonic::transport::Error },
+}
+
+/// A connection to a Candela server. Cheap to clone: clones share the connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inference: InferenceClient<Channel>,
+    health: HealthClient<Channel>,
+}
+
+/// Responses can carry up to this many bytes (the server's own default request
+/// limit is 4 MiB; a 1000-row result is far smaller).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+impl Client {
+    /// Connects to `url` (e.g. `http://127.0.0.1:50051`), failing after `timeout`.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Client, ConnectError> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|source| ConnectError::InvalidUrl { url: url.to_string(), source })?
+            .connect_timeout(timeout)
+            .tcp_nodelay(true);
+        let channel =
+            endpoint.connect().await.map_err(|source| ConnectError::Unreachable { url: url.to_string(), source })?;
+        Ok(Client::from_channel(channel))
+    }
+
+    /// Wraps an existing channel (e.g. one with TLS or interceptors configured).
+    pub fn from_channel(channel: Channel) -> Client {
+        Client {
+            inference: InferenceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            health: HealthClient::new(channel),
+        }
+    }
+
+    /// The generated client, for calls the wrapper does not cover.
+    pub fn inference(&mut self) -> &mut InferenceClient<Channel> {
+        &mut self.inference
+    }
+
+    /// Scores one row.
+    pub async fn predict(
+        &mut self,
+        model: impl Into<ModelId>,
+        features: Vec<f32>,
+    ) -> Result<proto::PredictResponse, Status> {
+        let model = model.into();
+        let request = proto::PredictRequest { segment: model.segment, version: model.version, features };
+        Ok(self.inference.predict(request).await?.into_inner())
+    }
+
+    /// Scores many rows (row-major, `feature_count` per row) in one call.
+    pub async fn batch_predict(
+        &mut self,
+        model: impl Into<ModelId>,
+        feature_count: usize,
+        values: Vec<f32>,
+    ) -> Result<proto::BatchPredictResponse, Status> {
+        let request = batch_request(model.into(), feature_count, values);
+        Ok(self.inference.batch_predict(request).await?.into_inner())
+    }
+
+    /// Scores many rows and receives the results in chunks as they are computed.
+    pub async fn batch_predict_stream(
+        &mut self,
+        model: impl Into<ModelId>,
+        feature_count: usize,
+        values: Vec<f32>,
+    ) -> Result<Streaming<proto::BatchPredictChunk>, Status> {
+        let request = batch_request(model.into(), feature_count, values);
+        Ok(self.inference.batch_predict_stream(request).await?.into_inner())
+    }
+
+    /// Opens a StreamPredict call fed by `batches`; see `stream_batch` to build them.
+    pub async fn stream_predict<S>(&mut self, batches: S) -> Result<Streaming<proto::StreamPredictResponse>, Status>
+    where
+        S: futures::Stream<Item = proto::StreamPredictRequest> + Send + 'static,
+    {
+        Ok(self.inference.stream_predict(Request::new(batches)).await?.into_inner())
+    }
+
+    /// Every model the server serves.
+    pub async fn list_models(&mut self) -> Result<proto::ListModelsResponse, Status> {
+        Ok(self.inference.list_models(proto::ListModelsRequest {}).await?.into_inner())
+    }
+
+    /// One model's schema and metadata.
+    pub async fn get_model(&mut self, model: impl Into<ModelId>) -> Result<proto::ModelInfo, Status> {
+        let model = model.into();
+        Ok(self
+            .inference
+            .get_model(proto::GetModelRequest { segment: model.segment, version: model.version })
+            .await?
+            .into_inner())
+    }
+
+    /// The `grpc.health.v1` status of `service` (`""` for the whole server).
+    pub async fn health(&mut self, service: &str) -> Result<ServingStatus, Status> {
+        let response = self.health.check(HealthCheckRequest { service: service.to_string() }).await?.into_inner();
+        Ok(response.status())
+    }
+}
+
+/// One StreamPredict message: `id` comes back on its response.
+pub fn stream_batch(
+    id: impl Into<String>,
+    model: &ModelId,
+    feature_count: usize,
+    values: Vec<f32>,
+) -> proto::StreamPredictRequest {
+    proto::StreamPredictRequest {
+        id: id.into(),
+        segment: model.segment.clone(),
+        version: model.version,
+        rows: Some(proto::Rows { feature_count: feature_count as u32, values }),
+    }
+}
+
+fn batch_request(model: ModelId, feature_count: usize, values: Vec<f32>) -> proto::BatchPredictRequest {
+    proto::BatchPredictRequest {
+        segment: model.segment,
+        version: model.version,
+        rows: Some(proto::Rows { feature_count: feature_count as u32, values }),
+    }
+}

@@ -1,0 +1,134 @@
+//! `candela`: the command line for Candela servers. Health checks, model
+//! listing, one-off predictions, and batch scoring of CSV files through
+//! StreamPredict.
+
+mod score;
+
+use anyhow::{Context, bail};
+use candela_client::{Client, ModelId};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Talk to a Candela inference server.
+#[derive(Parser)]
+#[command(name = "candela", version)]
+struct Cli {
+    /// The server's URL.
+    #[arg(long, env = "CANDELA_SERVER", default_value = "http://127.0.0.1:50051", global = true)]
+    server: String,
+    /// Seconds to wait for the connection.
+    #[arg(long, default_value_t = 5.0, global = true)]
+    connect_timeout: f64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the server's gRPC health; exits non-zero unless SERVING.
+    Health {
+        /// The service to ask about; empty for the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+    /// List the served models: segments, versions, features, labels.
+    Models,
+    /// Score one row.
+    Predict {
+        /// The segment; omit for the server's default.
+        #[arg(long, default_value = "")]
+        segment: String,
+        /// The model version; 0 for the newest.
+        #[arg(long, default_value_t = 0)]
+        version: u64,
+        /// Comma-separated feature values in the model's order (see `candela models`).
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true, required = true)]
+        features: Vec<f32>,
+    },
+    /// Score a CSV file through StreamPredict and write the rows with their scores.
+    Score {
+        /// The segment; omit for the server's default.
+        #[arg(long, default_value = "")]
+        segment: String,
+        /// The model version; 0 for the newest.
+        #[arg(long, default_value_t = 0)]
+        version: u64,
+        /// Input CSV with a header row naming (at least) the model's features.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output CSV: the input columns plus prediction, one probability column per label, and error.
+        #[arg(long)]
+        output: PathBuf,
+        /// Rows per StreamPredict message.
+        #[arg(long, default_value_t = 500)]
+        batch_rows: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut client = Client::connect(&cli.server, Duration::from_secs_f64(cli.connect_timeout)).await?;
+    match cli.command {
+        Command::Health { service } => {
+            let status = client.health(&service).await.context("health check failed")?;
+            println!("{}", status.as_str_name());
+            Ok(if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Models => {
+            let list = client.list_models().await.map_err(status_error)?;
+            for m in &list.models {
+                let metrics: Vec<String> =
+                    m.provenance.iter().flat_map(|p| &p.metrics).map(|(k, v)| format!("{k}={v}")).collect();
+                let default = if m.segment == list.default_segment && m.is_latest { "  (default)" } else { "" };
+                println!("{} v{}{}{default}", m.segment, m.version, if m.is_latest { " latest" } else { "" });
+                println!("  device {}  dtype {}  layers {}", m.device, m.dtype, m.layers.join(" → "));
+                println!("  labels   {}", m.labels.join(", "));
+                println!("  features {}", m.features.join(", "));
+                if !metrics.is_empty() {
+                    println!("  metrics  {}", metrics.join(", "));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Predict { segment, version, features } => {
+            let response = client.predict(ModelId::pinned(segment, version), features).await.map_err(status_error)?;
+            let prediction = response.prediction.context("the server sent no prediction")?;
+            let model = response.model.unwrap_or_default();
+            println!("{} (class {})", prediction.label, prediction.class_index);
+            println!("probabilities {:?}", prediction.probabilities);
+            println!("model {} v{}  request {}", model.segment, model.version, response.request_id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Score { segment, version, input, output, batch_rows } => {
+            if batch_rows == 0 {
+                bail!("--batch-rows must be at least 1");
+            }
+            let summary =
+                score::score_csv(&mut client, ModelId::pinned(segment, version), &input, &output, batch_rows).await?;
+            eprintln!("scored {} rows into {} ({} rows refused)", summary.rows, output.display(), summary.refused_rows);
+            Ok(if summary.refused_rows == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+    }
+}
+
+/// A gRPC status as a one-line error, with any field violations the server sent.
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}

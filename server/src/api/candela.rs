@@ -1,0 +1,216 @@
+//! `candela.v1.Inference`: translates protobuf requests into calls on the
+//! serving core (routing, validation, inference) and results back. No model
+//! logic lives here.
+
+use crate::error::ServeError;
+use crate::inference;
+use crate::repository::Model;
+use crate::routing::ModelMap;
+use crate::serving::Serving;
+use crate::validation::{RowsField, check_rows};
+use candela::v1::{self, inference_server::Inference};
+use futures::{Stream, StreamExt};
+use prost::Message;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The `candela.v1.Inference` service.
+pub struct CandelaApi {
+    serving: Arc<Serving>,
+}
+
+impl CandelaApi {
+    pub fn new(serving: Arc<Serving>) -> CandelaApi {
+        CandelaApi { serving }
+    }
+}
+
+#[tonic::async_trait]
+impl Inference for CandelaApi {
+    async fn predict(&self, request: Request<v1::PredictRequest>) -> Result<Response<v1::PredictResponse>, Status> {
+        let request_id = request_id(request.metadata());
+        let request = request.into_inner();
+        self.serving.check_message_size(request.encoded_len())?;
+        let model = self.serving.models()?.resolve(&request.segment, request.version)?.clone();
+        check_rows(&model, RowsField::Features, request.features.len(), &request.features, 1)?;
+        let prediction = inference::predict(model.clone(), request.features, &request_id).await?.pop();
+        tracing::debug!(request_id, segment = model.segment, version = model.version, "predict");
+        Ok(Response::new(v1::PredictResponse { prediction, model: Some(model_ref(&model)), request_id }))
+    }
+
+    async fn batch_predict(
+        &self,
+        request: Request<v1::BatchPredictRequest>,
+    ) -> Result<Response<v1::BatchPredictResponse>, Status> {
+        let request_id = request_id(request.metadata());
+        let request = request.into_inner();
+        self.serving.check_message_size(request.encoded_len())?;
+        let (model, values) = checked_rows(&self.serving, &request.segment, request.version, request.rows)?;
+        let predictions = inference::predict(model.clone(), values, &request_id).await?;
+        tracing::debug!(
+            request_id,
+            segment = model.segment,
+            version = model.version,
+            rows = predictions.len(),
+            "batch_predict"
+        );
+        Ok(Response::new(v1::BatchPredictResponse { predictions, model: Some(model_ref(&model)), request_id }))
+    }
+
+    type BatchPredictStreamStream = ResponseStream<v1::BatchPredictChunk>;
+
+    async fn batch_predict_stream(
+        &self,
+        request: Request<v1::BatchPredictRequest>,
+    ) -> Result<Response<Self::BatchPredictStreamStream>, Status> {
+        let request_id = request_id(request.metadata());
+        let request = request.into_inner();
+        self.serving.check_message_size(request.encoded_len())?;
+        let (model, values) = checked_rows(&self.serving, &request.segment, request.version, request.rows)?;
+        let chunk_values = self.serving.limits.stream_chunk_rows * model.network.inputs();
+        // One chunk computed ahead of the consumer at most: a slow reader holds
+        // back compute instead of piling results up in memory.
+        let (sender, receiver) = mpsc::channel(1);
+        tokio::spawn(async move {
+            for (index, chunk) in values.chunks(chunk_values).enumerate() {
+                let first_row = (index * chunk_values / model.network.inputs()) as u64;
+                let item = inference::predict(model.clone(), chunk.to_vec(), &request_id)
+                    .await
+                    .map(|predictions| v1::BatchPredictChunk {
+                        first_row,
+                        predictions,
+                        model: Some(model_ref(&model)),
+                        request_id: request_id.clone(),
+                    })
+                    .map_err(Status::from);
+                let failed = item.is_err();
+                if sender.send(item).await.is_err() || failed {
+                    break; // the caller has gone, or the stream ended in error
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    type StreamPredictStream = ResponseStream<v1::StreamPredictResponse>;
+
+    async fn stream_predict(
+        &self,
+        request: Request<Streaming<v1::StreamPredictRequest>>,
+    ) -> Result<Response<Self::StreamPredictStream>, Status> {
+        let request_id = request_id(request.metadata());
+        let serving = self.serving.clone();
+        let in_flight = serving.limits.stream_in_flight;
+        // `buffered` scores up to `in_flight` batches at once, answers in send
+        // order, and polls the inbound stream only when it has room: that is
+        // the backpressure that reaches the producer through HTTP/2 windows.
+        let outbound = request
+            .into_inner()
+            .map(move |message| {
+                let serving = serving.clone();
+                let request_id = request_id.clone();
+                async move { Ok(score_stream_message(&serving, message?, &request_id).await) }
+            })
+            .buffered(in_flight);
+        Ok(Response::new(Box::pin(outbound)))
+    }
+
+    async fn list_models(
+        &self,
+        _request: Request<v1::ListModelsRequest>,
+    ) -> Result<Response<v1::ListModelsResponse>, Status> {
+        let map = self.serving.models()?;
+        Ok(Response::new(v1::ListModelsResponse {
+            models: map.models().map(|m| model_info(map, m)).collect(),
+            default_segment: map.default_segment().unwrap_or_default().to_string(),
+        }))
+    }
+
+    async fn get_model(&self, request: Request<v1::GetModelRequest>) -> Result<Response<v1::ModelInfo>, Status> {
+        let request = request.into_inner();
+        let map = self.serving.models()?;
+        let model = map.resolve(&request.segment, request.version)?;
+        Ok(Response::new(model_info(map, model)))
+    }
+}
+
+/// Routes a batch request and validates its rows; returns the model and the packed values.
+fn checked_rows(
+    serving: &Serving,
+    segment: &str,
+    version: u64,
+    rows: Option<v1::Rows>,
+) -> Result<(Arc<Model>, Vec<f32>), ServeError> {
+    let model = serving.models()?.resolve(segment, version)?.clone();
+    let rows = rows.ok_or_else(|| {
+        ServeError::invalid(
+            "rows",
+            format!("is required: send `feature_count` ({}) and the row-major `values`", model.network.inputs()),
+        )
+    })?;
+    check_rows(&model, RowsField::Rows, rows.feature_count as usize, &rows.values, serving.limits.max_rows)?;
+    Ok((model, rows.values))
+}
+
+/// Scores one StreamPredict message; its failure becomes that message's error response.
+async fn score_stream_message(
+    serving: &Serving,
+    message: v1::StreamPredictRequest,
+    request_id: &str,
+) -> v1::StreamPredictResponse {
+    let id = message.id.clone();
+    let outcome = async {
+        serving.check_message_size(message.encoded_len())?;
+        let (model, values) = checked_rows(serving, &message.segment, message.version, message.rows)?;
+        let predictions = inference::predict(model.clone(), values, request_id).await?;
+        Ok::<_, ServeError>(v1::BatchResult { predictions, model: Some(model_ref(&model)) })
+    }
+    .await;
+    let outcome = match outcome {
+        Ok(result) => v1::stream_predict_response::Outcome::Result(result),
+        Err(error) => {
+            tracing::debug!(request_id, batch = id, %error, "stream batch refused");
+            v1::stream_predict_response::Outcome::Error(error.to_batch_error())
+        }
+    };
+    v1::StreamPredictResponse { id, outcome: Some(outcome) }
+}
+
+fn model_ref(model: &Model) -> v1::ModelRef {
+    v1::ModelRef { segment: model.segment.clone(), version: model.version }
+}
+
+fn model_info(map: &ModelMap, model: &Model) -> v1::ModelInfo {
+    let manifest = &model.manifest;
+    v1::ModelInfo {
+        segment: model.segment.clone(),
+        version: model.version,
+        is_latest: map.is_latest(model),
+        features: manifest.features.clone(),
+        labels: manifest.labels.clone(),
+        dtype: manifest.dtype.as_str().to_string(),
+        layers: model.network.description().to_vec(),
+        provenance: Some(v1::Provenance {
+            created: manifest.provenance.created.clone(),
+            training_data: manifest.provenance.training_data.clone(),
+            metrics: manifest.provenance.metrics.clone().into_iter().collect(),
+            notes: manifest.provenance.notes.clone(),
+        }),
+        device: model.device.clone(),
+    }
+}
+
+/// The caller's `x-request-id` when it is a sane token, else a fresh UUID.
+fn request_id(metadata: &MetadataMap) -> String {
+    metadata
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}

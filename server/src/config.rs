@@ -1,0 +1,154 @@
+//! Every server setting, in one place. Each setting is a flag, an environment
+//! variable (`CANDELA_…`) and a key of the optional TOML file (`--config`),
+//! in that order of precedence over the built-in default. The doc comment on
+//! each field is its `--help` text.
+
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Candela: a gRPC inference server for per-segment models.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "candela-server", version, about, long_about = None)]
+pub struct Settings {
+    /// A TOML file of settings; its keys are the long flag names with `_` for `-`
+    /// (e.g. `default_segment = "retail"`). Flags and environment variables
+    /// override it.
+    #[arg(long, env = "CANDELA_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address to serve gRPC on. Use 127.0.0.1:0 for an ephemeral port.
+    #[arg(long, env = "CANDELA_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// The model repository: <segment>/<version>/model.json + model.safetensors.
+    #[arg(long, env = "CANDELA_MODELS", default_value = "models")]
+    pub models: PathBuf,
+
+    /// The segment used when a request names none. Without it, a repository of
+    /// one segment defaults to that segment, and a larger one requires callers to name one.
+    #[arg(long, env = "CANDELA_DEFAULT_SEGMENT")]
+    pub default_segment: Option<String>,
+
+    /// Where models run: `cpu`, `cuda:N` (needs a build with `--features cuda`),
+    /// or `auto` (the first GPU when one answers, else the CPU).
+    #[arg(long, env = "CANDELA_DEVICE", default_value = "cpu")]
+    pub device: DeviceSpec,
+
+    /// On SIGTERM/SIGINT: seconds to keep serving while health reports
+    /// NOT_SERVING, so load balancers and Kubernetes stop routing here before
+    /// the listener closes. In-flight requests then finish before exit.
+    #[arg(long, env = "CANDELA_DRAIN_SECONDS", default_value_t = 5.0)]
+    pub drain_seconds: f64,
+
+    /// Log format: `pretty` for people, `json` for log pipelines.
+    #[arg(long, env = "CANDELA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// Most rows one request (or one StreamPredict message) may carry; more is
+    /// refused with INVALID_ARGUMENT telling the caller to split the batch.
+    #[arg(long, env = "CANDELA_MAX_ROWS", default_value_t = 1000)]
+    pub max_rows: usize,
+
+    /// Largest request message, in bytes, the server decodes; larger ones are
+    /// refused before decoding.
+    #[arg(long, env = "CANDELA_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Rows per chunk of a BatchPredictStream response.
+    #[arg(long, env = "CANDELA_STREAM_CHUNK_ROWS", default_value_t = 256)]
+    pub stream_chunk_rows: usize,
+
+    /// Batches of one StreamPredict stream being scored at once. The stream
+    /// reads no further ahead, so a fast producer is slowed by HTTP/2 flow control.
+    #[arg(long, env = "CANDELA_STREAM_IN_FLIGHT", default_value_t = 4)]
+    pub stream_in_flight: usize,
+}
+
+/// The compute device setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+    Auto,
+}
+
+impl FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "auto" => Ok(DeviceSpec::Auto),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| format!("`{s}` is not a device: use cpu, cuda:N (e.g. cuda:0) or auto")),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Settings {
+    /// Parses flags and environment, layered over the `--config` file when one
+    /// is named. Errors (bad values, unknown file keys) are clap errors, which
+    /// print usage and exit with status 2 through `Error::exit`.
+    pub fn from_args<I, T>(args: I) -> Result<Settings, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let first = Settings::try_parse_from(&args)?;
+        let Some(path) = &first.config else { return Ok(first) };
+        let mut command = Settings::command();
+        for (key, value) in read_file(path)? {
+            let known = command.get_arguments().any(|a| a.get_id() == key.as_str() && key != "config");
+            if !known {
+                let keys: Vec<String> = command
+                    .get_arguments()
+                    .map(|a| a.get_id().to_string())
+                    .filter(|k| k != "config" && k != "help" && k != "version")
+                    .collect();
+                return Err(file_error(path, format!("unknown setting `{key}`; known settings: {}", keys.join(", "))));
+            }
+            command = command.mut_arg(key, |arg| arg.default_value(value));
+        }
+        let matches = command.try_get_matches_from(&args)?;
+        Settings::from_arg_matches(&matches)
+    }
+}
+
+/// Reads a settings file into (key, value-as-a-flag-would-spell-it) pairs.
+fn read_file(path: &PathBuf) -> Result<Vec<(String, String)>, clap::Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    let table: toml::Table = text.parse().map_err(|e| file_error(path, format!("invalid TOML: {e}")))?;
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(file_error(path, format!("`{key}` = {other}: expected a string, number or boolean")));
+                }
+            };
+            Ok((key, text))
+        })
+        .collect()
+}
+
+fn file_error(path: &std::path::Path, message: String) -> clap::Error {
+    clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("config file {}: {message}\n", path.display()))
+}

@@ -1,0 +1,89 @@
+//! The one error type of the serving core and its one mapping to gRPC status.
+//! Handlers end in `?`; every variant maps to its code on purpose (see the
+//! table in DESIGN.md), and invalid input carries `google.rpc.BadRequest`
+//! field violations so callers learn which row and field to fix.
+
+use candela::v1;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// At most this many field violations are listed; the message gives the total.
+pub const MAX_VIOLATIONS: usize = 16;
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub field: String,
+    pub description: String,
+}
+
+/// Why the core did not answer a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The request does not fit the model or the server's limits.
+    #[error("{message}")]
+    InvalidArgument { message: String, violations: Vec<Violation> },
+    /// No such segment or version.
+    #[error("{0}")]
+    NotFound(String),
+    /// Not ready yet, or shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug: logged with the request id, never with feature values.
+    #[error("internal error (request id {request_id}): {message}")]
+    Internal { request_id: String, message: String },
+}
+
+impl ServeError {
+    /// One invalid field, described for the caller.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> ServeError {
+        let violation = Violation { field: field.into(), description: description.into() };
+        ServeError::InvalidArgument {
+            message: format!("{} {}", violation.field, violation.description),
+            violations: vec![violation],
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            ServeError::InvalidArgument { .. } => Code::InvalidArgument,
+            ServeError::NotFound(_) => Code::NotFound,
+            ServeError::Unavailable(_) => Code::Unavailable,
+            ServeError::Internal { .. } => Code::Internal,
+        }
+    }
+
+    fn violations(&self) -> &[Violation] {
+        match self {
+            ServeError::InvalidArgument { violations, .. } => violations,
+            _ => &[],
+        }
+    }
+
+    /// This error as one StreamPredict response's `error`, for streams that carry on.
+    pub fn to_batch_error(&self) -> v1::BatchError {
+        v1::BatchError {
+            code: self.code() as i32,
+            message: self.to_string(),
+            field_violations: self
+                .violations()
+                .iter()
+                .map(|v| v1::FieldViolation { field: v.field.clone(), description: v.description.clone() })
+                .collect(),
+        }
+    }
+}
+
+impl From<ServeError> for Status {
+    fn from(error: ServeError) -> Status {
+        let violations = error.violations();
+        if violations.is_empty() {
+            return Status::new(error.code(), error.to_string());
+        }
+        let mut details = ErrorDetails::new();
+        for v in violations {
+            details.add_bad_request_violation(v.field.clone(), v.description.clone());
+        }
+        Status::with_error_details(error.code(), error.to_string(), details)
+    }
+}

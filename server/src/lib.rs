@@ -1,0 +1,99 @@
+//! Candela's server: a model repository served over gRPC.
+//!
+//! `run` takes an already-bound listener and a shutdown future, so the binary
+//! and the tests start the server the same way. The modules follow a
+//! request's way through: `api` (the network front) → `routing` (segment and
+//! version → model) → `validation` → `inference` (candle, off the reactor).
+//! `repository` and `model` load and check models at start; nothing on the
+//! request path locks or touches the disk.
+
+pub mod api;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod inference;
+pub mod model;
+pub mod repository;
+pub mod routing;
+pub mod serving;
+pub mod shutdown;
+pub mod synthetic;
+pub mod telemetry;
+pub mod training;
+pub mod validation;
+
+use anyhow::Context;
+use config::Settings;
+use routing::ModelMap;
+use serving::Serving;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+/// Serves on `listener` until `shutdown` resolves, then drains and returns.
+///
+/// Health is NOT_SERVING from the first accepted connection until every model
+/// is loaded and warmed; a repository that cannot be served ends `run` with
+/// an error listing every problem.
+pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let serving = Arc::new(Serving::new(&settings));
+    let (router, reporter) = api::router(serving.clone())?;
+    // tonic-health reports "" as SERVING from the start; a probe without a
+    // service name must not pass before the models are ready.
+    api::set_health(&reporter, ServingStatus::NotServing).await;
+    let address = listener.local_addr()?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    }));
+    tracing::info!(%address, models = %settings.models.display(), "listening; NOT_SERVING until the models are loaded");
+
+    tokio::pin!(shutdown);
+    let loaded = tokio::select! {
+        loaded = load_models(&settings) => loaded,
+        _ = &mut shutdown => Err(anyhow::anyhow!("shutdown requested while loading models")),
+    };
+    let models = match loaded {
+        Ok(models) => models,
+        Err(error) => {
+            let _ = stop.send(());
+            let _ = server.await;
+            return Err(error);
+        }
+    };
+    let count = models.models().count();
+    serving.publish(models);
+    api::set_health(&reporter, ServingStatus::Serving).await;
+    tracing::info!(%address, models = count, "SERVING");
+
+    tokio::select! {
+        _ = &mut shutdown => {}
+        ended = &mut server => {
+            ended.context("server task failed")?.context("gRPC server failed")?;
+            return Ok(());
+        }
+    }
+    shutdown::drain(&reporter, Duration::from_secs_f64(settings.drain_seconds.max(0.0))).await;
+    tracing::info!("drain period over: closing the listener, finishing in-flight requests");
+    let _ = stop.send(());
+    server.await.context("server task failed")?.context("gRPC server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens the device and loads, checks and warms the repository, off the reactor.
+async fn load_models(settings: &Settings) -> anyhow::Result<ModelMap> {
+    let (spec, dir, default) = (settings.device, settings.models.clone(), settings.default_segment.clone());
+    tokio::task::spawn_blocking(move || {
+        let (device, device_name) = device::open(spec)?;
+        let models = repository::load(&dir, &device, &device_name)?;
+        ModelMap::new(models, default.as_deref()).map_err(anyhow::Error::msg)
+    })
+    .await
+    .context("model loading task failed")?
+}

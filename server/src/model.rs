@@ -1,0 +1,284 @@
+//! The network a model version runs: its layers compiled into candle operations
+//! on one device, and the forward pass from packed feature rows to class
+//! probabilities. Building a `Network` checks every tensor against the layer
+//! list, so a model that builds is a model that can answer; the checks' failures
+//! are `ModelError`s that name the tensor and what was expected.
+
+use crate::repository::manifest::{DTypeName, GeluApproximation, LayerSpec};
+use candle_core::{DType, Device, Module, Tensor};
+use std::collections::{BTreeSet, HashMap};
+
+/// Why a layer list and a set of tensors do not make a network.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("tensor `{name}` is missing: layer {layer} ({kind}) needs it")]
+    MissingTensor { name: String, layer: usize, kind: &'static str },
+    #[error("tensor `{name}` has shape {found:?}; expected {expected}")]
+    BadShape { name: String, found: Vec<usize>, expected: String },
+    #[error("tensor `{name}` {problem}")]
+    BadValues { name: String, problem: String },
+    #[error("tensor `{name}` is not used by any layer: is a layer missing from model.json's `layers`?")]
+    UnusedTensor { name: String },
+    #[error("{0}")]
+    BadHead(String),
+    #[error("model.json lists no features")]
+    NoFeatures,
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// How the last layer's output becomes one probability per class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// The last layer is a softmax over all classes.
+    Softmax,
+    /// The last layer is a sigmoid of one logit: P(labels[1]); labels[0] gets the rest.
+    BinarySigmoid,
+}
+
+/// One compiled layer.
+enum Op {
+    /// `x * scale + shift` per feature: standardisation and inference batch norm
+    /// both fold into this at load, so the request path does one fused op.
+    Affine {
+        scale: Tensor,
+        shift: Tensor,
+    },
+    Linear(candle_nn::Linear),
+    LayerNorm {
+        weight: Tensor,
+        bias: Tensor,
+        eps: f32,
+    },
+    Relu,
+    Gelu,
+    GeluTanh,
+    Tanh,
+    Sigmoid,
+    Softmax,
+}
+
+/// A model's network, resident on its device in its dtype.
+pub struct Network {
+    ops: Vec<Op>,
+    /// One line per layer as a caller would read it, e.g. `linear(30→32)`.
+    description: Vec<String>,
+    device: Device,
+    dtype: DType,
+    inputs: usize,
+    classes: usize,
+    head: Head,
+}
+
+impl Network {
+    /// Compiles `layers` over `tensors` (as loaded from safetensors, any float
+    /// dtype, on the CPU) for `inputs` features and `classes` labels, then moves
+    /// the weights to `device` in `dtype`.
+    pub fn build(
+        layers: &[LayerSpec],
+        prefix: &str,
+        mut tensors: HashMap<String, Tensor>,
+        inputs: usize,
+        classes: usize,
+        dtype: DTypeName,
+        device: &Device,
+    ) -> Result<Network, ModelError> {
+        if inputs == 0 {
+            return Err(ModelError::NoFeatures);
+        }
+        let dtype = match dtype {
+            DTypeName::F32 => DType::F32,
+            DTypeName::F16 => DType::F16,
+            DTypeName::Bf16 => DType::BF16,
+            DTypeName::F64 => DType::F64,
+        };
+        let mut width = inputs;
+        let mut ops = Vec::with_capacity(layers.len());
+        let mut description = Vec::with_capacity(layers.len());
+        for (index, layer) in layers.iter().enumerate() {
+            let width_in = width;
+            let mut take = |param: &str, shape: &[usize], expected: &dyn Fn() -> String| {
+                let name = format!("{prefix}{index}.{param}");
+                let tensor = tensors.remove(&name).ok_or_else(|| ModelError::MissingTensor {
+                    name: name.clone(),
+                    layer: index,
+                    kind: layer.kind(),
+                })?;
+                let found = tensor.dims().to_vec();
+                let fits = found.len() == shape.len() && found.iter().zip(shape).all(|(f, s)| *s == 0 || f == s);
+                if !fits {
+                    return Err(ModelError::BadShape { name, found, expected: expected() });
+                }
+                let tensor = tensor.to_dtype(DType::F32)?;
+                check_finite(&name, &tensor)?;
+                Ok((name, tensor))
+            };
+            let per_feature = || format!("[{width}] (one value per feature reaching layer {index})");
+            let op = match layer {
+                LayerSpec::Standardize => {
+                    let (_, mean) = take("mean", &[width], &per_feature)?;
+                    let (std_name, std) = take("std", &[width], &per_feature)?;
+                    if std.to_vec1::<f32>()?.iter().any(|s| *s <= 0.0) {
+                        return Err(ModelError::BadValues {
+                            name: std_name,
+                            problem: "has a value ≤ 0; a standard deviation must be positive".into(),
+                        });
+                    }
+                    let scale = std.recip()?;
+                    let shift = mean.neg()?.mul(&scale)?;
+                    Op::Affine { scale, shift }
+                }
+                LayerSpec::BatchNorm { eps } => {
+                    let (_, weight) = take("weight", &[width], &per_feature)?;
+                    let (_, bias) = take("bias", &[width], &per_feature)?;
+                    let (_, mean) = take("running_mean", &[width], &per_feature)?;
+                    let (var_name, var) = take("running_var", &[width], &per_feature)?;
+                    if var.to_vec1::<f32>()?.iter().any(|v| *v < 0.0) {
+                        return Err(ModelError::BadValues {
+                            name: var_name,
+                            problem: "has a negative value; a variance cannot be negative".into(),
+                        });
+                    }
+                    tensors.remove(&format!("{prefix}{index}.num_batches_tracked"));
+                    let scale = weight.div(&var.affine(1.0, *eps)?.sqrt()?)?;
+                    let shift = bias.sub(&mean.mul(&scale)?)?;
+                    Op::Affine { scale, shift }
+                }
+                LayerSpec::Linear { bias } => {
+                    let wide = width;
+                    let (_, weight) = take("weight", &[0, width], &|| {
+                        format!("[out, {wide}] (layer {index} receives {wide} features)")
+                    })?;
+                    let out = weight.dims()[0];
+                    let bias = if *bias {
+                        Some(
+                            take("bias", &[out], &|| format!("[{out}] (one per output of `{prefix}{index}.weight`)"))?
+                                .1,
+                        )
+                    } else {
+                        None
+                    };
+                    width = out;
+                    Op::Linear(candle_nn::Linear::new(weight, bias))
+                }
+                LayerSpec::LayerNorm { eps } => {
+                    let (_, weight) = take("weight", &[width], &per_feature)?;
+                    let (_, bias) = take("bias", &[width], &per_feature)?;
+                    Op::LayerNorm { weight, bias, eps: *eps as f32 }
+                }
+                LayerSpec::Relu => Op::Relu,
+                LayerSpec::Gelu { approximate: GeluApproximation::None } => Op::Gelu,
+                LayerSpec::Gelu { approximate: GeluApproximation::Tanh } => Op::GeluTanh,
+                LayerSpec::Tanh => Op::Tanh,
+                LayerSpec::Sigmoid => Op::Sigmoid,
+                LayerSpec::Softmax => Op::Softmax,
+                LayerSpec::Dropout { .. } => {
+                    description.push("dropout (identity at inference)".to_string());
+                    continue;
+                }
+            };
+            description.push(match layer {
+                LayerSpec::Linear { .. } => format!("linear({width_in}→{width})"),
+                LayerSpec::Gelu { approximate: GeluApproximation::Tanh } => "gelu(tanh)".to_string(),
+                other => format!("{}({width})", other.kind()),
+            });
+            ops.push(op);
+        }
+        let unused: BTreeSet<String> = tensors.into_keys().collect();
+        if let Some(name) = unused.into_iter().next() {
+            return Err(ModelError::UnusedTensor { name });
+        }
+        let head = match (ops.last(), width) {
+            (Some(Op::Softmax), w) if w == classes && classes >= 2 => Head::Softmax,
+            (Some(Op::Sigmoid), 1) if classes == 2 => Head::BinarySigmoid,
+            (Some(Op::Softmax), w) => {
+                return Err(ModelError::BadHead(format!(
+                    "the network ends in a softmax over {w} outputs but model.json has {classes} labels; they must be equal"
+                )));
+            }
+            (Some(Op::Sigmoid), w) => {
+                return Err(ModelError::BadHead(format!(
+                    "the network ends in a sigmoid over {w} outputs; a sigmoid head needs exactly 1 output and 2 labels (it has {classes})"
+                )));
+            }
+            _ => {
+                return Err(ModelError::BadHead(
+                    "the last layer must be `softmax` (one output per label) or `sigmoid` (one output, two labels) so the model emits probabilities".into(),
+                ));
+            }
+        };
+        let ops = ops.into_iter().map(|op| op.to(device, dtype)).collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Network { ops, description, device: device.clone(), dtype, inputs, classes, head })
+    }
+
+    /// Number of input features per row.
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+
+    /// The layers as a caller would read them, e.g. `["standardize(30)", "linear(30→32)", …]`.
+    pub fn description(&self) -> &[String] {
+        &self.description
+    }
+
+    /// Number of classes, hence probabilities per row.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Scores `values` (row-major, `inputs()` per row) and returns row-major
+    /// probabilities, `classes()` per row, as f32 whatever the compute dtype.
+    pub fn forward(&self, values: &[f32]) -> candle_core::Result<Vec<f32>> {
+        let rows = values.len() / self.inputs;
+        let mut x = Tensor::from_slice(values, (rows, self.inputs), &self.device)?.to_dtype(self.dtype)?;
+        for op in &self.ops {
+            x = op.apply(&x)?;
+        }
+        let p = x.to_dtype(DType::F32)?;
+        let p = match self.head {
+            Head::Softmax => p,
+            Head::BinarySigmoid => Tensor::cat(&[p.affine(-1.0, 1.0)?, p], 1)?,
+        };
+        p.flatten_all()?.to_vec1::<f32>()
+    }
+}
+
+impl Op {
+    fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Op::Affine { scale, shift } => x.broadcast_mul(scale)?.broadcast_add(shift),
+            Op::Linear(linear) => linear.forward(x),
+            Op::LayerNorm { weight, bias, eps } => candle_nn::ops::layer_norm(x, weight, bias, *eps),
+            Op::Relu => x.relu(),
+            Op::Gelu => x.gelu_erf(),
+            Op::GeluTanh => x.gelu(),
+            Op::Tanh => x.tanh(),
+            Op::Sigmoid => candle_nn::ops::sigmoid(x),
+            Op::Softmax => candle_nn::ops::softmax_last_dim(x),
+        }
+    }
+
+    /// The same op with its tensors on `device` in `dtype`.
+    fn to(self, device: &Device, dtype: DType) -> candle_core::Result<Op> {
+        let place = |t: &Tensor| t.to_dtype(dtype)?.to_device(device);
+        Ok(match self {
+            Op::Affine { scale, shift } => Op::Affine { scale: place(&scale)?, shift: place(&shift)? },
+            Op::Linear(linear) => {
+                Op::Linear(candle_nn::Linear::new(place(linear.weight())?, linear.bias().map(place).transpose()?))
+            }
+            Op::LayerNorm { weight, bias, eps } => Op::LayerNorm { weight: place(&weight)?, bias: place(&bias)?, eps },
+            other => other,
+        })
+    }
+}
+
+fn check_finite(name: &str, tensor: &Tensor) -> Result<(), ModelError> {
+    let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+    if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+        return Err(ModelError::BadValues {
+            name: name.to_string(),
+            problem: format!("holds a non-finite value ({}) at flat index {at}", values[at]),
+        });
+    }
+    Ok(())
+}

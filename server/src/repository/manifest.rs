@@ -1,0 +1,146 @@
+//! `model.json`: the part of a model a person writes or a trainer emits. It names
+//! the input features in order, the output labels, the layer list and where the
+//! model came from. Weights live beside it in `model.safetensors`, named the way
+//! PyTorch's `nn.Sequential` names them (`{index}.weight`), so this file only
+//! says *which* layers exist, never their sizes: sizes are read from the tensors.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The parsed `model.json` of one model version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Input feature names, in the order rows carry them.
+    pub features: Vec<String>,
+    /// Output class labels, in the order the model's last layer emits them.
+    pub labels: Vec<String>,
+    /// The dtype the network computes in; weights are converted to it at load.
+    #[serde(default)]
+    pub dtype: DTypeName,
+    /// Prepended to every tensor name, for models saved from a submodule
+    /// (e.g. `"net."` when the `nn.Sequential` was the attribute `net`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tensor_prefix: String,
+    /// The layers in order; layer `i` owns the tensors `{tensor_prefix}{i}.*`.
+    pub layers: Vec<LayerSpec>,
+    /// Where the model came from.
+    #[serde(default)]
+    pub provenance: Provenance,
+}
+
+/// The numeric type a model computes in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DTypeName {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+    F64,
+}
+
+impl DTypeName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DTypeName::F32 => "f32",
+            DTypeName::F16 => "f16",
+            DTypeName::Bf16 => "bf16",
+            DTypeName::F64 => "f64",
+        }
+    }
+}
+
+/// One layer of the network, tagged by `"type"`. The tensors each layer reads
+/// are those PyTorch's matching module stores in its `state_dict`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LayerSpec {
+    /// `(x - mean) / std` per feature; tensors `mean` and `std` (a module with
+    /// those two buffers), so raw feature values can be sent unscaled.
+    Standardize,
+    /// `nn.Linear`: tensors `weight` `[out, in]` and, when `bias`, `bias` `[out]`.
+    Linear {
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    Relu,
+    /// `nn.GELU`: exact (erf) by default, `"approximate": "tanh"` for the tanh form.
+    Gelu {
+        #[serde(default)]
+        approximate: GeluApproximation,
+    },
+    Tanh,
+    Sigmoid,
+    /// Softmax over the classes; as the last layer it makes the output probabilities.
+    Softmax,
+    /// `nn.LayerNorm` over the features: tensors `weight`, `bias`.
+    LayerNorm {
+        #[serde(default = "default_eps")]
+        eps: f64,
+    },
+    /// `nn.BatchNorm1d` in inference form: tensors `weight`, `bias`,
+    /// `running_mean`, `running_var` (`num_batches_tracked` is ignored).
+    BatchNorm {
+        #[serde(default = "default_eps")]
+        eps: f64,
+    },
+    /// `nn.Dropout`: the identity at inference; listed so layer indices match
+    /// the `nn.Sequential` the weights came from.
+    Dropout {
+        #[serde(default)]
+        p: f64,
+    },
+}
+
+/// Which GELU formula a layer uses, as PyTorch's `approximate` argument.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeluApproximation {
+    #[default]
+    None,
+    Tanh,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+/// How and from what a model was made.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// When the model was created (RFC 3339).
+    #[serde(default)]
+    pub created: String,
+    /// What the model was trained on.
+    #[serde(default)]
+    pub training_data: String,
+    /// Metrics on held-out data, e.g. `{"auc": 0.95}`.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub notes: String,
+}
+
+impl LayerSpec {
+    /// A short human name, e.g. for `GetModel`'s layer list and error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LayerSpec::Standardize => "standardize",
+            LayerSpec::Linear { .. } => "linear",
+            LayerSpec::Relu => "relu",
+            LayerSpec::Gelu { .. } => "gelu",
+            LayerSpec::Tanh => "tanh",
+            LayerSpec::Sigmoid => "sigmoid",
+            LayerSpec::Softmax => "softmax",
+            LayerSpec::LayerNorm { .. } => "layer_norm",
+            LayerSpec::BatchNorm { .. } => "batch_norm",
+            LayerSpec::Dropout { .. } => "dropout",
+        }
+    }
+}

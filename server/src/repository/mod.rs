@@ -1,0 +1,233 @@
+//! The model repository on disk: `<root>/<segment>/<version>/model.json` plus
+//! `model.safetensors`. Loading scans the whole tree, builds and warms every
+//! model, and reports *every* broken model at once (file, tensor, what was
+//! expected), so an operator fixes a repository in one pass, not one error per
+//! restart. Nothing here is on the request path.
+
+pub mod manifest;
+
+use crate::model::{ModelError, Network};
+use candle_core::Device;
+use manifest::Manifest;
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The name of a model version's description file.
+pub const MANIFEST_FILE: &str = "model.json";
+/// The name of a model version's weights file.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// One loaded, warmed model version.
+pub struct Model {
+    pub segment: String,
+    pub version: u64,
+    pub manifest: Manifest,
+    pub network: Network,
+    /// The device the network runs on, as configured (`cpu`, `cuda:0`).
+    pub device: String,
+}
+
+/// One reason a repository cannot be served, with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read: {source}", path = path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: the model repository is empty: expected directories <segment>/<version>/ holding {MANIFEST_FILE} and {WEIGHTS_FILE}", path = path.display())]
+    Empty { path: PathBuf },
+    #[error("{path}: segment has no versions: expected numbered directories such as {path}/1/ holding {MANIFEST_FILE} and {WEIGHTS_FILE}", path = path.display())]
+    NoVersions { path: PathBuf },
+    #[error("{path}: `{name}` is not a valid {what}: {rule}", path = path.display())]
+    BadName { path: PathBuf, name: String, what: &'static str, rule: &'static str },
+    #[error("{path}: is missing", path = path.display())]
+    Missing { path: PathBuf },
+    #[error("{path}: {message}", path = path.display())]
+    Manifest { path: PathBuf, message: String },
+    #[error("{path}: unreadable safetensors file: {message}", path = path.display())]
+    Weights { path: PathBuf, message: String },
+    #[error("{path}: {source}", path = path.display())]
+    Model { path: PathBuf, source: ModelError },
+}
+
+/// Every problem found in a repository; displayed one per line.
+#[derive(Debug)]
+pub struct LoadErrors(pub Vec<LoadError>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the model repository cannot be served ({} problem{}):",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )?;
+        for error in &self.0 {
+            write!(f, "\n  - {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadErrors {}
+
+/// Loads, validates and warms every model under `root` onto `device`.
+/// `device_name` is how the device is reported to callers.
+pub fn load(root: &Path, device: &Device, device_name: &str) -> Result<Vec<Model>, LoadErrors> {
+    let mut models = Vec::new();
+    let mut errors = Vec::new();
+    let segments = match subdirectories(root) {
+        Ok(dirs) => dirs,
+        Err(error) => return Err(LoadErrors(vec![error])),
+    };
+    if segments.is_empty() {
+        return Err(LoadErrors(vec![LoadError::Empty { path: root.to_path_buf() }]));
+    }
+    for (segment, segment_dir) in segments {
+        if !valid_segment_name(&segment) {
+            errors.push(LoadError::BadName {
+                path: root.to_path_buf(),
+                name: segment,
+                what: "segment name",
+                rule: "use letters, digits, '_', '-' and '.', starting with a letter or digit",
+            });
+            continue;
+        }
+        let versions = match subdirectories(&segment_dir) {
+            Ok(dirs) => dirs,
+            Err(error) => {
+                errors.push(error);
+                continue;
+            }
+        };
+        if versions.is_empty() {
+            errors.push(LoadError::NoVersions { path: segment_dir });
+            continue;
+        }
+        for (name, dir) in versions {
+            let version = match name.parse::<u64>() {
+                Ok(v) if v > 0 && !name.starts_with('0') => v,
+                _ => {
+                    errors.push(LoadError::BadName {
+                        path: segment_dir.clone(),
+                        name,
+                        what: "version directory",
+                        rule: "versions are positive integers without leading zeros (1, 2, 10, ...)",
+                    });
+                    continue;
+                }
+            };
+            match load_version(&segment, version, &dir, device, device_name) {
+                Ok(model) => models.push(model),
+                Err(error) => errors.push(error),
+            }
+        }
+    }
+    if errors.is_empty() { Ok(models) } else { Err(LoadErrors(errors)) }
+}
+
+/// Loads one `<segment>/<version>/` directory and warms it with one forward pass.
+pub fn load_version(
+    segment: &str,
+    version: u64,
+    dir: &Path,
+    device: &Device,
+    device_name: &str,
+) -> Result<Model, LoadError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let weights_path = dir.join(WEIGHTS_FILE);
+    let manifest = read_manifest(&manifest_path)?;
+    if !weights_path.exists() {
+        return Err(LoadError::Missing { path: weights_path });
+    }
+    let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
+        .map_err(|e| LoadError::Weights { path: weights_path.clone(), message: e.to_string() })?;
+    let network = Network::build(
+        &manifest.layers,
+        &manifest.tensor_prefix,
+        tensors,
+        manifest.features.len(),
+        manifest.labels.len(),
+        manifest.dtype,
+        device,
+    )
+    .map_err(|source| LoadError::Model { path: weights_path.clone(), source })?;
+    // Warm-up: the first pass allocates and (on CUDA) compiles kernels; do it
+    // now rather than on a caller's request, and prove the network answers.
+    let probabilities = network
+        .forward(&vec![0.0; network.inputs()])
+        .map_err(|e| LoadError::Model { path: weights_path.clone(), source: e.into() })?;
+    if probabilities.len() != network.classes() || probabilities.iter().any(|p| !p.is_finite()) {
+        return Err(LoadError::Model {
+            path: weights_path,
+            source: ModelError::BadHead(format!(
+                "warm-up on a row of zeros gave {probabilities:?}, not {} finite probabilities",
+                network.classes()
+            )),
+        });
+    }
+    Ok(Model { segment: segment.to_string(), version, manifest, network, device: device_name.to_string() })
+}
+
+/// Parses and checks `model.json` on its own (names, labels), before any tensor is read.
+fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LoadError::Missing { path: path.to_path_buf() });
+        }
+        Err(source) => return Err(LoadError::Io { path: path.to_path_buf(), source }),
+    };
+    let invalid = |message: String| LoadError::Manifest { path: path.to_path_buf(), message };
+    let deserializer = &mut serde_json::Deserializer::from_str(&text);
+    let manifest: Manifest = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner();
+        if at == "." {
+            invalid(format!("invalid JSON: {inner}"))
+        } else {
+            invalid(format!("invalid JSON at `{at}`: {inner}"))
+        }
+    })?;
+    if manifest.features.is_empty() {
+        return Err(invalid("`features` is empty: list the input feature names in row order".into()));
+    }
+    if let Some(name) = first_duplicate(&manifest.features) {
+        return Err(invalid(format!("`features` names `{name}` twice: feature names must be unique")));
+    }
+    if manifest.labels.len() < 2 {
+        return Err(invalid(format!("`labels` has {} entries: a classifier needs at least 2", manifest.labels.len())));
+    }
+    if let Some(name) = first_duplicate(&manifest.labels) {
+        return Err(invalid(format!("`labels` names `{name}` twice: labels must be unique")));
+    }
+    if manifest.layers.is_empty() {
+        return Err(invalid("`layers` is empty: list the network's layers in order".into()));
+    }
+    Ok(manifest)
+}
+
+fn first_duplicate(names: &[String]) -> Option<&str> {
+    let mut seen = HashSet::new();
+    names.iter().find(|n| !seen.insert(n.as_str())).map(String::as_str)
+}
+
+fn valid_segment_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// The non-hidden subdirectories of `dir`, sorted by name. Plain files (a
+/// README beside the segments, say) are not models and are skipped.
+fn subdirectories(dir: &Path) -> Result<Vec<(String, PathBuf)>, LoadError> {
+    let io = |source| LoadError::Io { path: dir.to_path_buf(), source };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && entry.path().is_dir() {
+            found.push((name, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}

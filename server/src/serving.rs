@@ -1,0 +1,66 @@
+//! What every request handler shares: the models (once loaded) and the
+//! request limits. The model map is set exactly once, after loading and
+//! warm-up; until then handlers answer UNAVAILABLE. Reading it is an atomic
+//! load, so the request path takes no lock.
+
+use crate::config::Settings;
+use crate::error::ServeError;
+use crate::routing::ModelMap;
+use std::sync::OnceLock;
+
+/// The per-request limits, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_rows: usize,
+    pub max_message_bytes: usize,
+    pub stream_chunk_rows: usize,
+    pub stream_in_flight: usize,
+}
+
+/// State shared by the API handlers.
+pub struct Serving {
+    models: OnceLock<ModelMap>,
+    pub limits: Limits,
+}
+
+impl Serving {
+    pub fn new(settings: &Settings) -> Serving {
+        Serving {
+            models: OnceLock::new(),
+            limits: Limits {
+                max_rows: settings.max_rows.max(1),
+                max_message_bytes: settings.max_message_bytes,
+                stream_chunk_rows: settings.stream_chunk_rows.max(1),
+                stream_in_flight: settings.stream_in_flight.max(1),
+            },
+        }
+    }
+
+    /// Publishes the loaded models; called once, after warm-up.
+    pub fn publish(&self, models: ModelMap) {
+        if self.models.set(models).is_err() {
+            panic!("models published twice; this is a bug");
+        }
+    }
+
+    /// The served models, or UNAVAILABLE while they are still loading.
+    pub fn models(&self) -> Result<&ModelMap, ServeError> {
+        self.models
+            .get()
+            .ok_or_else(|| ServeError::Unavailable("the server is still loading its models; retry shortly".into()))
+    }
+
+    /// Refuses a decoded message larger than the configured limit.
+    pub fn check_message_size(&self, encoded_len: usize) -> Result<(), ServeError> {
+        let limit = self.limits.max_message_bytes;
+        if encoded_len > limit {
+            return Err(ServeError::invalid(
+                "(message)",
+                format!(
+                    "is {encoded_len} bytes; this server accepts messages of at most {limit} bytes: split the batch"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,12 @@
+//! Candela's wire contract, shared by the server, the client and any Rust caller:
+//! the generated `candela.v1` messages and service stubs, plus the encoded file
+//! descriptor set the server publishes through gRPC reflection. Nothing else
+//! lives here, so depending on the contract never pulls in the model runtime.
+
+/// `candela.v1`: the `Inference` service, its client and server stubs, and messages.
+pub mod v1 {
+    tonic::include_proto!("candela.v1");
+}
+
+/// Every message and service in `proto/`, encoded as a `FileDescriptorSet`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/candela_descriptor.bin"));
