@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 /// Candela: a gRPC inference server for per-segment models.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "candela-server", version, about, long_about = None)]
+#[command(name = "candela-server", version, about, long_about = None, args_override_self = true)]
 pub struct Settings {
     /// A TOML file of settings; its keys are the long flag names with `_` for `-`
     /// (e.g. `default_segment = "retail"`). Flags and environment variables

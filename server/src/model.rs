@@ -248,6 +248,10 @@ impl Op {
         match self {
             Op::Affine { scale, shift } => x.broadcast_mul(scale)?.broadcast_add(shift),
             Op::Linear(linear) => linear.forward(x),
+            // candle's fused kernel covers f32/f16/bf16; f64 takes the composed form.
+            Op::LayerNorm { weight, bias, eps } if x.dtype() == DType::F64 => {
+                candle_nn::ops::layer_norm_slow(x, weight, bias, *eps)
+            }
             Op::LayerNorm { weight, bias, eps } => candle_nn::ops::layer_norm(x, weight, bias, *eps),
             Op::Relu => x.relu(),
             Op::Gelu => x.gelu_erf(),

@@ -1,0 +1,194 @@
+//! Every candela.v1 RPC, end to end: the real server on a loopback port, the
+//! real client crate, the bundled demo models.
+
+mod common;
+
+use candela_client::{ModelId, proto, stream_batch};
+use common::{FEATURES, TestServer, rows};
+use futures::StreamExt;
+use tonic::Code;
+
+fn assert_close(a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() <= 1e-6, "{a:?} vs {b:?}");
+    }
+}
+
+#[tokio::test]
+async fn predict_scores_one_row_and_names_the_model() {
+    let server = TestServer::start(&[]).await;
+    let mut client = server.client().await;
+    let data = rows("retail", 1);
+    let response = client.predict("retail", data.values.clone()).await.unwrap();
+    let prediction = response.prediction.unwrap();
+    assert_eq!(prediction.probabilities.len(), 2);
+    assert!((prediction.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    let argmax = if prediction.probabilities[1] > prediction.probabilities[0] { 1 } else { 0 };
+    assert_eq!(prediction.class_index, argmax);
+    assert_eq!(prediction.label, ["legit", "fraud"][argmax as usize]);
+    assert_eq!(response.model, Some(proto::ModelRef { segment: "retail".into(), version: 1 }));
+    assert_eq!(response.request_id.len(), 36, "a generated UUID: {}", response.request_id);
+}
+
+#[tokio::test]
+async fn a_callers_request_id_is_echoed() {
+    let server = TestServer::start(&[]).await;
+    let mut client = server.client().await;
+    let mut request = tonic::Request::new(proto::PredictRequest {
+        segment: "sme".into(),
+        version: 0,
+        features: rows("sme", 1).values,
+    });
+    request.metadata_mut().insert("x-request-id", "order-42".parse().unwrap());
+    let response = client.inference().predict(request).await.unwrap().into_inner();
+    assert_eq!(response.request_id, "order-42");
+}
+
+#[tokio::test]
+async fn batch_predict_answers_every_row_in_order_as_predict_would() {
+    let server = TestServer::start(&[]).await;
+    let mut client = server.client().await;
+    let data = rows("corporate", 50);
+    let batch = client.batch_predict("corporate", FEATURES, data.values.clone()).await.unwrap();
+    assert_eq!(batch.predictions.len(), 50);
+    assert_eq!(batch.model.unwrap().segment, "corporate");
+    for (row, expected) in data.values.chunks(FEATURES).zip(&batch.predictions) {
+        let single = client.predict("corporate", row.to_vec()).await.unwrap().prediction.unwrap();
+        assert_eq!(single.class_index, expected.class_index);
+        assert_close(&single.probabilities, &expected.probabilities);
+    }
+}
+
+#[tokio::test]
+async fn segments_are_routed_to_their_own_models() {
+    let server = TestServer::start(&[]).await;
+    let mut client = server.client().await;
+    let row = rows("retail", 1).values;
+    let mut seen = Vec::new();
+    for segment in ["retail", "corporate", "sme"] {
+        let response = client.predict(segment, row.clone()).await.unwrap();
+        assert_eq!(response.model.unwrap().segment, segment);
+        seen.push(response.prediction.unwrap().probabilities);
+    }
+    assert!(seen[0] != seen[1] && seen[1] != seen[2], "three models give three answers: {seen:?}");
+}
+
+#[tokio::test]
+async fn the_default_segment_serves_requests_that_name_none() {
+    let server = TestServer::start(&["--default-segment", "sme"]).await;
+    let mut client = server.client().await;
+    let row = rows("sme", 1).values;
+    let response = client.predict("", row.clone()).await.unwrap();
+    assert_eq!(response.model.unwrap().segment, "sme");
+    let explicit = client.predict("sme", row).await.unwrap();
+    assert_eq!(response.prediction, explicit.prediction);
+    assert_eq!(client.list_models().await.unwrap().default_segment, "sme");
+}
+
+#[tokio::test]
+async fn batch_predict_stream_sends_chunks_that_add_up_to_the_batch() {
+    let server = TestServer::start(&["--stream-chunk-rows", "64"]).await;
+    let mut client = server.client().await;
+    let data = rows("retail", 300);
+    let whole = client.batch_predict("retail", FEATURES, data.values.clone()).await.unwrap();
+    let mut stream = client.batch_predict_stream("retail", FEATURES, data.values).await.unwrap();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        chunks.push(chunk.unwrap());
+    }
+    let starts: Vec<u64> = chunks.iter().map(|c| c.first_row).collect();
+    assert_eq!(starts, [0, 64, 128, 192, 256]);
+    assert_eq!(chunks.last().unwrap().predictions.len(), 300 - 256);
+    let streamed: Vec<proto::Prediction> = chunks.into_iter().flat_map(|c| c.predictions).collect();
+    assert_eq!(streamed.len(), whole.predictions.len());
+    for (a, b) in streamed.iter().zip(&whole.predictions) {
+        assert_eq!(a.class_index, b.class_index);
+        assert_close(&a.probabilities, &b.probabilities);
+    }
+}
+
+#[tokio::test]
+async fn stream_predict_answers_each_batch_by_id_and_survives_bad_batches() {
+    let server = TestServer::start(&[]).await;
+    let mut client = server.client().await;
+    let model = ModelId::latest("retail");
+    let good = rows("retail", 40).values;
+    let mut with_nan = good[..FEATURES * 3].to_vec();
+    with_nan[FEATURES + 4] = f32::NAN;
+    let batches = vec![
+        stream_batch("a", &model, FEATURES, good[..FEATURES * 10].to_vec()),
+        stream_batch("bad-count", &model, FEATURES - 1, good[..(FEATURES - 1) * 2].to_vec()),
+        stream_batch("b", &model, FEATURES, good[FEATURES * 10..].to_vec()),
+        stream_batch("nan", &model, FEATURES, with_nan),
+        stream_batch("unknown", &ModelId::latest("nowhere"), FEATURES, good[..FEATURES].to_vec()),
+        stream_batch("empty", &model, FEATURES, vec![]),
+        stream_batch("c", &model, FEATURES, good[..FEATURES].to_vec()),
+    ];
+    let responses: Vec<proto::StreamPredictResponse> =
+        client.stream_predict(futures::stream::iter(batches)).await.unwrap().map(|r| r.unwrap()).collect().await;
+    let ids: Vec<&str> = responses.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["a", "bad-count", "b", "nan", "unknown", "empty", "c"]);
+    use proto::stream_predict_response::Outcome;
+    let rows_of = |r: &proto::StreamPredictResponse| match &r.outcome {
+        Some(Outcome::Result(result)) => Ok(result.predictions.len()),
+        Some(Outcome::Error(e)) => Err(e.clone()),
+        None => panic!("empty outcome"),
+    };
+    assert_eq!(rows_of(&responses[0]), Ok(10));
+    assert_eq!(rows_of(&responses[2]), Ok(30));
+    assert_eq!(rows_of(&responses[6]), Ok(1));
+    let bad_count = rows_of(&responses[1]).unwrap_err();
+    assert_eq!(bad_count.code, Code::InvalidArgument as i32);
+    assert_eq!(bad_count.field_violations[0].field, "rows.feature_count");
+    let nan = rows_of(&responses[3]).unwrap_err();
+    assert_eq!(nan.code, Code::InvalidArgument as i32);
+    assert_eq!(nan.field_violations[0].field, "rows.values[1][4]");
+    assert!(nan.field_violations[0].description.contains("is_weekend"), "{nan:?}");
+    assert_eq!(rows_of(&responses[4]).unwrap_err().code, Code::NotFound as i32);
+    assert_eq!(rows_of(&responses[5]).unwrap_err().code, Code::InvalidArgument as i32);
+    // The good batches' results equal BatchPredict's.
+    let whole = client.batch_predict("retail", FEATURES, good[..FEATURES * 10].to_vec()).await.unwrap();
+    let Some(Outcome::Result(first)) = &responses[0].outcome else { unreachable!() };
+    assert_eq!(first.predictions, whole.predictions);
+}
+
+#[tokio::test]
+async fn stream_predict_handles_many_batches_from_a_fast_producer() {
+    let server = TestServer::start(&["--stream-in-flight", "2"]).await;
+    let mut client = server.client().await;
+    let model = ModelId::latest("sme");
+    let data = rows("sme", 100);
+    let batches: Vec<_> =
+        (0..400).map(|i| stream_batch(i.to_string(), &model, FEATURES, data.values.clone())).collect();
+    let mut responses = client.stream_predict(futures::stream::iter(batches)).await.unwrap();
+    let mut expected = 0;
+    while let Some(response) = responses.next().await {
+        let response = response.unwrap();
+        assert_eq!(response.id, expected.to_string());
+        expected += 1;
+    }
+    assert_eq!(expected, 400);
+}
+
+#[tokio::test]
+async fn list_and_get_model_describe_schemas_and_provenance() {
+    let server = TestServer::start(&[]).await;
+    let mut client = server.client().await;
+    let list = client.list_models().await.unwrap();
+    let names: Vec<(String, u64)> = list.models.iter().map(|m| (m.segment.clone(), m.version)).collect();
+    assert_eq!(names, [("corporate".into(), 1), ("retail".into(), 1), ("sme".into(), 1)]);
+    assert_eq!(list.default_segment, "", "three segments and none configured: no default");
+    let retail = client.get_model("retail").await.unwrap();
+    assert_eq!(retail.features.len(), FEATURES);
+    assert_eq!(retail.features[0], "amount_log");
+    assert_eq!(retail.labels, ["legit", "fraud"]);
+    assert_eq!(retail.dtype, "f32");
+    assert_eq!(retail.device, "cpu");
+    assert!(retail.is_latest);
+    assert_eq!(retail.layers[1], "linear(30→32)");
+    let provenance = retail.provenance.unwrap();
+    assert!(provenance.metrics["held_out_auc"] >= 0.9, "{provenance:?}");
+    assert!(provenance.training_data.contains("synthetic"));
+    assert_eq!(list.models[1], client.get_model(ModelId::pinned("retail", 1)).await.unwrap());
+}

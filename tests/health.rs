@@ -1,0 +1,106 @@
+//! grpc.health.v1 and graceful shutdown: NOT_SERVING until every model is
+//! loaded and warmed (for `""` too, which tonic-health would otherwise report
+//! SERVING from the start), SERVING after, NOT_SERVING as soon as a drain
+//! begins, while requests are still answered until the drain period ends.
+
+mod common;
+
+use common::{TestServer, demo_models, rows, settings};
+use futures::StreamExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+const SERVICES: [&str; 2] = ["", "candela.v1.Inference"];
+
+/// A copy of the demo `retail` model whose weights file is a FIFO: loading
+/// blocks on it until the test writes the weights, so the NOT_SERVING phase
+/// lasts exactly as long as the test wants.
+fn repository_with_blocking_weights(dir: &Path) -> std::path::PathBuf {
+    let version = dir.join("retail/1");
+    std::fs::create_dir_all(&version).unwrap();
+    std::fs::copy(demo_models().join("retail/1/model.json"), version.join("model.json")).unwrap();
+    let fifo = version.join("model.safetensors");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    fifo
+}
+
+#[tokio::test]
+async fn health_goes_not_serving_then_serving_then_not_serving_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = repository_with_blocking_weights(dir.path());
+    let mut server = TestServer::start_with(settings(dir.path(), &["--drain-seconds", "0.5"])).await;
+    let mut client = server.client().await;
+    let channel = tonic::transport::Channel::from_shared(server.url.clone()).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut watch = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::NotServing);
+
+    // Loading: every service is NOT_SERVING and requests are UNAVAILABLE.
+    for service in SERVICES {
+        assert_eq!(client.health(service).await.unwrap(), ServingStatus::NotServing, "`{service}`");
+    }
+    let status = client.predict("retail", rows("retail", 1).values).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("still loading"), "{}", status.message());
+
+    // Loaded and warmed: SERVING everywhere, requests answered.
+    let weights = std::fs::read(demo_models().join("retail/1/model.safetensors")).unwrap();
+    tokio::task::spawn_blocking(move || std::fs::write(fifo, weights)).await.unwrap().unwrap();
+    assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::Serving);
+    for service in SERVICES {
+        assert_eq!(client.health(service).await.unwrap(), ServingStatus::Serving, "`{service}`");
+    }
+    assert!(client.predict("retail", rows("retail", 1).values).await.is_ok());
+
+    // Shutdown: NOT_SERVING at once, still answering during the drain.
+    let began = Instant::now();
+    server.begin_shutdown();
+    assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::NotServing);
+    for service in SERVICES {
+        assert_eq!(client.health(service).await.unwrap(), ServingStatus::NotServing, "`{service}`");
+    }
+    assert!(client.predict("retail", rows("retail", 1).values).await.is_ok(), "requests are served while draining");
+    drop((watch, health, client));
+    server.stop().await.unwrap();
+    assert!(began.elapsed() >= Duration::from_millis(500), "the drain period was honoured");
+}
+
+#[tokio::test]
+async fn unknown_health_services_are_not_found() {
+    let server = TestServer::start(&[]).await;
+    let mut client = server.client().await;
+    assert_eq!(client.health("no.such.Service").await.unwrap_err().code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn in_flight_streams_finish_during_shutdown() {
+    let mut server = TestServer::start(&["--drain-seconds", "0.2"]).await;
+    let mut client = server.client().await;
+    let data = rows("sme", 1000);
+    let mut stream = client.batch_predict_stream("sme", common::FEATURES, data.values).await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    server.begin_shutdown();
+    let mut total = first.predictions.len();
+    while let Some(chunk) = stream.next().await {
+        total += chunk.unwrap().predictions.len();
+    }
+    assert_eq!(total, 1000, "every row of the in-flight call was answered");
+    drop((stream, client));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_broken_repository_ends_run_with_every_problem_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("retail/1")).unwrap();
+    std::fs::create_dir_all(dir.path().join("sme")).unwrap();
+    let server = TestServer::start_with(settings(dir.path(), &[])).await;
+    let error = server.join().await.unwrap_err().to_string();
+    assert!(error.contains("(2 problems)"), "{error}");
+    assert!(error.contains("retail/1/model.json: is missing"), "{error}");
+    assert!(error.contains("sme: segment has no versions"), "{error}");
+}
