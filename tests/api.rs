@@ -192,3 +192,44 @@ async fn list_and_get_model_describe_schemas_and_provenance() {
     assert!(provenance.training_data.contains("synthetic"));
     assert_eq!(list.models[1], client.get_model(ModelId::pinned("retail", 1)).await.unwrap());
 }
+
+/// A producer far faster than its consumer is held back by HTTP/2 flow
+/// control: while nobody reads the responses, the transport pulls only as
+/// many batches as the flow-control windows and the server's in-flight limit
+/// hold; reading resumes it, and every batch is answered.
+#[tokio::test]
+async fn stream_predict_backpressure_holds_back_a_fast_producer() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let server = TestServer::start(&[]).await;
+    // A 64 KiB receive window (hyper's client default is 2 MiB) so the bound is
+    // small enough to see: about 30 unread 100-row responses fill it.
+    let channel = tonic::transport::Endpoint::from_shared(server.url.clone())
+        .unwrap()
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(64 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = candela_client::Client::from_channel(channel);
+    let model = ModelId::latest("retail");
+    let values = rows("retail", 100).values;
+    let total = 2000;
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let counter = pulled.clone();
+    let batches = futures::stream::iter(0..total).map(move |i| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        stream_batch(i.to_string(), &model, FEATURES, values.clone())
+    });
+    let mut responses = client.stream_predict(batches).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let held = pulled.load(Ordering::SeqCst);
+    assert!(held < total / 4, "{held} of {total} batches were pulled with no responses read");
+    let mut answered = 0;
+    while let Some(response) = responses.next().await {
+        assert_eq!(response.unwrap().id, answered.to_string());
+        answered += 1;
+    }
+    assert_eq!(answered, total);
+    println!("batches pulled while the consumer was stalled: {held} of {total}");
+}

@@ -83,7 +83,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut client = Client::connect(&cli.server, Duration::from_secs_f64(cli.connect_timeout)).await?;
     match cli.command {
         Command::Health { service } => {
-            let status = client.health(&service).await.context("health check failed")?;
+            let status = client.health(&service).await.map_err(status_error)?;
             println!("{}", status.as_str_name());
             Ok(if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
                 ExitCode::SUCCESS

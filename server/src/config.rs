@@ -152,3 +152,29 @@ fn read_file(path: &PathBuf) -> Result<Vec<(String, String)>, clap::Error> {
 fn file_error(path: &std::path::Path, message: String) -> clap::Error {
     clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("config file {}: {message}\n", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_and_bad_ones_say_what_is_allowed() {
+        assert_eq!("cpu".parse(), Ok(DeviceSpec::Cpu));
+        assert_eq!("auto".parse(), Ok(DeviceSpec::Auto));
+        assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda(3)));
+        let error = "gpu".parse::<DeviceSpec>().unwrap_err();
+        assert_eq!(error, "`gpu` is not a device: use cpu, cuda:N (e.g. cuda:0) or auto");
+        assert!("cuda:x".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn zero_config_serves_models_on_port_50051() {
+        let settings = Settings::from_args(["candela-server"]).unwrap();
+        assert_eq!(settings.listen, "0.0.0.0:50051".parse().unwrap());
+        assert_eq!(settings.models, PathBuf::from("models"));
+        assert_eq!(settings.device, DeviceSpec::Cpu);
+        assert_eq!(settings.max_rows, 1000);
+        assert_eq!(settings.default_segment, None);
+    }
+}

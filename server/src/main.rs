@@ -7,6 +7,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let settings = Settings::from_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     candela_server::telemetry::init(settings.log_format);
+    tracing::info!(settings = ?settings, "candela-server {} starting", env!("CARGO_PKG_VERSION"));
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the tokio runtime");
     let result = runtime.block_on(async {

@@ -1,0 +1,190 @@
+//! The `candela` CLI binary against the real server (in this process, on a
+//! loopback port): health, models, predict, and CSV batch scoring through
+//! StreamPredict, including a file with bad rows.
+
+use candela_client::Client;
+use candela_server::synthetic::{FEATURES, Segment};
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Starts the real server on the demo models; returns its URL and the stop switch.
+async fn server() -> (String, oneshot::Sender<()>) {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let settings = candela_server::config::Settings::from_args([
+        "candela-server",
+        "--models",
+        models.to_str().unwrap(),
+        "--drain-seconds",
+        "0",
+    ])
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(candela_server::run(listener, settings, async {
+        let _ = stopped.await;
+    }));
+    let mut client = Client::connect(&url, Duration::from_secs(5)).await.unwrap();
+    for _ in 0..1500 {
+        if client.health("").await.is_ok_and(|s| s.as_str_name() == "SERVING") {
+            return (url, stop);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the server never became SERVING");
+}
+
+/// Runs `candela --server url args…` off the runtime.
+async fn candela(url: &str, args: &[&str]) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_candela"));
+    command.arg("--server").arg(url).args(args);
+    tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn health_models_and_predict() {
+    let (url, _stop) = server().await;
+    let health = candela(&url, &["health"]).await;
+    assert!(health.status.success(), "{}", stderr(&health));
+    assert_eq!(stdout(&health).trim(), "SERVING");
+    let unknown = candela(&url, &["health", "--service", "no.Such"]).await;
+    assert!(!unknown.status.success());
+    assert!(stderr(&unknown).contains("NotFound"), "{}", stderr(&unknown));
+
+    let models = candela(&url, &["models"]).await;
+    assert!(models.status.success());
+    let text = stdout(&models);
+    for line in ["corporate v1 latest", "retail v1 latest", "sme v1 latest", "labels   legit, fraud", "held_out_auc="] {
+        assert!(text.contains(line), "`{line}` missing from:\n{text}");
+    }
+
+    let row = candela_server::training::fresh_rows(Segment::Retail, 1).values;
+    let features: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+    let predict = candela(&url, &["predict", "--segment", "retail", "--features", &features.join(",")]).await;
+    assert!(predict.status.success(), "{}", stderr(&predict));
+    let expected = Client::connect(&url, Duration::from_secs(5)).await.unwrap().predict("retail", row).await.unwrap();
+    let label = expected.prediction.unwrap().label;
+    assert!(stdout(&predict).starts_with(&format!("{label} (class ")), "{}", stdout(&predict));
+    assert!(stdout(&predict).contains("model retail v1"));
+
+    let short = candela(&url, &["predict", "--segment", "retail", "--features", "1,-2,3"]).await;
+    assert!(!short.status.success());
+    assert!(stderr(&short).contains("InvalidArgument: features has 3 values"), "{}", stderr(&short));
+}
+
+#[tokio::test]
+async fn score_streams_a_csv_in_order_and_marks_refused_batches() {
+    let (url, _stop) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.csv");
+    let output = dir.path().join("scored.csv");
+    let data = candela_server::training::fresh_rows(Segment::Sme, 1234);
+    // Columns in a different order from the model's, plus an id column to carry through.
+    let mut writer = csv::Writer::from_path(&input).unwrap();
+    let mut header = vec!["txn_id".to_string()];
+    header.extend(FEATURES.iter().rev().map(|f| f.to_string()));
+    writer.write_record(&header).unwrap();
+    for (i, row) in data.values.chunks(FEATURES.len()).enumerate() {
+        let mut record = vec![format!("t{i}")];
+        record
+            .extend(row.iter().rev().map(|v| if i == 777 && *v == row[3] { "NaN".to_string() } else { v.to_string() }));
+        writer.write_record(&record).unwrap();
+    }
+    writer.flush().unwrap();
+
+    let run = candela(
+        &url,
+        &[
+            "score",
+            "--segment",
+            "sme",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--batch-rows",
+            "100",
+        ],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(2), "a refused batch is reported in the exit code: {}", stderr(&run));
+    assert!(stderr(&run).contains("scored 1234 rows"), "{}", stderr(&run));
+    assert!(stderr(&run).contains("(100 rows refused)"), "{}", stderr(&run));
+
+    let expected = Client::connect(&url, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .batch_predict("sme", FEATURES.len(), data.values[..1000 * FEATURES.len()].to_vec())
+        .await
+        .unwrap();
+    let mut reader = csv::Reader::from_path(&output).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let tail: Vec<&str> = headers.iter().skip(headers.len() - 4).collect();
+    assert_eq!(tail, ["prediction", "p_legit", "p_fraud", "error"]);
+    let records: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(records.len(), 1234);
+    let n = headers.len();
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(&record[0], format!("t{i}"), "rows stay in input order");
+        if (700..800).contains(&i) {
+            assert!(
+                record[n - 1].contains("non-finite") || record[n - 1].contains("NaN"),
+                "row {i}: {:?}",
+                &record[n - 1]
+            );
+            assert_eq!(&record[n - 4], "");
+        } else if i < 1000 {
+            assert_eq!(&record[n - 1], "");
+            assert_eq!(&record[n - 4], expected.predictions[i].label);
+            let p: f32 = record[n - 2].parse().unwrap();
+            assert!((p - expected.predictions[i].probabilities[1]).abs() < 1e-6, "row {i}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn score_names_missing_feature_columns() {
+    let (url, _stop) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.csv");
+    std::fs::write(&input, "amount_log,hour_sin\n1,2\n").unwrap();
+    let run = candela(
+        &url,
+        &[
+            "score",
+            "--segment",
+            "retail",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            dir.path().join("o.csv").to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!run.status.success());
+    assert!(
+        stderr(&run).contains("lacks columns for the model's features: amount_to_avg_ratio, hour_cos"),
+        "{}",
+        stderr(&run)
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let run = candela(&url, &["health", "--connect-timeout", "2"]).await;
+    assert!(!run.status.success());
+    assert!(stderr(&run).contains(&format!("cannot connect to {url}")), "{}", stderr(&run));
+}

@@ -1,0 +1,231 @@
+//! The real `candela-server` binary as an operator runs it: settings from
+//! flags, environment and file; SIGTERM drains and exits cleanly; a broken
+//! repository or an impossible device stops it at start with a clear message.
+
+use candela_client::Client;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+fn demo_models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+/// A running server binary and its JSON log lines.
+struct Running {
+    child: Child,
+    logs: mpsc::UnboundedReceiver<Value>,
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_candela-server"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+impl Running {
+    fn start(command: &mut Command) -> Running {
+        let mut child = command.spawn().expect("candela-server starts");
+        let stderr = child.stderr.take().unwrap();
+        let (sender, logs) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let value = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line));
+                if sender.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, logs }
+    }
+
+    /// The next log line whose message contains `part` (30 s at most).
+    async fn log_containing(&mut self, part: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = tokio::time::timeout_at(deadline.into(), self.logs.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no log line containing `{part}`"))
+                .unwrap_or_else(|| panic!("the server exited without logging `{part}`"));
+            if line["message"].as_str().is_some_and(|m| m.contains(part)) {
+                return line;
+            }
+        }
+    }
+
+    async fn serving_client(&mut self) -> Client {
+        let listening = self.log_containing("listening").await;
+        let url = format!("http://{}", listening["address"].as_str().unwrap());
+        let mut client = Client::connect(&url, Duration::from_secs(5)).await.unwrap();
+        self.log_containing("SERVING").await;
+        assert_eq!(client.health("").await.unwrap(), ServingStatus::Serving);
+        client
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill").args(["-s", name, &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
+    async fn exit_code(&mut self) -> i32 {
+        let status =
+            tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("exits within 30 s").unwrap();
+        status.code().expect("exited, not killed")
+    }
+}
+
+#[tokio::test]
+async fn sigterm_reports_not_serving_drains_then_exits_zero() {
+    let models = demo_models();
+    let mut server = Running::start(&mut command(&["--models", models.to_str().unwrap(), "--drain-seconds", "1"]));
+    let mut client = server.serving_client().await;
+    let row = vec![0.5; 30];
+    assert!(client.predict("retail", row.clone()).await.is_ok());
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    server.log_containing("draining").await;
+    assert_eq!(client.health("").await.unwrap(), ServingStatus::NotServing);
+    assert_eq!(client.health("candela.v1.Inference").await.unwrap(), ServingStatus::NotServing);
+    assert!(client.predict("retail", row).await.is_ok(), "still answering while draining");
+    drop(client);
+    assert_eq!(server.exit_code().await, 0);
+    let took = signalled.elapsed();
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(10), "drain took {took:?}");
+}
+
+#[tokio::test]
+async fn sigint_stops_it_too() {
+    let models = demo_models();
+    let mut server = Running::start(&mut command(&["--models", models.to_str().unwrap(), "--drain-seconds", "0"]));
+    server.serving_client().await;
+    server.signal("INT");
+    assert_eq!(server.exit_code().await, 0);
+}
+
+#[tokio::test]
+async fn a_broken_repository_exits_non_zero_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("retail/1")).unwrap();
+    std::fs::write(dir.path().join("retail/1/model.json"), "{ not json").unwrap();
+    let mut server = Running::start(&mut command(&["--models", dir.path().to_str().unwrap()]));
+    assert_eq!(server.exit_code().await, 1);
+    let mut text = String::new();
+    while let Ok(line) = server.logs.try_recv() {
+        text.push_str(&line.to_string());
+    }
+    assert!(text.contains("retail/1/model.json: invalid JSON"), "{text}");
+}
+
+#[tokio::test]
+async fn cuda_on_a_cpu_build_is_refused_with_what_to_do() {
+    if cfg!(feature = "cuda") {
+        return; // a CUDA build may well open the GPU
+    }
+    let models = demo_models();
+    let mut server = Running::start(&mut command(&["--models", models.to_str().unwrap(), "--device", "cuda:0"]));
+    assert_eq!(server.exit_code().await, 1);
+    let mut text = String::new();
+    while let Ok(line) = server.logs.try_recv() {
+        text.push_str(&line.to_string());
+    }
+    assert!(text.contains("this build has no CUDA support"), "{text}");
+    assert!(text.contains("--features cuda"), "{text}");
+}
+
+#[tokio::test]
+async fn device_auto_falls_back_to_the_cpu() {
+    let models = demo_models();
+    let mut server = Running::start(&mut command(&[
+        "--models",
+        models.to_str().unwrap(),
+        "--device",
+        "auto",
+        "--drain-seconds",
+        "0",
+    ]));
+    let mut client = server.serving_client().await;
+    let device = client.get_model("retail").await.unwrap().device;
+    assert!(device == "cpu" || device.starts_with("cuda:"), "{device}");
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0);
+}
+
+/// File < environment < flag, and the effective settings are logged at start.
+#[tokio::test]
+async fn settings_layer_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("candela.toml");
+    let models = demo_models();
+    std::fs::write(
+        &file,
+        format!(
+            "models = \"{}\"\ndefault_segment = \"corporate\"\nmax_rows = 7\ndrain_seconds = 3.5\n",
+            models.display()
+        ),
+    )
+    .unwrap();
+    let mut command = command(&["--config", file.to_str().unwrap(), "--max-rows", "9"]);
+    command.env("CANDELA_DEFAULT_SEGMENT", "sme").env("CANDELA_MAX_ROWS", "8");
+    let mut server = Running::start(&mut command);
+    let starting = server.log_containing("starting").await;
+    let settings = starting["settings"].as_str().unwrap().to_string();
+    assert!(settings.contains("default_segment: Some(\"sme\")"), "env beats file: {settings}");
+    assert!(settings.contains("max_rows: 9"), "flag beats env: {settings}");
+    assert!(settings.contains("drain_seconds: 3.5"), "file beats default: {settings}");
+    let mut client = server.serving_client().await;
+    assert_eq!(client.predict("", vec![0.1; 30]).await.unwrap().model.unwrap().segment, "sme");
+}
+
+#[tokio::test]
+async fn unknown_settings_in_the_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("candela.toml");
+    std::fs::write(&file, "max_rowz = 7\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_candela-server"))
+        .args(["--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown setting `max_rowz`; known settings:"), "{stderr}");
+    assert!(stderr.contains("max_rows"), "{stderr}");
+}
+
+#[test]
+fn help_documents_every_setting() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_candela-server")).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--config",
+        "--listen",
+        "--models",
+        "--default-segment",
+        "--device",
+        "--drain-seconds",
+        "--log-format",
+        "--max-rows",
+        "--max-message-bytes",
+        "--stream-chunk-rows",
+        "--stream-in-flight",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+    for env in ["CANDELA_LISTEN", "CANDELA_MODELS", "CANDELA_DEVICE"] {
+        assert!(help.contains(env), "--help lacks {env}");
+    }
+}
