@@ -104,3 +104,18 @@ async fn a_broken_repository_ends_run_with_every_problem_listed() {
     assert!(error.contains("retail/1/model.json: is missing"), "{error}");
     assert!(error.contains("sme: segment has no versions"), "{error}");
 }
+
+#[tokio::test]
+async fn a_shutdown_while_loading_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = repository_with_blocking_weights(dir.path());
+    let mut server = TestServer::start_with(settings(dir.path(), &["--drain-seconds", "5"])).await;
+    let mut client = server.client().await;
+    assert_eq!(client.health("").await.unwrap(), ServingStatus::NotServing);
+    let began = Instant::now();
+    server.begin_shutdown();
+    server.stop().await.expect("a shutdown before SERVING is not an error");
+    assert!(began.elapsed() < Duration::from_secs(5), "nothing to drain before SERVING");
+    // Release the loader still blocked on the FIFO so the runtime can end.
+    tokio::task::spawn_blocking(move || std::fs::write(fifo, b"")).await.unwrap().unwrap();
+}

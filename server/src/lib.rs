@@ -55,15 +55,21 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
 
     tokio::pin!(shutdown);
     let loaded = tokio::select! {
-        loaded = load_models(&settings) => loaded,
-        _ = &mut shutdown => Err(anyhow::anyhow!("shutdown requested while loading models")),
+        loaded = load_models(&settings) => Some(loaded),
+        _ = &mut shutdown => None,
     };
     let models = match loaded {
-        Ok(models) => models,
-        Err(error) => {
+        Some(Ok(models)) => models,
+        failed_or_stopped => {
             let _ = stop.send(());
             let _ = server.await;
-            return Err(error);
+            return match failed_or_stopped {
+                Some(Err(error)) => Err(error),
+                _ => {
+                    tracing::info!("shutdown requested before the models were loaded; stopped");
+                    Ok(())
+                }
+            };
         }
     };
     let count = models.models().count();
