@@ -47,7 +47,7 @@ pub fn check_rows(
     if values.is_empty() {
         return Err(ServeError::invalid(values_field, "is empty: send at least one row"));
     }
-    if values.len() % expected != 0 {
+    if !values.len().is_multiple_of(expected) {
         return Err(ServeError::invalid(
             values_field,
             format!("has {} values, not a whole number of rows of {expected} features", values.len()),

@@ -42,7 +42,7 @@ impl Running {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let value = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line));
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
                 if sender.send(value).is_err() {
                     break;
                 }

@@ -90,10 +90,8 @@ impl Drop for TestServer {
 pub async fn wait_for(client: &mut Client, service: &str, want: ServingStatus) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(status) = client.health(service).await {
-            if status == want {
-                return;
-            }
+        if client.health(service).await.is_ok_and(|status| status == want) {
+            return;
         }
         assert!(Instant::now() < deadline, "health of `{service}` never became {want:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
