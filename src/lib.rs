@@ -1,11 +1,18 @@
 //! Candela's wire contract, shared by the server, the client and any Rust caller:
-//! the generated `candela.v1` messages and service stubs, plus the encoded file
+//! the generated `candela.v1` and Open Inference Protocol (`inference`) messages
+//! and service stubs, plus the encoded file
 //! descriptor set the server publishes through gRPC reflection. Nothing else
 //! lives here, so depending on the contract never pulls in the model runtime.
 
 /// `candela.v1`: the `Inference` service, its client and server stubs, and messages.
 pub mod v1 {
     tonic::include_proto!("candela.v1");
+}
+
+/// `inference`: the Open Inference Protocol (KServe V2) `GRPCInferenceService`
+/// with Triton's extensions, and the part of Triton's `ModelConfig` it returns.
+pub mod inference {
+    tonic::include_proto!("inference");
 }
 
 /// Every message and service in `proto/`, encoded as a `FileDescriptorSet`.

@@ -25,7 +25,7 @@ async fn grpcurl_lists_describes_and_calls_predict_with_json() {
     let addr = server.addr.to_string();
     let (ok, out, err) = grpcurl(&["-plaintext", &addr, "list"]).await;
     assert!(ok, "{err}");
-    for service in ["candela.v1.Inference", "grpc.health.v1.Health"] {
+    for service in ["candela.v1.Inference", "inference.GRPCInferenceService", "grpc.health.v1.Health"] {
         assert!(out.lines().any(|l| l == service), "{service} missing from:\n{out}");
     }
 
@@ -60,7 +60,7 @@ async fn grpcurl_lists_describes_and_calls_predict_with_json() {
 async fn grpcurl_checks_health_and_sees_error_details() {
     let server = TestServer::start(&[]).await;
     let addr = server.addr.to_string();
-    for service in ["", "candela.v1.Inference"] {
+    for service in ["", "candela.v1.Inference", "inference.GRPCInferenceService"] {
         let body = format!(r#"{{"service": "{service}"}}"#);
         let (ok, out, err) = grpcurl(&["-plaintext", "-d", &body, &addr, "grpc.health.v1.Health/Check"]).await;
         assert!(ok, "{err}");

@@ -13,7 +13,7 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-const SERVICES: [&str; 2] = ["", "candela.v1.Inference"];
+const SERVICES: [&str; 3] = ["", "candela.v1.Inference", "inference.GRPCInferenceService"];
 
 /// A copy of the demo `retail` model whose weights file is a FIFO: loading
 /// blocks on it until the test writes the weights, so the NOT_SERVING phase

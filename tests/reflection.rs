@@ -42,7 +42,7 @@ macro_rules! reflect {
 }
 
 fn check(services: &[String], files: &[FileDescriptorProto]) {
-    for name in ["candela.v1.Inference", "grpc.health.v1.Health"] {
+    for name in ["candela.v1.Inference", "inference.GRPCInferenceService", "grpc.health.v1.Health"] {
         assert!(services.iter().any(|s| s == name), "{name} not listed in {services:?}");
     }
     let file = files.iter().find(|f| f.package() == "candela.v1").expect("the candela.v1 file");

@@ -2,8 +2,9 @@
 //!
 //! `run` takes an already-bound listener and a shutdown future, so the binary
 //! and the tests start the server the same way. The modules follow a
-//! request's way through: `api` (the network front) → `routing` (segment and
-//! version → model) → `validation` → `inference` (candle, off the reactor).
+//! request's way through: `api` (the network front: `candela.v1` and the Open
+//! Inference Protocol) → `routing` (segment and version → model) →
+//! `validation` → `inference` (candle, off the reactor) → `stats`.
 //! `repository` and `model` load and check models at start; nothing on the
 //! request path locks or touches the disk.
 
@@ -17,6 +18,7 @@ pub mod repository;
 pub mod routing;
 pub mod serving;
 pub mod shutdown;
+pub mod stats;
 pub mod synthetic;
 pub mod telemetry;
 pub mod training;
@@ -84,7 +86,7 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
             return Ok(());
         }
     }
-    shutdown::drain(&reporter, Duration::from_secs_f64(settings.drain_seconds.max(0.0))).await;
+    shutdown::drain(&reporter, &serving, Duration::from_secs_f64(settings.drain_seconds.max(0.0))).await;
     tracing::info!("drain period over: closing the listener, finishing in-flight requests");
     let _ = stop.send(());
     server.await.context("server task failed")?.context("gRPC server failed")?;

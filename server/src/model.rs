@@ -5,8 +5,10 @@
 //! are `ModelError`s that name the tensor and what was expected.
 
 use crate::repository::manifest::{DTypeName, GeluApproximation, LayerSpec};
+use crate::stats::Stages;
 use candle_core::{DType, Device, Module, Tensor};
 use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
 
 /// Why a layer list and a set of tensors do not make a network.
 #[derive(Debug, thiserror::Error)]
@@ -229,8 +231,16 @@ impl Network {
     /// Scores `values` (row-major, `inputs()` per row) and returns row-major
     /// probabilities, `classes()` per row, as f32 whatever the compute dtype.
     pub fn forward(&self, values: &[f32]) -> candle_core::Result<Vec<f32>> {
+        self.forward_timed(values).map(|(probabilities, _)| probabilities)
+    }
+
+    /// `forward`, also timing its stages: building the input tensor, the
+    /// layers, and copying the probabilities out.
+    pub fn forward_timed(&self, values: &[f32]) -> candle_core::Result<(Vec<f32>, Stages)> {
+        let start = Instant::now();
         let rows = values.len() / self.inputs;
         let mut x = Tensor::from_slice(values, (rows, self.inputs), &self.device)?.to_dtype(self.dtype)?;
+        let built = Instant::now();
         for op in &self.ops {
             x = op.apply(&x)?;
         }
@@ -239,7 +249,10 @@ impl Network {
             Head::Softmax => p,
             Head::BinarySigmoid => Tensor::cat(&[p.affine(-1.0, 1.0)?, p], 1)?,
         };
-        p.flatten_all()?.to_vec1::<f32>()
+        let computed = Instant::now();
+        let probabilities = p.flatten_all()?.to_vec1::<f32>()?;
+        let stages = Stages { input: built - start, infer: computed - built, output: computed.elapsed() };
+        Ok((probabilities, stages))
     }
 }
 

@@ -65,6 +65,11 @@ impl ModelMap {
         self.segments.values().flat_map(BTreeMap::values)
     }
 
+    /// Every version of `segment`, oldest first (none for an unknown segment).
+    pub fn versions(&self, segment: &str) -> impl Iterator<Item = u64> + '_ {
+        self.segments.get(segment).into_iter().flat_map(|versions| versions.keys().copied())
+    }
+
     /// Whether `model` is the version a request pinning none would get.
     pub fn is_latest(&self, model: &Model) -> bool {
         self.segments

@@ -7,6 +7,7 @@ use crate::config::Settings;
 use crate::error::ServeError;
 use crate::routing::ModelMap;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The per-request limits, from the settings.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +21,7 @@ pub struct Limits {
 /// State shared by the API handlers.
 pub struct Serving {
     models: OnceLock<ModelMap>,
+    draining: AtomicBool,
     pub limits: Limits,
 }
 
@@ -27,6 +29,7 @@ impl Serving {
     pub fn new(settings: &Settings) -> Serving {
         Serving {
             models: OnceLock::new(),
+            draining: AtomicBool::new(false),
             limits: Limits {
                 max_rows: settings.max_rows.max(1),
                 max_message_bytes: settings.max_message_bytes,
@@ -41,6 +44,16 @@ impl Serving {
         if self.models.set(models).is_err() {
             panic!("models published twice; this is a bug");
         }
+    }
+
+    /// Marks the server as draining: still answering, no longer ready.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the server is ready for new traffic: loaded and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.models.get().is_some() && !self.draining.load(Ordering::Relaxed)
     }
 
     /// The served models, or UNAVAILABLE while they are still loading.

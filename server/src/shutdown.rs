@@ -4,6 +4,7 @@
 //! the listener close and in-flight work finish.
 
 use crate::api;
+use crate::serving::Serving;
 use std::time::Duration;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -27,8 +28,9 @@ pub async fn signal() {
     }
 }
 
-/// Reports NOT_SERVING everywhere, then keeps serving for `period`.
-pub async fn drain(reporter: &HealthReporter, period: Duration) {
+/// Reports NOT_SERVING (and not ready) everywhere, then keeps serving for `period`.
+pub async fn drain(reporter: &HealthReporter, serving: &Serving, period: Duration) {
+    serving.start_draining();
     api::set_health(reporter, ServingStatus::NotServing).await;
     tracing::info!(drain_seconds = period.as_secs_f64(), "draining: health is NOT_SERVING, still answering requests");
     tokio::time::sleep(period).await;

@@ -13,6 +13,8 @@ pub enum RowsField {
     Features,
     /// Packed rows in a `rows` message (BatchPredict, streams).
     Rows,
+    /// The first input tensor of an Open Inference Protocol request.
+    Tensor,
 }
 
 /// Checks `values` (row-major, `feature_count` per row) for `model`; returns
@@ -38,11 +40,18 @@ pub fn check_rows(
         RowsField::Rows if feature_count != expected => {
             return Err(ServeError::invalid("rows.feature_count", format!("is {feature_count}; {}", about_model())));
         }
+        RowsField::Tensor if feature_count != expected => {
+            return Err(ServeError::invalid(
+                "inputs[0].shape",
+                format!("has {feature_count} columns; {}", about_model()),
+            ));
+        }
         _ => {}
     }
     let values_field = match field {
         RowsField::Features => "features",
         RowsField::Rows => "rows.values",
+        RowsField::Tensor => "inputs[0]",
     };
     if values.is_empty() {
         return Err(ServeError::invalid(values_field, "is empty: send at least one row"));
@@ -72,6 +81,7 @@ pub fn check_rows(
             let field = match field {
                 RowsField::Features => format!("features[{col}]"),
                 RowsField::Rows => format!("rows.values[{row}][{col}]"),
+                RowsField::Tensor => format!("inputs[0][{row}][{col}]"),
             };
             Violation {
                 field,

@@ -118,3 +118,16 @@ pub fn tool(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The Python of the test environment made by `scripts/install-test-tools`
+/// (tritonclient, numpy).
+pub fn peers_python() -> PathBuf {
+    let dir = std::env::var_os("CANDELA_TOOLS").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".tools"));
+    let path = dir.join("venv/bin/python");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `scripts/install-test-tools` (scripts/test does) first",
+        path.display()
+    );
+    path
+}

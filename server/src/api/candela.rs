@@ -3,7 +3,7 @@
 //! logic lives here.
 
 use crate::error::ServeError;
-use crate::inference;
+use crate::inference::{self, RowsRequest, Scores};
 use crate::repository::Model;
 use crate::routing::ModelMap;
 use crate::serving::Serving;
@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
@@ -33,12 +34,19 @@ impl CandelaApi {
 #[tonic::async_trait]
 impl Inference for CandelaApi {
     async fn predict(&self, request: Request<v1::PredictRequest>) -> Result<Response<v1::PredictResponse>, Status> {
+        let received = Instant::now();
         let request_id = request_id(request.metadata());
         let request = request.into_inner();
         self.serving.check_message_size(request.encoded_len())?;
         let model = self.serving.models()?.resolve(&request.segment, request.version)?.clone();
-        check_rows(&model, RowsField::Features, request.features.len(), &request.features, 1)?;
-        let prediction = inference::predict(model.clone(), request.features, &request_id).await?.pop();
+        let rows = RowsRequest {
+            field: RowsField::Features,
+            feature_count: request.features.len(),
+            values: request.features,
+            max_rows: 1,
+        };
+        let scores = inference::serve(&model, rows, &request_id, received).await?;
+        let prediction = predictions(&model, &scores).pop();
         tracing::debug!(request_id, segment = model.segment, version = model.version, "predict");
         Ok(Response::new(v1::PredictResponse { prediction, model: Some(model_ref(&model)), request_id }))
     }
@@ -47,11 +55,13 @@ impl Inference for CandelaApi {
         &self,
         request: Request<v1::BatchPredictRequest>,
     ) -> Result<Response<v1::BatchPredictResponse>, Status> {
+        let received = Instant::now();
         let request_id = request_id(request.metadata());
         let request = request.into_inner();
         self.serving.check_message_size(request.encoded_len())?;
-        let (model, values) = checked_rows(&self.serving, &request.segment, request.version, request.rows)?;
-        let predictions = inference::predict(model.clone(), values, &request_id).await?;
+        let (model, rows) = batch_rows(&self.serving, &request.segment, request.version, request.rows)?;
+        let scores = inference::serve(&model, rows, &request_id, received).await?;
+        let predictions = predictions(&model, &scores);
         tracing::debug!(
             request_id,
             segment = model.segment,
@@ -68,31 +78,41 @@ impl Inference for CandelaApi {
         &self,
         request: Request<v1::BatchPredictRequest>,
     ) -> Result<Response<Self::BatchPredictStreamStream>, Status> {
+        let received = Instant::now();
         let request_id = request_id(request.metadata());
         let request = request.into_inner();
         self.serving.check_message_size(request.encoded_len())?;
-        let (model, values) = checked_rows(&self.serving, &request.segment, request.version, request.rows)?;
+        let (model, rows) = batch_rows(&self.serving, &request.segment, request.version, request.rows)?;
+        // The whole batch is checked before the first chunk, so a bad row ends
+        // the call with a status rather than halfway through the results.
+        if let Err(error) = check_rows(&model, rows.field, rows.feature_count, &rows.values, rows.max_rows) {
+            model.stats.record_request(received.elapsed(), false);
+            return Err(error.into());
+        }
         let chunk_values = self.serving.limits.stream_chunk_rows * model.network.inputs();
         // One chunk computed ahead of the consumer at most: a slow reader holds
         // back compute instead of piling results up in memory.
         let (sender, receiver) = mpsc::channel(1);
         tokio::spawn(async move {
-            for (index, chunk) in values.chunks(chunk_values).enumerate() {
+            let mut ok = true;
+            for (index, chunk) in rows.values.chunks(chunk_values).enumerate() {
                 let first_row = (index * chunk_values / model.network.inputs()) as u64;
-                let item = inference::predict(model.clone(), chunk.to_vec(), &request_id)
+                let item = inference::score(model.clone(), chunk.to_vec(), &request_id)
                     .await
-                    .map(|predictions| v1::BatchPredictChunk {
+                    .map(|scores| v1::BatchPredictChunk {
                         first_row,
-                        predictions,
+                        predictions: predictions(&model, &scores),
                         model: Some(model_ref(&model)),
                         request_id: request_id.clone(),
                     })
                     .map_err(Status::from);
-                let failed = item.is_err();
-                if sender.send(item).await.is_err() || failed {
-                    break; // the caller has gone, or the stream ended in error
+                ok = item.is_ok();
+                if sender.send(item).await.is_err() || !ok {
+                    ok = false; // the caller has gone, or the stream ended in error
+                    break;
                 }
             }
+            model.stats.record_request(received.elapsed(), ok);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
@@ -139,13 +159,13 @@ impl Inference for CandelaApi {
     }
 }
 
-/// Routes a batch request and validates its rows; returns the model and the packed values.
-fn checked_rows(
+/// Routes a batch request and unpacks its rows for the core.
+fn batch_rows(
     serving: &Serving,
     segment: &str,
     version: u64,
     rows: Option<v1::Rows>,
-) -> Result<(Arc<Model>, Vec<f32>), ServeError> {
+) -> Result<(Arc<Model>, RowsRequest), ServeError> {
     let model = serving.models()?.resolve(segment, version)?.clone();
     let rows = rows.ok_or_else(|| {
         ServeError::invalid(
@@ -153,8 +173,13 @@ fn checked_rows(
             format!("is required: send `feature_count` ({}) and the row-major `values`", model.network.inputs()),
         )
     })?;
-    check_rows(&model, RowsField::Rows, rows.feature_count as usize, &rows.values, serving.limits.max_rows)?;
-    Ok((model, rows.values))
+    let rows = RowsRequest {
+        field: RowsField::Rows,
+        feature_count: rows.feature_count as usize,
+        values: rows.values,
+        max_rows: serving.limits.max_rows,
+    };
+    Ok((model, rows))
 }
 
 /// Scores one StreamPredict message; its failure becomes that message's error response.
@@ -163,12 +188,16 @@ async fn score_stream_message(
     message: v1::StreamPredictRequest,
     request_id: &str,
 ) -> v1::StreamPredictResponse {
+    let received = Instant::now();
     let id = message.id.clone();
     let outcome = async {
         serving.check_message_size(message.encoded_len())?;
-        let (model, values) = checked_rows(serving, &message.segment, message.version, message.rows)?;
-        let predictions = inference::predict(model.clone(), values, request_id).await?;
-        Ok::<_, ServeError>(v1::BatchResult { predictions, model: Some(model_ref(&model)) })
+        let (model, rows) = batch_rows(serving, &message.segment, message.version, message.rows)?;
+        let scores = inference::serve(&model, rows, request_id, received).await?;
+        Ok::<_, ServeError>(v1::BatchResult {
+            predictions: predictions(&model, &scores),
+            model: Some(model_ref(&model)),
+        })
     }
     .await;
     let outcome = match outcome {
@@ -179,6 +208,21 @@ async fn score_stream_message(
         }
     };
     v1::StreamPredictResponse { id, outcome: Some(outcome) }
+}
+
+/// Each row's prediction: the most probable class, its label, all probabilities.
+fn predictions(model: &Model, scores: &Scores) -> Vec<v1::Prediction> {
+    scores
+        .rows()
+        .map(|row| {
+            let class_index = Scores::class_of(row);
+            v1::Prediction {
+                class_index: class_index as u32,
+                label: model.manifest.labels[class_index].clone(),
+                probabilities: row.to_vec(),
+            }
+        })
+        .collect()
 }
 
 fn model_ref(model: &Model) -> v1::ModelRef {

@@ -1,11 +1,14 @@
 //! The network front: the tonic services on one port. `candela.v1.Inference`
-//! translates requests for the serving core; `grpc.health.v1.Health` reports
+//! and `inference.GRPCInferenceService` (the Open Inference Protocol) translate
+//! requests for the same serving core; `grpc.health.v1.Health` reports
 //! readiness per service; reflection (v1 and v1alpha, since grpcurl 1.8 speaks
 //! only v1alpha) lets grpcurl list, describe and call everything.
 
 pub mod candela;
+pub mod kserve;
 
 use crate::serving::Serving;
+use ::candela::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use ::candela::v1::inference_server::InferenceServer;
 use std::sync::Arc;
 use tonic::server::NamedService;
@@ -14,7 +17,11 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 /// The health service names this server reports: overall (`""`) and each API.
-pub const HEALTH_SERVICES: &[&str] = &["", <InferenceServer<candela::CandelaApi> as NamedService>::NAME];
+pub const HEALTH_SERVICES: &[&str] = &[
+    "",
+    <InferenceServer<candela::CandelaApi> as NamedService>::NAME,
+    <GrpcInferenceServiceServer<kserve::KserveApi> as NamedService>::NAME,
+];
 
 /// Everything served on the gRPC port, and the reporter that flips its health.
 pub fn router(serving: Arc<Serving>) -> anyhow::Result<(Router, HealthReporter)> {
@@ -32,12 +39,16 @@ pub fn router(serving: Arc<Serving>) -> anyhow::Result<(Router, HealthReporter)>
     // the limit still decodes and gets INVALID_ARGUMENT naming the limit, while
     // a huge one is refused by the transport without being buffered.
     let hard_limit = serving.limits.max_message_bytes.saturating_mul(2);
-    let inference = InferenceServer::new(candela::CandelaApi::new(serving)).max_decoding_message_size(hard_limit);
+    let inference =
+        InferenceServer::new(candela::CandelaApi::new(serving.clone())).max_decoding_message_size(hard_limit);
+    let open_inference =
+        GrpcInferenceServiceServer::new(kserve::KserveApi::new(serving)).max_decoding_message_size(hard_limit);
     let router = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(inference);
+        .add_service(inference)
+        .add_service(open_inference);
     Ok((router, reporter))
 }
 

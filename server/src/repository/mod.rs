@@ -7,6 +7,7 @@
 pub mod manifest;
 
 use crate::model::{ModelError, Network};
+use crate::stats::ModelStats;
 use candle_core::Device;
 use manifest::Manifest;
 use std::collections::HashSet;
@@ -26,6 +27,8 @@ pub struct Model {
     pub network: Network,
     /// The device the network runs on, as configured (`cpu`, `cuda:0`).
     pub device: String,
+    /// What this model has served: requests, queue and compute times.
+    pub stats: ModelStats,
 }
 
 /// One reason a repository cannot be served, with the file it concerns.
@@ -165,7 +168,14 @@ pub fn load_version(
             )),
         });
     }
-    Ok(Model { segment: segment.to_string(), version, manifest, network, device: device_name.to_string() })
+    Ok(Model {
+        segment: segment.to_string(),
+        version,
+        manifest,
+        network,
+        device: device_name.to_string(),
+        stats: ModelStats::default(),
+    })
 }
 
 /// Parses and checks `model.json` on its own (names, labels), before any tensor is read.

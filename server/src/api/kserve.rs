@@ -1,0 +1,481 @@
+//! `inference.GRPCInferenceService`: the Open Inference Protocol (KServe V2)
+//! with the Triton extensions Triton's clients and perf_analyzer use. A thin
+//! translation onto the same core as `candela.v1`: a model name is a segment,
+//! a version string pins a version ("" = the newest), and the one input tensor
+//! `features` `[batch, n_features]` becomes the rows the core validates and
+//! scores. Outputs are `probabilities` (FP32 `[batch, n_classes]`) and
+//! `prediction` (INT64 `[batch, 1]`, the most probable class index).
+
+use crate::error::ServeError;
+use crate::inference::{self, RowsRequest, Scores};
+use crate::repository::Model;
+use crate::serving::Serving;
+use crate::validation::RowsField;
+use candela::inference::{self as oip, grpc_inference_service_server::GrpcInferenceService};
+use futures::{Stream, StreamExt};
+use oip::model_infer_request::InferInputTensor;
+use oip::model_infer_response::InferOutputTensor;
+use oip::model_metadata_response::TensorMetadata;
+use prost::Message;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The input tensor every Candela model takes.
+pub const INPUT: &str = "features";
+/// Output: one probability per class, in label order.
+pub const PROBABILITIES: &str = "probabilities";
+/// Output: the index of the most probable class.
+pub const PREDICTION: &str = "prediction";
+/// ModelMetadata's `platform` and ModelConfig's `platform`/`backend`.
+pub const PLATFORM: &str = "candela";
+/// Protocol extensions this server really implements (ServerMetadata).
+/// `model_repository` is absent: the repository is loaded at start only.
+pub const EXTENSIONS: &[&str] = &["model_configuration", "statistics"];
+
+/// The Open Inference Protocol service.
+pub struct KserveApi {
+    serving: Arc<Serving>,
+}
+
+impl KserveApi {
+    pub fn new(serving: Arc<Serving>) -> KserveApi {
+        KserveApi { serving }
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for KserveApi {
+    async fn server_live(
+        &self,
+        _request: Request<oip::ServerLiveRequest>,
+    ) -> Result<Response<oip::ServerLiveResponse>, Status> {
+        Ok(Response::new(oip::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _request: Request<oip::ServerReadyRequest>,
+    ) -> Result<Response<oip::ServerReadyResponse>, Status> {
+        Ok(Response::new(oip::ServerReadyResponse { ready: self.serving.is_ready() }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<oip::ModelReadyRequest>,
+    ) -> Result<Response<oip::ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        resolve(&self.serving, &request.name, &request.version)?;
+        Ok(Response::new(oip::ModelReadyResponse { ready: self.serving.is_ready() }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _request: Request<oip::ServerMetadataRequest>,
+    ) -> Result<Response<oip::ServerMetadataResponse>, Status> {
+        Ok(Response::new(oip::ServerMetadataResponse {
+            name: PLATFORM.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<oip::ModelMetadataRequest>,
+    ) -> Result<Response<oip::ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let map = self.serving.models()?;
+        let model = resolve(&self.serving, &request.name, &request.version)?;
+        let tensor = |name: &str, datatype: &str, width: usize| TensorMetadata {
+            name: name.to_string(),
+            datatype: datatype.to_string(),
+            shape: vec![-1, width as i64],
+        };
+        Ok(Response::new(oip::ModelMetadataResponse {
+            name: model.segment.clone(),
+            versions: map.versions(&model.segment).map(|v| v.to_string()).collect(),
+            platform: PLATFORM.to_string(),
+            inputs: vec![tensor(INPUT, "FP32", model.network.inputs())],
+            outputs: vec![tensor(PROBABILITIES, "FP32", model.network.classes()), tensor(PREDICTION, "INT64", 1)],
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<oip::ModelInferRequest>,
+    ) -> Result<Response<oip::ModelInferResponse>, Status> {
+        let received = Instant::now();
+        Ok(Response::new(infer(&self.serving, request.into_inner(), received).await?))
+    }
+
+    type ModelStreamInferStream = ResponseStream<oip::ModelStreamInferResponse>;
+
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<oip::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let serving = self.serving.clone();
+        let in_flight = serving.limits.stream_in_flight;
+        // As StreamPredict: answers in order, at most `in_flight` requests
+        // scored at once, inbound read only as there is room (backpressure).
+        let outbound = request
+            .into_inner()
+            .map(move |message| {
+                let serving = serving.clone();
+                async move {
+                    let received = Instant::now();
+                    Ok(match infer(&serving, message?, received).await {
+                        Ok(response) => oip::ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(response),
+                        },
+                        Err(error) => {
+                            oip::ModelStreamInferResponse { error_message: error.to_string(), infer_response: None }
+                        }
+                    })
+                }
+            })
+            .buffered(in_flight);
+        Ok(Response::new(Box::pin(outbound)))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<oip::ModelConfigRequest>,
+    ) -> Result<Response<oip::ModelConfigResponse>, Status> {
+        let request = request.into_inner();
+        let model = resolve(&self.serving, &request.name, &request.version)?;
+        let config = oip::ModelConfig {
+            name: model.segment.clone(),
+            platform: PLATFORM.to_string(),
+            backend: PLATFORM.to_string(),
+            max_batch_size: i32::try_from(self.serving.limits.max_rows).unwrap_or(i32::MAX),
+            input: vec![oip::ModelInput {
+                name: INPUT.to_string(),
+                data_type: oip::DataType::TypeFp32 as i32,
+                dims: vec![model.network.inputs() as i64],
+                ..Default::default()
+            }],
+            output: vec![
+                oip::ModelOutput {
+                    name: PROBABILITIES.to_string(),
+                    data_type: oip::DataType::TypeFp32 as i32,
+                    dims: vec![model.network.classes() as i64],
+                    ..Default::default()
+                },
+                oip::ModelOutput {
+                    name: PREDICTION.to_string(),
+                    data_type: oip::DataType::TypeInt64 as i32,
+                    dims: vec![1],
+                    ..Default::default()
+                },
+            ],
+            dynamic_batching: None,
+            model_transaction_policy: Some(oip::ModelTransactionPolicy { decoupled: false }),
+        };
+        Ok(Response::new(oip::ModelConfigResponse { config: Some(config) }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<oip::ModelStatisticsRequest>,
+    ) -> Result<Response<oip::ModelStatisticsResponse>, Status> {
+        let request = request.into_inner();
+        let map = self.serving.models()?;
+        let models: Vec<&Arc<Model>> = match (request.name.as_str(), request.version.as_str()) {
+            ("", _) => map.models().collect(),
+            (name, "") => {
+                let segment = &resolve(&self.serving, name, "")?.segment;
+                map.models().filter(|m| &m.segment == segment).collect()
+            }
+            (name, version) => vec![resolve(&self.serving, name, version)?],
+        };
+        Ok(Response::new(oip::ModelStatisticsResponse {
+            model_stats: models.into_iter().map(|m| statistics(m)).collect(),
+        }))
+    }
+
+    async fn repository_index(
+        &self,
+        _request: Request<oip::RepositoryIndexRequest>,
+    ) -> Result<Response<oip::RepositoryIndexResponse>, Status> {
+        let map = self.serving.models()?;
+        let (state, reason) =
+            if self.serving.is_ready() { ("READY", "") } else { ("UNAVAILABLE", "the server is draining") };
+        let models = map
+            .models()
+            .map(|m| oip::repository_index_response::ModelIndex {
+                name: m.segment.clone(),
+                version: m.version.to_string(),
+                state: state.to_string(),
+                reason: reason.to_string(),
+            })
+            .collect();
+        Ok(Response::new(oip::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        _request: Request<oip::RepositoryModelLoadRequest>,
+    ) -> Result<Response<oip::RepositoryModelLoadResponse>, Status> {
+        Err(repository_control_unsupported())
+    }
+
+    async fn repository_model_unload(
+        &self,
+        _request: Request<oip::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<oip::RepositoryModelUnloadResponse>, Status> {
+        Err(repository_control_unsupported())
+    }
+}
+
+fn repository_control_unsupported() -> Status {
+    Status::unimplemented(
+        "this server loads its model repository at start; to change models, change the repository and restart (or roll out) the server",
+    )
+}
+
+/// A model name and version string → the model. The version is "" (the
+/// newest) or a version number.
+fn resolve<'a>(serving: &'a Serving, name: &str, version: &str) -> Result<&'a Arc<Model>, ServeError> {
+    let map = serving.models()?;
+    let number = match version {
+        "" => 0,
+        text => text.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+            ServeError::NotFound(format!("model `{name}` has no version `{text}`: versions are positive integers"))
+        })?,
+    };
+    map.resolve(name, number)
+}
+
+/// One ModelInfer request through the core.
+async fn infer(
+    serving: &Serving,
+    request: oip::ModelInferRequest,
+    received: Instant,
+) -> Result<oip::ModelInferResponse, ServeError> {
+    serving.check_message_size(request.encoded_len())?;
+    let model = resolve(serving, &request.model_name, &request.model_version)?.clone();
+    let raw = !request.raw_input_contents.is_empty();
+    let decoded = decode_input(&model, &request, serving.limits.max_rows).and_then(|rows| {
+        let outputs = requested_outputs(&request)?;
+        Ok((rows, outputs))
+    });
+    let (rows, outputs) = match decoded {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            model.stats.record_request(received.elapsed(), false);
+            return Err(error);
+        }
+    };
+    let scores = inference::serve(&model, rows, &request.id, received).await?;
+    Ok(encode_outputs(&model, request.id, &scores, &outputs, raw))
+}
+
+/// The request's one input tensor as rows for the core.
+fn decode_input(model: &Model, request: &oip::ModelInferRequest, max_rows: usize) -> Result<RowsRequest, ServeError> {
+    let features = model.network.inputs();
+    let signature = format!("model `{}` takes one input `{INPUT}`, FP32 [batch, {features}]", model.segment);
+    let [input] = request.inputs.as_slice() else {
+        return Err(ServeError::invalid("inputs", format!("has {} tensors; {signature}", request.inputs.len())));
+    };
+    if input.name != INPUT {
+        return Err(ServeError::invalid("inputs[0].name", format!("is `{}`; {signature}", input.name)));
+    }
+    let [rows, columns] = input.shape.as_slice() else {
+        return Err(ServeError::invalid("inputs[0].shape", format!("is {:?}; {signature}", input.shape)));
+    };
+    let (Ok(rows), Ok(columns)) = (usize::try_from(*rows), usize::try_from(*columns)) else {
+        return Err(ServeError::invalid(
+            "inputs[0].shape",
+            format!("is {:?}: dimensions cannot be negative", input.shape),
+        ));
+    };
+    let Some(elements) = rows.checked_mul(columns) else {
+        return Err(ServeError::invalid("inputs[0].shape", format!("is {:?}: too large", input.shape)));
+    };
+    let values = if request.raw_input_contents.is_empty() {
+        typed_values(input, elements)?
+    } else {
+        if input.contents.as_ref().is_some_and(has_contents) {
+            return Err(ServeError::invalid(
+                "inputs[0].contents",
+                "is set while raw_input_contents is used too; send the tensor one way or the other",
+            ));
+        }
+        let [raw] = request.raw_input_contents.as_slice() else {
+            return Err(ServeError::invalid(
+                "raw_input_contents",
+                format!("has {} entries; expected one per input (1)", request.raw_input_contents.len()),
+            ));
+        };
+        raw_values(&input.datatype, raw, elements, &input.shape)?
+    };
+    Ok(RowsRequest { field: RowsField::Tensor, feature_count: columns, values, max_rows })
+}
+
+/// Typed contents → f32 values. FP32 travels as `fp32_contents`, FP64 as `fp64_contents`.
+fn typed_values(input: &InferInputTensor, elements: usize) -> Result<Vec<f32>, ServeError> {
+    let contents = input.contents.clone().unwrap_or_default();
+    let (field, values): (&str, Vec<f32>) = match input.datatype.as_str() {
+        "FP32" => ("fp32_contents", contents.fp32_contents),
+        "FP64" => ("fp64_contents", contents.fp64_contents.into_iter().map(|v| v as f32).collect()),
+        "FP16" | "BF16" => {
+            return Err(ServeError::invalid(
+                "inputs[0].datatype",
+                format!("is {}, which travels only in raw_input_contents (little-endian)", input.datatype),
+            ));
+        }
+        other => return Err(unsupported_datatype(other)),
+    };
+    if values.len() != elements {
+        return Err(ServeError::invalid(
+            format!("inputs[0].contents.{field}"),
+            format!("has {} values; shape {:?} needs {elements}", values.len(), input.shape),
+        ));
+    }
+    Ok(values)
+}
+
+/// Raw little-endian bytes → f32 values, for FP32, FP64, FP16 and BF16.
+fn raw_values(datatype: &str, raw: &[u8], elements: usize, shape: &[i64]) -> Result<Vec<f32>, ServeError> {
+    let width = match datatype {
+        "FP32" => 4,
+        "FP64" => 8,
+        "FP16" | "BF16" => 2,
+        other => return Err(unsupported_datatype(other)),
+    };
+    if elements.checked_mul(width) != Some(raw.len()) {
+        return Err(ServeError::invalid(
+            "raw_input_contents[0]",
+            format!("has {} bytes; {datatype} shape {shape:?} needs {elements} × {width}", raw.len()),
+        ));
+    }
+    let values = match datatype {
+        "FP32" => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        "FP64" => raw
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8; this is a bug")) as f32)
+            .collect(),
+        "FP16" => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        _ => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+    };
+    Ok(values)
+}
+
+fn unsupported_datatype(datatype: &str) -> ServeError {
+    ServeError::invalid(
+        "inputs[0].datatype",
+        format!("is `{datatype}`; send FP32 (or FP64, or FP16/BF16 as raw_input_contents)"),
+    )
+}
+
+fn has_contents(c: &oip::InferTensorContents) -> bool {
+    !(c.bool_contents.is_empty()
+        && c.int_contents.is_empty()
+        && c.int64_contents.is_empty()
+        && c.uint_contents.is_empty()
+        && c.uint64_contents.is_empty()
+        && c.fp32_contents.is_empty()
+        && c.fp64_contents.is_empty()
+        && c.bytes_contents.is_empty())
+}
+
+/// The outputs a request wants, in its order; none listed means all.
+fn requested_outputs(request: &oip::ModelInferRequest) -> Result<Vec<&'static str>, ServeError> {
+    if request.outputs.is_empty() {
+        return Ok(vec![PROBABILITIES, PREDICTION]);
+    }
+    request
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, output)| match output.name.as_str() {
+            PROBABILITIES => Ok(PROBABILITIES),
+            PREDICTION => Ok(PREDICTION),
+            other => Err(ServeError::invalid(
+                format!("outputs[{i}].name"),
+                format!("is `{other}`; the model's outputs are `{PROBABILITIES}` and `{PREDICTION}`"),
+            )),
+        })
+        .collect()
+}
+
+/// The scores as the requested output tensors, raw when the request was raw.
+fn encode_outputs(model: &Model, id: String, scores: &Scores, outputs: &[&str], raw: bool) -> oip::ModelInferResponse {
+    let rows = scores.rows().len() as i64;
+    let mut tensors = Vec::with_capacity(outputs.len());
+    let mut raw_contents = Vec::new();
+    for name in outputs {
+        let (datatype, shape, contents, bytes) = if *name == PROBABILITIES {
+            let bytes = scores.probabilities.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>();
+            let contents =
+                oip::InferTensorContents { fp32_contents: scores.probabilities.clone(), ..Default::default() };
+            ("FP32", vec![rows, scores.classes as i64], contents, bytes)
+        } else {
+            let classes: Vec<i64> = scores.rows().map(|row| Scores::class_of(row) as i64).collect();
+            let bytes = classes.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<u8>>();
+            ("INT64", vec![rows, 1], oip::InferTensorContents { int64_contents: classes, ..Default::default() }, bytes)
+        };
+        let contents = if raw {
+            raw_contents.push(bytes);
+            None
+        } else {
+            Some(contents)
+        };
+        tensors.push(InferOutputTensor {
+            name: name.to_string(),
+            datatype: datatype.to_string(),
+            shape,
+            parameters: Default::default(),
+            contents,
+        });
+    }
+    oip::ModelInferResponse {
+        model_name: model.segment.clone(),
+        model_version: model.version.to_string(),
+        id,
+        parameters: Default::default(),
+        outputs: tensors,
+        raw_output_contents: raw_contents,
+    }
+}
+
+/// A model's statistics in the protocol's form.
+fn statistics(model: &Model) -> oip::ModelStatistics {
+    let stats = &model.stats;
+    let duration = |(count, ns): (u64, u64)| Some(oip::StatisticDuration { count, ns });
+    let batch_stats = stats
+        .by_batch_size()
+        .into_iter()
+        .map(|(size, c)| oip::InferBatchStatistics {
+            batch_size: size,
+            compute_input: duration((c.executions, c.input_ns)),
+            compute_infer: duration((c.executions, c.infer_ns)),
+            compute_output: duration((c.executions, c.output_ns)),
+        })
+        .collect();
+    oip::ModelStatistics {
+        name: model.segment.clone(),
+        version: model.version.to_string(),
+        last_inference: stats.last_inference_ms(),
+        inference_count: stats.rows(),
+        execution_count: stats.executions(),
+        inference_stats: Some(oip::InferStatistics {
+            success: duration(stats.success.get()),
+            fail: duration(stats.fail.get()),
+            queue: duration(stats.queue.get()),
+            compute_input: duration(stats.compute_input.get()),
+            compute_infer: duration(stats.compute_infer.get()),
+            compute_output: duration(stats.compute_output.get()),
+            cache_hit: None,
+            cache_miss: None,
+        }),
+        batch_stats,
+        memory_usage: Vec::new(),
+    }
+}
