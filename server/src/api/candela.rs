@@ -2,6 +2,7 @@
 //! serving core (routing, validation, inference) and results back. No model
 //! logic lives here.
 
+use super::{ResponseStream, answer_in_order};
 use crate::error::ServeError;
 use crate::inference::{self, RowsRequest, Scores};
 use crate::repository::Model;
@@ -9,16 +10,12 @@ use crate::routing::ModelMap;
 use crate::serving::Serving;
 use crate::validation::{RowsField, check_rows};
 use candela::v1::{self, inference_server::Inference};
-use futures::{Stream, StreamExt};
 use prost::Message;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
-
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The `candela.v1.Inference` service.
 pub struct CandelaApi {
@@ -126,18 +123,11 @@ impl Inference for CandelaApi {
         let request_id = request_id(request.metadata());
         let serving = self.serving.clone();
         let in_flight = serving.limits.stream_in_flight;
-        // `buffered` scores up to `in_flight` batches at once, answers in send
-        // order, and polls the inbound stream only when it has room: that is
-        // the backpressure that reaches the producer through HTTP/2 windows.
-        let outbound = request
-            .into_inner()
-            .map(move |message| {
-                let serving = serving.clone();
-                let request_id = request_id.clone();
-                async move { Ok(score_stream_message(&serving, message?, &request_id).await) }
-            })
-            .buffered(in_flight);
-        Ok(Response::new(Box::pin(outbound)))
+        Ok(Response::new(answer_in_order(request.into_inner(), in_flight, move |message| {
+            let serving = serving.clone();
+            let request_id = request_id.clone();
+            async move { score_stream_message(&serving, message, &request_id).await }
+        })))
     }
 
     async fn list_models(

@@ -6,18 +6,17 @@
 //! scores. Outputs are `probabilities` (FP32 `[batch, n_classes]`) and
 //! `prediction` (INT64 `[batch, 1]`, the most probable class index).
 
+use super::{ResponseStream, answer_in_order};
 use crate::error::ServeError;
 use crate::inference::{self, RowsRequest, Scores};
 use crate::repository::Model;
 use crate::serving::Serving;
 use crate::validation::RowsField;
 use candela::inference::{self as oip, grpc_inference_service_server::GrpcInferenceService};
-use futures::{Stream, StreamExt};
 use oip::model_infer_request::InferInputTensor;
 use oip::model_infer_response::InferOutputTensor;
 use oip::model_metadata_response::TensorMetadata;
 use prost::Message;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
@@ -44,8 +43,6 @@ impl KserveApi {
         KserveApi { serving }
     }
 }
-
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl GrpcInferenceService for KserveApi {
@@ -120,27 +117,19 @@ impl GrpcInferenceService for KserveApi {
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let serving = self.serving.clone();
         let in_flight = serving.limits.stream_in_flight;
-        // As StreamPredict: answers in order, at most `in_flight` requests
-        // scored at once, inbound read only as there is room (backpressure).
-        let outbound = request
-            .into_inner()
-            .map(move |message| {
-                let serving = serving.clone();
-                async move {
-                    let received = Instant::now();
-                    Ok(match infer(&serving, message?, received).await {
-                        Ok(response) => oip::ModelStreamInferResponse {
-                            error_message: String::new(),
-                            infer_response: Some(response),
-                        },
-                        Err(error) => {
-                            oip::ModelStreamInferResponse { error_message: error.to_string(), infer_response: None }
-                        }
-                    })
+        Ok(Response::new(answer_in_order(request.into_inner(), in_flight, move |message| {
+            let serving = serving.clone();
+            async move {
+                match infer(&serving, message, Instant::now()).await {
+                    Ok(response) => {
+                        oip::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) }
+                    }
+                    Err(error) => {
+                        oip::ModelStreamInferResponse { error_message: error.to_string(), infer_response: None }
+                    }
                 }
-            })
-            .buffered(in_flight);
-        Ok(Response::new(Box::pin(outbound)))
+            }
+        })))
     }
 
     async fn model_config(

@@ -10,9 +10,13 @@ pub mod kserve;
 use crate::serving::Serving;
 use ::candela::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use ::candela::v1::inference_server::InferenceServer;
+use futures::{Stream, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use tonic::server::NamedService;
 use tonic::transport::server::Router;
+use tonic::{Status, Streaming};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -57,4 +61,29 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     for service in HEALTH_SERVICES {
         reporter.set_service_status(*service, status).await;
     }
+}
+
+/// The response stream of a streaming RPC.
+pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Answers each message of a bidirectional stream with `answer`, in the order
+/// the messages came, with at most `in_flight` answers being computed at once.
+/// `buffered` polls the inbound stream only when it has room, so a producer
+/// faster than the server is held back by HTTP/2 flow control, and a slow
+/// consumer holds back the reading. A broken inbound stream ends the response
+/// stream with its status.
+pub fn answer_in_order<In, Out, F, Fut>(inbound: Streaming<In>, in_flight: usize, answer: F) -> ResponseStream<Out>
+where
+    In: Send + 'static,
+    Out: Send + 'static,
+    F: Fn(In) -> Fut + Send + 'static,
+    Fut: Future<Output = Out> + Send + 'static,
+{
+    let answers = inbound
+        .map(move |message| {
+            let answer = message.map(&answer);
+            async move { Ok(answer?.await) }
+        })
+        .buffered(in_flight);
+    Box::pin(answers)
 }
