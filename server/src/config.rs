@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Candela: a gRPC inference server for per-segment models.
 #[derive(Debug, Clone, Parser)]
@@ -61,10 +62,51 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_STREAM_CHUNK_ROWS", default_value_t = 256)]
     pub stream_chunk_rows: usize,
 
-    /// Batches of one StreamPredict stream being scored at once. The stream
-    /// reads no further ahead, so a fast producer is slowed by HTTP/2 flow control.
+    /// Batches of one StreamPredict (or ModelStreamInfer) stream being scored
+    /// at once. The stream reads no further ahead, so a fast producer is slowed
+    /// by HTTP/2 flow control.
     #[arg(long, env = "CANDELA_STREAM_IN_FLIGHT", default_value_t = 4)]
     pub stream_in_flight: usize,
+
+    /// Inference calls (unary calls and open streams) served at once, across
+    /// all connections. One more is refused at once with RESOURCE_EXHAUSTED and
+    /// a RetryInfo, never queued.
+    #[arg(long, env = "CANDELA_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    pub max_concurrent_requests: usize,
+
+    /// HTTP/2 streams (calls) one connection may have open at once.
+    #[arg(long, env = "CANDELA_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    pub max_concurrent_streams: u32,
+
+    /// Seconds between HTTP/2 keepalive pings to each client; a peer that does
+    /// not answer within --keepalive-timeout-seconds is disconnected. 0: off.
+    #[arg(long, env = "CANDELA_KEEPALIVE_SECONDS", default_value_t = 30.0)]
+    pub keepalive_seconds: f64,
+
+    /// Seconds to wait for a keepalive ping's answer.
+    #[arg(long, env = "CANDELA_KEEPALIVE_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    pub keepalive_timeout_seconds: f64,
+
+    /// Seconds after which a connection is asked to go away (GOAWAY), so
+    /// long-lived clients reconnect and spread over new replicas behind a
+    /// Kubernetes Service. 0: never.
+    #[arg(long, env = "CANDELA_MAX_CONNECTION_AGE_SECONDS", default_value_t = 600.0)]
+    pub max_connection_age_seconds: f64,
+
+    /// Seconds an aged-out connection gets to finish its calls before it is closed.
+    #[arg(long, env = "CANDELA_MAX_CONNECTION_AGE_GRACE_SECONDS", default_value_t = 30.0)]
+    pub max_connection_age_grace_seconds: f64,
+
+    /// After the drain period: seconds in-flight calls and open streams get to
+    /// finish before their connections are closed (they see UNAVAILABLE), so
+    /// shutdown completes within --drain-seconds plus this.
+    #[arg(long, env = "CANDELA_DRAIN_GRACE_SECONDS", default_value_t = 10.0)]
+    pub drain_grace_seconds: f64,
+}
+
+/// A number of seconds as a duration; zero or less is `None` (off).
+pub fn seconds(value: f64) -> Option<Duration> {
+    (value > 0.0).then(|| Duration::from_secs_f64(value))
 }
 
 /// The compute device setting.

@@ -29,6 +29,12 @@ pub enum ServeError {
     /// Not ready yet, or shutting down.
     #[error("{0}")]
     Unavailable(String),
+    /// A limit is reached; the caller should retry after `retry_after`.
+    #[error("{message}")]
+    Overloaded { message: String, retry_after: std::time::Duration },
+    /// The caller's deadline passed before the work could be done; it was dropped.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// A bug: logged with the request id, never with feature values.
     #[error("internal error (request id {request_id}): {message}")]
     Internal { request_id: String, message: String },
@@ -49,6 +55,8 @@ impl ServeError {
             ServeError::InvalidArgument { .. } => Code::InvalidArgument,
             ServeError::NotFound(_) => Code::NotFound,
             ServeError::Unavailable(_) => Code::Unavailable,
+            ServeError::Overloaded { .. } => Code::ResourceExhausted,
+            ServeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ServeError::Internal { .. } => Code::Internal,
         }
     }
@@ -76,6 +84,10 @@ impl ServeError {
 
 impl From<ServeError> for Status {
     fn from(error: ServeError) -> Status {
+        if let ServeError::Overloaded { retry_after, .. } = &error {
+            let details = ErrorDetails::with_retry_info(Some(*retry_after));
+            return Status::with_error_details(error.code(), error.to_string(), details);
+        }
         let violations = error.violations();
         if violations.is_empty() {
             return Status::new(error.code(), error.to_string());

@@ -8,7 +8,7 @@ use crate::error::ServeError;
 use crate::repository::Model;
 use crate::validation::{RowsField, check_rows};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Row-major class probabilities, `classes` per row.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,42 +41,81 @@ pub struct RowsRequest {
     pub max_rows: usize,
 }
 
+/// What the core knows of the call a request came in on.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The id logs and errors carry.
+    pub request_id: String,
+    /// When the server received the request.
+    pub received: Instant,
+    /// The caller's deadline (its `grpc-timeout`), if it set one.
+    pub deadline: Option<Instant>,
+}
+
+/// How long before a caller's deadline the server gives up and answers
+/// DEADLINE_EXCEEDED itself: tonic answers CANCELLED ("Timeout expired") at the
+/// deadline, so answering a little earlier gives the caller the code gRPC
+/// specifies, and a call arriving with less time than this left is answered
+/// at once without touching a model.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
+impl Call {
+    /// The moment the server stops working on this call.
+    fn give_up_at(&self) -> Option<Instant> {
+        self.deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d))
+    }
+
+    fn expired(&self) -> ServeError {
+        ServeError::DeadlineExceeded(format!(
+            "the caller's deadline passed after {} ms in the server; the work was dropped",
+            self.received.elapsed().as_millis()
+        ))
+    }
+}
+
 /// Validates and scores `rows` with `model`, and records the outcome and the
-/// time since `received` in the model's statistics.
-pub async fn serve(
-    model: &Arc<Model>,
-    rows: RowsRequest,
-    request_id: &str,
-    received: Instant,
-) -> Result<Scores, ServeError> {
-    let result = match check_rows(model, rows.field, rows.feature_count, &rows.values, rows.max_rows) {
-        Ok(_) => score(model.clone(), rows.values, request_id).await,
-        Err(error) => Err(error),
+/// time since the call was received in the model's statistics. Work still
+/// waiting when the caller's deadline passes is dropped, not computed.
+pub async fn serve(model: &Arc<Model>, rows: RowsRequest, call: &Call) -> Result<Scores, ServeError> {
+    let work = async {
+        check_rows(model, rows.field, rows.feature_count, &rows.values, rows.max_rows)?;
+        score(model.clone(), rows.values, call).await
     };
-    model.stats.record_request(received.elapsed(), result.is_ok());
+    let result = match call.give_up_at() {
+        Some(at) => tokio::time::timeout_at(at.into(), work).await.unwrap_or_else(|_| Err(call.expired())),
+        None => work.await,
+    };
+    model.stats.record_request(call.received.elapsed(), result.is_ok());
     result
 }
 
 /// Runs the forward pass over already-validated `values` on the blocking pool
-/// (for callers that validate and record the request themselves).
-pub async fn score(model: Arc<Model>, values: Vec<f32>, request_id: &str) -> Result<Scores, ServeError> {
+/// (for callers that validate and record the request themselves). If the
+/// call's deadline has passed by the time a worker picks it up, it is dropped.
+pub async fn score(model: Arc<Model>, values: Vec<f32>, call: &Call) -> Result<Scores, ServeError> {
     let queued = Instant::now();
+    let give_up_at = call.give_up_at();
     let computed = tokio::task::spawn_blocking(move || {
         let queue = queued.elapsed();
+        if give_up_at.is_some_and(|at| Instant::now() >= at) {
+            model.stats.record_expired();
+            return (model, None);
+        }
         let result = model.network.forward_timed(&values);
         if let Ok((_, stages)) = &result {
             model.stats.record_execution(values.len() / model.network.inputs(), queue, *stages);
         }
-        (model, result)
+        (model, Some(result))
     })
     .await;
     let internal = |message: String| {
-        tracing::error!(request_id, %message, "inference failed");
-        ServeError::Internal { request_id: request_id.to_string(), message }
+        tracing::error!(request_id = call.request_id, %message, "inference failed");
+        ServeError::Internal { request_id: call.request_id.clone(), message }
     };
     match computed {
-        Ok((model, Ok((probabilities, _)))) => Ok(Scores { probabilities, classes: model.network.classes() }),
-        Ok((_, Err(error))) => Err(internal(format!("forward pass failed: {error}"))),
+        Ok((model, Some(Ok((probabilities, _))))) => Ok(Scores { probabilities, classes: model.network.classes() }),
+        Ok((_, None)) => Err(call.expired()),
+        Ok((_, Some(Err(error)))) => Err(internal(format!("forward pass failed: {error}"))),
         Err(join) => Err(internal(format!("inference task failed: {join}"))),
     }
 }

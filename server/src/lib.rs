@@ -43,7 +43,7 @@ use tonic_health::ServingStatus;
 /// an error listing every problem.
 pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let serving = Arc::new(Serving::new(&settings));
-    let (router, reporter) = api::router(serving.clone())?;
+    let (router, reporter) = api::router(serving.clone(), &settings)?;
     // tonic-health reports "" as SERVING from the start; a probe without a
     // service name must not pass before the models are ready.
     api::set_health(&reporter, ServingStatus::NotServing).await;
@@ -89,8 +89,23 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
     shutdown::drain(&reporter, &serving, Duration::from_secs_f64(settings.drain_seconds.max(0.0))).await;
     tracing::info!("drain period over: closing the listener, finishing in-flight requests");
     let _ = stop.send(());
-    server.await.context("server task failed")?.context("gRPC server failed")?;
-    tracing::info!("stopped");
+    let grace = Duration::from_secs_f64(settings.drain_grace_seconds.max(0.0));
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(ended) => {
+            ended.context("server task failed")?.context("gRPC server failed")?;
+            tracing::info!("stopped");
+        }
+        Err(_) => {
+            // tonic waits for every connection to close, and a client holding
+            // a stream open would hold shutdown forever: past the grace period,
+            // the remaining connections are dropped (callers see UNAVAILABLE).
+            server.abort();
+            tracing::warn!(
+                grace_seconds = grace.as_secs_f64(),
+                "calls still open after the grace period were cut off; stopped"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -6,12 +6,18 @@
 use crate::config::Settings;
 use crate::error::ServeError;
 use crate::routing::ModelMap;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a refused caller is told to wait before retrying.
+const RETRY_AFTER: Duration = Duration::from_millis(50);
 
 /// The per-request limits, from the settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    pub max_concurrent_requests: usize,
     pub max_rows: usize,
     pub max_message_bytes: usize,
     pub stream_chunk_rows: usize,
@@ -22,6 +28,8 @@ pub struct Limits {
 pub struct Serving {
     models: OnceLock<ModelMap>,
     draining: AtomicBool,
+    /// One permit per inference call in progress (--max-concurrent-requests).
+    admission: Arc<Semaphore>,
     pub limits: Limits,
 }
 
@@ -30,7 +38,9 @@ impl Serving {
         Serving {
             models: OnceLock::new(),
             draining: AtomicBool::new(false),
+            admission: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
             limits: Limits {
+                max_concurrent_requests: settings.max_concurrent_requests.max(1),
                 max_rows: settings.max_rows.max(1),
                 max_message_bytes: settings.max_message_bytes,
                 stream_chunk_rows: settings.stream_chunk_rows.max(1),
@@ -61,6 +71,19 @@ impl Serving {
         self.models
             .get()
             .ok_or_else(|| ServeError::Unavailable("the server is still loading its models; retry shortly".into()))
+    }
+
+    /// Admits one inference call, or refuses it at once when
+    /// --max-concurrent-requests are already in progress: excess load is shed,
+    /// never queued without bound. The call holds the permit until it ends.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ServeError> {
+        self.admission.clone().try_acquire_owned().map_err(|_| ServeError::Overloaded {
+            message: format!(
+                "the server is serving its limit of {} concurrent calls; retry after the RetryInfo delay",
+                self.limits.max_concurrent_requests
+            ),
+            retry_after: RETRY_AFTER,
+        })
     }
 
     /// Refuses a decoded message larger than the configured limit.

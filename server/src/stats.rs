@@ -62,6 +62,7 @@ pub struct ModelStats {
     pub compute_output: Counter,
     rows: AtomicU64,
     executions: AtomicU64,
+    expired: AtomicU64,
     last_inference_ms: AtomicU64,
     by_batch_size: Mutex<BTreeMap<u64, BatchCounters>>,
 }
@@ -88,6 +89,16 @@ impl ModelStats {
         entry.input_ns += stages.input.as_nanos() as u64;
         entry.infer_ns += stages.infer.as_nanos() as u64;
         entry.output_ns += stages.output.as_nanos() as u64;
+    }
+
+    /// Records a call dropped before compute because its deadline had passed.
+    pub fn record_expired(&self) {
+        self.expired.fetch_add(1, Relaxed);
+    }
+
+    /// Calls dropped before compute because their deadline had passed.
+    pub fn expired(&self) -> u64 {
+        self.expired.load(Relaxed)
     }
 
     /// Rows scored.

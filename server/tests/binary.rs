@@ -222,10 +222,84 @@ fn help_documents_every_setting() {
         "--max-message-bytes",
         "--stream-chunk-rows",
         "--stream-in-flight",
+        "--max-concurrent-requests",
+        "--max-concurrent-streams",
+        "--keepalive-seconds",
+        "--keepalive-timeout-seconds",
+        "--max-connection-age-seconds",
+        "--max-connection-age-grace-seconds",
+        "--drain-grace-seconds",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
     for env in ["CANDELA_LISTEN", "CANDELA_MODELS", "CANDELA_DEVICE"] {
         assert!(help.contains(env), "--help lacks {env}");
     }
+}
+
+/// A client holding a stream open cannot hold shutdown: after the drain
+/// period and the grace period the connection is cut and the process exits.
+#[tokio::test]
+async fn shutdown_completes_within_drain_plus_grace_despite_an_open_stream() {
+    use candela_client::{ModelId, stream_batch};
+    use futures::StreamExt;
+    let models = demo_models();
+    let mut server = Running::start(&mut command(&[
+        "--models",
+        models.to_str().unwrap(),
+        "--drain-seconds",
+        "0.2",
+        "--drain-grace-seconds",
+        "1",
+    ]));
+    let mut client = server.serving_client().await;
+    let (producer, batches) = tokio::sync::mpsc::channel(1);
+    let mut responses = client.stream_predict(tokio_stream::wrappers::ReceiverStream::new(batches)).await.unwrap();
+    producer.send(stream_batch("1", &ModelId::latest("retail"), 30, vec![0.5; 30])).await.unwrap();
+    assert!(responses.next().await.unwrap().is_ok());
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0);
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?} with a stream held open");
+    server.log_containing("cut off").await;
+    let after = tokio::time::timeout(Duration::from_secs(10), responses.next()).await.expect("the stream ends");
+    assert!(matches!(after, Some(Err(_)) | None), "the held stream was closed: {after:?}");
+    drop(producer);
+}
+
+/// A producer that never reads its answers cannot grow the server's memory:
+/// flow control stops it after a bounded number of batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_consumer_does_not_grow_server_memory() {
+    use candela_client::{ModelId, stream_batch};
+    use futures::StreamExt;
+    let models = demo_models();
+    let mut server = Running::start(&mut command(&["--models", models.to_str().unwrap(), "--drain-seconds", "0"]));
+    let mut client = server.serving_client().await;
+    let pid = server.child.id().unwrap();
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+    };
+    let before = rss();
+    let model = ModelId::latest("retail");
+    let batch = vec![0.25f32; 1000 * 30];
+    // 2,000 batches of 1000 rows: 240 MB of requests if the server buffered them.
+    let batches = futures::stream::iter(0..2000).map(move |i| stream_batch(i.to_string(), &model, 30, batch.clone()));
+    let mut responses = client.stream_predict(batches).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stalled = rss();
+    println!("server RSS: {before} MiB before, {stalled} MiB with a stalled consumer");
+    assert!(stalled < before + 64, "RSS grew from {before} MiB to {stalled} MiB");
+    let mut answered = 0;
+    while let Some(response) = responses.next().await {
+        response.unwrap();
+        answered += 1;
+    }
+    assert_eq!(answered, 2000);
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0);
 }

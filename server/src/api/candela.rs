@@ -4,7 +4,7 @@
 
 use super::{ResponseStream, answer_in_order};
 use crate::error::ServeError;
-use crate::inference::{self, RowsRequest, Scores};
+use crate::inference::{self, Call, RowsRequest, Scores};
 use crate::repository::Model;
 use crate::routing::ModelMap;
 use crate::serving::Serving;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
+use tonic::{Request, Response, Status, Streaming};
 
 /// The `candela.v1.Inference` service.
 pub struct CandelaApi {
@@ -31,8 +31,8 @@ impl CandelaApi {
 #[tonic::async_trait]
 impl Inference for CandelaApi {
     async fn predict(&self, request: Request<v1::PredictRequest>) -> Result<Response<v1::PredictResponse>, Status> {
-        let received = Instant::now();
-        let request_id = request_id(request.metadata());
+        let call = super::call(request.metadata());
+        let _permit = self.serving.admit()?;
         let request = request.into_inner();
         self.serving.check_message_size(request.encoded_len())?;
         let model = self.serving.models()?.resolve(&request.segment, request.version)?.clone();
@@ -42,31 +42,40 @@ impl Inference for CandelaApi {
             values: request.features,
             max_rows: 1,
         };
-        let scores = inference::serve(&model, rows, &request_id, received).await?;
+        let scores = inference::serve(&model, rows, &call).await?;
         let prediction = predictions(&model, &scores).pop();
-        tracing::debug!(request_id, segment = model.segment, version = model.version, "predict");
-        Ok(Response::new(v1::PredictResponse { prediction, model: Some(model_ref(&model)), request_id }))
+        tracing::debug!(request_id = call.request_id, segment = model.segment, version = model.version, "predict");
+        Ok(Response::new(v1::PredictResponse {
+            prediction,
+            model: Some(model_ref(&model)),
+            request_id: call.request_id,
+        }))
     }
 
     async fn batch_predict(
         &self,
         request: Request<v1::BatchPredictRequest>,
     ) -> Result<Response<v1::BatchPredictResponse>, Status> {
-        let received = Instant::now();
-        let request_id = request_id(request.metadata());
+        let call = super::call(request.metadata());
+        let _permit = self.serving.admit()?;
         let request = request.into_inner();
         self.serving.check_message_size(request.encoded_len())?;
         let (model, rows) = batch_rows(&self.serving, &request.segment, request.version, request.rows)?;
-        let scores = inference::serve(&model, rows, &request_id, received).await?;
+        let scores = inference::serve(&model, rows, &call).await?;
         let predictions = predictions(&model, &scores);
+        let rows = predictions.len();
         tracing::debug!(
-            request_id,
+            request_id = call.request_id,
             segment = model.segment,
             version = model.version,
-            rows = predictions.len(),
+            rows,
             "batch_predict"
         );
-        Ok(Response::new(v1::BatchPredictResponse { predictions, model: Some(model_ref(&model)), request_id }))
+        Ok(Response::new(v1::BatchPredictResponse {
+            predictions,
+            model: Some(model_ref(&model)),
+            request_id: call.request_id,
+        }))
     }
 
     type BatchPredictStreamStream = ResponseStream<v1::BatchPredictChunk>;
@@ -75,15 +84,15 @@ impl Inference for CandelaApi {
         &self,
         request: Request<v1::BatchPredictRequest>,
     ) -> Result<Response<Self::BatchPredictStreamStream>, Status> {
-        let received = Instant::now();
-        let request_id = request_id(request.metadata());
+        let call = super::call(request.metadata());
+        let permit = self.serving.admit()?;
         let request = request.into_inner();
         self.serving.check_message_size(request.encoded_len())?;
         let (model, rows) = batch_rows(&self.serving, &request.segment, request.version, request.rows)?;
         // The whole batch is checked before the first chunk, so a bad row ends
         // the call with a status rather than halfway through the results.
         if let Err(error) = check_rows(&model, rows.field, rows.feature_count, &rows.values, rows.max_rows) {
-            model.stats.record_request(received.elapsed(), false);
+            model.stats.record_request(call.received.elapsed(), false);
             return Err(error.into());
         }
         let chunk_values = self.serving.limits.stream_chunk_rows * model.network.inputs();
@@ -91,16 +100,17 @@ impl Inference for CandelaApi {
         // back compute instead of piling results up in memory.
         let (sender, receiver) = mpsc::channel(1);
         tokio::spawn(async move {
+            let _permit = permit;
             let mut ok = true;
             for (index, chunk) in rows.values.chunks(chunk_values).enumerate() {
                 let first_row = (index * chunk_values / model.network.inputs()) as u64;
-                let item = inference::score(model.clone(), chunk.to_vec(), &request_id)
+                let item = inference::score(model.clone(), chunk.to_vec(), &call)
                     .await
                     .map(|scores| v1::BatchPredictChunk {
                         first_row,
                         predictions: predictions(&model, &scores),
                         model: Some(model_ref(&model)),
-                        request_id: request_id.clone(),
+                        request_id: call.request_id.clone(),
                     })
                     .map_err(Status::from);
                 ok = item.is_ok();
@@ -109,7 +119,7 @@ impl Inference for CandelaApi {
                     break;
                 }
             }
-            model.stats.record_request(received.elapsed(), ok);
+            model.stats.record_request(call.received.elapsed(), ok);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
@@ -120,13 +130,17 @@ impl Inference for CandelaApi {
         &self,
         request: Request<Streaming<v1::StreamPredictRequest>>,
     ) -> Result<Response<Self::StreamPredictStream>, Status> {
-        let request_id = request_id(request.metadata());
+        let stream = super::call(request.metadata());
+        // The stream counts as one call against --max-concurrent-requests for
+        // as long as it is open: the permit lives in the answering closure.
+        let permit = self.serving.admit()?;
         let serving = self.serving.clone();
         let in_flight = serving.limits.stream_in_flight;
         Ok(Response::new(answer_in_order(request.into_inner(), in_flight, move |message| {
+            let _held = &permit;
             let serving = serving.clone();
-            let request_id = request_id.clone();
-            async move { score_stream_message(&serving, message, &request_id).await }
+            let call = Call { received: Instant::now(), ..stream.clone() };
+            async move { score_stream_message(&serving, message, &call).await }
         })))
     }
 
@@ -176,14 +190,13 @@ fn batch_rows(
 async fn score_stream_message(
     serving: &Serving,
     message: v1::StreamPredictRequest,
-    request_id: &str,
+    call: &Call,
 ) -> v1::StreamPredictResponse {
-    let received = Instant::now();
     let id = message.id.clone();
     let outcome = async {
         serving.check_message_size(message.encoded_len())?;
         let (model, rows) = batch_rows(serving, &message.segment, message.version, message.rows)?;
-        let scores = inference::serve(&model, rows, request_id, received).await?;
+        let scores = inference::serve(&model, rows, call).await?;
         Ok::<_, ServeError>(v1::BatchResult {
             predictions: predictions(&model, &scores),
             model: Some(model_ref(&model)),
@@ -193,7 +206,7 @@ async fn score_stream_message(
     let outcome = match outcome {
         Ok(result) => v1::stream_predict_response::Outcome::Result(result),
         Err(error) => {
-            tracing::debug!(request_id, batch = id, %error, "stream batch refused");
+            tracing::debug!(request_id = call.request_id, batch = id, %error, "stream batch refused");
             v1::stream_predict_response::Outcome::Error(error.to_batch_error())
         }
     };
@@ -237,14 +250,4 @@ fn model_info(map: &ModelMap, model: &Model) -> v1::ModelInfo {
         }),
         device: model.device.clone(),
     }
-}
-
-/// The caller's `x-request-id` when it is a sane token, else a fresh UUID.
-fn request_id(metadata: &MetadataMap) -> String {
-    metadata
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }

@@ -8,7 +8,7 @@
 
 use super::{ResponseStream, answer_in_order};
 use crate::error::ServeError;
-use crate::inference::{self, RowsRequest, Scores};
+use crate::inference::{self, Call, RowsRequest, Scores};
 use crate::repository::Model;
 use crate::serving::Serving;
 use crate::validation::RowsField;
@@ -105,8 +105,9 @@ impl GrpcInferenceService for KserveApi {
         &self,
         request: Request<oip::ModelInferRequest>,
     ) -> Result<Response<oip::ModelInferResponse>, Status> {
-        let received = Instant::now();
-        Ok(Response::new(infer(&self.serving, request.into_inner(), received).await?))
+        let call = super::call(request.metadata());
+        let _permit = self.serving.admit()?;
+        Ok(Response::new(infer(&self.serving, request.into_inner(), &call).await?))
     }
 
     type ModelStreamInferStream = ResponseStream<oip::ModelStreamInferResponse>;
@@ -115,12 +116,17 @@ impl GrpcInferenceService for KserveApi {
         &self,
         request: Request<Streaming<oip::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let stream = super::call(request.metadata());
+        // One call against --max-concurrent-requests while the stream is open.
+        let permit = self.serving.admit()?;
         let serving = self.serving.clone();
         let in_flight = serving.limits.stream_in_flight;
         Ok(Response::new(answer_in_order(request.into_inner(), in_flight, move |message| {
+            let _held = &permit;
             let serving = serving.clone();
+            let call = Call { received: Instant::now(), ..stream.clone() };
             async move {
-                match infer(&serving, message, Instant::now()).await {
+                match infer(&serving, message, &call).await {
                     Ok(response) => {
                         oip::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) }
                     }
@@ -245,7 +251,7 @@ fn resolve<'a>(serving: &'a Serving, name: &str, version: &str) -> Result<&'a Ar
 async fn infer(
     serving: &Serving,
     request: oip::ModelInferRequest,
-    received: Instant,
+    call: &Call,
 ) -> Result<oip::ModelInferResponse, ServeError> {
     serving.check_message_size(request.encoded_len())?;
     let model = resolve(serving, &request.model_name, &request.model_version)?.clone();
@@ -257,11 +263,11 @@ async fn infer(
     let (rows, outputs) = match decoded {
         Ok(decoded) => decoded,
         Err(error) => {
-            model.stats.record_request(received.elapsed(), false);
+            model.stats.record_request(call.received.elapsed(), false);
             return Err(error);
         }
     };
-    let scores = inference::serve(&model, rows, &request.id, received).await?;
+    let scores = inference::serve(&model, rows, call).await?;
     Ok(encode_outputs(&model, request.id, &scores, &outputs, raw))
 }
 

@@ -7,6 +7,8 @@
 pub mod candela;
 pub mod kserve;
 
+use crate::config::{Settings, seconds};
+use crate::inference::Call;
 use crate::serving::Serving;
 use ::candela::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use ::candela::v1::inference_server::InferenceServer;
@@ -14,6 +16,8 @@ use futures::{Stream, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 use tonic::transport::server::Router;
 use tonic::{Status, Streaming};
@@ -28,7 +32,7 @@ pub const HEALTH_SERVICES: &[&str] = &[
 ];
 
 /// Everything served on the gRPC port, and the reporter that flips its health.
-pub fn router(serving: Arc<Serving>) -> anyhow::Result<(Router, HealthReporter)> {
+pub fn router(serving: Arc<Serving>, settings: &Settings) -> anyhow::Result<(Router, HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -47,7 +51,16 @@ pub fn router(serving: Arc<Serving>) -> anyhow::Result<(Router, HealthReporter)>
         InferenceServer::new(candela::CandelaApi::new(serving.clone())).max_decoding_message_size(hard_limit);
     let open_inference =
         GrpcInferenceServiceServer::new(kserve::KserveApi::new(serving)).max_decoding_message_size(hard_limit);
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .http2_keepalive_interval(seconds(settings.keepalive_seconds))
+        .http2_keepalive_timeout(seconds(settings.keepalive_timeout_seconds));
+    if let Some(age) = seconds(settings.max_connection_age_seconds) {
+        builder = builder
+            .max_connection_age(age)
+            .max_connection_age_grace(seconds(settings.max_connection_age_grace_seconds).unwrap_or_default());
+    }
+    let router = builder
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -86,4 +99,55 @@ where
         })
         .buffered(in_flight);
     Box::pin(answers)
+}
+
+/// The core's view of a call: its request id (the caller's `x-request-id` when
+/// it is a sane token, else a fresh UUID) and its deadline (`grpc-timeout`).
+pub fn call(metadata: &MetadataMap) -> Call {
+    let received = Instant::now();
+    let request_id = metadata
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let deadline =
+        metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout).map(|t| received + t);
+    Call { request_id, received, deadline }
+}
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grpc_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_spec_writes_them() {
+        assert_eq!(grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(grpc_timeout("5000u"), Some(Duration::from_micros(5000)));
+        assert_eq!(grpc_timeout("123456789m"), None, "at most 8 digits");
+        assert_eq!(grpc_timeout("m"), None);
+        assert_eq!(grpc_timeout("10x"), None);
+        assert_eq!(grpc_timeout(""), None);
+    }
 }

@@ -1,0 +1,184 @@
+//! Limits and backpressure: the global call limit sheds excess load at once
+//! with RESOURCE_EXHAUSTED and a RetryInfo, never queueing it; admitted calls
+//! all succeed with their own answers; a caller's deadline is honoured by
+//! dropping the work before compute and answering DEADLINE_EXCEEDED.
+
+mod common;
+
+use candela::inference as oip;
+use candela_client::{ModelId, proto, stream_batch};
+use common::{FEATURES, TestServer, rows};
+use futures::StreamExt;
+use std::time::Duration;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+fn assert_overloaded(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("limit of 2 concurrent calls"), "{}", status.message());
+    let retry = status.get_details_retry_info().expect("RetryInfo details");
+    assert!(retry.retry_delay.is_some_and(|d| d > Duration::ZERO && d < Duration::from_secs(5)), "{retry:?}");
+}
+
+#[tokio::test]
+async fn calls_over_the_limit_are_refused_at_once_and_admitted_again_after() {
+    let server = TestServer::start(&["--max-concurrent-requests", "2"]).await;
+    let mut client = server.client().await;
+    // Two open streams hold the two permits for as long as they are open.
+    let (hold_a, rx_a) = tokio::sync::mpsc::channel::<proto::StreamPredictRequest>(1);
+    let (hold_b, rx_b) = tokio::sync::mpsc::channel::<proto::StreamPredictRequest>(1);
+    let stream_a = client.stream_predict(tokio_stream::wrappers::ReceiverStream::new(rx_a)).await.unwrap();
+    let stream_b = client.stream_predict(tokio_stream::wrappers::ReceiverStream::new(rx_b)).await.unwrap();
+    let row = rows("retail", 1).values;
+    for _ in 0..10 {
+        assert_overloaded(&client.predict("retail", row.clone()).await.unwrap_err());
+    }
+    assert_overloaded(&client.batch_predict("retail", FEATURES, row.clone()).await.unwrap_err());
+    let (_third, rx_c) = tokio::sync::mpsc::channel::<proto::StreamPredictRequest>(1);
+    assert_overloaded(&client.stream_predict(tokio_stream::wrappers::ReceiverStream::new(rx_c)).await.unwrap_err());
+    let mut oip =
+        candela::inference::grpc_inference_service_client::GrpcInferenceServiceClient::connect(server.url.clone())
+            .await
+            .unwrap();
+    let status = oip
+        .model_infer(oip::ModelInferRequest { model_name: "retail".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_overloaded(&status);
+    // Metadata calls and health are not inference calls: never refused.
+    assert!(client.list_models().await.is_ok());
+    assert!(client.health("").await.is_ok());
+
+    drop((hold_a, hold_b, stream_a, stream_b));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.predict("retail", row.clone()).await {
+            Ok(_) => break,
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted),
+        }
+        assert!(std::time::Instant::now() < deadline, "permits never came back after the streams closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_gets_answers_or_fast_refusals_and_every_answer_is_its_own() {
+    let server = TestServer::start(&["--max-concurrent-requests", "2"]).await;
+    // Seven distinct batches (row 0 tagged with its variant), each with its
+    // answer taken before the flood, when nothing competes.
+    let data = rows("sme", 1000);
+    let mut client = server.client().await;
+    let mut variants = Vec::new();
+    for tag in 0..7 {
+        let mut values = data.values.clone();
+        values[0] = tag as f32 * 3.0;
+        values[FEATURES] = -(tag as f32);
+        let expected = client.batch_predict("sme", FEATURES, values.clone()).await.unwrap().predictions;
+        variants.push((values, expected));
+    }
+    let variants = std::sync::Arc::new(variants);
+    let tasks: Vec<_> = (0..48)
+        .map(|task| {
+            let (url, variants) = (server.url.clone(), variants.clone());
+            tokio::spawn(async move {
+                let mut client = candela_client::Client::connect(&url, Duration::from_secs(5)).await.unwrap();
+                let (values, expected) = &variants[task % 7];
+                let (mut admitted, mut refused) = (0, 0);
+                for _ in 0..10 {
+                    match client.batch_predict("sme", FEATURES, values.clone()).await {
+                        Ok(response) => {
+                            assert_eq!(&response.predictions, expected, "task {task} got another caller's answer");
+                            admitted += 1;
+                        }
+                        Err(status) => {
+                            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                            refused += 1;
+                        }
+                    }
+                }
+                (admitted, refused)
+            })
+        })
+        .collect();
+    let mut totals = (0, 0);
+    for task in tasks {
+        let (a, r) = task.await.unwrap();
+        totals = (totals.0 + a, totals.1 + r);
+    }
+    println!("admitted {}, refused {}", totals.0, totals.1);
+    assert_eq!(totals.0 + totals.1, 480);
+    assert!(totals.0 > 0 && totals.1 > 0, "48 callers against a limit of 2: some admitted, some refused ({totals:?})");
+}
+
+#[tokio::test]
+async fn an_expired_deadline_drops_the_work_before_compute() {
+    let server = TestServer::start(&[]).await;
+    let mut client = server.client().await;
+    let mut oip =
+        candela::inference::grpc_inference_service_client::GrpcInferenceServiceClient::connect(server.url.clone())
+            .await
+            .unwrap();
+    let executions = |stats: oip::ModelStatisticsResponse| stats.model_stats[0].execution_count;
+    let stats_request = || oip::ModelStatisticsRequest { name: "corporate".into(), version: String::new() };
+    let before = executions(oip.model_statistics(stats_request()).await.unwrap().into_inner());
+
+    // 4 ms is less than the server's 5 ms answering margin, so every call is
+    // already out of time when it arrives: the server must answer without
+    // computing. The client enforces the same deadline, so on a stalled machine
+    // its own timer may win (CANCELLED); the server's answer must win mostly.
+    let mut answered_by_server = 0;
+    for _ in 0..20 {
+        let mut request = tonic::Request::new(proto::PredictRequest {
+            segment: "corporate".into(),
+            version: 0,
+            features: rows("corporate", 1).values,
+        });
+        request.set_timeout(Duration::from_millis(4));
+        let status = client.inference().predict(request).await.unwrap_err();
+        match status.code() {
+            Code::DeadlineExceeded => {
+                assert!(status.message().contains("the work was dropped"), "{}", status.message());
+                answered_by_server += 1;
+            }
+            Code::Cancelled => {}
+            other => panic!("unexpected {other:?}: {status:?}"),
+        }
+    }
+    assert!(answered_by_server >= 10, "only {answered_by_server} of 20 got the server's DEADLINE_EXCEEDED");
+    let after = executions(oip.model_statistics(stats_request()).await.unwrap().into_inner());
+    assert_eq!(after, before, "no forward pass ran for an expired call");
+
+    // A deadline with room to spare changes nothing.
+    let mut request = tonic::Request::new(proto::PredictRequest {
+        segment: "corporate".into(),
+        version: 0,
+        features: rows("corporate", 1).values,
+    });
+    request.set_timeout(Duration::from_secs(10));
+    assert!(client.inference().predict(request).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_stream_deadline_applies_to_each_of_its_batches() {
+    let server = TestServer::start(&[]).await;
+    let mut client = server.client().await;
+    let model = ModelId::latest("retail");
+    let mut answered_by_server = 0;
+    for _ in 0..20 {
+        let batch = stream_batch("late", &model, FEATURES, rows("retail", 10).values);
+        let mut request = tonic::Request::new(futures::stream::iter(vec![batch]));
+        request.set_timeout(Duration::from_millis(4));
+        // As above: the client's own timer may win on a stalled machine.
+        let Ok(mut responses) = client.inference().stream_predict(request).await.map(|r| r.into_inner()) else {
+            continue;
+        };
+        if let Some(Ok(response)) = responses.next().await {
+            let Some(proto::stream_predict_response::Outcome::Error(error)) = response.outcome else {
+                panic!("a batch past its deadline was scored: {response:?}")
+            };
+            assert_eq!(error.code, Code::DeadlineExceeded as i32);
+            answered_by_server += 1;
+        }
+    }
+    assert!(answered_by_server >= 10, "only {answered_by_server} of 20 streams got the server's answer");
+}
