@@ -6,6 +6,8 @@
 //! available as `candela_client::proto` for anything the wrapper does not cover.
 
 use std::time::Duration;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status, Streaming};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -50,10 +52,39 @@ pub enum ConnectError {
     Unreachable { url: String, source: tonic::transport::Error },
 }
 
+/// A key that is not valid metadata (it must be visible ASCII).
+#[derive(Debug, thiserror::Error)]
+#[error("the API key is not valid gRPC metadata: use visible ASCII characters only")]
+pub struct InvalidApiKey;
+
+/// Sends `authorization: Bearer <key>` on every call when a key is set.
+#[derive(Clone, Default)]
+pub struct ApiKey(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key itself.
+        f.write_str(if self.0.is_some() { "ApiKey(set)" } else { "ApiKey(none)" })
+    }
+}
+
+impl Interceptor for ApiKey {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The generated client, sending the API key when one is set.
+pub type AuthenticatedClient = InferenceClient<InterceptedService<Channel, ApiKey>>;
+
 /// A connection to a Candela server. Cheap to clone: clones share the connection.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inference: InferenceClient<Channel>,
+    channel: Channel,
+    inference: AuthenticatedClient,
     health: HealthClient<Channel>,
 }
 
@@ -73,16 +104,25 @@ impl Client {
         Ok(Client::from_channel(channel))
     }
 
-    /// Wraps an existing channel (e.g. one with TLS or interceptors configured).
+    /// Wraps an existing channel (e.g. one with TLS configured).
     pub fn from_channel(channel: Channel) -> Client {
-        Client {
-            inference: InferenceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
-            health: HealthClient::new(channel),
-        }
+        Client::with_key(channel, ApiKey::default())
+    }
+
+    /// This client, sending `key` as `authorization: Bearer <key>` on inference calls.
+    pub fn with_api_key(self, key: &str) -> Result<Client, InvalidApiKey> {
+        let value = format!("Bearer {key}").parse().map_err(|_| InvalidApiKey)?;
+        Ok(Client::with_key(self.channel, ApiKey(Some(value))))
+    }
+
+    fn with_key(channel: Channel, key: ApiKey) -> Client {
+        let inference =
+            InferenceClient::with_interceptor(channel.clone(), key).max_decoding_message_size(MAX_RESPONSE_BYTES);
+        Client { health: HealthClient::new(channel.clone()), inference, channel }
     }
 
     /// The generated client, for calls the wrapper does not cover.
-    pub fn inference(&mut self) -> &mut InferenceClient<Channel> {
+    pub fn inference(&mut self) -> &mut AuthenticatedClient {
         &mut self.inference
     }
 

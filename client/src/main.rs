@@ -21,6 +21,9 @@ struct Cli {
     /// Seconds to wait for the connection.
     #[arg(long, default_value_t = 5.0, global = true)]
     connect_timeout: f64,
+    /// The API key to send, when the server requires one.
+    #[arg(long, env = "CANDELA_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,6 +84,9 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut client = Client::connect(&cli.server, Duration::from_secs_f64(cli.connect_timeout)).await?;
+    if let Some(key) = &cli.api_key {
+        client = client.with_api_key(key)?;
+    }
     match cli.command {
         Command::Health { service } => {
             let status = client.health(&service).await.map_err(status_error)?;

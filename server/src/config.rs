@@ -68,6 +68,19 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_STREAM_IN_FLIGHT", default_value_t = 4)]
     pub stream_in_flight: usize,
 
+    /// A file of API keys, one per line (blank lines and `#` comments are
+    /// ignored). When set, inference calls must send `authorization: Bearer
+    /// <key>`; any key in the file is accepted, so keys rotate by adding the new
+    /// one, moving callers, then removing the old. The file is re-read on
+    /// SIGHUP and whenever it changes. Without it the server runs open.
+    #[arg(long, env = "CANDELA_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// Put server reflection behind the API keys too (health always stays open
+    /// for Kubernetes probes).
+    #[arg(long, env = "CANDELA_AUTH_REFLECTION")]
+    pub auth_reflection: bool,
+
     /// Inference calls (unary calls and open streams) served at once, across
     /// all connections. One more is refused at once with RESOURCE_EXHAUSTED and
     /// a RetryInfo, never queued.

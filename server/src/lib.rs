@@ -9,6 +9,7 @@
 //! request path locks or touches the disk.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -43,7 +44,19 @@ use tonic_health::ServingStatus;
 /// an error listing every problem.
 pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let serving = Arc::new(Serving::new(&settings));
-    let (router, reporter) = api::router(serving.clone(), &settings)?;
+    let keys = match &settings.api_keys_file {
+        Some(path) => {
+            let store = auth::KeyStore::open(path).map_err(anyhow::Error::msg)?;
+            tracing::info!(file = %path.display(), keys = store.len(), "API keys required on inference calls");
+            auth::watch(store.clone());
+            Some(store)
+        }
+        None => {
+            tracing::warn!("running OPEN: no --api-keys-file is set, so every caller is accepted");
+            None
+        }
+    };
+    let (router, reporter) = api::router(serving.clone(), &settings, keys)?;
     // tonic-health reports "" as SERVING from the start; a probe without a
     // service name must not pass before the models are ready.
     api::set_health(&reporter, ServingStatus::NotServing).await;

@@ -20,6 +20,8 @@ fn demo_models() -> PathBuf {
 struct Running {
     child: Child,
     logs: mpsc::UnboundedReceiver<Value>,
+    /// Everything it has written to stderr so far.
+    transcript: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 fn command(args: &[&str]) -> Command {
@@ -39,16 +41,19 @@ impl Running {
         let mut child = command.spawn().expect("candela-server starts");
         let stderr = child.stderr.take().unwrap();
         let (sender, logs) = mpsc::unbounded_channel();
+        let transcript = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let written = transcript.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                written.lock().unwrap().push_str(&format!("{line}\n"));
                 let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
                 if sender.send(value).is_err() {
                     break;
                 }
             }
         });
-        Running { child, logs }
+        Running { child, logs, transcript }
     }
 
     /// The next log line whose message contains `part` (30 s at most).
@@ -229,6 +234,8 @@ fn help_documents_every_setting() {
         "--max-connection-age-seconds",
         "--max-connection-age-grace-seconds",
         "--drain-grace-seconds",
+        "--api-keys-file",
+        "--auth-reflection",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
@@ -300,6 +307,48 @@ async fn a_stalled_stream_consumer_does_not_grow_server_memory() {
         answered += 1;
     }
     assert_eq!(answered, 2000);
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0);
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_api_keys_and_no_key_reaches_the_logs() {
+    const OLD: &str = "old-7c1e93b0f4a25d68";
+    const NEW: &str = "new-2b8f60d9e13c7a45";
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, format!("{OLD}\n")).unwrap();
+    let models = demo_models();
+    let mut command = command(&["--models", models.to_str().unwrap(), "--api-keys-file", keys.to_str().unwrap()]);
+    command.env("RUST_LOG", "debug");
+    let mut server = Running::start(&mut command);
+    let client = server.serving_client().await;
+    let row = vec![0.5; 30];
+    assert!(client.clone().with_api_key(OLD).unwrap().predict("retail", row.clone()).await.is_ok());
+    let _ = client.clone().with_api_key(NEW).unwrap().predict("retail", row.clone()).await.unwrap_err();
+
+    std::fs::write(&keys, format!("# rotated\n{NEW}\n")).unwrap();
+    server.signal("HUP");
+    server.log_containing("SIGHUP").await;
+    server.log_containing("API keys reloaded").await;
+    assert!(client.clone().with_api_key(NEW).unwrap().predict("retail", row.clone()).await.is_ok());
+    let status = client.clone().with_api_key(OLD).unwrap().predict("retail", row).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0);
+    let transcript = server.transcript.lock().unwrap().clone();
+    assert!(transcript.contains("API keys required"), "{transcript}");
+    assert!(!transcript.contains(OLD) && !transcript.contains(NEW), "a key reached the logs:\n{transcript}");
+}
+
+#[tokio::test]
+async fn without_keys_the_server_warns_that_it_is_open() {
+    let models = demo_models();
+    let mut server = Running::start(&mut command(&["--models", models.to_str().unwrap(), "--drain-seconds", "0"]));
+    let warning = server.log_containing("running OPEN").await;
+    assert_eq!(warning["level"], "WARN");
+    server.serving_client().await;
     server.signal("TERM");
     assert_eq!(server.exit_code().await, 0);
 }

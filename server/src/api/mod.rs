@@ -7,6 +7,7 @@
 pub mod candela;
 pub mod kserve;
 
+use crate::auth::{Authenticator, KeyStore};
 use crate::config::{Settings, seconds};
 use crate::inference::Call;
 use crate::serving::Serving;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Router;
 use tonic::{Status, Streaming};
 use tonic_health::ServingStatus;
@@ -32,7 +34,13 @@ pub const HEALTH_SERVICES: &[&str] = &[
 ];
 
 /// Everything served on the gRPC port, and the reporter that flips its health.
-pub fn router(serving: Arc<Serving>, settings: &Settings) -> anyhow::Result<(Router, HealthReporter)> {
+/// The inference services (and reflection, with --auth-reflection) check API
+/// keys when `keys` is set; health never does, so probes need no key.
+pub fn router(
+    serving: Arc<Serving>,
+    settings: &Settings,
+    keys: Option<Arc<KeyStore>>,
+) -> anyhow::Result<(Router, HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -47,10 +55,16 @@ pub fn router(serving: Arc<Serving>, settings: &Settings) -> anyhow::Result<(Rou
     // the limit still decodes and gets INVALID_ARGUMENT naming the limit, while
     // a huge one is refused by the transport without being buffered.
     let hard_limit = serving.limits.max_message_bytes.saturating_mul(2);
-    let inference =
-        InferenceServer::new(candela::CandelaApi::new(serving.clone())).max_decoding_message_size(hard_limit);
-    let open_inference =
-        GrpcInferenceServiceServer::new(kserve::KserveApi::new(serving)).max_decoding_message_size(hard_limit);
+    let auth = Authenticator::new(keys.clone());
+    let reflection_auth = Authenticator::new(keys.filter(|_| settings.auth_reflection));
+    let inference = InterceptedService::new(
+        InferenceServer::new(candela::CandelaApi::new(serving.clone())).max_decoding_message_size(hard_limit),
+        auth.clone(),
+    );
+    let open_inference = InterceptedService::new(
+        GrpcInferenceServiceServer::new(kserve::KserveApi::new(serving)).max_decoding_message_size(hard_limit),
+        auth,
+    );
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(settings.max_concurrent_streams)
         .http2_keepalive_interval(seconds(settings.keepalive_seconds))
@@ -62,8 +76,8 @@ pub fn router(serving: Arc<Serving>, settings: &Settings) -> anyhow::Result<(Rou
     }
     let router = builder
         .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(InterceptedService::new(reflection_v1, reflection_auth.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, reflection_auth))
         .add_service(inference)
         .add_service(open_inference);
     Ok((router, reporter))

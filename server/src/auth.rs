@@ -1,0 +1,138 @@
+//! API-key authentication for the inference services. Keys live in a file
+//! (`--api-keys-file`), one per line; every key in it is valid, so a key
+//! rotates without an outage: add the new key, move callers, remove the old.
+//! The file is re-read on SIGHUP and when its content changes (polled, which
+//! also sees Kubernetes Secret updates that swap symlinks). A file that turns
+//! unreadable or empty keeps the previous keys: a bad edit never opens the
+//! server. Keys are compared as SHA-256 digests in constant time, and never
+//! logged or echoed.
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+use tonic::{Request, Status, service::Interceptor};
+
+/// How often the keys file is checked for changes.
+const POLL: Duration = Duration::from_secs(2);
+
+/// The valid keys, as digests, and where they come from.
+pub struct KeyStore {
+    path: PathBuf,
+    digests: ArcSwap<Vec<[u8; 32]>>,
+    /// The file content the digests were built from, to notice changes.
+    loaded: Mutex<String>,
+}
+
+impl KeyStore {
+    /// Reads `path`; fails when it cannot be read or holds no key.
+    pub fn open(path: &Path) -> Result<Arc<KeyStore>, String> {
+        let (text, digests) = read_keys(path)?;
+        Ok(Arc::new(KeyStore {
+            path: path.to_path_buf(),
+            digests: ArcSwap::from_pointee(digests),
+            loaded: Mutex::new(text),
+        }))
+    }
+
+    /// How many keys are valid now.
+    pub fn len(&self) -> usize {
+        self.digests.load().len()
+    }
+
+    /// Whether the store holds no key (never true: opening and reloading refuse that).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Re-reads the file if its content changed; keeps the old keys on error.
+    pub fn reload(&self) {
+        let mut loaded = self.loaded.lock().expect("key store lock poisoned; this is a bug");
+        match read_keys(&self.path) {
+            Ok((text, _)) if text == *loaded => {}
+            Ok((text, digests)) => {
+                let count = digests.len();
+                self.digests.store(Arc::new(digests));
+                *loaded = text;
+                tracing::info!(file = %self.path.display(), keys = count, "API keys reloaded");
+            }
+            Err(error) => tracing::error!(%error, "API keys not reloaded; the previous keys stay valid"),
+        }
+    }
+
+    /// Whether `key` is one of the valid keys, in time independent of which
+    /// key matched, or how much of it.
+    pub fn accepts(&self, key: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let mut matched = subtle::Choice::from(0);
+        for digest in self.digests.load().iter() {
+            matched |= digest.ct_eq(&presented);
+        }
+        matched.into()
+    }
+}
+
+fn read_keys(path: &Path) -> Result<(String, Vec<[u8; 32]>), String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("API keys file {}: cannot read: {e}", path.display()))?;
+    let digests: Vec<[u8; 32]> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|key| Sha256::digest(key.as_bytes()).into())
+        .collect();
+    if digests.is_empty() {
+        return Err(format!("API keys file {}: holds no key (one per line; `#` starts a comment)", path.display()));
+    }
+    Ok((text, digests))
+}
+
+/// Re-reads the keys on SIGHUP and every few seconds, for the server's life.
+pub fn watch(store: Arc<KeyStore>) {
+    tokio::spawn(async move {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(POLL);
+        loop {
+            match hangup.as_mut() {
+                Some(signal) => tokio::select! {
+                    _ = signal.recv() => tracing::info!("SIGHUP: re-reading the API keys"),
+                    _ = tick.tick() => {}
+                },
+                None => {
+                    tick.tick().await;
+                }
+            }
+            let store = store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.reload()).await;
+        }
+    });
+}
+
+/// The gRPC interceptor that checks `authorization: Bearer <key>`; with no
+/// key store it lets every call through (the server runs open).
+#[derive(Clone)]
+pub struct Authenticator {
+    keys: Option<Arc<KeyStore>>,
+}
+
+impl Authenticator {
+    /// Checks calls against `keys`.
+    pub fn new(keys: Option<Arc<KeyStore>>) -> Authenticator {
+        Authenticator { keys }
+    }
+}
+
+impl Interceptor for Authenticator {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(keys) = &self.keys else { return Ok(request) };
+        let header = request.metadata().get("authorization").ok_or_else(|| {
+            Status::unauthenticated("missing credentials: send metadata `authorization: Bearer <api key>`")
+        })?;
+        let key = header.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
+            Status::unauthenticated("malformed `authorization` metadata: expected `Bearer <api key>`")
+        })?;
+        if keys.accepts(key.trim()) { Ok(request) } else { Err(Status::unauthenticated("invalid API key")) }
+    }
+}
