@@ -44,8 +44,11 @@ pub struct RowsRequest {
 /// What the core knows of the call a request came in on.
 #[derive(Debug, Clone)]
 pub struct Call {
-    /// The id logs and errors carry.
+    /// The id the response carries: the caller's own, or one generated.
     pub request_id: String,
+    /// How logs name the call: a generated id as is, a caller's id only as a
+    /// salted hash (it may identify a person or an order).
+    pub log_id: String,
     /// When the server received the request.
     pub received: Instant,
     /// The caller's deadline (its `grpc-timeout`), if it set one.
@@ -109,7 +112,7 @@ pub async fn score(model: Arc<Model>, values: Vec<f32>, call: &Call) -> Result<S
     })
     .await;
     let internal = |message: String| {
-        tracing::error!(request_id = call.request_id, %message, "inference failed");
+        tracing::error!(request = call.log_id, %message, "inference failed");
         ServeError::Internal { request_id: call.request_id.clone(), message }
     };
     match computed {

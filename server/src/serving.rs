@@ -3,13 +3,18 @@
 //! warm-up; until then handlers answer UNAVAILABLE. Reading it is an atomic
 //! load, so the request path takes no lock.
 
+use crate::api::grpc_timeout;
 use crate::config::Settings;
 use crate::error::ServeError;
+use crate::inference::Call;
 use crate::routing::ModelMap;
+use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::metadata::MetadataMap;
 
 /// How long a refused caller is told to wait before retrying.
 const RETRY_AFTER: Duration = Duration::from_millis(50);
@@ -30,6 +35,8 @@ pub struct Serving {
     draining: AtomicBool,
     /// One permit per inference call in progress (--max-concurrent-requests).
     admission: Arc<Semaphore>,
+    /// Salt for hashing callers' request ids in logs; new each start.
+    log_salt: [u8; 16],
     pub limits: Limits,
 }
 
@@ -39,6 +46,7 @@ impl Serving {
             models: OnceLock::new(),
             draining: AtomicBool::new(false),
             admission: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
+            log_salt: *uuid::Uuid::new_v4().as_bytes(),
             limits: Limits {
                 max_concurrent_requests: settings.max_concurrent_requests.max(1),
                 max_rows: settings.max_rows.max(1),
@@ -71,6 +79,31 @@ impl Serving {
         self.models
             .get()
             .ok_or_else(|| ServeError::Unavailable("the server is still loading its models; retry shortly".into()))
+    }
+
+    /// The core's view of a call: its request id (the caller's `x-request-id`
+    /// when it is a sane token, else a fresh UUID), how logs name it, and its
+    /// deadline (`grpc-timeout`).
+    pub fn call(&self, metadata: &MetadataMap) -> Call {
+        let received = Instant::now();
+        let caller_id = metadata
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
+        let (request_id, log_id) = match caller_id {
+            Some(id) => {
+                let digest = Sha256::new().chain_update(self.log_salt).chain_update(id.as_bytes()).finalize();
+                let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+                (id.to_string(), format!("h:{short}"))
+            }
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                (id.clone(), id)
+            }
+        };
+        let deadline =
+            metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout).map(|t| received + t);
+        Call { request_id, log_id, received, deadline }
     }
 
     /// Admits one inference call, or refuses it at once when

@@ -352,3 +352,29 @@ async fn without_keys_the_server_warns_that_it_is_open() {
     server.signal("TERM");
     assert_eq!(server.exit_code().await, 0);
 }
+
+#[tokio::test]
+async fn a_callers_request_id_reaches_the_logs_only_as_a_salted_hash() {
+    const ID: &str = "order-4711-jane.doe";
+    let models = demo_models();
+    let mut command = command(&["--models", models.to_str().unwrap(), "--drain-seconds", "0"]);
+    command.env("RUST_LOG", "debug");
+    let mut server = Running::start(&mut command);
+    let mut client = server.serving_client().await;
+    let mut request = tonic::Request::new(candela_client::proto::PredictRequest {
+        segment: "retail".into(),
+        version: 0,
+        features: vec![0.5; 30],
+    });
+    request.metadata_mut().insert("x-request-id", ID.parse().unwrap());
+    let response = client.inference().predict(request).await.unwrap().into_inner();
+    assert_eq!(response.request_id, ID, "the caller gets its own id back");
+    let line = server.log_containing("predict").await;
+    let logged = line["request"].as_str().unwrap().to_string();
+    assert!(logged.starts_with("h:") && logged.len() == 14, "{logged}");
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0);
+    let transcript = server.transcript.lock().unwrap().clone();
+    assert!(!transcript.contains(ID), "the raw id reached the logs:\n{transcript}");
+    assert!(!transcript.contains("0.5"), "a feature value reached the logs:\n{transcript}");
+}

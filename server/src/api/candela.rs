@@ -31,7 +31,7 @@ impl CandelaApi {
 #[tonic::async_trait]
 impl Inference for CandelaApi {
     async fn predict(&self, request: Request<v1::PredictRequest>) -> Result<Response<v1::PredictResponse>, Status> {
-        let call = super::call(request.metadata());
+        let call = self.serving.call(request.metadata());
         let _permit = self.serving.admit()?;
         let request = request.into_inner();
         self.serving.check_message_size(request.encoded_len())?;
@@ -44,7 +44,7 @@ impl Inference for CandelaApi {
         };
         let scores = inference::serve(&model, rows, &call).await?;
         let prediction = predictions(&model, &scores).pop();
-        tracing::debug!(request_id = call.request_id, segment = model.segment, version = model.version, "predict");
+        tracing::debug!(request = call.log_id, segment = model.segment, version = model.version, "predict");
         Ok(Response::new(v1::PredictResponse {
             prediction,
             model: Some(model_ref(&model)),
@@ -56,7 +56,7 @@ impl Inference for CandelaApi {
         &self,
         request: Request<v1::BatchPredictRequest>,
     ) -> Result<Response<v1::BatchPredictResponse>, Status> {
-        let call = super::call(request.metadata());
+        let call = self.serving.call(request.metadata());
         let _permit = self.serving.admit()?;
         let request = request.into_inner();
         self.serving.check_message_size(request.encoded_len())?;
@@ -64,13 +64,7 @@ impl Inference for CandelaApi {
         let scores = inference::serve(&model, rows, &call).await?;
         let predictions = predictions(&model, &scores);
         let rows = predictions.len();
-        tracing::debug!(
-            request_id = call.request_id,
-            segment = model.segment,
-            version = model.version,
-            rows,
-            "batch_predict"
-        );
+        tracing::debug!(request = call.log_id, segment = model.segment, version = model.version, rows, "batch_predict");
         Ok(Response::new(v1::BatchPredictResponse {
             predictions,
             model: Some(model_ref(&model)),
@@ -84,7 +78,7 @@ impl Inference for CandelaApi {
         &self,
         request: Request<v1::BatchPredictRequest>,
     ) -> Result<Response<Self::BatchPredictStreamStream>, Status> {
-        let call = super::call(request.metadata());
+        let call = self.serving.call(request.metadata());
         let permit = self.serving.admit()?;
         let request = request.into_inner();
         self.serving.check_message_size(request.encoded_len())?;
@@ -130,7 +124,7 @@ impl Inference for CandelaApi {
         &self,
         request: Request<Streaming<v1::StreamPredictRequest>>,
     ) -> Result<Response<Self::StreamPredictStream>, Status> {
-        let stream = super::call(request.metadata());
+        let stream = self.serving.call(request.metadata());
         // The stream counts as one call against --max-concurrent-requests for
         // as long as it is open: the permit lives in the answering closure.
         let permit = self.serving.admit()?;
@@ -206,7 +200,7 @@ async fn score_stream_message(
     let outcome = match outcome {
         Ok(result) => v1::stream_predict_response::Outcome::Result(result),
         Err(error) => {
-            tracing::debug!(request_id = call.request_id, batch = id, %error, "stream batch refused");
+            tracing::debug!(request = call.log_id, %error, "stream batch refused");
             v1::stream_predict_response::Outcome::Error(error.to_batch_error())
         }
     };

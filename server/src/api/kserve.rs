@@ -105,7 +105,7 @@ impl GrpcInferenceService for KserveApi {
         &self,
         request: Request<oip::ModelInferRequest>,
     ) -> Result<Response<oip::ModelInferResponse>, Status> {
-        let call = super::call(request.metadata());
+        let call = self.serving.call(request.metadata());
         let _permit = self.serving.admit()?;
         Ok(Response::new(infer(&self.serving, request.into_inner(), &call).await?))
     }
@@ -116,7 +116,7 @@ impl GrpcInferenceService for KserveApi {
         &self,
         request: Request<Streaming<oip::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        let stream = super::call(request.metadata());
+        let stream = self.serving.call(request.metadata());
         // One call against --max-concurrent-requests while the stream is open.
         let permit = self.serving.admit()?;
         let serving = self.serving.clone();

@@ -9,7 +9,6 @@ pub mod kserve;
 
 use crate::auth::{Authenticator, KeyStore};
 use crate::config::{Settings, seconds};
-use crate::inference::Call;
 use crate::serving::Serving;
 use ::candela::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use ::candela::v1::inference_server::InferenceServer;
@@ -17,8 +16,7 @@ use futures::{Stream, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tonic::metadata::MetadataMap;
+use std::time::Duration;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Router;
@@ -115,23 +113,8 @@ where
     Box::pin(answers)
 }
 
-/// The core's view of a call: its request id (the caller's `x-request-id` when
-/// it is a sane token, else a fresh UUID) and its deadline (`grpc-timeout`).
-pub fn call(metadata: &MetadataMap) -> Call {
-    let received = Instant::now();
-    let request_id = metadata
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let deadline =
-        metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout).map(|t| received + t);
-    Call { request_id, received, deadline }
-}
-
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
-fn grpc_timeout(value: &str) -> Option<Duration> {
+pub fn grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 {
         return None;
