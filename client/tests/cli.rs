@@ -18,6 +18,8 @@ async fn server() -> (String, oneshot::Sender<()>) {
         models.to_str().unwrap(),
         "--drain-seconds",
         "0",
+        "--metrics-listen",
+        "off",
     ])
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -81,6 +81,10 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_AUTH_REFLECTION")]
     pub auth_reflection: bool,
 
+    /// Where to serve Prometheus metrics over HTTP (`/metrics`); `off` disables.
+    #[arg(long, env = "CANDELA_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: String,
+
     /// Inference calls (unary calls and open streams) served at once, across
     /// all connections. One more is refused at once with RESOURCE_EXHAUSTED and
     /// a RetryInfo, never queued.
@@ -115,6 +119,19 @@ pub struct Settings {
     /// shutdown completes within --drain-seconds plus this.
     #[arg(long, env = "CANDELA_DRAIN_GRACE_SECONDS", default_value_t = 10.0)]
     pub drain_grace_seconds: f64,
+}
+
+impl Settings {
+    /// The metrics address, or `None` when metrics are off.
+    pub fn metrics_address(&self) -> Result<Option<SocketAddr>, String> {
+        match self.metrics_listen.as_str() {
+            "off" => Ok(None),
+            text => text
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("--metrics-listen `{text}` is neither an address (e.g. 0.0.0.0:9090) nor `off`")),
+        }
+    }
 }
 
 /// A number of seconds as a duration; zero or less is `None` (off).

@@ -50,7 +50,8 @@ impl ServeError {
         }
     }
 
-    fn code(&self) -> Code {
+    /// The gRPC status code this error is answered with.
+    pub fn code(&self) -> Code {
         match self {
             ServeError::InvalidArgument { .. } => Code::InvalidArgument,
             ServeError::NotFound(_) => Code::NotFound,

@@ -5,9 +5,10 @@
 //! every other connection.
 
 use crate::error::ServeError;
+use crate::metrics::Metrics;
 use crate::repository::Model;
 use crate::validation::{RowsField, check_rows};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Row-major class probabilities, `classes` per row.
@@ -42,8 +43,15 @@ pub struct RowsRequest {
 }
 
 /// What the core knows of the call a request came in on.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Call {
+    /// The gRPC service and method, for metrics.
+    pub service: &'static str,
+    pub method: &'static str,
+    /// The segment and version the call was routed to, once known.
+    pub route: OnceLock<(String, u64)>,
+    /// Where the call's queueing and compute are recorded.
+    pub metrics: Arc<Metrics>,
     /// The id the response carries: the caller's own, or one generated.
     pub request_id: String,
     /// How logs name the call: a generated id as is, a caller's id only as a
@@ -63,6 +71,17 @@ pub struct Call {
 const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 
 impl Call {
+    /// The same call's context for one message of its stream: timed and
+    /// routed on its own.
+    pub fn message(&self) -> Call {
+        Call { received: Instant::now(), route: OnceLock::new(), ..self.clone() }
+    }
+
+    /// Notes the model the call was routed to.
+    pub fn routed(&self, model: &Model) {
+        let _ = self.route.set((model.segment.clone(), model.version));
+    }
+
     /// The moment the server stops working on this call.
     fn give_up_at(&self) -> Option<Instant> {
         self.deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d))
@@ -80,6 +99,7 @@ impl Call {
 /// time since the call was received in the model's statistics. Work still
 /// waiting when the caller's deadline passes is dropped, not computed.
 pub async fn serve(model: &Arc<Model>, rows: RowsRequest, call: &Call) -> Result<Scores, ServeError> {
+    call.routed(model);
     let work = async {
         check_rows(model, rows.field, rows.feature_count, &rows.values, rows.max_rows)?;
         score(model.clone(), rows.values, call).await
@@ -98,15 +118,21 @@ pub async fn serve(model: &Arc<Model>, rows: RowsRequest, call: &Call) -> Result
 pub async fn score(model: Arc<Model>, values: Vec<f32>, call: &Call) -> Result<Scores, ServeError> {
     let queued = Instant::now();
     let give_up_at = call.give_up_at();
+    let metrics = call.metrics.clone();
+    metrics.queued();
     let computed = tokio::task::spawn_blocking(move || {
         let queue = queued.elapsed();
         if give_up_at.is_some_and(|at| Instant::now() >= at) {
             model.stats.record_expired();
+            metrics.dequeued(&model.segment, model.version, queue, None);
             return (model, None);
         }
+        let rows = values.len() / model.network.inputs();
+        let started = Instant::now();
         let result = model.network.forward_timed(&values);
+        metrics.dequeued(&model.segment, model.version, queue, Some((rows, started.elapsed())));
         if let Ok((_, stages)) = &result {
-            model.stats.record_execution(values.len() / model.network.inputs(), queue, *stages);
+            model.stats.record_execution(rows, queue, *stages);
         }
         (model, Some(result))
     })

@@ -14,6 +14,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod inference;
+pub mod metrics;
 pub mod model;
 pub mod repository;
 pub mod routing;
@@ -56,6 +57,13 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
             None
         }
     };
+    if let Some(address) = settings.metrics_address().map_err(anyhow::Error::msg)? {
+        let listener =
+            TcpListener::bind(address).await.with_context(|| format!("cannot serve metrics on {address}"))?;
+        tracing::info!(address = %listener.local_addr()?, "metrics listening on /metrics");
+        let in_flight = serving.clone();
+        tokio::spawn(metrics::serve(listener, serving.metrics.clone(), move || in_flight.in_flight()));
+    }
     let (router, reporter) = api::router(serving.clone(), &settings, keys)?;
     // tonic-health reports "" as SERVING from the start; a probe without a
     // service name must not pass before the models are ready.
@@ -88,6 +96,7 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         }
     };
     let count = models.models().count();
+    serving.metrics.models_loaded(&models);
     serving.publish(models);
     api::set_health(&reporter, ServingStatus::Serving).await;
     tracing::info!(%address, models = count, "SERVING");

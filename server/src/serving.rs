@@ -7,6 +7,7 @@ use crate::api::grpc_timeout;
 use crate::config::Settings;
 use crate::error::ServeError;
 use crate::inference::Call;
+use crate::metrics::Metrics;
 use crate::routing::ModelMap;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +38,7 @@ pub struct Serving {
     admission: Arc<Semaphore>,
     /// Salt for hashing callers' request ids in logs; new each start.
     log_salt: [u8; 16],
+    pub metrics: Arc<Metrics>,
     pub limits: Limits,
 }
 
@@ -47,6 +49,7 @@ impl Serving {
             draining: AtomicBool::new(false),
             admission: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
             log_salt: *uuid::Uuid::new_v4().as_bytes(),
+            metrics: Arc::new(Metrics::new()),
             limits: Limits {
                 max_concurrent_requests: settings.max_concurrent_requests.max(1),
                 max_rows: settings.max_rows.max(1),
@@ -84,7 +87,7 @@ impl Serving {
     /// The core's view of a call: its request id (the caller's `x-request-id`
     /// when it is a sane token, else a fresh UUID), how logs name it, and its
     /// deadline (`grpc-timeout`).
-    pub fn call(&self, metadata: &MetadataMap) -> Call {
+    pub fn call(&self, metadata: &MetadataMap, service: &'static str, method: &'static str) -> Call {
         let received = Instant::now();
         let caller_id = metadata
             .get("x-request-id")
@@ -103,7 +106,34 @@ impl Serving {
         };
         let deadline =
             metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout).map(|t| received + t);
-        Call { request_id, log_id, received, deadline }
+        Call {
+            service,
+            method,
+            route: OnceLock::new(),
+            metrics: self.metrics.clone(),
+            request_id,
+            log_id,
+            received,
+            deadline,
+        }
+    }
+
+    /// Inference calls being served now.
+    pub fn in_flight(&self) -> usize {
+        self.limits.max_concurrent_requests - self.admission.available_permits()
+    }
+
+    /// Counts a finished call (or stream message) in the metrics and turns its
+    /// outcome into the gRPC answer.
+    pub fn finish<T>(&self, call: &Call, result: Result<T, ServeError>) -> Result<T, tonic::Status> {
+        self.metrics.record_call(call, result.as_ref().err().map_or(tonic::Code::Ok, ServeError::code));
+        result.map_err(tonic::Status::from)
+    }
+
+    /// Counts a call refused before it started, and answers it.
+    pub fn refuse(&self, call: &Call, error: ServeError) -> tonic::Status {
+        self.metrics.record_call(call, error.code());
+        error.into()
     }
 
     /// Admits one inference call, or refuses it at once when

@@ -27,7 +27,7 @@ struct Running {
 fn command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_candela-server"));
     command
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
         .args(args)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
@@ -236,6 +236,7 @@ fn help_documents_every_setting() {
         "--drain-grace-seconds",
         "--api-keys-file",
         "--auth-reflection",
+        "--metrics-listen",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
@@ -377,4 +378,72 @@ async fn a_callers_request_id_reaches_the_logs_only_as_a_salted_hash() {
     let transcript = server.transcript.lock().unwrap().clone();
     assert!(!transcript.contains(ID), "the raw id reached the logs:\n{transcript}");
     assert!(!transcript.contains("0.5"), "a feature value reached the logs:\n{transcript}");
+}
+
+/// GETs `path` from a plain HTTP/1.1 server and returns the body.
+async fn http_get(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+#[tokio::test]
+async fn metrics_count_what_was_sent_and_parse_as_prometheus_text() {
+    use prometheus_parse::{Scrape, Value as Sample};
+    let models = demo_models();
+    let mut server = Running::start(&mut command(&["--models", models.to_str().unwrap(), "--drain-seconds", "0"]));
+    let metrics_address = server.log_containing("metrics listening").await["address"].as_str().unwrap().to_string();
+    let mut client = server.serving_client().await;
+    for _ in 0..7 {
+        client.predict("retail", vec![0.5; 30]).await.unwrap();
+    }
+    for _ in 0..3 {
+        client.batch_predict("sme", 30, vec![0.25; 30 * 40]).await.unwrap();
+    }
+    for _ in 0..2 {
+        let _ = client.predict("retail", vec![0.5; 29]).await.unwrap_err();
+    }
+    let _ = client.predict("nowhere", vec![0.5; 30]).await.unwrap_err();
+
+    let body = http_get(&metrics_address, "/metrics").await;
+    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text parses");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match &s.value {
+                Sample::Counter(v) | Sample::Gauge(v) | Sample::Untyped(v) => *v,
+                Sample::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+                Sample::Summary(_) => panic!("no summaries here"),
+            })
+            .sum()
+    };
+    let calls = |method: &str, segment: &str, code: &str| {
+        value("candela_requests_total", &[("method", method), ("segment", segment), ("code", code)])
+    };
+    assert_eq!(calls("Predict", "retail", "OK"), 7.0, "{body}");
+    assert_eq!(calls("BatchPredict", "sme", "OK"), 3.0);
+    assert_eq!(calls("Predict", "retail", "INVALID_ARGUMENT"), 2.0);
+    assert_eq!(calls("Predict", "", "NOT_FOUND"), 1.0, "unknown segments are not labels");
+    assert_eq!(value("candela_request_duration_seconds", &[("method", "Predict")]), 10.0, "a histogram count per call");
+    assert_eq!(value("candela_batch_rows", &[("segment", "sme")]), 3.0);
+    assert_eq!(value("candela_compute_duration_seconds", &[("segment", "retail")]), 7.0);
+    assert_eq!(value("candela_model_info", &[("segment", "corporate"), ("device", "cpu")]), 1.0);
+    assert!(value("candela_model_age_seconds", &[("segment", "retail")]) > 0.0);
+    assert_eq!(value("candela_build_info", &[]), 1.0);
+    assert_eq!(value("candela_in_flight_requests", &[]), 0.0);
+    assert_eq!(value("candela_queue_depth", &[]), 0.0);
+    // Sub-millisecond buckets exist for sub-millisecond work.
+    assert!(body.contains("candela_request_duration_seconds_bucket{le=\"0.0001\""), "{body}");
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0);
 }

@@ -31,7 +31,8 @@ pub fn demo_models() -> PathBuf {
 /// Settings as the binary would parse them, over `models`, with no drain
 /// delay unless `extra` sets one.
 pub fn settings(models: &std::path::Path, extra: &[&str]) -> Settings {
-    let mut args = vec!["candela-server", "--models", models.to_str().unwrap(), "--drain-seconds", "0"];
+    let mut args =
+        vec!["candela-server", "--models", models.to_str().unwrap(), "--drain-seconds", "0", "--metrics-listen", "off"];
     args.extend_from_slice(extra);
     Settings::from_args(args).expect("test settings parse")
 }

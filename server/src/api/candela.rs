@@ -12,10 +12,12 @@ use crate::validation::{RowsField, check_rows};
 use candela::v1::{self, inference_server::Inference};
 use prost::Message;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+
+/// The service name in metrics.
+const SERVICE: &str = "candela.v1.Inference";
 
 /// The `candela.v1.Inference` service.
 pub struct CandelaApi {
@@ -31,45 +33,55 @@ impl CandelaApi {
 #[tonic::async_trait]
 impl Inference for CandelaApi {
     async fn predict(&self, request: Request<v1::PredictRequest>) -> Result<Response<v1::PredictResponse>, Status> {
-        let call = self.serving.call(request.metadata());
-        let _permit = self.serving.admit()?;
-        let request = request.into_inner();
-        self.serving.check_message_size(request.encoded_len())?;
-        let model = self.serving.models()?.resolve(&request.segment, request.version)?.clone();
-        let rows = RowsRequest {
-            field: RowsField::Features,
-            feature_count: request.features.len(),
-            values: request.features,
-            max_rows: 1,
-        };
-        let scores = inference::serve(&model, rows, &call).await?;
-        let prediction = predictions(&model, &scores).pop();
-        tracing::debug!(request = call.log_id, segment = model.segment, version = model.version, "predict");
-        Ok(Response::new(v1::PredictResponse {
-            prediction,
-            model: Some(model_ref(&model)),
-            request_id: call.request_id,
-        }))
+        let call = self.serving.call(request.metadata(), SERVICE, "Predict");
+        let result = async {
+            let _permit = self.serving.admit()?;
+            let request = request.into_inner();
+            self.serving.check_message_size(request.encoded_len())?;
+            let model = self.serving.models()?.resolve(&request.segment, request.version)?.clone();
+            let rows = RowsRequest {
+                field: RowsField::Features,
+                feature_count: request.features.len(),
+                values: request.features,
+                max_rows: 1,
+            };
+            let scores = inference::serve(&model, rows, &call).await?;
+            let prediction = predictions(&model, &scores).pop();
+            tracing::debug!(request = call.log_id, segment = model.segment, version = model.version, "predict");
+            Ok(v1::PredictResponse { prediction, model: Some(model_ref(&model)), request_id: call.request_id.clone() })
+        }
+        .await;
+        self.serving.finish(&call, result).map(Response::new)
     }
 
     async fn batch_predict(
         &self,
         request: Request<v1::BatchPredictRequest>,
     ) -> Result<Response<v1::BatchPredictResponse>, Status> {
-        let call = self.serving.call(request.metadata());
-        let _permit = self.serving.admit()?;
-        let request = request.into_inner();
-        self.serving.check_message_size(request.encoded_len())?;
-        let (model, rows) = batch_rows(&self.serving, &request.segment, request.version, request.rows)?;
-        let scores = inference::serve(&model, rows, &call).await?;
-        let predictions = predictions(&model, &scores);
-        let rows = predictions.len();
-        tracing::debug!(request = call.log_id, segment = model.segment, version = model.version, rows, "batch_predict");
-        Ok(Response::new(v1::BatchPredictResponse {
-            predictions,
-            model: Some(model_ref(&model)),
-            request_id: call.request_id,
-        }))
+        let call = self.serving.call(request.metadata(), SERVICE, "BatchPredict");
+        let result = async {
+            let _permit = self.serving.admit()?;
+            let request = request.into_inner();
+            self.serving.check_message_size(request.encoded_len())?;
+            let (model, rows) = batch_rows(&self.serving, &request.segment, request.version, request.rows)?;
+            let scores = inference::serve(&model, rows, &call).await?;
+            let predictions = predictions(&model, &scores);
+            let rows = predictions.len();
+            tracing::debug!(
+                request = call.log_id,
+                segment = model.segment,
+                version = model.version,
+                rows,
+                "batch_predict"
+            );
+            Ok(v1::BatchPredictResponse {
+                predictions,
+                model: Some(model_ref(&model)),
+                request_id: call.request_id.clone(),
+            })
+        }
+        .await;
+        self.serving.finish(&call, result).map(Response::new)
     }
 
     type BatchPredictStreamStream = ResponseStream<v1::BatchPredictChunk>;
@@ -78,42 +90,59 @@ impl Inference for CandelaApi {
         &self,
         request: Request<v1::BatchPredictRequest>,
     ) -> Result<Response<Self::BatchPredictStreamStream>, Status> {
-        let call = self.serving.call(request.metadata());
-        let permit = self.serving.admit()?;
-        let request = request.into_inner();
-        self.serving.check_message_size(request.encoded_len())?;
-        let (model, rows) = batch_rows(&self.serving, &request.segment, request.version, request.rows)?;
-        // The whole batch is checked before the first chunk, so a bad row ends
-        // the call with a status rather than halfway through the results.
-        if let Err(error) = check_rows(&model, rows.field, rows.feature_count, &rows.values, rows.max_rows) {
-            model.stats.record_request(call.received.elapsed(), false);
-            return Err(error.into());
+        let call = self.serving.call(request.metadata(), SERVICE, "BatchPredictStream");
+        let started = async {
+            let permit = self.serving.admit()?;
+            let request = request.into_inner();
+            self.serving.check_message_size(request.encoded_len())?;
+            let (model, rows) = batch_rows(&self.serving, &request.segment, request.version, request.rows)?;
+            call.routed(&model);
+            // The whole batch is checked before the first chunk, so a bad row
+            // ends the call with a status rather than halfway through the results.
+            if let Err(error) = check_rows(&model, rows.field, rows.feature_count, &rows.values, rows.max_rows) {
+                model.stats.record_request(call.received.elapsed(), false);
+                return Err(error);
+            }
+            Ok((permit, model, rows))
         }
+        .await;
+        let (permit, model, rows) = match started {
+            Ok(started) => started,
+            Err(error) => return Err(self.serving.refuse(&call, error)),
+        };
         let chunk_values = self.serving.limits.stream_chunk_rows * model.network.inputs();
+        let serving = self.serving.clone();
         // One chunk computed ahead of the consumer at most: a slow reader holds
         // back compute instead of piling results up in memory.
         let (sender, receiver) = mpsc::channel(1);
         tokio::spawn(async move {
             let _permit = permit;
-            let mut ok = true;
+            let mut outcome = Ok(());
             for (index, chunk) in rows.values.chunks(chunk_values).enumerate() {
                 let first_row = (index * chunk_values / model.network.inputs()) as u64;
-                let item = inference::score(model.clone(), chunk.to_vec(), &call)
-                    .await
-                    .map(|scores| v1::BatchPredictChunk {
+                let item =
+                    inference::score(model.clone(), chunk.to_vec(), &call).await.map(|scores| v1::BatchPredictChunk {
                         first_row,
                         predictions: predictions(&model, &scores),
                         model: Some(model_ref(&model)),
                         request_id: call.request_id.clone(),
-                    })
-                    .map_err(Status::from);
-                ok = item.is_ok();
-                if sender.send(item).await.is_err() || !ok {
-                    ok = false; // the caller has gone, or the stream ended in error
+                    });
+                let (item, failed) = match item {
+                    Ok(chunk) => (Ok(chunk), None),
+                    Err(error) => (Err(Status::new(error.code(), error.to_string())), Some(error)),
+                };
+                if let Some(error) = failed {
+                    let _ = sender.send(item).await;
+                    outcome = Err(error);
+                    break;
+                }
+                if sender.send(item).await.is_err() {
+                    outcome = Err(ServeError::Unavailable("the caller went away mid-stream".into()));
                     break;
                 }
             }
-            model.stats.record_request(call.received.elapsed(), ok);
+            model.stats.record_request(call.received.elapsed(), outcome.is_ok());
+            let _ = serving.finish(&call, outcome);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
@@ -124,16 +153,16 @@ impl Inference for CandelaApi {
         &self,
         request: Request<Streaming<v1::StreamPredictRequest>>,
     ) -> Result<Response<Self::StreamPredictStream>, Status> {
-        let stream = self.serving.call(request.metadata());
+        let stream = self.serving.call(request.metadata(), SERVICE, "StreamPredict");
         // The stream counts as one call against --max-concurrent-requests for
         // as long as it is open: the permit lives in the answering closure.
-        let permit = self.serving.admit()?;
+        let permit = self.serving.admit().map_err(|error| self.serving.refuse(&stream, error))?;
         let serving = self.serving.clone();
         let in_flight = serving.limits.stream_in_flight;
         Ok(Response::new(answer_in_order(request.into_inner(), in_flight, move |message| {
             let _held = &permit;
             let serving = serving.clone();
-            let call = Call { received: Instant::now(), ..stream.clone() };
+            let call = stream.message();
             async move { score_stream_message(&serving, message, &call).await }
         })))
     }
@@ -197,6 +226,7 @@ async fn score_stream_message(
         })
     }
     .await;
+    serving.metrics.record_call(call, outcome.as_ref().err().map_or(tonic::Code::Ok, ServeError::code));
     let outcome = match outcome {
         Ok(result) => v1::stream_predict_response::Outcome::Result(result),
         Err(error) => {

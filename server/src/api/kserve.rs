@@ -18,8 +18,10 @@ use oip::model_infer_response::InferOutputTensor;
 use oip::model_metadata_response::TensorMetadata;
 use prost::Message;
 use std::sync::Arc;
-use std::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
+
+/// The service name in metrics.
+const SERVICE: &str = "inference.GRPCInferenceService";
 
 /// The input tensor every Candela model takes.
 pub const INPUT: &str = "features";
@@ -105,9 +107,13 @@ impl GrpcInferenceService for KserveApi {
         &self,
         request: Request<oip::ModelInferRequest>,
     ) -> Result<Response<oip::ModelInferResponse>, Status> {
-        let call = self.serving.call(request.metadata());
-        let _permit = self.serving.admit()?;
-        Ok(Response::new(infer(&self.serving, request.into_inner(), &call).await?))
+        let call = self.serving.call(request.metadata(), SERVICE, "ModelInfer");
+        let result = async {
+            let _permit = self.serving.admit()?;
+            infer(&self.serving, request.into_inner(), &call).await
+        }
+        .await;
+        self.serving.finish(&call, result).map(Response::new)
     }
 
     type ModelStreamInferStream = ResponseStream<oip::ModelStreamInferResponse>;
@@ -116,17 +122,19 @@ impl GrpcInferenceService for KserveApi {
         &self,
         request: Request<Streaming<oip::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        let stream = self.serving.call(request.metadata());
+        let stream = self.serving.call(request.metadata(), SERVICE, "ModelStreamInfer");
         // One call against --max-concurrent-requests while the stream is open.
-        let permit = self.serving.admit()?;
+        let permit = self.serving.admit().map_err(|error| self.serving.refuse(&stream, error))?;
         let serving = self.serving.clone();
         let in_flight = serving.limits.stream_in_flight;
         Ok(Response::new(answer_in_order(request.into_inner(), in_flight, move |message| {
             let _held = &permit;
             let serving = serving.clone();
-            let call = Call { received: Instant::now(), ..stream.clone() };
+            let call = stream.message();
             async move {
-                match infer(&serving, message, &call).await {
+                let result = infer(&serving, message, &call).await;
+                serving.metrics.record_call(&call, result.as_ref().err().map_or(tonic::Code::Ok, ServeError::code));
+                match result {
                     Ok(response) => {
                         oip::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) }
                     }
@@ -255,6 +263,7 @@ async fn infer(
 ) -> Result<oip::ModelInferResponse, ServeError> {
     serving.check_message_size(request.encoded_len())?;
     let model = resolve(serving, &request.model_name, &request.model_version)?.clone();
+    call.routed(&model);
     let raw = !request.raw_input_contents.is_empty();
     let decoded = decode_input(&model, &request, serving.limits.max_rows).and_then(|rows| {
         let outputs = requested_outputs(&request)?;
