@@ -1,22 +1,18 @@
 //! API-key authentication for the inference services. Keys live in a file
 //! (`--api-keys-file`), one per line; every key in it is valid, so a key
 //! rotates without an outage: add the new key, move callers, remove the old.
-//! The file is re-read on SIGHUP and when its content changes (polled, which
-//! also sees Kubernetes Secret updates that swap symlinks). A file that turns
-//! unreadable or empty keeps the previous keys: a bad edit never opens the
-//! server. Keys are compared as SHA-256 digests in constant time, and never
-//! logged or echoed.
+//! The file is re-read on SIGHUP and when it changes (see `reload`). A file
+//! that turns unreadable or empty keeps the previous keys: a bad edit never
+//! opens the server. Keys are compared as SHA-256 digests in constant time,
+//! and never logged or echoed.
 
+use crate::reload::Reload;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tonic::{Request, Status, service::Interceptor};
-
-/// How often the keys file is checked for changes.
-const POLL: Duration = Duration::from_secs(2);
 
 /// The valid keys, as digests, and where they come from.
 pub struct KeyStore {
@@ -46,9 +42,15 @@ impl KeyStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+impl Reload for KeyStore {
+    fn name(&self) -> &'static str {
+        "API keys"
+    }
 
     /// Re-reads the file if its content changed; keeps the old keys on error.
-    pub fn reload(&self) {
+    fn reload(&self) {
         let mut loaded = self.loaded.lock().expect("key store lock poisoned; this is a bug");
         match read_keys(&self.path) {
             Ok((text, _)) if text == *loaded => {}
@@ -61,7 +63,9 @@ impl KeyStore {
             Err(error) => tracing::error!(%error, "API keys not reloaded; the previous keys stay valid"),
         }
     }
+}
 
+impl KeyStore {
     /// Whether `key` is one of the valid keys, in time independent of which
     /// key matched, or how much of it.
     pub fn accepts(&self, key: &str) -> bool {
@@ -87,27 +91,6 @@ fn read_keys(path: &Path) -> Result<(String, Vec<[u8; 32]>), String> {
         return Err(format!("API keys file {}: holds no key (one per line; `#` starts a comment)", path.display()));
     }
     Ok((text, digests))
-}
-
-/// Re-reads the keys on SIGHUP and every few seconds, for the server's life.
-pub fn watch(store: Arc<KeyStore>) {
-    tokio::spawn(async move {
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut tick = tokio::time::interval(POLL);
-        loop {
-            match hangup.as_mut() {
-                Some(signal) => tokio::select! {
-                    _ = signal.recv() => tracing::info!("SIGHUP: re-reading the API keys"),
-                    _ = tick.tick() => {}
-                },
-                None => {
-                    tick.tick().await;
-                }
-            }
-            let store = store.clone();
-            let _ = tokio::task::spawn_blocking(move || store.reload()).await;
-        }
-    });
 }
 
 /// The gRPC interceptor that checks `authorization: Bearer <key>`; with no

@@ -3,6 +3,7 @@
 //! in that order of precedence over the built-in default. The doc comment on
 //! each field is its `--help` text.
 
+use crate::tls::TlsFiles;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -81,6 +82,26 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_AUTH_REFLECTION")]
     pub auth_reflection: bool,
 
+    /// PEM certificate chain for TLS on the gRPC port (with --tls-key). Reloaded
+    /// on SIGHUP and when the file changes.
+    #[arg(long, env = "CANDELA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "CANDELA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): when set, callers must present a client
+    /// certificate signed by one of them (mTLS). Needs --tls-cert.
+    #[arg(long, env = "CANDELA_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// A second, plaintext port serving only grpc.health.v1, for Kubernetes
+    /// gRPC probes (which cannot speak TLS) when the main port uses TLS. Off
+    /// unless set.
+    #[arg(long, env = "CANDELA_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Where to serve Prometheus metrics over HTTP (`/metrics`); `off` disables.
     #[arg(long, env = "CANDELA_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: String,
@@ -122,6 +143,18 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The TLS files, when TLS is configured; an incomplete set is an error.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, String> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), client_ca) => {
+                Ok(Some(TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: client_ca.clone() }))
+            }
+            (None, None, Some(_)) => Err("--tls-client-ca needs --tls-cert and --tls-key".into()),
+            _ => Err("TLS needs both --tls-cert and --tls-key".into()),
+        }
+    }
+
     /// The metrics address, or `None` when metrics are off.
     pub fn metrics_address(&self) -> Result<Option<SocketAddr>, String> {
         match self.metrics_listen.as_str() {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod inference;
 pub mod metrics;
 pub mod model;
+pub mod reload;
 pub mod repository;
 pub mod routing;
 pub mod serving;
@@ -23,6 +24,7 @@ pub mod shutdown;
 pub mod stats;
 pub mod synthetic;
 pub mod telemetry;
+pub mod tls;
 pub mod training;
 pub mod validation;
 
@@ -34,7 +36,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
@@ -49,7 +51,7 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         Some(path) => {
             let store = auth::KeyStore::open(path).map_err(anyhow::Error::msg)?;
             tracing::info!(file = %path.display(), keys = store.len(), "API keys required on inference calls");
-            auth::watch(store.clone());
+            reload::watch(store.clone());
             Some(store)
         }
         None => {
@@ -64,17 +66,38 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         let in_flight = serving.clone();
         tokio::spawn(metrics::serve(listener, serving.metrics.clone(), move || in_flight.in_flight()));
     }
-    let (router, reporter) = api::router(serving.clone(), &settings, keys)?;
+    let tls = match settings.tls_files().map_err(anyhow::Error::msg)? {
+        Some(files) => {
+            let tls = tls::Tls::open(files).map_err(anyhow::Error::msg)?;
+            reload::watch(tls.clone());
+            Some(tls)
+        }
+        None => None,
+    };
+    let api::Routers { main, health_only, reporter } = api::router(serving.clone(), &settings, keys)?;
     // tonic-health reports "" as SERVING from the start; a probe without a
     // service name must not pass before the models are ready.
     api::set_health(&reporter, ServingStatus::NotServing).await;
+    let (stop, stopped) = watch::channel(());
+    let stop_signal = |mut stopped: watch::Receiver<()>| async move {
+        let _ = stopped.changed().await;
+    };
+    if let Some(address) = settings.health_listen {
+        let listener = TcpListener::bind(address).await.with_context(|| format!("cannot serve health on {address}"))?;
+        tracing::info!(address = %listener.local_addr()?, "plaintext health-only port listening");
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        tokio::spawn(health_only.serve_with_incoming_shutdown(incoming, stop_signal(stopped.clone())));
+    }
     let address = listener.local_addr()?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-        let _ = stopped.await;
-    }));
-    tracing::info!(%address, models = %settings.models.display(), "listening; NOT_SERVING until the models are loaded");
+    let mut server = match tls {
+        Some(tls) => tokio::spawn(main.serve_with_incoming_shutdown(tls.incoming(listener), stop_signal(stopped))),
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(main.serve_with_incoming_shutdown(incoming, stop_signal(stopped)))
+        }
+    };
+    let scheme = if settings.tls_cert.is_some() { "TLS" } else { "plaintext" };
+    tracing::info!(%address, scheme, models = %settings.models.display(), "listening; NOT_SERVING until the models are loaded");
 
     tokio::pin!(shutdown);
     let loaded = tokio::select! {

@@ -71,7 +71,7 @@ impl Running {
     }
 
     async fn serving_client(&mut self) -> Client {
-        let listening = self.log_containing("listening").await;
+        let listening = self.log_containing("NOT_SERVING until the models are loaded").await;
         let url = format!("http://{}", listening["address"].as_str().unwrap());
         let mut client = Client::connect(&url, Duration::from_secs(5)).await.unwrap();
         self.log_containing("SERVING").await;
@@ -237,6 +237,10 @@ fn help_documents_every_setting() {
         "--api-keys-file",
         "--auth-reflection",
         "--metrics-listen",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-client-ca",
+        "--health-listen",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }

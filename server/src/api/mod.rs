@@ -31,14 +31,20 @@ pub const HEALTH_SERVICES: &[&str] = &[
     <GrpcInferenceServiceServer<kserve::KserveApi> as NamedService>::NAME,
 ];
 
-/// Everything served on the gRPC port, and the reporter that flips its health.
-/// The inference services (and reflection, with --auth-reflection) check API
-/// keys when `keys` is set; health never does, so probes need no key.
-pub fn router(
-    serving: Arc<Serving>,
-    settings: &Settings,
-    keys: Option<Arc<KeyStore>>,
-) -> anyhow::Result<(Router, HealthReporter)> {
+/// What the server serves over gRPC.
+pub struct Routers {
+    /// Everything, for the main port.
+    pub main: Router,
+    /// Health alone, for the plaintext probe port (--health-listen).
+    pub health_only: Router,
+    /// Flips the health every router reports.
+    pub reporter: HealthReporter,
+}
+
+/// Builds the routers. The inference services (and reflection, with
+/// --auth-reflection) check API keys when `keys` is set; health never does,
+/// so probes need no key.
+pub fn router(serving: Arc<Serving>, settings: &Settings, keys: Option<Arc<KeyStore>>) -> anyhow::Result<Routers> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -72,13 +78,14 @@ pub fn router(
             .max_connection_age(age)
             .max_connection_age_grace(seconds(settings.max_connection_age_grace_seconds).unwrap_or_default());
     }
-    let router = builder
+    let health_only = tonic::transport::Server::builder().add_service(health.clone());
+    let main = builder
         .add_service(health)
         .add_service(InterceptedService::new(reflection_v1, reflection_auth.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, reflection_auth))
         .add_service(inference)
         .add_service(open_inference);
-    Ok((router, reporter))
+    Ok(Routers { main, health_only, reporter })
 }
 
 /// Sets every reported service to `status`.

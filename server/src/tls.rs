@@ -1,0 +1,149 @@
+//! TLS termination for the gRPC port, with rustls: the certificate and key
+//! come from PEM files and are reloaded without a restart (SIGHUP, or when the
+//! files change: see `reload`); with a client CA, callers must present a
+//! certificate it signed (mTLS). Handshakes run concurrently and time out, so
+//! a slow or hostile peer never holds up accepting others.
+
+use crate::reload::Reload;
+use arc_swap::ArcSwap;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// The longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The PEM files TLS is built from.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The current TLS configuration, swapped whole on reload.
+pub struct Tls {
+    files: TlsFiles,
+    acceptor: ArcSwap<TlsAcceptor>,
+    /// The file contents the acceptor was built from, to notice changes.
+    loaded: Mutex<Vec<u8>>,
+}
+
+impl Tls {
+    /// Builds the configuration; fails with a message naming the bad file.
+    pub fn open(files: TlsFiles) -> Result<Arc<Tls>, String> {
+        let (contents, acceptor) = build(&files)?;
+        Ok(Arc::new(Tls { files, acceptor: ArcSwap::from_pointee(acceptor), loaded: Mutex::new(contents) }))
+    }
+
+    /// Accepts TCP connections on `listener` and yields those whose TLS
+    /// handshake succeeds, for tonic's `serve_with_incoming`.
+    pub fn incoming(self: Arc<Self>, listener: TcpListener) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+        let (sender, receiver) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = self.acceptor.load_full();
+                let accepted = sender.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = accepted.send(Ok(stream)).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+                if sender.is_closed() {
+                    break; // the server has stopped
+                }
+            }
+        });
+        ReceiverStream::new(receiver)
+    }
+}
+
+impl Reload for Tls {
+    fn name(&self) -> &'static str {
+        "TLS certificates"
+    }
+
+    fn reload(&self) {
+        let mut loaded = self.loaded.lock().expect("TLS lock poisoned; this is a bug");
+        match build(&self.files) {
+            Ok((contents, _)) if contents == *loaded => {}
+            Ok((contents, acceptor)) => {
+                self.acceptor.store(Arc::new(acceptor));
+                *loaded = contents;
+                tracing::info!(cert = %self.files.cert.display(), "TLS certificates reloaded; new connections use them");
+            }
+            Err(error) => tracing::error!(%error, "TLS certificates not reloaded; the previous ones stay in use"),
+        }
+    }
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))
+}
+
+fn certificates(pem: &[u8], path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{what} {}: not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{what} {}: holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Reads the files and builds an acceptor; also returns the files' contents.
+fn build(files: &TlsFiles) -> Result<(Vec<u8>, TlsAcceptor), String> {
+    let cert_pem = read(&files.cert, "--tls-cert")?;
+    let key_pem = read(&files.key, "--tls-key")?;
+    let certs = certificates(&cert_pem, &files.cert, "--tls-cert")?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| format!("--tls-key {}: not a PEM private key: {e}", files.key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let mut contents = [cert_pem, key_pem].concat();
+    let builder = match &files.client_ca {
+        Some(path) => {
+            let ca_pem = read(path, "--tls-client-ca")?;
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(&ca_pem, path, "--tls-client-ca")? {
+                roots.add(cert).map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+            }
+            contents.extend(ca_pem);
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("--tls-cert {} and --tls-key {}: {e}", files.cert.display(), files.key.display()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok((contents, TlsAcceptor::from(Arc::new(config))))
+}

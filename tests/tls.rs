@@ -1,0 +1,192 @@
+//! TLS and mTLS on the gRPC port, with certificates made here at test time
+//! (rcgen): TLS works, plaintext to a TLS port fails, mTLS refuses clients
+//! without a certificate or with one from another CA, certificates reload
+//! without a restart, and the plaintext health-only port serves probes.
+
+mod common;
+
+use candela_client::Client;
+use common::{TestServer, demo_models, rows, settings, wait_for};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// A throwaway certificate authority.
+struct Authority {
+    pem: String,
+    params: CertificateParams,
+    key: KeyPair,
+}
+
+impl Authority {
+    fn new(name: &str) -> Authority {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Authority { pem, params, key }
+    }
+
+    /// A leaf certificate for `names`, signed by this authority: (cert PEM, key PEM).
+    fn issue(&self, names: &[&str]) -> (String, String) {
+        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        (params.signed_by(&key, &issuer).unwrap().pem(), key.serialize_pem())
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+async fn tls_channel(
+    port: u16,
+    ca: &str,
+    identity: Option<&(String, String)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+#[tokio::test]
+async fn tls_serves_and_plaintext_to_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new("test CA");
+    let (cert, key) = ca.issue(&["localhost"]);
+    let (cert, key) = (write(dir.path(), "cert.pem", &cert), write(dir.path(), "key.pem", &key));
+    let server = TestServer::start_with(settings(&demo_models(), &["--tls-cert", &cert, "--tls-key", &key])).await;
+    let port = server.addr.port();
+    let mut client = Client::from_channel(tls_channel(port, &ca.pem, None).await.unwrap());
+    wait_for(&mut client, "", ServingStatus::Serving).await;
+    assert!(client.predict("retail", rows("retail", 1).values).await.is_ok());
+
+    let plaintext = Client::connect(&server.url, Duration::from_secs(2)).await;
+    let refused = match plaintext {
+        Err(_) => true,
+        Ok(mut client) => client.health("").await.is_err(),
+    };
+    assert!(refused, "a plaintext client was served on the TLS port");
+
+    let stranger = Authority::new("another CA");
+    let untrusted = tls_channel(port, &stranger.pem, None).await;
+    let refused = match untrusted {
+        Err(_) => true,
+        Ok(channel) => Client::from_channel(channel).health("").await.is_err(),
+    };
+    assert!(refused, "a client trusting another CA accepted the server");
+}
+
+#[tokio::test]
+async fn mtls_refuses_clients_without_a_certificate_from_the_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new("server CA");
+    let clients = Authority::new("client CA");
+    let rogue = Authority::new("rogue CA");
+    let (cert, key) = ca.issue(&["localhost"]);
+    let args = [
+        "--tls-cert".to_string(),
+        write(dir.path(), "cert.pem", &cert),
+        "--tls-key".to_string(),
+        write(dir.path(), "key.pem", &key),
+        "--tls-client-ca".to_string(),
+        write(dir.path(), "clients.pem", &clients.pem),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = TestServer::start_with(settings(&demo_models(), &args)).await;
+    let port = server.addr.port();
+
+    let good = clients.issue(&["caller"]);
+    let mut client = Client::from_channel(tls_channel(port, &ca.pem, Some(&good)).await.unwrap());
+    wait_for(&mut client, "", ServingStatus::Serving).await;
+    assert!(client.predict("sme", rows("sme", 1).values).await.is_ok());
+
+    for identity in [None, Some(rogue.issue(&["caller"]))] {
+        let refused = match tls_channel(port, &ca.pem, identity.as_ref()).await {
+            Err(_) => true,
+            Ok(channel) => Client::from_channel(channel).health("").await.is_err(),
+        };
+        assert!(
+            refused,
+            "a client {} was served",
+            if identity.is_some() { "with a rogue certificate" } else { "without a certificate" }
+        );
+    }
+}
+
+#[tokio::test]
+async fn certificates_reload_without_a_restart_and_probes_use_the_plaintext_health_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_ca = Authority::new("old CA");
+    let new_ca = Authority::new("new CA");
+    let (cert, key) = old_ca.issue(&["localhost"]);
+    let (cert_path, key_path) = (write(dir.path(), "cert.pem", &cert), write(dir.path(), "key.pem", &key));
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let probe_address = probe.local_addr().unwrap().to_string();
+    drop(probe);
+    let server = TestServer::start_with(settings(
+        &demo_models(),
+        &["--tls-cert", &cert_path, "--tls-key", &key_path, "--health-listen", &probe_address],
+    ))
+    .await;
+    let port = server.addr.port();
+
+    // The probe port: plaintext, health only.
+    // `run` binds the probe port as it starts: retry until it is there.
+    let started = Instant::now();
+    let mut probe = loop {
+        match Client::connect(&format!("http://{probe_address}"), Duration::from_secs(5)).await {
+            Ok(client) => break client,
+            Err(error) => assert!(started.elapsed() < Duration::from_secs(15), "{error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    wait_for(&mut probe, "candela.v1.Inference", ServingStatus::Serving).await;
+    let status = probe.predict("retail", rows("retail", 1).values).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "the probe port serves health only");
+
+    // Swap in a certificate from another CA: new connections get it.
+    let (cert, key) = new_ca.issue(&["localhost"]);
+    std::fs::write(&key_path, key).unwrap();
+    std::fs::write(&cert_path, cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(channel) = tls_channel(port, &new_ca.pem, None).await
+            && Client::from_channel(channel).health("").await.is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new certificate was never served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn incomplete_or_broken_tls_settings_stop_the_server_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "cert.pem", "not a certificate");
+    let error =
+        TestServer::start_with(settings(&demo_models(), &["--tls-cert", &cert])).await.join().await.unwrap_err();
+    assert!(error.to_string().contains("TLS needs both --tls-cert and --tls-key"), "{error}");
+    let key = write(dir.path(), "key.pem", "not a key");
+    let error = TestServer::start_with(settings(&demo_models(), &["--tls-cert", &cert, "--tls-key", &key]))
+        .await
+        .join()
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("cert.pem: holds no PEM certificate"), "{error}");
+}
