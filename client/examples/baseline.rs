@@ -2,7 +2,8 @@
 //! sequential single-row Predict latency, and BatchPredict / StreamPredict
 //! throughput at 1000 rows per message, through the real client crate.
 //! Closed-loop and sequential on purpose: it measures one caller's view of
-//! the service time, not the server's capacity under load.
+//! the service time, not the server's capacity under load. Sends the API key
+//! in `CANDELA_API_KEY` when set.
 
 use candela_client::{Client, ModelId, stream_batch};
 use futures::StreamExt;
@@ -30,6 +31,9 @@ async fn main() -> anyhow::Result<()> {
     let url = std::env::args().nth(1).unwrap_or_else(|| "http://127.0.0.1:50051".into());
     let calls: usize = std::env::args().nth(2).map(|n| n.parse()).transpose()?.unwrap_or(10_000);
     let mut client = Client::connect(&url, Duration::from_secs(5)).await?;
+    if let Ok(key) = std::env::var("CANDELA_API_KEY") {
+        client = client.with_api_key(&key)?;
+    }
     let row: Vec<f32> = (0..FEATURES).map(|i| (i as f32 * 0.37).sin()).collect();
     let batch: Vec<f32> = (0..1000 * FEATURES).map(|i| (i as f32 * 0.11).cos()).collect();
 
