@@ -102,6 +102,13 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
 
+    /// Export traces over OTLP/gRPC to this collector (e.g.
+    /// http://otel-collector:4317). Defaults to the standard
+    /// OTEL_EXPORTER_OTLP_ENDPOINT when that is set; the service name is
+    /// OTEL_SERVICE_NAME (default `candela`).
+    #[arg(long, env = "CANDELA_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Where to serve Prometheus metrics over HTTP (`/metrics`); `off` disables.
     #[arg(long, env = "CANDELA_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: String,
@@ -153,6 +160,11 @@ impl Settings {
             (None, None, Some(_)) => Err("--tls-client-ca needs --tls-cert and --tls-key".into()),
             _ => Err("TLS needs both --tls-cert and --tls-key".into()),
         }
+    }
+
+    /// The OTLP collector to export traces to, if any.
+    pub fn otlp_endpoint(&self) -> Option<String> {
+        self.otlp_endpoint.clone().or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
     }
 
     /// The metrics address, or `None` when metrics are off.

@@ -52,6 +52,8 @@ pub struct Call {
     pub route: OnceLock<(String, u64)>,
     /// Where the call's queueing and compute are recorded.
     pub metrics: Arc<Metrics>,
+    /// The call's trace span; fields are recorded as they become known.
+    pub span: tracing::Span,
     /// The id the response carries: the caller's own, or one generated.
     pub request_id: String,
     /// How logs name the call: a generated id as is, a caller's id only as a
@@ -79,7 +81,16 @@ impl Call {
 
     /// Notes the model the call was routed to.
     pub fn routed(&self, model: &Model) {
-        let _ = self.route.set((model.segment.clone(), model.version));
+        if self.route.set((model.segment.clone(), model.version)).is_ok() {
+            self.span.record("segment", model.segment.as_str());
+            self.span.record("version", model.version);
+        }
+    }
+
+    /// Records the call's (or stream message's) outcome in metrics and its span.
+    pub fn finished(&self, code: tonic::Code) {
+        self.metrics.record_call(self, code);
+        self.span.record("rpc.grpc.status_code", code as i32);
     }
 
     /// The moment the server stops working on this call.
@@ -119,6 +130,7 @@ pub async fn score(model: Arc<Model>, values: Vec<f32>, call: &Call) -> Result<S
     let queued = Instant::now();
     let give_up_at = call.give_up_at();
     let metrics = call.metrics.clone();
+    let span = call.span.clone();
     metrics.queued();
     let computed = tokio::task::spawn_blocking(move || {
         let queue = queued.elapsed();
@@ -130,7 +142,11 @@ pub async fn score(model: Arc<Model>, values: Vec<f32>, call: &Call) -> Result<S
         let rows = values.len() / model.network.inputs();
         let started = Instant::now();
         let result = model.network.forward_timed(&values);
-        metrics.dequeued(&model.segment, model.version, queue, Some((rows, started.elapsed())));
+        let compute = started.elapsed();
+        metrics.dequeued(&model.segment, model.version, queue, Some((rows, compute)));
+        span.record("rows", rows);
+        span.record("queue_seconds", queue.as_secs_f64());
+        span.record("compute_seconds", compute.as_secs_f64());
         if let Ok((_, stages)) = &result {
             model.stats.record_execution(rows, queue, *stages);
         }

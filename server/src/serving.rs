@@ -111,6 +111,7 @@ impl Serving {
             method,
             route: OnceLock::new(),
             metrics: self.metrics.clone(),
+            span: crate::telemetry::call_span(metadata, service, method, &log_id),
             request_id,
             log_id,
             received,
@@ -126,13 +127,13 @@ impl Serving {
     /// Counts a finished call (or stream message) in the metrics and turns its
     /// outcome into the gRPC answer.
     pub fn finish<T>(&self, call: &Call, result: Result<T, ServeError>) -> Result<T, tonic::Status> {
-        self.metrics.record_call(call, result.as_ref().err().map_or(tonic::Code::Ok, ServeError::code));
+        call.finished(result.as_ref().err().map_or(tonic::Code::Ok, ServeError::code));
         result.map_err(tonic::Status::from)
     }
 
     /// Counts a call refused before it started, and answers it.
     pub fn refuse(&self, call: &Call, error: ServeError) -> tonic::Status {
-        self.metrics.record_call(call, error.code());
+        call.finished(error.code());
         error.into()
     }
 

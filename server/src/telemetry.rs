@@ -1,15 +1,105 @@
-//! Logging setup. Request logs carry ids, segments, versions, row counts and
-//! outcomes, never feature values: features can be personal data.
+//! Logs and traces. Log lines (pretty or JSON) carry ids, segments, versions,
+//! row counts and outcomes, never feature values: features can be personal
+//! data. Every call gets a span (service, method, segment, version, rows,
+//! queue and compute time, gRPC code); with an OTLP endpoint the spans are
+//! exported over OTLP/gRPC, continuing the caller's W3C `traceparent`.
 
 use crate::config::LogFormat;
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::TracerProvider;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tonic::metadata::MetadataMap;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
-pub fn init(format: LogFormat) {
+/// Flushes and stops trace export when dropped (at exit).
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.traces.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("trace export did not shut down cleanly: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber: logs per `format` (`RUST_LOG` overrides
+/// the default `info` level), and OTLP trace export when `otlp_endpoint` is
+/// set. Must run inside the Tokio runtime (the exporter uses it).
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Pretty => logs.boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).boxed(),
+    };
+    let (traces, provider) = match otlp_endpoint {
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
+            let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "candela".into());
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
+                .build();
+            let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("candela"));
+            (Some(layer.with_filter(LevelFilter::INFO)), Some(provider))
+        }
+        None => (None, None),
+    };
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+    tracing_subscriber::registry().with(logs.with_filter(filter)).with(traces).try_init()?;
+    if let Some(endpoint) = otlp_endpoint {
+        tracing::info!(endpoint, "exporting traces over OTLP");
+    }
+    Ok(Telemetry { traces: provider })
+}
+
+/// The span of one call, a child of the caller's trace when its metadata
+/// carries a `traceparent`. Fields are filled in as the call proceeds.
+pub fn call_span(metadata: &MetadataMap, service: &'static str, method: &'static str, log_id: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "call",
+        otel.name = format!("{service}/{method}"),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        request = log_id,
+        segment = tracing::field::Empty,
+        version = tracing::field::Empty,
+        rows = tracing::field::Empty,
+        queue_seconds = tracing::field::Empty,
+        compute_seconds = tracing::field::Empty,
+        rpc.grpc.status_code = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Metadata(metadata)));
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// Reads W3C trace context from gRPC metadata.
+struct Metadata<'a>(&'a MetadataMap);
+
+impl Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(key) => Some(key.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
     }
 }

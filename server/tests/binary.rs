@@ -241,6 +241,7 @@ fn help_documents_every_setting() {
         "--tls-key",
         "--tls-client-ca",
         "--health-listen",
+        "--otlp-endpoint",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
@@ -448,6 +449,77 @@ async fn metrics_count_what_was_sent_and_parse_as_prometheus_text() {
     assert_eq!(value("candela_queue_depth", &[]), 0.0);
     // Sub-millisecond buckets exist for sub-millisecond work.
     assert!(body.contains("candela_request_duration_seconds_bucket{le=\"0.0001\""), "{body}");
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0);
+}
+
+/// A minimal OTLP/gRPC trace collector: forwards every exported span's
+/// (trace id, name, attributes) to the test.
+struct Collector(mpsc::UnboundedSender<(Vec<u8>, String, Vec<String>)>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                for span in scope.spans {
+                    let attributes = span.attributes.iter().map(|a| format!("{}={:?}", a.key, a.value)).collect();
+                    let _ = self.0.send((span.trace_id, span.name, attributes));
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test]
+async fn spans_reach_an_otlp_collector_in_the_callers_trace() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let (spans, mut received) = mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(spans)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let models = demo_models();
+    let mut command =
+        command(&["--models", models.to_str().unwrap(), "--otlp-endpoint", &collector, "--drain-seconds", "0"]);
+    command.env("OTEL_BSP_SCHEDULE_DELAY", "100").env("OTEL_SERVICE_NAME", "candela-test");
+    let mut server = Running::start(&mut command);
+    let mut client = server.serving_client().await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = tonic::Request::new(candela_client::proto::PredictRequest {
+        segment: "retail".into(),
+        version: 0,
+        features: vec![0.5; 30],
+    });
+    request.metadata_mut().insert("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap());
+    client.inference().predict(request).await.unwrap();
+
+    let wanted: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let (name, attributes) = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let (trace, name, attributes) = received.recv().await.unwrap();
+            if trace == wanted {
+                return (name, attributes);
+            }
+        }
+    })
+    .await
+    .expect("a span in the caller's trace reached the collector");
+    assert_eq!(name, "candela.v1.Inference/Predict");
+    let attributes = attributes.join(" ");
+    for part in ["segment", "retail", "rows", "compute_seconds", "rpc.grpc.status_code"] {
+        assert!(attributes.contains(part), "`{part}` missing from {attributes}");
+    }
     server.signal("TERM");
     assert_eq!(server.exit_code().await, 0);
 }

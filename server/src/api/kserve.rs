@@ -133,7 +133,7 @@ impl GrpcInferenceService for KserveApi {
             let call = stream.message();
             async move {
                 let result = infer(&serving, message, &call).await;
-                serving.metrics.record_call(&call, result.as_ref().err().map_or(tonic::Code::Ok, ServeError::code));
+                call.finished(result.as_ref().err().map_or(tonic::Code::Ok, ServeError::code));
                 match result {
                     Ok(response) => {
                         oip::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) }
