@@ -11,17 +11,16 @@ use tokio::sync::oneshot;
 
 /// Starts the real server on the demo models; returns its URL and the stop switch.
 async fn server() -> (String, oneshot::Sender<()>) {
+    server_with(&[]).await
+}
+
+/// `server`, with extra settings.
+async fn server_with(extra: &[&str]) -> (String, oneshot::Sender<()>) {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let settings = candela_server::config::Settings::from_args([
-        "candela-server",
-        "--models",
-        models.to_str().unwrap(),
-        "--drain-seconds",
-        "0",
-        "--metrics-listen",
-        "off",
-    ])
-    .unwrap();
+    let mut args =
+        vec!["candela-server", "--models", models.to_str().unwrap(), "--drain-seconds", "0", "--metrics-listen", "off"];
+    args.extend_from_slice(extra);
+    let settings = candela_server::config::Settings::from_args(args).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -189,4 +188,23 @@ async fn an_unreachable_server_is_a_clear_error() {
     let run = candela(&url, &["health", "--connect-timeout", "2"]).await;
     assert!(!run.status.success());
     assert!(stderr(&run).contains(&format!("cannot connect to {url}")), "{}", stderr(&run));
+}
+
+#[tokio::test]
+async fn the_api_key_comes_from_a_flag_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "cli-key-0b3e71f4a9\n").unwrap();
+    let (url, _stop) = server_with(&["--api-keys-file", keys.to_str().unwrap()]).await;
+    let refused = candela(&url, &["models"]).await;
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("Unauthenticated"), "{}", stderr(&refused));
+    let flag = candela(&url, &["--api-key", "cli-key-0b3e71f4a9", "models"]).await;
+    assert!(flag.status.success(), "{}", stderr(&flag));
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_candela"));
+    command.args(["--server", &url, "models"]).env("CANDELA_API_KEY", "cli-key-0b3e71f4a9");
+    let env = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    assert!(env.status.success(), "{}", stderr(&env));
+    let help = candela(&url, &["--help"]).await;
+    assert!(!stdout(&help).contains("cli-key"), "the key shows in --help");
 }

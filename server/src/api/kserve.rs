@@ -280,8 +280,13 @@ async fn infer(
     Ok(encode_outputs(&model, request.id, &scores, &outputs, raw))
 }
 
-/// The request's one input tensor as rows for the core.
-fn decode_input(model: &Model, request: &oip::ModelInferRequest, max_rows: usize) -> Result<RowsRequest, ServeError> {
+/// The request's one input tensor as rows for the core (public for the fuzz
+/// targets in `fuzz/`).
+pub fn decode_input(
+    model: &Model,
+    request: &oip::ModelInferRequest,
+    max_rows: usize,
+) -> Result<RowsRequest, ServeError> {
     let features = model.network.inputs();
     let signature = format!("model `{}` takes one input `{INPUT}`, FP32 [batch, {features}]", model.segment);
     let [input] = request.inputs.as_slice() else {

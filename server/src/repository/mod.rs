@@ -178,7 +178,7 @@ pub fn load_version(
     })
 }
 
-/// Parses and checks `model.json` on its own (names, labels), before any tensor is read.
+/// Reads and checks `model.json` on its own, before any tensor is read.
 fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -187,31 +187,32 @@ fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
         }
         Err(source) => return Err(LoadError::Io { path: path.to_path_buf(), source }),
     };
-    let invalid = |message: String| LoadError::Manifest { path: path.to_path_buf(), message };
-    let deserializer = &mut serde_json::Deserializer::from_str(&text);
+    parse_manifest(&text).map_err(|message| LoadError::Manifest { path: path.to_path_buf(), message })
+}
+
+/// Parses and checks the text of a `model.json`: valid JSON of the right
+/// shape, features and labels present and unique, layers listed.
+pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
+    let deserializer = &mut serde_json::Deserializer::from_str(text);
     let manifest: Manifest = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let at = e.path().to_string();
         let inner = e.into_inner();
-        if at == "." {
-            invalid(format!("invalid JSON: {inner}"))
-        } else {
-            invalid(format!("invalid JSON at `{at}`: {inner}"))
-        }
+        if at == "." { format!("invalid JSON: {inner}") } else { format!("invalid JSON at `{at}`: {inner}") }
     })?;
     if manifest.features.is_empty() {
-        return Err(invalid("`features` is empty: list the input feature names in row order".into()));
+        return Err("`features` is empty: list the input feature names in row order".into());
     }
     if let Some(name) = first_duplicate(&manifest.features) {
-        return Err(invalid(format!("`features` names `{name}` twice: feature names must be unique")));
+        return Err(format!("`features` names `{name}` twice: feature names must be unique"));
     }
     if manifest.labels.len() < 2 {
-        return Err(invalid(format!("`labels` has {} entries: a classifier needs at least 2", manifest.labels.len())));
+        return Err(format!("`labels` has {} entries: a classifier needs at least 2", manifest.labels.len()));
     }
     if let Some(name) = first_duplicate(&manifest.labels) {
-        return Err(invalid(format!("`labels` names `{name}` twice: labels must be unique")));
+        return Err(format!("`labels` names `{name}` twice: labels must be unique"));
     }
     if manifest.layers.is_empty() {
-        return Err(invalid("`layers` is empty: list the network's layers in order".into()));
+        return Err("`layers` is empty: list the network's layers in order".into());
     }
     Ok(manifest)
 }

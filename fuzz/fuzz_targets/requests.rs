@@ -1,0 +1,36 @@
+//! Arbitrary bytes as a candela.v1 BatchPredictRequest / PredictRequest and
+//! as an Open Inference Protocol ModelInferRequest, through decoding and the
+//! same validation the server runs. Any panic, or an allocation sized by a
+//! declared (rather than sent) shape, is a bug.
+#![no_main]
+
+use candela::inference::ModelInferRequest;
+use candela::v1::{BatchPredictRequest, PredictRequest};
+use candela_server::api::kserve::decode_input;
+use candela_server::repository::{Model, load_version};
+use candela_server::validation::{RowsField, check_rows};
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use std::sync::LazyLock;
+
+static MODEL: LazyLock<Model> = LazyLock::new(|| {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/retail/1");
+    load_version("retail", 1, &dir, &candle_core::Device::Cpu, "cpu").expect("the demo model loads")
+});
+
+fuzz_target!(|data: &[u8]| {
+    let model = &*MODEL;
+    if let Ok(request) = BatchPredictRequest::decode(data)
+        && let Some(rows) = &request.rows
+    {
+        let _ = check_rows(model, RowsField::Rows, rows.feature_count as usize, &rows.values, 1000);
+    }
+    if let Ok(request) = PredictRequest::decode(data) {
+        let _ = check_rows(model, RowsField::Features, request.features.len(), &request.features, 1);
+    }
+    if let Ok(request) = ModelInferRequest::decode(data)
+        && let Ok(rows) = decode_input(model, &request, 1000)
+    {
+        let _ = check_rows(model, rows.field, rows.feature_count, &rows.values, rows.max_rows);
+    }
+});
