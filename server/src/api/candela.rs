@@ -2,7 +2,7 @@
 //! serving core (routing, validation, inference) and results back. No model
 //! logic lives here.
 
-use super::{ResponseStream, answer_in_order};
+use super::{ResponseStream, admitted_stream};
 use crate::error::ServeError;
 use crate::inference::{self, Call, RowsRequest, Scores};
 use crate::repository::Model;
@@ -154,17 +154,11 @@ impl Inference for CandelaApi {
         request: Request<Streaming<v1::StreamPredictRequest>>,
     ) -> Result<Response<Self::StreamPredictStream>, Status> {
         let stream = self.serving.call(request.metadata(), SERVICE, "StreamPredict");
-        // The stream counts as one call against --max-concurrent-requests for
-        // as long as it is open: the permit lives in the answering closure.
-        let permit = self.serving.admit().map_err(|error| self.serving.refuse(&stream, error))?;
-        let serving = self.serving.clone();
-        let in_flight = serving.limits.stream_in_flight;
-        Ok(Response::new(answer_in_order(request.into_inner(), in_flight, move |message| {
-            let _held = &permit;
-            let serving = serving.clone();
-            let call = stream.message();
-            async move { score_stream_message(&serving, message, &call).await }
-        })))
+        let answers =
+            admitted_stream(&self.serving, stream, request.into_inner(), |serving, message, call| async move {
+                score_stream_message(&serving, message, &call).await
+            })?;
+        Ok(Response::new(answers))
     }
 
     async fn list_models(

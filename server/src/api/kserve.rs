@@ -6,7 +6,7 @@
 //! scores. Outputs are `probabilities` (FP32 `[batch, n_classes]`) and
 //! `prediction` (INT64 `[batch, 1]`, the most probable class index).
 
-use super::{ResponseStream, answer_in_order};
+use super::{ResponseStream, admitted_stream};
 use crate::error::ServeError;
 use crate::inference::{self, Call, RowsRequest, Scores};
 use crate::repository::Model;
@@ -123,15 +123,8 @@ impl GrpcInferenceService for KserveApi {
         request: Request<Streaming<oip::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let stream = self.serving.call(request.metadata(), SERVICE, "ModelStreamInfer");
-        // One call against --max-concurrent-requests while the stream is open.
-        let permit = self.serving.admit().map_err(|error| self.serving.refuse(&stream, error))?;
-        let serving = self.serving.clone();
-        let in_flight = serving.limits.stream_in_flight;
-        Ok(Response::new(answer_in_order(request.into_inner(), in_flight, move |message| {
-            let _held = &permit;
-            let serving = serving.clone();
-            let call = stream.message();
-            async move {
+        let answers =
+            admitted_stream(&self.serving, stream, request.into_inner(), |serving, message, call| async move {
                 let result = infer(&serving, message, &call).await;
                 call.finished(result.as_ref().err().map_or(tonic::Code::Ok, ServeError::code));
                 match result {
@@ -142,8 +135,8 @@ impl GrpcInferenceService for KserveApi {
                         oip::ModelStreamInferResponse { error_message: error.to_string(), infer_response: None }
                     }
                 }
-            }
-        })))
+            })?;
+        Ok(Response::new(answers))
     }
 
     async fn model_config(

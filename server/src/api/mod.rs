@@ -9,6 +9,7 @@ pub mod kserve;
 
 use crate::auth::{Authenticator, KeyStore};
 use crate::config::{Settings, seconds};
+use crate::inference::Call;
 use crate::serving::Serving;
 use ::candela::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use ::candela::v1::inference_server::InferenceServer;
@@ -98,13 +99,38 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 /// The response stream of a streaming RPC.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// Answers a bidirectional stream that counts as one call against
+/// --max-concurrent-requests for as long as it is open (the permit lives in
+/// the answering closure): each message gets its own `Call`, timed and
+/// routed on its own, and is answered in order by `answer`.
+pub fn admitted_stream<In, Out, F, Fut>(
+    serving: &Arc<Serving>,
+    stream: Call,
+    inbound: Streaming<In>,
+    answer: F,
+) -> Result<ResponseStream<Out>, Status>
+where
+    In: Send + 'static,
+    Out: Send + 'static,
+    F: Fn(Arc<Serving>, In, Call) -> Fut + Send + 'static,
+    Fut: Future<Output = Out> + Send + 'static,
+{
+    let permit = serving.admit().map_err(|error| serving.refuse(&stream, error))?;
+    let serving = serving.clone();
+    let in_flight = serving.limits.stream_in_flight;
+    Ok(answer_in_order(inbound, in_flight, move |message| {
+        let _held = &permit;
+        answer(serving.clone(), message, stream.message())
+    }))
+}
+
 /// Answers each message of a bidirectional stream with `answer`, in the order
 /// the messages came, with at most `in_flight` answers being computed at once.
 /// `buffered` polls the inbound stream only when it has room, so a producer
 /// faster than the server is held back by HTTP/2 flow control, and a slow
 /// consumer holds back the reading. A broken inbound stream ends the response
 /// stream with its status.
-pub fn answer_in_order<In, Out, F, Fut>(inbound: Streaming<In>, in_flight: usize, answer: F) -> ResponseStream<Out>
+fn answer_in_order<In, Out, F, Fut>(inbound: Streaming<In>, in_flight: usize, answer: F) -> ResponseStream<Out>
 where
     In: Send + 'static,
     Out: Send + 'static,
