@@ -47,11 +47,17 @@ use tonic_health::ServingStatus;
 /// an error listing every problem.
 pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let serving = Arc::new(Serving::new(&settings));
+    // One signal stops everything run started: the gRPC port, the health-only
+    // port, metrics, and the watchers that reload keys and certificates.
+    let (stop, stopped) = watch::channel(());
+    let stop_signal = |mut stopped: watch::Receiver<()>| async move {
+        let _ = stopped.changed().await;
+    };
     let keys = match &settings.api_keys_file {
         Some(path) => {
             let store = auth::KeyStore::open(path).map_err(anyhow::Error::msg)?;
             tracing::info!(file = %path.display(), keys = store.len(), "API keys required on inference calls");
-            reload::watch(store.clone());
+            reload::watch(store.clone(), stop_signal(stopped.clone()));
             Some(store)
         }
         None => {
@@ -59,17 +65,10 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
             None
         }
     };
-    if let Some(address) = settings.metrics_address().map_err(anyhow::Error::msg)? {
-        let listener =
-            TcpListener::bind(address).await.with_context(|| format!("cannot serve metrics on {address}"))?;
-        tracing::info!(address = %listener.local_addr()?, "metrics listening on /metrics");
-        let in_flight = serving.clone();
-        tokio::spawn(metrics::serve(listener, serving.metrics.clone(), move || in_flight.in_flight()));
-    }
     let tls = match settings.tls_files().map_err(anyhow::Error::msg)? {
         Some(files) => {
             let tls = tls::Tls::open(files).map_err(anyhow::Error::msg)?;
-            reload::watch(tls.clone());
+            reload::watch(tls.clone(), stop_signal(stopped.clone()));
             Some(tls)
         }
         None => None,
@@ -78,10 +77,15 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
     // tonic-health reports "" as SERVING from the start; a probe without a
     // service name must not pass before the models are ready.
     api::set_health(&reporter, ServingStatus::NotServing).await;
-    let (stop, stopped) = watch::channel(());
-    let stop_signal = |mut stopped: watch::Receiver<()>| async move {
-        let _ = stopped.changed().await;
-    };
+    if let Some(address) = settings.metrics_address().map_err(anyhow::Error::msg)? {
+        let listener =
+            TcpListener::bind(address).await.with_context(|| format!("cannot serve metrics on {address}"))?;
+        tracing::info!(address = %listener.local_addr()?, "metrics listening on /metrics");
+        let in_flight = serving.clone();
+        let until_stopped = stop_signal(stopped.clone());
+        tokio::spawn(metrics::serve(listener, serving.metrics.clone(), move || in_flight.in_flight(), until_stopped));
+    }
+
     if let Some(address) = settings.health_listen {
         let listener = TcpListener::bind(address).await.with_context(|| format!("cannot serve health on {address}"))?;
         tracing::info!(address = %listener.local_addr()?, "plaintext health-only port listening");

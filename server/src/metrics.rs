@@ -244,11 +244,12 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// Serves `/metrics` on `listener` until the process ends.
+/// Serves `/metrics` on `listener` until `stop` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     in_flight: impl Fn() -> usize + Clone + Send + Sync + 'static,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     use axum::http::header::CONTENT_TYPE;
     let app = axum::Router::new().route(
@@ -262,7 +263,7 @@ pub async fn serve(
         }),
     );
     let address: Option<SocketAddr> = listener.local_addr().ok();
-    if let Err(error) = axum::serve(listener, app).await {
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
         tracing::error!(?address, %error, "the metrics server stopped");
     }
 }

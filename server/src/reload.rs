@@ -4,6 +4,7 @@
 //! symlinks rather than write files). A reload that fails keeps what was
 //! loaded before: a bad edit never takes a working server down.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +20,9 @@ pub trait Reload: Send + Sync + 'static {
     fn reload(&self);
 }
 
-/// Reloads `item` on SIGHUP and every few seconds, for the server's life.
-pub fn watch(item: Arc<dyn Reload>) {
-    tokio::spawn(async move {
+/// Reloads `item` on SIGHUP and every few seconds, until `stop` resolves.
+pub fn watch(item: Arc<dyn Reload>, stop: impl Future<Output = ()> + Send + 'static) {
+    let watching = async move {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(POLL);
         loop {
@@ -36,6 +37,12 @@ pub fn watch(item: Arc<dyn Reload>) {
             }
             let item = item.clone();
             let _ = tokio::task::spawn_blocking(move || item.reload()).await;
+        }
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = watching => {}
+            _ = stop => {}
         }
     });
 }
