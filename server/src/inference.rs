@@ -7,6 +7,7 @@
 use crate::error::ServeError;
 use crate::metrics::Metrics;
 use crate::repository::Model;
+use crate::stats::Stages;
 use crate::validation::{RowsField, check_rows};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -87,10 +88,33 @@ impl Call {
         }
     }
 
-    /// Records the call's (or stream message's) outcome in metrics and its span.
-    pub fn finished(&self, code: tonic::Code) {
+    /// Records the call's (or stream message's) outcome, `None` for success,
+    /// in metrics and its span.
+    pub fn finished(&self, error: Option<&ServeError>) {
+        let code = error.map_or(tonic::Code::Ok, ServeError::code);
         self.metrics.record_call(self, code);
         self.span.record("rpc.grpc.status_code", code as i32);
+    }
+
+    /// Records one forward pass of this call (rows, queue wait, stage times)
+    /// everywhere it is reported: the model's statistics, metrics, the span.
+    /// `None` stages: dropped before compute because the deadline had passed.
+    fn executed(&self, model: &Model, rows: usize, queue: Duration, stages: Option<Stages>) {
+        self.metrics.dequeued(
+            &model.segment,
+            model.version,
+            queue,
+            stages.map(|s| (rows, s.input + s.infer + s.output)),
+        );
+        match stages {
+            Some(stages) => {
+                model.stats.record_execution(rows, queue, stages);
+                self.span.record("rows", rows);
+                self.span.record("queue_seconds", queue.as_secs_f64());
+                self.span.record("compute_seconds", (stages.input + stages.infer + stages.output).as_secs_f64());
+            }
+            None => model.stats.record_expired(),
+        }
     }
 
     /// The moment the server stops working on this call.
@@ -129,27 +153,18 @@ pub async fn serve(model: &Arc<Model>, rows: RowsRequest, call: &Call) -> Result
 pub async fn score(model: Arc<Model>, values: Vec<f32>, call: &Call) -> Result<Scores, ServeError> {
     let queued = Instant::now();
     let give_up_at = call.give_up_at();
-    let metrics = call.metrics.clone();
-    let span = call.span.clone();
-    metrics.queued();
+    let recorder = call.clone();
+    call.metrics.queued();
     let computed = tokio::task::spawn_blocking(move || {
         let queue = queued.elapsed();
+        let rows = values.len() / model.network.inputs();
         if give_up_at.is_some_and(|at| Instant::now() >= at) {
-            model.stats.record_expired();
-            metrics.dequeued(&model.segment, model.version, queue, None);
+            recorder.executed(&model, rows, queue, None);
             return (model, None);
         }
-        let rows = values.len() / model.network.inputs();
-        let started = Instant::now();
         let result = model.network.forward_timed(&values);
-        let compute = started.elapsed();
-        metrics.dequeued(&model.segment, model.version, queue, Some((rows, compute)));
-        span.record("rows", rows);
-        span.record("queue_seconds", queue.as_secs_f64());
-        span.record("compute_seconds", compute.as_secs_f64());
-        if let Ok((_, stages)) = &result {
-            model.stats.record_execution(rows, queue, *stages);
-        }
+        let stages = result.as_ref().map(|(_, stages)| *stages).unwrap_or_default();
+        recorder.executed(&model, rows, queue, Some(stages));
         (model, Some(result))
     })
     .await;

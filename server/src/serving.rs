@@ -127,13 +127,13 @@ impl Serving {
     /// Counts a finished call (or stream message) in the metrics and turns its
     /// outcome into the gRPC answer.
     pub fn finish<T>(&self, call: &Call, result: Result<T, ServeError>) -> Result<T, tonic::Status> {
-        call.finished(result.as_ref().err().map_or(tonic::Code::Ok, ServeError::code));
+        call.finished(result.as_ref().err());
         result.map_err(tonic::Status::from)
     }
 
     /// Counts a call refused before it started, and answers it.
     pub fn refuse(&self, call: &Call, error: ServeError) -> tonic::Status {
-        call.finished(error.code());
+        call.finished(Some(&error));
         error.into()
     }
 

@@ -220,7 +220,7 @@ async fn score_stream_message(
         })
     }
     .await;
-    call.finished(outcome.as_ref().err().map_or(tonic::Code::Ok, ServeError::code));
+    call.finished(outcome.as_ref().err());
     let outcome = match outcome {
         Ok(result) => v1::stream_predict_response::Outcome::Result(result),
         Err(error) => {

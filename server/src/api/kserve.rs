@@ -126,7 +126,7 @@ impl GrpcInferenceService for KserveApi {
         let answers =
             admitted_stream(&self.serving, stream, request.into_inner(), |serving, message, call| async move {
                 let result = infer(&serving, message, &call).await;
-                call.finished(result.as_ref().err().map_or(tonic::Code::Ok, ServeError::code));
+                call.finished(result.as_ref().err());
                 match result {
                     Ok(response) => {
                         oip::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) }
