@@ -100,7 +100,9 @@ async fn metadata_config_readiness_and_index_describe_the_repository() {
     assert_eq!(config.input[0].dims, [30]);
     assert_eq!(config.input[0].data_type, oip::DataType::TypeFp32 as i32);
     assert_eq!(config.output[1].data_type, oip::DataType::TypeInt64 as i32);
-    assert!(config.dynamic_batching.is_none(), "no dynamic batching advertised: the server does not batch yet");
+    let batching = config.dynamic_batching.expect("dynamic batching is on by default and advertised");
+    assert_eq!(batching.max_queue_delay_microseconds, 0, "greedy by default: no added delay");
+    assert!(batching.preserve_ordering);
 
     let index = oip.repository_index(oip::RepositoryIndexRequest::default()).await.unwrap().into_inner();
     let entries: Vec<(String, String, String)> =

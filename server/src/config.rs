@@ -69,6 +69,35 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_STREAM_IN_FLIGHT", default_value_t = 4)]
     pub stream_in_flight: usize,
 
+    /// Merge concurrent requests for the same model version into one forward
+    /// pass (`on`), or run each request on its own (`off`).
+    #[arg(long, env = "CANDELA_BATCHING", value_enum, default_value_t = Switch::On)]
+    pub batching: Switch,
+
+    /// Most rows merged into one forward pass, for every model (overrides
+    /// model.json's `batching.max_batch_rows`; default 1024). A single larger
+    /// request still runs, alone.
+    #[arg(long, env = "CANDELA_MAX_BATCH_ROWS")]
+    pub max_batch_rows: Option<usize>,
+
+    /// Microseconds a forward pass may wait after its first request for more
+    /// to merge, for every model (overrides model.json's
+    /// `batching.max_queue_delay_us`; default 0: merge what is already queued).
+    #[arg(long, env = "CANDELA_MAX_QUEUE_DELAY_US")]
+    pub max_queue_delay_us: Option<u64>,
+
+    /// Compute threads per model version. Each runs one forward pass at a
+    /// time; with batching, one per model keeps a small container's cores for
+    /// merged passes and the network.
+    #[arg(long, env = "CANDELA_COMPUTE_WORKERS", default_value_t = 1)]
+    pub compute_workers: usize,
+
+    /// Threads candle's CPU kernels (matrix multiplies) may use within one
+    /// forward pass. Default 1: the demo models' passes are too small to gain
+    /// from splitting, and the cores are better spent on other requests.
+    #[arg(long, env = "CANDELA_COMPUTE_THREADS", default_value_t = 1)]
+    pub compute_threads: usize,
+
     /// A file of API keys, one per line (blank lines and `#` comments are
     /// ignored). When set, inference calls must send `authorization: Bearer
     /// <key>`; any key in the file is accepted, so keys rotate by adding the new
@@ -150,6 +179,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// What the batching settings override in every model's model.json.
+    pub fn batching_overrides(&self) -> crate::batching::Overrides {
+        crate::batching::Overrides {
+            disabled: self.batching == Switch::Off,
+            max_batch_rows: self.max_batch_rows,
+            max_queue_delay: self.max_queue_delay_us.map(Duration::from_micros),
+        }
+    }
+
     /// The TLS files, when TLS is configured; an incomplete set is an error.
     pub fn tls_files(&self) -> Result<Option<TlsFiles>, String> {
         match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
@@ -206,6 +244,13 @@ impl FromStr for DeviceSpec {
                 .ok_or_else(|| format!("`{s}` is not a device: use cpu, cuda:N (e.g. cuda:0) or auto")),
         }
     }
+}
+
+/// A feature turned on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// How log lines are written.

@@ -1,9 +1,9 @@
 //! The serving core's one way to score rows, for every API: validate them
-//! against the model and the limits, run the forward pass off the async
-//! reactor, and record the request in the model's statistics. Compute goes to
-//! tokio's blocking pool so a large batch never stalls the workers that drive
-//! every other connection.
+//! against the model and the limits, hand them to the model's batcher (its
+//! compute threads, never the async reactor's), and record the request in the
+//! model's statistics.
 
+use crate::batching::{DropReason, Outcome};
 use crate::error::ServeError;
 use crate::metrics::Metrics;
 use crate::repository::Model;
@@ -96,25 +96,24 @@ impl Call {
         self.span.record("rpc.grpc.status_code", code as i32);
     }
 
-    /// Records one forward pass of this call (rows, queue wait, stage times)
-    /// everywhere it is reported: the model's statistics, metrics, the span.
-    /// `None` stages: dropped before compute because the deadline had passed.
-    fn executed(&self, model: &Model, rows: usize, queue: Duration, stages: Option<Stages>) {
-        self.metrics.dequeued(
-            &model.segment,
-            model.version,
-            queue,
-            stages.map(|s| (rows, s.input + s.infer + s.output)),
-        );
-        match stages {
-            Some(stages) => {
-                model.stats.record_execution(rows, queue, stages);
-                self.span.record("rows", rows);
-                self.span.record("queue_seconds", queue.as_secs_f64());
-                self.span.record("compute_seconds", (stages.input + stages.infer + stages.output).as_secs_f64());
-            }
-            None => model.stats.record_expired(),
-        }
+    /// Records this call's share (`rows`) of a forward pass over `batch_rows`
+    /// rows after waiting `queue`: in the model's statistics, the metrics and
+    /// the span.
+    pub(crate) fn computed(&self, model: &Model, rows: usize, queue: Duration, stages: Stages, batch_rows: usize) {
+        self.metrics.dequeued(&model.segment, model.version, queue);
+        model.stats.record_compute(queue, stages);
+        self.span.record("rows", rows);
+        self.span.record("batch_rows", batch_rows);
+        self.span.record("queue_seconds", queue.as_secs_f64());
+        self.span.record("compute_seconds", stages.total().as_secs_f64());
+    }
+
+    /// Records that this call's work left the queue after `queue` without
+    /// being computed.
+    pub(crate) fn dropped(&self, model: &Model, queue: Duration, reason: DropReason) {
+        self.metrics.dequeued(&model.segment, model.version, queue);
+        self.metrics.dropped(&model.segment, model.version, reason);
+        model.stats.record_dropped(reason);
     }
 
     /// The moment the server stops working on this call.
@@ -147,35 +146,23 @@ pub async fn serve(model: &Arc<Model>, rows: RowsRequest, call: &Call) -> Result
     result
 }
 
-/// Runs the forward pass over already-validated `values` on the blocking pool
-/// (for callers that validate and record the request themselves). If the
-/// call's deadline has passed by the time a worker picks it up, it is dropped.
+/// Queues already-validated `values` for the model's compute workers, which
+/// may merge them with other callers' rows into one forward pass (for callers
+/// that validate and record the request themselves). If the call's deadline
+/// passes while they wait, or the caller goes, they are dropped uncomputed.
 pub async fn score(model: Arc<Model>, values: Vec<f32>, call: &Call) -> Result<Scores, ServeError> {
-    let queued = Instant::now();
-    let give_up_at = call.give_up_at();
-    let recorder = call.clone();
-    call.metrics.queued();
-    let computed = tokio::task::spawn_blocking(move || {
-        let queue = queued.elapsed();
-        let rows = values.len() / model.network.inputs();
-        if give_up_at.is_some_and(|at| Instant::now() >= at) {
-            recorder.executed(&model, rows, queue, None);
-            return (model, None);
-        }
-        let result = model.network.forward_timed(&values);
-        let stages = result.as_ref().map(|(_, stages)| *stages).unwrap_or_default();
-        recorder.executed(&model, rows, queue, Some(stages));
-        (model, Some(result))
-    })
-    .await;
+    let rows = values.len() / model.network.inputs();
+    let answer = model.batcher.submit(values, rows, call, call.give_up_at()).ok_or_else(|| {
+        ServeError::Unavailable("the server is shutting down and no longer computes; retry on another replica".into())
+    })?;
     let internal = |message: String| {
         tracing::error!(request = call.log_id, %message, "inference failed");
         ServeError::Internal { request_id: call.request_id.clone(), message }
     };
-    match computed {
-        Ok((model, Some(Ok((probabilities, _))))) => Ok(Scores { probabilities, classes: model.network.classes() }),
-        Ok((_, None)) => Err(call.expired()),
-        Ok((_, Some(Err(error)))) => Err(internal(format!("forward pass failed: {error}"))),
-        Err(join) => Err(internal(format!("inference task failed: {join}"))),
+    match answer.await {
+        Ok(Outcome::Scored(probabilities)) => Ok(Scores { probabilities, classes: model.network.classes() }),
+        Ok(Outcome::Dropped) => Err(call.expired()),
+        Ok(Outcome::Failed(message)) => Err(internal(message)),
+        Err(_) => Err(internal("the compute worker stopped without answering".into())),
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batching;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod training;
 pub mod validation;
 
 use anyhow::Context;
+use batching::Batcher;
 use config::Settings;
 use routing::ModelMap;
 use serving::Serving;
@@ -123,6 +125,8 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         }
     };
     let count = models.models().count();
+    let _workers = batching::Workers::start(models.models(), settings.compute_workers)
+        .context("cannot start the compute threads")?;
     serving.metrics.models_loaded(&models);
     serving.publish(models);
     api::set_health(&reporter, ServingStatus::Serving).await;
@@ -161,9 +165,13 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
 /// Opens the device and loads, checks and warms the repository, off the reactor.
 async fn load_models(settings: &Settings) -> anyhow::Result<ModelMap> {
     let (spec, dir, default) = (settings.device, settings.models.clone(), settings.default_segment.clone());
+    let overrides = settings.batching_overrides();
     tokio::task::spawn_blocking(move || {
         let (device, device_name) = device::open(spec)?;
-        let models = repository::load(&dir, &device, &device_name)?;
+        let mut models = repository::load(&dir, &device, &device_name)?;
+        for model in &mut models {
+            model.batcher = Batcher::new(batching::Policy::resolve(&model.manifest.batching, &overrides));
+        }
         ModelMap::new(models, default.as_deref()).map_err(anyhow::Error::msg)
     })
     .await

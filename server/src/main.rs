@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let settings = Settings::from_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    // candle sizes its CPU kernels' thread pool from RAYON_NUM_THREADS. Set
+    // here, before any other thread exists (setting the environment is only
+    // sound while the process is single-threaded).
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", settings.compute_threads.max(1).to_string()) };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the tokio runtime");
     runtime.block_on(async {

@@ -1,11 +1,12 @@
 //! Prometheus metrics, served as text on a side HTTP port (`/metrics`):
 //! calls by service, method, segment, version and gRPC code; end-to-end,
 //! queue-wait and compute latency histograms with sub-millisecond buckets;
-//! rows per forward pass; queue depth; calls in flight; deadline drops;
+//! rows per forward pass; queue depth; calls in flight; work dropped before compute;
 //! the loaded models with their age (the model-freshness SLO); build info.
 //! Labels are bounded: segments and versions come from the repository, never
 //! from what a caller typed.
 
+use crate::batching::DropReason;
 use crate::inference::Call;
 use crate::routing::ModelMap;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -42,6 +43,13 @@ pub struct ModelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    segment: String,
+    version: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelInfoLabels {
     segment: String,
     version: String,
@@ -71,7 +79,7 @@ pub struct Metrics {
     queue_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
     compute_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
     batch_rows: Family<ModelLabels, Histogram, fn() -> Histogram>,
-    expired: Family<ModelLabels, Counter>,
+    dropped: Family<DropLabels, Counter>,
     queue_depth: Gauge,
     in_flight: Gauge,
     model_info: Family<ModelInfoLabels, Gauge>,
@@ -89,7 +97,7 @@ impl Metrics {
             queue_seconds: Family::new_with_constructor(latency_histogram),
             compute_seconds: Family::new_with_constructor(latency_histogram),
             batch_rows: Family::new_with_constructor(rows_histogram),
-            expired: Family::default(),
+            dropped: Family::default(),
             queue_depth: Gauge::default(),
             in_flight: Gauge::default(),
             model_info: Family::default(),
@@ -115,15 +123,11 @@ impl Metrics {
         registry.register("candela_compute_duration_seconds", "Forward pass time", metrics.compute_seconds.clone());
         registry.register("candela_batch_rows", "Rows per forward pass", metrics.batch_rows.clone());
         registry.register(
-            "candela_deadline_expired",
-            "Calls dropped before compute: their deadline had passed",
-            metrics.expired.clone(),
+            "candela_dropped",
+            "Requests dropped before compute: their deadline had passed (reason=deadline) or their caller had gone (reason=cancelled)",
+            metrics.dropped.clone(),
         );
-        registry.register(
-            "candela_queue_depth",
-            "Forward passes waiting for a compute worker",
-            metrics.queue_depth.clone(),
-        );
+        registry.register("candela_queue_depth", "Requests waiting for a compute worker", metrics.queue_depth.clone());
         registry.register("candela_in_flight_requests", "Inference calls being served", metrics.in_flight.clone());
         registry.register("candela_model_info", "Loaded models (value 1)", metrics.model_info.clone());
         registry.register(
@@ -175,26 +179,33 @@ impl Metrics {
         self.call_seconds.get_or_create(&method).observe(call.received.elapsed().as_secs_f64());
     }
 
-    /// A forward pass joined the queue for a compute worker.
+    /// A request joined a model's queue for a compute worker.
     pub fn queued(&self) {
         self.queue_depth.inc();
     }
 
-    /// A forward pass left the queue after `waited`, and was then run (`Some`,
-    /// with its rows and compute time) or dropped because its deadline passed.
-    pub fn dequeued(&self, segment: &str, version: u64, waited: Duration, ran: Option<(usize, Duration)>) {
+    /// A request left the queue after `waited`, to be computed or dropped.
+    pub fn dequeued(&self, segment: &str, version: u64, waited: Duration) {
         self.queue_depth.dec();
+        self.queue_seconds.get_or_create(&model_labels(segment, version)).observe(waited.as_secs_f64());
+    }
+
+    /// A request was dropped before compute.
+    pub fn dropped(&self, segment: &str, version: u64, reason: DropReason) {
+        let reason = match reason {
+            DropReason::Expired => "deadline",
+            DropReason::Cancelled => "cancelled",
+        };
+        self.dropped
+            .get_or_create(&DropLabels { segment: segment.to_string(), version: version.to_string(), reason })
+            .inc();
+    }
+
+    /// One forward pass ran over `rows` rows (from one or more requests) in `compute`.
+    pub fn pass(&self, segment: &str, version: u64, rows: usize, compute: Duration) {
         let labels = model_labels(segment, version);
-        self.queue_seconds.get_or_create(&labels).observe(waited.as_secs_f64());
-        match ran {
-            Some((rows, compute)) => {
-                self.batch_rows.get_or_create(&labels).observe(rows as f64);
-                self.compute_seconds.get_or_create(&labels).observe(compute.as_secs_f64());
-            }
-            None => {
-                self.expired.get_or_create(&labels).inc();
-            }
-        }
+        self.batch_rows.get_or_create(&labels).observe(rows as f64);
+        self.compute_seconds.get_or_create(&labels).observe(compute.as_secs_f64());
     }
 
     /// The exposition text, with the gauges that are read at scrape time.

@@ -1,9 +1,10 @@
 //! Per-model-version statistics: request outcomes, queue and compute times,
-//! and forward passes by batch size. The core records them on every request,
+//! forward passes by batch size, and work dropped before compute. The core records them on every request,
 //! whichever API it came through; the Open Inference Protocol's
 //! ModelStatistics reports them. Counters are atomics; the per-batch-size
 //! table takes a short lock once per forward pass, never per row.
 
+use crate::batching::DropReason;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -39,6 +40,13 @@ pub struct Stages {
     pub output: Duration,
 }
 
+impl Stages {
+    /// The whole pass.
+    pub fn total(&self) -> Duration {
+        self.input + self.infer + self.output
+    }
+}
+
 /// The stage counters of forward passes of one batch size.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BatchCounters {
@@ -63,6 +71,7 @@ pub struct ModelStats {
     rows: AtomicU64,
     executions: AtomicU64,
     expired: AtomicU64,
+    cancelled: AtomicU64,
     last_inference_ms: AtomicU64,
     by_batch_size: Mutex<BTreeMap<u64, BatchCounters>>,
 }
@@ -73,12 +82,18 @@ impl ModelStats {
         if ok { self.success.add(elapsed) } else { self.fail.add(elapsed) }
     }
 
-    /// Records one forward pass over `rows` rows that waited `queue` for a worker.
-    pub fn record_execution(&self, rows: usize, queue: Duration, stages: Stages) {
+    /// Records one request's share of a forward pass: its wait for a worker,
+    /// and the pass's stage times (as Triton reports them, each request of a
+    /// merged pass is charged the whole pass).
+    pub fn record_compute(&self, queue: Duration, stages: Stages) {
         self.queue.add(queue);
         self.compute_input.add(stages.input);
         self.compute_infer.add(stages.infer);
         self.compute_output.add(stages.output);
+    }
+
+    /// Records one forward pass over `rows` rows, however many requests they came from.
+    pub fn record_pass(&self, rows: usize, stages: Stages) {
         self.rows.fetch_add(rows as u64, Relaxed);
         self.executions.fetch_add(1, Relaxed);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -91,9 +106,17 @@ impl ModelStats {
         entry.output_ns += stages.output.as_nanos() as u64;
     }
 
-    /// Records a call dropped before compute because its deadline had passed.
-    pub fn record_expired(&self) {
-        self.expired.fetch_add(1, Relaxed);
+    /// Records a request dropped before compute.
+    pub fn record_dropped(&self, reason: DropReason) {
+        match reason {
+            DropReason::Expired => self.expired.fetch_add(1, Relaxed),
+            DropReason::Cancelled => self.cancelled.fetch_add(1, Relaxed),
+        };
+    }
+
+    /// Requests dropped before compute because their caller had gone.
+    pub fn cancelled(&self) -> u64 {
+        self.cancelled.load(Relaxed)
     }
 
     /// Calls dropped before compute because their deadline had passed.

@@ -76,6 +76,7 @@ pub fn call_span(metadata: &MetadataMap, service: &'static str, method: &'static
         segment = tracing::field::Empty,
         version = tracing::field::Empty,
         rows = tracing::field::Empty,
+        batch_rows = tracing::field::Empty,
         queue_seconds = tracing::field::Empty,
         compute_seconds = tracing::field::Empty,
         rpc.grpc.status_code = tracing::field::Empty,

@@ -121,6 +121,7 @@ pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> 
         labels: LABELS.iter().map(|s| s.to_string()).collect(),
         dtype: DTypeName::F32,
         tensor_prefix: String::new(),
+        batching: Default::default(),
         layers: vec![
             LayerSpec::Standardize,
             LayerSpec::Linear { bias: true },

@@ -170,7 +170,14 @@ impl GrpcInferenceService for KserveApi {
                     ..Default::default()
                 },
             ],
-            dynamic_batching: None,
+            dynamic_batching: {
+                let policy = model.batcher.policy();
+                policy.enabled.then(|| oip::ModelDynamicBatching {
+                    preferred_batch_size: Vec::new(),
+                    max_queue_delay_microseconds: policy.max_queue_delay.as_micros() as u64,
+                    preserve_ordering: true,
+                })
+            },
             model_transaction_policy: Some(oip::ModelTransactionPolicy { decoupled: false }),
         };
         Ok(Response::new(oip::ModelConfigResponse { config: Some(config) }))

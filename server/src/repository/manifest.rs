@@ -24,9 +24,33 @@ pub struct Manifest {
     pub tensor_prefix: String,
     /// The layers in order; layer `i` owns the tensors `{tensor_prefix}{i}.*`.
     pub layers: Vec<LayerSpec>,
+    /// How concurrent requests are merged into forward passes; the server's
+    /// `--max-batch-rows` / `--max-queue-delay-us` override it.
+    #[serde(default, skip_serializing_if = "BatchingSpec::is_default")]
+    pub batching: BatchingSpec,
     /// Where the model came from.
     #[serde(default)]
     pub provenance: Provenance,
+}
+
+/// A model's dynamic-batching preferences.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingSpec {
+    /// The most rows one forward pass merges (a single larger request still
+    /// runs, alone). Default 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch_rows: Option<usize>,
+    /// Microseconds a pass may wait after its first request for more to
+    /// arrive. Default 0: merge whatever is queued when the model is free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_delay_us: Option<u64>,
+}
+
+impl BatchingSpec {
+    fn is_default(&self) -> bool {
+        *self == BatchingSpec::default()
+    }
 }
 
 /// The numeric type a model computes in.

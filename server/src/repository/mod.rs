@@ -6,6 +6,7 @@
 
 pub mod manifest;
 
+use crate::batching::{self, Batcher};
 use crate::model::{ModelError, Network};
 use crate::stats::ModelStats;
 use candle_core::Device;
@@ -29,6 +30,8 @@ pub struct Model {
     pub device: String,
     /// What this model has served: requests, queue and compute times.
     pub stats: ModelStats,
+    /// The queue its compute workers take merged forward passes from.
+    pub batcher: Batcher,
 }
 
 /// One reason a repository cannot be served, with the file it concerns.
@@ -171,10 +174,11 @@ pub fn load_version(
     Ok(Model {
         segment: segment.to_string(),
         version,
-        manifest,
         network,
         device: device_name.to_string(),
         stats: ModelStats::default(),
+        batcher: Batcher::new(batching::Policy::resolve(&manifest.batching, &batching::Overrides::default())),
+        manifest,
     })
 }
 

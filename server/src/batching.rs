@@ -1,0 +1,290 @@
+//! Dynamic batching: each model version has a queue and its own compute
+//! threads. Requests for the same version that arrive while it is busy are
+//! merged into one forward pass (candle's per-operation cost is paid once per
+//! pass, not once per request), then the probabilities are split back to each
+//! caller in order. By default a worker takes whatever is queued the moment
+//! it is free (greedy, no added delay); `max_queue_delay` lets it wait for more,
+//! `max_batch_rows` caps a pass. A request is never split: one larger than the
+//! cap runs alone. Work whose caller has gone (cancelled, or past its deadline)
+//! is dropped before compute and counted. Compute runs on these threads only,
+//! never on tokio's reactor threads.
+
+use crate::inference::Call;
+use crate::repository::Model;
+use crate::repository::manifest::BatchingSpec;
+use crate::stats::Stages;
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Rows per forward pass when neither the model nor the server sets a cap.
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 1024;
+
+/// How one model version merges requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Whether requests are merged at all; off, every request is its own pass.
+    pub enabled: bool,
+    /// The most rows merged into one pass.
+    pub max_batch_rows: usize,
+    /// How long a pass may wait, after its first request, for more.
+    pub max_queue_delay: Duration,
+}
+
+/// The server's settings that override every model's `batching` in model.json.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides {
+    pub disabled: bool,
+    pub max_batch_rows: Option<usize>,
+    pub max_queue_delay: Option<Duration>,
+}
+
+impl Policy {
+    /// A model's policy: its model.json values under the server's overrides.
+    pub fn resolve(spec: &BatchingSpec, overrides: &Overrides) -> Policy {
+        Policy {
+            enabled: !overrides.disabled,
+            max_batch_rows: overrides.max_batch_rows.or(spec.max_batch_rows).unwrap_or(DEFAULT_MAX_BATCH_ROWS).max(1),
+            max_queue_delay: overrides
+                .max_queue_delay
+                .or(spec.max_queue_delay_us.map(Duration::from_micros))
+                .unwrap_or(Duration::ZERO),
+        }
+    }
+}
+
+/// What a caller gets back for its job.
+pub enum Outcome {
+    /// Row-major probabilities for exactly the job's rows.
+    Scored(Vec<f32>),
+    /// Dropped uncomputed: the deadline passed while the job waited (a
+    /// cancelled caller is no longer listening for it).
+    Dropped,
+    /// The forward pass failed (a bug path).
+    Failed(String),
+}
+
+/// One caller's rows waiting for a forward pass.
+struct Job {
+    values: Vec<f32>,
+    rows: usize,
+    call: Call,
+    queued: Instant,
+    give_up_at: Option<Instant>,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// Why a job left the queue without being computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Its deadline had passed.
+    Expired,
+    /// Its caller had gone (cancelled the call, closed the stream).
+    Cancelled,
+}
+
+impl Job {
+    fn dropped(&self, now: Instant) -> Option<DropReason> {
+        if self.give_up_at.is_some_and(|at| now >= at) {
+            Some(DropReason::Expired)
+        } else if self.reply.is_closed() {
+            Some(DropReason::Cancelled)
+        } else {
+            None
+        }
+    }
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+/// A model version's request queue and merge policy.
+pub struct Batcher {
+    policy: Policy,
+    queue: Mutex<Queue>,
+    arrived: Condvar,
+}
+
+impl Batcher {
+    pub fn new(policy: Policy) -> Batcher {
+        Batcher { policy, queue: Mutex::new(Queue { jobs: VecDeque::new(), closed: false }), arrived: Condvar::new() }
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Queues `values` (validated, `rows` rows) for a forward pass; the receiver
+    /// answers once it ran. `None` when the server has stopped computing.
+    pub fn submit(
+        &self,
+        values: Vec<f32>,
+        rows: usize,
+        call: &Call,
+        give_up_at: Option<Instant>,
+    ) -> Option<oneshot::Receiver<Outcome>> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job { values, rows, call: call.clone(), queued: Instant::now(), give_up_at, reply };
+        let mut queue = self.lock();
+        if queue.closed {
+            return None;
+        }
+        queue.jobs.push_back(job);
+        drop(queue);
+        call.metrics.queued();
+        self.arrived.notify_one();
+        Some(answer)
+    }
+
+    /// Stops the workers once the queue is empty; later submissions are refused.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.arrived.notify_all();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Blocks until there is work, then takes the next batch under the policy;
+    /// `None` once closed and empty.
+    fn next_batch(&self) -> Option<Vec<Job>> {
+        let mut queue = self.lock();
+        let mut batch = Vec::new();
+        let mut rows = 0;
+        let mut wait_until: Option<Instant> = None;
+        loop {
+            while let Some(front) = queue.jobs.front() {
+                let full =
+                    !batch.is_empty() && (!self.policy.enabled || rows + front.rows > self.policy.max_batch_rows);
+                if full {
+                    return Some(batch);
+                }
+                let job = queue.jobs.pop_front().expect("front exists");
+                rows += job.rows;
+                wait_until.get_or_insert(job.queued + self.policy.max_queue_delay);
+                batch.push(job);
+            }
+            // The queue is empty.
+            let now = Instant::now();
+            match wait_until {
+                Some(until) if !self.policy.enabled || rows >= self.policy.max_batch_rows || now >= until => {
+                    return Some(batch);
+                }
+                Some(until) => {
+                    queue =
+                        self.arrived.wait_timeout(queue, until - now).unwrap_or_else(|poisoned| poisoned.into_inner()).0
+                }
+                None if queue.closed => return None,
+                None => queue = self.arrived.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner()),
+            }
+        }
+    }
+}
+
+/// The compute threads of every served model. Dropping this closes the
+/// models' queues: the threads finish what is queued, then exit.
+pub struct Workers {
+    models: Vec<Arc<Model>>,
+}
+
+impl Workers {
+    /// Starts `per_model` compute threads for each of `models`.
+    pub fn start<'a>(models: impl Iterator<Item = &'a Arc<Model>>, per_model: usize) -> std::io::Result<Workers> {
+        let workers = Workers { models: models.cloned().collect() };
+        for model in &workers.models {
+            for index in 0..per_model.max(1) {
+                let model = model.clone();
+                std::thread::Builder::new()
+                    .name(format!("compute-{}-{}-{index}", model.segment, model.version))
+                    .spawn(move || {
+                        while let Some(batch) = model.batcher.next_batch() {
+                            // A panic answers this batch's callers (their replies are
+                            // dropped: INTERNAL) and must not leave the queue unserved.
+                            if std::panic::catch_unwind(AssertUnwindSafe(|| run(&model, batch))).is_err() {
+                                tracing::error!(
+                                    segment = model.segment,
+                                    version = model.version,
+                                    "a forward pass panicked; its callers were answered INTERNAL"
+                                );
+                            }
+                        }
+                    })?;
+            }
+        }
+        Ok(workers)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for model in &self.models {
+            model.batcher.close();
+        }
+    }
+}
+
+/// Computes one batch and answers its callers. Jobs whose caller has gone
+/// or whose deadline has passed (perhaps while the batch waited for more) are
+/// dropped here, just before compute.
+fn run(model: &Model, batch: Vec<Job>) {
+    let now = Instant::now();
+    let mut jobs = Vec::with_capacity(batch.len());
+    for job in batch {
+        match job.dropped(now) {
+            Some(reason) => {
+                job.call.dropped(model, now - job.queued, reason);
+                let _ = job.reply.send(Outcome::Dropped);
+            }
+            None => jobs.push(job),
+        }
+    }
+    if jobs.is_empty() {
+        return;
+    }
+    let rows: usize = jobs.iter().map(|job| job.rows).sum();
+    let result = match &jobs[..] {
+        [only] => model.network.forward_timed(&only.values),
+        jobs => {
+            let mut values = Vec::with_capacity(rows * model.network.inputs());
+            for job in jobs {
+                values.extend_from_slice(&job.values);
+            }
+            model.network.forward_timed(&values)
+        }
+    };
+    let stages = result.as_ref().map(|(_, stages)| *stages).unwrap_or_default();
+    model.stats.record_pass(rows, stages);
+    jobs[0].call.metrics.pass(&model.segment, model.version, rows, stages.total());
+    match result {
+        Ok((probabilities, _)) => answer(model, jobs, probabilities, now, stages, rows),
+        Err(error) => {
+            for job in jobs {
+                job.call.computed(model, job.rows, now - job.queued, stages, rows);
+                let _ = job.reply.send(Outcome::Failed(format!("forward pass failed: {error}")));
+            }
+        }
+    }
+}
+
+/// Splits a pass's probabilities back to its jobs, in queue order.
+fn answer(model: &Model, jobs: Vec<Job>, probabilities: Vec<f32>, started: Instant, stages: Stages, rows: usize) {
+    let classes = model.network.classes();
+    if jobs.len() == 1 {
+        let job = jobs.into_iter().next().expect("one job");
+        job.call.computed(model, job.rows, started - job.queued, stages, rows);
+        let _ = job.reply.send(Outcome::Scored(probabilities));
+        return;
+    }
+    let mut offset = 0;
+    for job in jobs {
+        let width = job.rows * classes;
+        job.call.computed(model, job.rows, started - job.queued, stages, rows);
+        let _ = job.reply.send(Outcome::Scored(probabilities[offset..offset + width].to_vec()));
+        offset += width;
+    }
+}
