@@ -99,7 +99,7 @@ async fn declared_shapes_never_size_an_allocation() {
                 parameters: Default::default(),
                 contents: if raw.is_some() { None } else { Some(contents) },
             }],
-            raw_input_contents: raw.into_iter().collect(),
+            raw_input_contents: raw.into_iter().map(Into::into).collect(),
             ..Default::default()
         }
     };

@@ -42,7 +42,7 @@ fn raw_request(model: &str, datatype: &str, rows: i64, bytes: Vec<u8>) -> oip::M
     oip::ModelInferRequest {
         model_name: model.into(),
         inputs: vec![input(datatype, vec![rows, FEATURES as i64], None)],
-        raw_input_contents: vec![bytes],
+        raw_input_contents: vec![bytes.into()],
         ..Default::default()
     }
 }
@@ -239,12 +239,12 @@ async fn malformed_inputs_are_invalid_argument_naming_the_field() {
     r.inputs[0].shape = vec![-2, 30];
     cases.push(("negative", r, "inputs[0].shape", "dimensions cannot be negative"));
     let mut r = good.clone();
-    r.raw_input_contents = vec![raw_bytes.clone()];
+    r.raw_input_contents = vec![raw_bytes.clone().into()];
     cases.push(("raw and typed", r, "inputs[0].contents", "is set while raw_input_contents is used too"));
     let r = raw_request("retail", "FP32", 2, raw_bytes[..raw_bytes.len() - 4].to_vec());
     cases.push(("short raw", r, "raw_input_contents[0]", "has 236 bytes; FP32 shape [2, 30] needs 60 × 4"));
     let mut r = raw_request("retail", "FP32", 2, raw_bytes.clone());
-    r.raw_input_contents.push(vec![]);
+    r.raw_input_contents.push(Default::default());
     cases.push(("two raws", r, "raw_input_contents", "has 2 entries; expected one per input (1)"));
     let r = raw_request("retail", "INT32", 2, raw_bytes.clone());
     cases.push(("int32", r, "inputs[0].datatype", "is `INT32`; send FP32"));

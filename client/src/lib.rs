@@ -13,6 +13,8 @@ use tonic::{Request, Status, Streaming};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+pub use candela::inference as oip;
+pub use candela::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 pub use candela::v1 as proto;
 pub use candela::v1::inference_client::InferenceClient;
 
@@ -80,10 +82,14 @@ impl Interceptor for ApiKey {
 /// The generated client, sending the API key when one is set.
 pub type AuthenticatedClient = InferenceClient<InterceptedService<Channel, ApiKey>>;
 
+/// The generated Open Inference Protocol client, sending the API key when one is set.
+pub type OpenInferenceClient = GrpcInferenceServiceClient<InterceptedService<Channel, ApiKey>>;
+
 /// A connection to a Candela server. Cheap to clone: clones share the connection.
 #[derive(Debug, Clone)]
 pub struct Client {
     channel: Channel,
+    key: ApiKey,
     inference: AuthenticatedClient,
     health: HealthClient<Channel>,
 }
@@ -116,9 +122,16 @@ impl Client {
     }
 
     fn with_key(channel: Channel, key: ApiKey) -> Client {
-        let inference =
-            InferenceClient::with_interceptor(channel.clone(), key).max_decoding_message_size(MAX_RESPONSE_BYTES);
-        Client { health: HealthClient::new(channel.clone()), inference, channel }
+        let inference = InferenceClient::with_interceptor(channel.clone(), key.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        Client { health: HealthClient::new(channel.clone()), inference, key, channel }
+    }
+
+    /// The Open Inference Protocol (KServe V2) client on the same connection
+    /// and key: Candela serves it too, as do Triton and other V2 servers.
+    pub fn open_inference(&self) -> OpenInferenceClient {
+        GrpcInferenceServiceClient::with_interceptor(self.channel.clone(), self.key.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     /// The generated client, for calls the wrapper does not cover.

@@ -1,7 +1,8 @@
 //! `candela`: the command line for Candela servers. Health checks, model
-//! listing, one-off predictions, and batch scoring of CSV files through
-//! StreamPredict.
+//! listing, one-off predictions, batch scoring of CSV files through
+//! StreamPredict, and load generation (`bench`).
 
+mod bench;
 mod score;
 
 use anyhow::{Context, bail};
@@ -68,6 +69,9 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch_rows: usize,
     },
+    /// Load the server (candela.v1 or Open Inference Protocol) and report
+    /// throughput and latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -82,11 +86,16 @@ async fn main() -> ExitCode {
     }
 }
 
+async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    let client = Client::connect(&cli.server, Duration::from_secs_f64(cli.connect_timeout)).await?;
+    Ok(match &cli.api_key {
+        Some(key) => client.with_api_key(key)?,
+        None => client,
+    })
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let mut client = Client::connect(&cli.server, Duration::from_secs_f64(cli.connect_timeout)).await?;
-    if let Some(key) = &cli.api_key {
-        client = client.with_api_key(key)?;
-    }
+    let mut client = connect(&cli).await?;
     match cli.command {
         Command::Health { service } => {
             let status = client.health(&service).await.map_err(status_error)?;
@@ -130,6 +139,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 score::score_csv(&mut client, ModelId::pinned(segment, version), &input, &output, batch_rows).await?;
             eprintln!("scored {} rows into {} ({} rows refused)", summary.rows, output.display(), summary.refused_rows);
             Ok(if summary.refused_rows == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+        Command::Bench(ref args) => {
+            let mut clients = vec![client];
+            for _ in 1..args.connections.max(1) {
+                clients.push(connect(&cli).await?);
+            }
+            let summary = bench::run(&clients, args).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                summary.print();
+            }
+            Ok(if summary.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
     }
 }

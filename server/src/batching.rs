@@ -186,37 +186,51 @@ impl Batcher {
     }
 }
 
-/// The compute threads of every served model. Dropping this closes the
-/// models' queues: the threads finish what is queued, then exit.
+/// The compute threads of every served model. Each worker is a small rayon
+/// pool (`threads` threads) running the worker loop on one of its threads:
+/// candle's parallel kernels (softmax, large matrix multiplies) then run on
+/// the worker itself and its pool, instead of handing every operation to
+/// rayon's global pool and waiting for it. Dropping this closes the models'
+/// queues: the workers finish what is queued, then their threads exit.
 pub struct Workers {
     models: Vec<Arc<Model>>,
+    _pools: Vec<rayon::ThreadPool>,
 }
 
 impl Workers {
-    /// Starts `per_model` compute threads for each of `models`.
-    pub fn start<'a>(models: impl Iterator<Item = &'a Arc<Model>>, per_model: usize) -> std::io::Result<Workers> {
-        let workers = Workers { models: models.cloned().collect() };
-        for model in &workers.models {
+    /// Starts `per_model` workers of `threads` threads for each of `models`.
+    pub fn start<'a>(
+        models: impl Iterator<Item = &'a Arc<Model>>,
+        per_model: usize,
+        threads: usize,
+    ) -> Result<Workers, rayon::ThreadPoolBuildError> {
+        let models: Vec<Arc<Model>> = models.cloned().collect();
+        let mut pools = Vec::new();
+        for model in &models {
             for index in 0..per_model.max(1) {
+                let name = format!("compute-{}-{}-{index}", model.segment, model.version);
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads.max(1))
+                    .thread_name(move |thread| format!("{name}.{thread}"))
+                    .build()?;
                 let model = model.clone();
-                std::thread::Builder::new()
-                    .name(format!("compute-{}-{}-{index}", model.segment, model.version))
-                    .spawn(move || {
-                        while let Some(batch) = model.batcher.next_batch() {
-                            // A panic answers this batch's callers (their replies are
-                            // dropped: INTERNAL) and must not leave the queue unserved.
-                            if std::panic::catch_unwind(AssertUnwindSafe(|| run(&model, batch))).is_err() {
-                                tracing::error!(
-                                    segment = model.segment,
-                                    version = model.version,
-                                    "a forward pass panicked; its callers were answered INTERNAL"
-                                );
-                            }
+                pool.spawn(move || {
+                    while let Some(batch) = model.batcher.next_batch() {
+                        // A panic answers this batch's callers (their replies are
+                        // dropped: INTERNAL) and must not leave the queue unserved.
+                        if std::panic::catch_unwind(AssertUnwindSafe(|| run(&model, batch))).is_err() {
+                            tracing::error!(
+                                segment = model.segment,
+                                version = model.version,
+                                "a forward pass panicked; its callers were answered INTERNAL"
+                            );
                         }
-                    })?;
+                    }
+                });
+                pools.push(pool);
             }
         }
-        Ok(workers)
+        Ok(Workers { models, _pools: pools })
     }
 }
 

@@ -125,7 +125,7 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         }
     };
     let count = models.models().count();
-    let _workers = batching::Workers::start(models.models(), settings.compute_workers)
+    let _workers = batching::Workers::start(models.models(), settings.compute_workers, settings.compute_threads)
         .context("cannot start the compute threads")?;
     serving.metrics.models_loaded(&models);
     serving.publish(models);

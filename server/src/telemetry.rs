@@ -9,12 +9,18 @@ use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tonic::metadata::MetadataMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+/// Whether call spans are exported. Without an exporter no call span is
+/// made at all: nothing would read it, and making one costs a small call
+/// several allocations and registry operations.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// Flushes and stops trace export when dropped (at exit).
 pub struct Telemetry {
@@ -55,16 +61,31 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Te
         None => (None, None),
     };
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-    tracing_subscriber::registry().with(logs.with_filter(filter)).with(traces).try_init()?;
+    // Log lines are events only: the fmt layer would otherwise format every
+    // call span's fields as they are recorded (the JSON formatter re-parses
+    // and re-serialises them on each record), a large part of a small call's
+    // CPU time. Events name their call with `request` themselves.
+    let logs = logs.with_filter(filter.and(filter_fn(|metadata| metadata.is_event())));
+    // No `Option` layer: a `None` one would still enable every callsite,
+    // making the registry create h2's and tonic's trace-level spans.
+    match traces {
+        Some(traces) => tracing_subscriber::registry().with(logs).with(traces).try_init()?,
+        None => tracing_subscriber::registry().with(logs).try_init()?,
+    }
     if let Some(endpoint) = otlp_endpoint {
+        EXPORTING.store(true, Ordering::Relaxed);
         tracing::info!(endpoint, "exporting traces over OTLP");
     }
     Ok(Telemetry { traces: provider })
 }
 
 /// The span of one call, a child of the caller's trace when its metadata
-/// carries a `traceparent`. Fields are filled in as the call proceeds.
+/// carries a `traceparent`. Fields are filled in as the call proceeds. A
+/// disabled span (recording nothing) when traces are not exported.
 pub fn call_span(metadata: &MetadataMap, service: &'static str, method: &'static str, log_id: &str) -> tracing::Span {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         "call",
         otel.name = format!("{service}/{method}"),

@@ -12,6 +12,7 @@ use crate::inference::{self, Call, RowsRequest, Scores};
 use crate::repository::Model;
 use crate::serving::Serving;
 use crate::validation::RowsField;
+use bytes::Bytes;
 use candela::inference::{self as oip, grpc_inference_service_server::GrpcInferenceService};
 use oip::model_infer_request::InferInputTensor;
 use oip::model_infer_response::InferOutputTensor;
@@ -420,21 +421,23 @@ fn encode_outputs(model: &Model, id: String, scores: &Scores, outputs: &[&str], 
     let mut tensors = Vec::with_capacity(outputs.len());
     let mut raw_contents = Vec::new();
     for name in outputs {
-        let (datatype, shape, contents, bytes) = if *name == PROBABILITIES {
-            let bytes = scores.probabilities.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>();
-            let contents =
-                oip::InferTensorContents { fp32_contents: scores.probabilities.clone(), ..Default::default() };
-            ("FP32", vec![rows, scores.classes as i64], contents, bytes)
+        let (datatype, shape, contents) = if *name == PROBABILITIES {
+            let contents = if raw {
+                raw_contents.push(little_endian(&scores.probabilities, f32::to_le_bytes));
+                None
+            } else {
+                Some(oip::InferTensorContents { fp32_contents: scores.probabilities.clone(), ..Default::default() })
+            };
+            ("FP32", vec![rows, scores.classes as i64], contents)
         } else {
             let classes: Vec<i64> = scores.rows().map(|row| Scores::class_of(row) as i64).collect();
-            let bytes = classes.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<u8>>();
-            ("INT64", vec![rows, 1], oip::InferTensorContents { int64_contents: classes, ..Default::default() }, bytes)
-        };
-        let contents = if raw {
-            raw_contents.push(bytes);
-            None
-        } else {
-            Some(contents)
+            let contents = if raw {
+                raw_contents.push(little_endian(&classes, i64::to_le_bytes));
+                None
+            } else {
+                Some(oip::InferTensorContents { int64_contents: classes, ..Default::default() })
+            };
+            ("INT64", vec![rows, 1], contents)
         };
         tensors.push(InferOutputTensor {
             name: name.to_string(),
@@ -452,6 +455,15 @@ fn encode_outputs(model: &Model, id: String, scores: &Scores, outputs: &[&str], 
         outputs: tensors,
         raw_output_contents: raw_contents,
     }
+}
+
+/// Values as the raw little-endian bytes of a tensor's contents.
+fn little_endian<T: Copy, const N: usize>(values: &[T], to_bytes: fn(T) -> [u8; N]) -> Bytes {
+    let mut bytes = Vec::with_capacity(values.len() * N);
+    for value in values {
+        bytes.extend_from_slice(&to_bytes(*value));
+    }
+    Bytes::from(bytes)
 }
 
 /// A model's statistics in the protocol's form.

@@ -1,0 +1,445 @@
+//! `candela bench`: a load generator for Candela and any Open Inference
+//! Protocol server (Triton, MLServer, the transport baseline in bench/), so
+//! they are measured by the same client. Closed loop: `--concurrency` callers,
+//! each sending its next request when the last is answered. Open loop
+//! (`--rate`): requests are sent on a fixed schedule whatever the server does,
+//! and latency counts from the moment a request was *due*, so a stalled server
+//! cannot hide its stall by slowing the client (no coordinated omission).
+//! Latencies go into an HDR histogram; the summary is text or JSON.
+
+use anyhow::{Context, bail};
+use candela_client::{Client, ModelId, OpenInferenceClient, oip, proto, stream_batch};
+use clap::ValueEnum;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, mpsc};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Which RPC the load is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Call {
+    /// candela.v1 Predict: one row per call.
+    Predict,
+    /// candela.v1 BatchPredict: `--rows` rows per call.
+    BatchPredict,
+    /// candela.v1 StreamPredict: `--rows` rows per message, `--stream-window`
+    /// messages in flight on each of `--concurrency` streams.
+    StreamPredict,
+    /// Open Inference Protocol ModelInfer, FP32 raw contents, `--rows` rows.
+    ModelInfer,
+}
+
+/// `candela bench` arguments.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The RPC to load the server with.
+    #[arg(long, value_enum, default_value_t = Call::Predict)]
+    call: Call,
+    /// The segment (candela.v1) or model name (ModelInfer).
+    #[arg(long, default_value = "retail")]
+    model: String,
+    /// Rows per request (per message for stream-predict).
+    #[arg(long, default_value_t = 1)]
+    rows: usize,
+    /// Features per row; default: asked of the server (GetModel, or ModelMetadata for ModelInfer).
+    #[arg(long)]
+    features: Option<usize>,
+    /// Closed loop: callers each keeping one request in flight (streams, for stream-predict).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Open loop: requests per second, sent on schedule whatever the latency
+    /// (not for stream-predict).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of the same load before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// HTTP/2 connections the callers share (round robin).
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Messages in flight per stream (stream-predict).
+    #[arg(long, default_value_t = 4)]
+    stream_window: usize,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one run measured.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    call: Call,
+    model: String,
+    rows_per_request: usize,
+    concurrency: usize,
+    rate: Option<f64>,
+    pub connections: usize,
+    seconds: f64,
+    requests: u64,
+    pub errors: u64,
+    requests_per_second: f64,
+    rows_per_second: f64,
+    latency_us: Latency,
+    /// The first few distinct error messages, with counts.
+    error_samples: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Serialize)]
+struct Latency {
+    p50: u64,
+    p90: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
+    mean: f64,
+}
+
+/// The requests of a run, built once and cloned per call.
+#[derive(Clone)]
+enum Prepared {
+    Predict(proto::PredictRequest),
+    BatchPredict(proto::BatchPredictRequest),
+    ModelInfer(oip::ModelInferRequest),
+}
+
+/// The shared record of a run: latencies and outcomes.
+struct Recorder {
+    histogram: Mutex<Histogram<u64>>,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    error_samples: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl Recorder {
+    fn new() -> Recorder {
+        Recorder {
+            histogram: Mutex::new(Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            error_samples: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn record(&self, latency: Duration, outcome: Result<(), tonic::Status>) {
+        match outcome {
+            Ok(()) => {
+                self.requests.fetch_add(1, Relaxed);
+                let micros = (latency.as_micros() as u64).clamp(1, 120_000_000);
+                self.histogram.lock().await.record(micros).expect("clamped into bounds");
+            }
+            Err(status) => {
+                self.errors.fetch_add(1, Relaxed);
+                let mut samples = self.error_samples.lock().expect("samples lock");
+                if samples.len() < 8 || samples.contains_key(status.message()) {
+                    *samples.entry(format!("{:?}: {}", status.code(), status.message())).or_default() += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the load described by `args` over `clients` (one per connection, all
+/// to the same server).
+pub async fn run(clients: &[Client], args: &BenchArgs) -> anyhow::Result<Summary> {
+    let client = &clients[0];
+    if args.rows == 0 || args.concurrency == 0 || args.connections == 0 || args.stream_window == 0 {
+        bail!("--rows, --concurrency, --connections and --stream-window must be at least 1");
+    }
+    if args.call == Call::Predict && args.rows != 1 {
+        bail!("Predict scores exactly one row: use --call batch-predict for --rows {}", args.rows);
+    }
+    if args.rate.is_some() && args.call == Call::StreamPredict {
+        bail!("--rate is for unary calls; stream-predict runs closed loop (--concurrency streams)");
+    }
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        bail!("--rate must be a positive number of requests per second");
+    }
+    let features = match args.features {
+        Some(n) => n,
+        None => features_of(client, args).await?,
+    };
+    let values: Vec<f32> = (0..args.rows * features).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect();
+    let prepared = prepare(args, features, values);
+
+    let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
+    let measure = Duration::from_secs_f64(args.duration.max(0.1));
+    let recorder = Arc::new(Recorder::new());
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + measure;
+    match (args.call, args.rate) {
+        (Call::StreamPredict, _) => {
+            stream_load(clients, args, features, prepared_values(&prepared), measure_from, end, &recorder).await
+        }
+        (_, Some(rate)) => open_loop(clients, &prepared, rate, measure_from, end, &recorder).await,
+        (_, None) => closed_loop(clients, &prepared, args.concurrency, measure_from, end, &recorder).await,
+    }
+    let histogram = recorder.histogram.lock().await;
+    let requests = recorder.requests.load(Relaxed);
+    let seconds = measure.as_secs_f64();
+    let mut error_samples: Vec<(String, u64)> =
+        recorder.error_samples.lock().expect("samples lock").iter().map(|(m, c)| (m.clone(), *c)).collect();
+    error_samples.sort();
+    Ok(Summary {
+        call: args.call,
+        model: args.model.clone(),
+        rows_per_request: args.rows,
+        concurrency: args.concurrency,
+        rate: args.rate,
+        connections: args.connections,
+        seconds,
+        requests,
+        errors: recorder.errors.load(Relaxed),
+        requests_per_second: requests as f64 / seconds,
+        rows_per_second: (requests * args.rows as u64) as f64 / seconds,
+        latency_us: Latency {
+            p50: histogram.value_at_quantile(0.5),
+            p90: histogram.value_at_quantile(0.9),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+            mean: histogram.mean(),
+        },
+        error_samples,
+    })
+}
+
+/// Features per row, as the server describes the model.
+async fn features_of(client: &Client, args: &BenchArgs) -> anyhow::Result<usize> {
+    if args.call == Call::ModelInfer {
+        let request = oip::ModelMetadataRequest { name: args.model.clone(), version: String::new() };
+        let metadata = client.open_inference().model_metadata(request).await.context("ModelMetadata")?.into_inner();
+        let input = metadata.inputs.first().context("the model's metadata lists no inputs: pass --features")?;
+        let columns = *input.shape.last().context("the input has no shape: pass --features")?;
+        usize::try_from(columns)
+            .ok()
+            .filter(|c| *c > 0)
+            .context("the input's last dimension is not fixed: pass --features")
+    } else {
+        let model = client.clone().get_model(ModelId::latest(args.model.clone())).await.context("GetModel")?;
+        Ok(model.features.len())
+    }
+}
+
+fn prepare(args: &BenchArgs, features: usize, values: Vec<f32>) -> Prepared {
+    match args.call {
+        Call::Predict => {
+            Prepared::Predict(proto::PredictRequest { segment: args.model.clone(), version: 0, features: values })
+        }
+        Call::BatchPredict | Call::StreamPredict => Prepared::BatchPredict(proto::BatchPredictRequest {
+            segment: args.model.clone(),
+            version: 0,
+            rows: Some(proto::Rows { feature_count: features as u32, values }),
+        }),
+        Call::ModelInfer => {
+            let mut raw = Vec::with_capacity(values.len() * 4);
+            for v in &values {
+                raw.extend_from_slice(&v.to_le_bytes());
+            }
+            Prepared::ModelInfer(oip::ModelInferRequest {
+                model_name: args.model.clone(),
+                inputs: vec![oip::model_infer_request::InferInputTensor {
+                    name: "features".into(),
+                    datatype: "FP32".into(),
+                    shape: vec![args.rows as i64, features as i64],
+                    ..Default::default()
+                }],
+                raw_input_contents: vec![raw.into()],
+                ..Default::default()
+            })
+        }
+    }
+}
+
+fn prepared_values(prepared: &Prepared) -> Vec<f32> {
+    match prepared {
+        Prepared::BatchPredict(request) => request.rows.as_ref().map(|r| r.values.clone()).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// One call; Ok when the server answered it successfully.
+async fn call_once(
+    client: &mut Client,
+    oip: &mut OpenInferenceClient,
+    prepared: &Prepared,
+) -> Result<(), tonic::Status> {
+    match prepared {
+        Prepared::Predict(request) => client.inference().predict(request.clone()).await.map(drop),
+        Prepared::BatchPredict(request) => client.inference().batch_predict(request.clone()).await.map(drop),
+        Prepared::ModelInfer(request) => oip.model_infer(request.clone()).await.map(drop),
+    }
+}
+
+async fn closed_loop(
+    clients: &[Client],
+    prepared: &Prepared,
+    concurrency: usize,
+    measure_from: Instant,
+    end: Instant,
+    recorder: &Arc<Recorder>,
+) {
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let mut client = clients[i % clients.len()].clone();
+            let mut oip = client.open_inference();
+            let (prepared, recorder) = (prepared.clone(), recorder.clone());
+            tokio::spawn(async move {
+                loop {
+                    let sent = Instant::now();
+                    if sent >= end {
+                        break;
+                    }
+                    let outcome = call_once(&mut client, &mut oip, &prepared).await;
+                    if sent >= measure_from {
+                        recorder.record(sent.elapsed(), outcome).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// Most requests outstanding in an open loop before the generator itself
+/// gives up (the server is far slower than the rate asked).
+const OPEN_LOOP_OUTSTANDING: usize = 10_000;
+
+async fn open_loop(
+    clients: &[Client],
+    prepared: &Prepared,
+    rate: f64,
+    measure_from: Instant,
+    end: Instant,
+    recorder: &Arc<Recorder>,
+) {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let outstanding = Arc::new(tokio::sync::Semaphore::new(OPEN_LOOP_OUTSTANDING));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut due = Instant::now();
+    let mut sent = 0usize;
+    while due < end {
+        tokio::time::sleep_until(due.into()).await;
+        let Ok(permit) = outstanding.clone().try_acquire_owned() else {
+            recorder
+                .record(Duration::ZERO, Err(tonic::Status::resource_exhausted("client: too many outstanding")))
+                .await;
+            due += interval;
+            continue;
+        };
+        let mut client = clients[sent % clients.len()].clone();
+        let mut oip = client.open_inference();
+        let (prepared, recorder) = (prepared.clone(), recorder.clone());
+        let scheduled = due;
+        tasks.spawn(async move {
+            let _permit = permit;
+            let outcome = call_once(&mut client, &mut oip, &prepared).await;
+            if scheduled >= measure_from {
+                // From when the request was due, not when it left.
+                recorder.record(scheduled.elapsed(), outcome).await;
+            }
+        });
+        sent += 1;
+        due += interval;
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn stream_load(
+    clients: &[Client],
+    args: &BenchArgs,
+    features: usize,
+    values: Vec<f32>,
+    measure_from: Instant,
+    end: Instant,
+    recorder: &Arc<Recorder>,
+) {
+    let model = ModelId::latest(args.model.clone());
+    let tasks: Vec<_> = (0..args.concurrency)
+        .map(|i| {
+            let mut client = clients[i % clients.len()].clone();
+            let (model, values, recorder, window) =
+                (model.clone(), values.clone(), recorder.clone(), args.stream_window);
+            tokio::spawn(async move {
+                let (sender, receiver) = mpsc::channel(window);
+                let mut responses = match client.stream_predict(ReceiverStream::new(receiver)).await {
+                    Ok(responses) => responses,
+                    Err(status) => return recorder.record(Duration::ZERO, Err(status)).await,
+                };
+                let mut sent_at: HashMap<u64, Instant> = HashMap::new();
+                let mut next = 0u64;
+                let send = |id: u64| sender.try_send(stream_batch(id.to_string(), &model, features, values.clone()));
+                for _ in 0..window {
+                    sent_at.insert(next, Instant::now());
+                    let _ = send(next);
+                    next += 1;
+                }
+                while let Some(response) = responses.next().await {
+                    let response = match response {
+                        Ok(response) => response,
+                        Err(status) => return recorder.record(Duration::ZERO, Err(status)).await,
+                    };
+                    let id: u64 = response.id.parse().unwrap_or(u64::MAX);
+                    let sent = sent_at.remove(&id).unwrap_or_else(Instant::now);
+                    if sent >= measure_from {
+                        let outcome = match response.outcome {
+                            Some(proto::stream_predict_response::Outcome::Result(_)) => Ok(()),
+                            Some(proto::stream_predict_response::Outcome::Error(error)) => {
+                                Err(tonic::Status::new(tonic::Code::from(error.code), error.message))
+                            }
+                            None => Err(tonic::Status::internal("a response with neither result nor error")),
+                        };
+                        recorder.record(sent.elapsed(), outcome).await;
+                    }
+                    if Instant::now() < end {
+                        sent_at.insert(next, Instant::now());
+                        let _ = send(next);
+                        next += 1;
+                    } else if sent_at.is_empty() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+impl Summary {
+    /// The summary for people.
+    pub fn print(&self) {
+        let l = &self.latency_us;
+        let load = match self.rate {
+            Some(rate) => format!("open loop at {rate} req/s"),
+            None => format!("closed loop, concurrency {}", self.concurrency),
+        };
+        println!(
+            "{:?} on `{}`, {} row(s) per request, {load}, {:.1} s",
+            self.call, self.model, self.rows_per_request, self.seconds
+        );
+        println!(
+            "  {:.0} requests/s, {:.0} rows/s, {} ok, {} errors",
+            self.requests_per_second, self.rows_per_second, self.requests, self.errors
+        );
+        println!(
+            "  latency µs: p50 {} p90 {} p99 {} p99.9 {} max {} (mean {:.0})",
+            l.p50, l.p90, l.p99, l.p999, l.max, l.mean
+        );
+        for (message, count) in &self.error_samples {
+            println!("  {count} × {message}");
+        }
+    }
+}
