@@ -7,7 +7,7 @@
 #               Inference Protocol (ModelInfer, FP32 raw contents)
 #   points      batch 1 and 64 × concurrency 1, 8, 32; each ≥ 5 s after warm-up,
 #               repeated REPEATS times (default 3); medians reported
-#   also        StreamPredict rows/s with 1000-row messages, the criterion
+#   also        StreamPredict rows/s with 1000-row messages (1 and 2 streams), the criterion
 #               forward-pass benchmarks, the production server's peak RSS
 # Raw results go to bench/out/<timestamp>/; the report is appended to bench/RESULTS.md.
 # Usage: bench/run.sh            (REPEATS=1 SECONDS_PER_POINT=5 to shorten)
@@ -22,7 +22,7 @@ say() { echo "bench: $*" >&2; }
 cargo build --release -p candela-server -p candela-client -p transport-baseline
 scripts/install-test-tools
 mlserver_models=$(bench/mlserver/setup.sh)
-tools=${CANDELA_TOOLS:-.tools}
+tools=$(cd "${CANDELA_TOOLS:-.tools}" && pwd)
 bin=target/release
 
 key=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -76,7 +76,7 @@ for repeat in $(seq "$repeats"); do
           :
         elif "$tools/bin/perf_analyzer" -m retail -i grpc -u "127.0.0.1:$port" -b "$batch" \
              --concurrency-range "$concurrency" --measurement-interval $((seconds * 1000 / 3)) \
-             --stability-percentage 999 -H "authorization: Bearer $key" -f "$csv" >"$out/pa.log" 2>&1; then
+             --stability-percentage 999 -H "authorization:Bearer $key" -f "$csv" >"$out/pa.log" 2>&1; then
           python3 bench/report.py perf-analyzer "$csv" "$server" "$batch" "$concurrency" "$repeat" >>"$results"
         else
           say "perf_analyzer failed against $server: $(tail -1 "$out/pa.log")"
@@ -89,10 +89,12 @@ for repeat in $(seq "$repeats"); do
     done
   done
   for server in candela-bare candela-production; do
-    say "repeat $repeat: $server StreamPredict, 1000-row messages"
-    $bin/candela bench --server "http://127.0.0.1:${servers[$server]}" --api-key "$key" --call stream-predict \
-      --rows 1000 --concurrency 1 --stream-window 4 --duration "$seconds" --warmup 1 --json \
-      | python3 bench/report.py candela-bench - "$server" 1000 stream "$repeat" >>"$results" || true
+    for streams in 1 2; do
+      say "repeat $repeat: $server StreamPredict, 1000-row messages, $streams stream(s)"
+      $bin/candela bench --server "http://127.0.0.1:${servers[$server]}" --api-key "$key" --call stream-predict \
+        --rows 1000 --concurrency "$streams" --stream-window 4 --duration "$seconds" --warmup 1 --json \
+        | python3 bench/report.py candela-bench - "$server" 1000 "stream-$streams" "$repeat" >>"$results" || true
+    done
   done
 done
 peak_rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$production/status")

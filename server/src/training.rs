@@ -155,7 +155,13 @@ pub fn write(trained: &Trained, dir: &Path) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(&trained.manifest)? + "\n";
     std::fs::write(dir.join(MANIFEST_FILE), json)?;
     let tensors: HashMap<String, Tensor> = trained.tensors.clone().into_iter().collect();
-    candle_core::safetensors::save(&tensors, dir.join(WEIGHTS_FILE))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    candle_core::safetensors::save(&tensors, &weights)?;
+    // safetensors writes its file owner-only (0600); a model repository is read
+    // by the server's own user, often not the trainer's (a container's non-root
+    // user), so it gets the same world-readable mode as model.json.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&weights, std::fs::Permissions::from_mode(0o644))?;
     Ok(())
 }
 

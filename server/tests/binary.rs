@@ -527,3 +527,102 @@ async fn spans_reach_an_otlp_collector_in_the_callers_trace() {
     server.signal("TERM");
     assert_eq!(server.exit_code().await, 0);
 }
+
+/// Copies `from` (a file or a directory tree) to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
+/// Makes every file and directory under `root` read-only (`writable`: false)
+/// or gives the owner write access back.
+fn set_writable(root: &Path, writable: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(root).unwrap().permissions().mode();
+    let mode = if writable { mode | 0o200 } else { mode & !0o222 };
+    if root.is_dir() && writable {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    if root.is_dir() {
+        for entry in std::fs::read_dir(root).unwrap() {
+            set_writable(&entry.unwrap().path(), writable);
+        }
+    }
+    if !(root.is_dir() && writable) {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+/// The container image's filesystem, as deploy/Dockerfile lays it out, made
+/// read-only: the binary, the shared libraries it links (what distroless/cc
+/// provides), the models, the settings file and a keys file (ConfigMap and
+/// Secret mounts in Kubernetes). Run as uid 65532 in a chroot when this test
+/// runs as root (CI), otherwise as the current non-root user from the copy.
+/// `CANDELA_SERVER_BINARY` picks the binary (CI: the release build).
+#[tokio::test]
+async fn serves_from_a_read_only_image_layout_as_a_non_root_user() {
+    let binary = std::env::var_os("CANDELA_SERVER_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_candela-server")));
+    let image = tempfile::tempdir().unwrap();
+    let root = image.path();
+    copy_tree(&binary, &root.join("usr/local/bin/candela-server"));
+    copy_tree(&demo_models(), &root.join("models"));
+    let ldd = std::process::Command::new("ldd").arg(&binary).output().expect("ldd lists the shared libraries");
+    for library in String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|w| w.starts_with('/')) {
+        copy_tree(Path::new(library), &root.join(library.trim_start_matches('/')));
+    }
+    let as_root = unsafe { libc_geteuid() } == 0;
+    // Inside a chroot the image's own paths; otherwise the same paths under the copy.
+    let at = |path: &str| if as_root { PathBuf::from(path) } else { root.join(path.trim_start_matches('/')) };
+    std::fs::create_dir_all(root.join("etc/candela/keys")).unwrap();
+    std::fs::write(root.join("etc/candela/keys/keys"), "image-test-key\n").unwrap();
+    let config = format!(
+        "models = {:?}\napi_keys_file = {:?}\nlog_format = \"json\"\ndrain_seconds = 0.0\n",
+        at("/models"),
+        at("/etc/candela/keys/keys")
+    );
+    std::fs::write(root.join("etc/candela/config.toml"), config).unwrap();
+    set_writable(root, false);
+
+    let server_args = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+    let mut command = if as_root {
+        let chroot =
+            ["/usr/sbin/chroot", "/usr/bin/chroot", "/sbin/chroot"].into_iter().find(|p| Path::new(p).exists());
+        let mut command = Command::new(chroot.expect("chroot (coreutils) is installed"));
+        command.arg("--userspec=65532:65532").arg(root).arg("/usr/local/bin/candela-server");
+        command
+    } else {
+        Command::new(root.join("usr/local/bin/candela-server"))
+    };
+    command
+        .arg("--config")
+        .arg(at("/etc/candela/config.toml"))
+        .args(server_args)
+        .current_dir(root)
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut server = Running::start(&mut command);
+    let client = server.serving_client().await;
+    let mut client = client.with_api_key("image-test-key").unwrap();
+    client.predict("retail", vec![0.5; 30]).await.expect("serves with its keys from the read-only layout");
+    server.signal("TERM");
+    let code = server.exit_code().await;
+    set_writable(root, true);
+    assert_eq!(code, 0, "a clean exit:\n{}", server.transcript.lock().unwrap());
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
