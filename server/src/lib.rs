@@ -4,7 +4,9 @@
 //! and the tests start the server the same way. The modules follow a
 //! request's way through: `api` (the network front: `candela.v1` and the Open
 //! Inference Protocol) → `routing` (segment and version → model) →
-//! `validation` → `inference` (candle, off the reactor) → `stats`.
+//! `validation` → `inference` → `batching` (the model's queue and compute
+//! threads: concurrent requests merged into one candle pass, off the reactor)
+//! → `stats`.
 //! `repository` and `model` load and check models at start; nothing on the
 //! request path locks or touches the disk.
 
