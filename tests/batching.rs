@@ -25,17 +25,18 @@ fn rows_with_answers(segment: &str, n: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
     (values, answers)
 }
 
-fn model_stats(stats: oip::ModelStatisticsResponse) -> (u64, u64, u64) {
-    let s = &stats.model_stats[0];
-    let requests = s.inference_stats.as_ref().unwrap().success.as_ref().unwrap().count;
-    (requests, s.inference_count, s.execution_count)
+/// The newest version of `segment`'s ModelStatistics.
+async fn model_statistics(server: &TestServer, segment: &str) -> oip::ModelStatistics {
+    let mut oip = server.client().await.open_inference();
+    let request = oip::ModelStatisticsRequest { name: segment.into(), version: String::new() };
+    oip.model_statistics(request).await.unwrap().into_inner().model_stats.remove(0)
 }
 
+/// (requests answered, rows scored, forward passes) of `segment`'s model.
 async fn statistics(server: &TestServer, segment: &str) -> (u64, u64, u64) {
-    let mut oip =
-        oip::grpc_inference_service_client::GrpcInferenceServiceClient::connect(server.url.clone()).await.unwrap();
-    let request = oip::ModelStatisticsRequest { name: segment.into(), version: String::new() };
-    model_stats(oip.model_statistics(request).await.unwrap().into_inner())
+    let s = model_statistics(server, segment).await;
+    let requests = s.inference_stats.as_ref().unwrap().success.as_ref().unwrap().count;
+    (requests, s.inference_count, s.execution_count)
 }
 
 /// `CALLERS` concurrent callers, each sending `CALLS_EACH` calls of 1 to 7
@@ -136,14 +137,11 @@ async fn a_pass_never_exceeds_max_batch_rows_and_a_larger_request_runs_alone() {
     for task in tasks {
         task.await.unwrap();
     }
-    let mut oip =
-        oip::grpc_inference_service_client::GrpcInferenceServiceClient::connect(server.url.clone()).await.unwrap();
-    let request = oip::ModelStatisticsRequest { name: "sme".into(), version: String::new() };
-    let stats = oip.model_statistics(request).await.unwrap().into_inner();
-    let sizes: Vec<u64> = stats.model_stats[0].batch_stats.iter().map(|b| b.batch_size).collect();
+    let stats = model_statistics(&server, "sme").await;
+    let sizes: Vec<u64> = stats.batch_stats.iter().map(|b| b.batch_size).collect();
     assert!(sizes.contains(&25), "the 25-row request ran as one pass of its own: {sizes:?}");
     assert!(sizes.iter().all(|s| *s == 25 || *s <= 10), "no merged pass over 10 rows: {sizes:?}");
-    assert_eq!(stats.model_stats[0].inference_count, 37, "every row once");
+    assert_eq!(stats.inference_count, 37, "every row once");
 }
 
 /// A server whose passes wait 400 ms for company, so queued work can die

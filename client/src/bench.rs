@@ -14,9 +14,10 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -116,7 +117,7 @@ struct Recorder {
     histogram: Mutex<Histogram<u64>>,
     requests: AtomicU64,
     errors: AtomicU64,
-    error_samples: std::sync::Mutex<HashMap<String, u64>>,
+    error_samples: Mutex<HashMap<String, u64>>,
 }
 
 impl Recorder {
@@ -125,22 +126,23 @@ impl Recorder {
             histogram: Mutex::new(Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            error_samples: std::sync::Mutex::new(HashMap::new()),
+            error_samples: Mutex::new(HashMap::new()),
         }
     }
 
-    async fn record(&self, latency: Duration, outcome: Result<(), tonic::Status>) {
+    fn record(&self, latency: Duration, outcome: Result<(), tonic::Status>) {
         match outcome {
             Ok(()) => {
                 self.requests.fetch_add(1, Relaxed);
                 let micros = (latency.as_micros() as u64).clamp(1, 120_000_000);
-                self.histogram.lock().await.record(micros).expect("clamped into bounds");
+                self.histogram.lock().expect("histogram lock").record(micros).expect("clamped into bounds");
             }
             Err(status) => {
                 self.errors.fetch_add(1, Relaxed);
+                let sample = format!("{:?}: {}", status.code(), status.message());
                 let mut samples = self.error_samples.lock().expect("samples lock");
-                if samples.len() < 8 || samples.contains_key(status.message()) {
-                    *samples.entry(format!("{:?}: {}", status.code(), status.message())).or_default() += 1;
+                if samples.len() < 8 || samples.contains_key(&sample) {
+                    *samples.entry(sample).or_default() += 1;
                 }
             }
         }
@@ -168,7 +170,7 @@ pub async fn run(clients: &[Client], args: &BenchArgs) -> anyhow::Result<Summary
         None => features_of(client, args).await?,
     };
     let values: Vec<f32> = (0..args.rows * features).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect();
-    let prepared = prepare(args, features, values);
+    let prepared = prepare(args, features, values.clone());
 
     let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
     let measure = Duration::from_secs_f64(args.duration.max(0.1));
@@ -177,13 +179,11 @@ pub async fn run(clients: &[Client], args: &BenchArgs) -> anyhow::Result<Summary
     let measure_from = start + warmup;
     let end = measure_from + measure;
     match (args.call, args.rate) {
-        (Call::StreamPredict, _) => {
-            stream_load(clients, args, features, prepared_values(&prepared), measure_from, end, &recorder).await
-        }
+        (Call::StreamPredict, _) => stream_load(clients, args, features, values, measure_from, end, &recorder).await,
         (_, Some(rate)) => open_loop(clients, &prepared, rate, measure_from, end, &recorder).await,
         (_, None) => closed_loop(clients, &prepared, args.concurrency, measure_from, end, &recorder).await,
     }
-    let histogram = recorder.histogram.lock().await;
+    let histogram = recorder.histogram.lock().expect("histogram lock");
     let requests = recorder.requests.load(Relaxed);
     let seconds = measure.as_secs_f64();
     let mut error_samples: Vec<(String, u64)> =
@@ -260,13 +260,6 @@ fn prepare(args: &BenchArgs, features: usize, values: Vec<f32>) -> Prepared {
     }
 }
 
-fn prepared_values(prepared: &Prepared) -> Vec<f32> {
-    match prepared {
-        Prepared::BatchPredict(request) => request.rows.as_ref().map(|r| r.values.clone()).unwrap_or_default(),
-        _ => Vec::new(),
-    }
-}
-
 /// One call; Ok when the server answered it successfully.
 async fn call_once(
     client: &mut Client,
@@ -301,7 +294,7 @@ async fn closed_loop(
                     }
                     let outcome = call_once(&mut client, &mut oip, &prepared).await;
                     if sent >= measure_from {
-                        recorder.record(sent.elapsed(), outcome).await;
+                        recorder.record(sent.elapsed(), outcome);
                     }
                 }
             })
@@ -332,9 +325,7 @@ async fn open_loop(
     while due < end {
         tokio::time::sleep_until(due.into()).await;
         let Ok(permit) = outstanding.clone().try_acquire_owned() else {
-            recorder
-                .record(Duration::ZERO, Err(tonic::Status::resource_exhausted("client: too many outstanding")))
-                .await;
+            recorder.record(Duration::ZERO, Err(tonic::Status::resource_exhausted("client: too many outstanding")));
             due += interval;
             continue;
         };
@@ -347,7 +338,7 @@ async fn open_loop(
             let outcome = call_once(&mut client, &mut oip, &prepared).await;
             if scheduled >= measure_from {
                 // From when the request was due, not when it left.
-                recorder.record(scheduled.elapsed(), outcome).await;
+                recorder.record(scheduled.elapsed(), outcome);
             }
         });
         sent += 1;
@@ -375,7 +366,7 @@ async fn stream_load(
                 let (sender, receiver) = mpsc::channel(window);
                 let mut responses = match client.stream_predict(ReceiverStream::new(receiver)).await {
                     Ok(responses) => responses,
-                    Err(status) => return recorder.record(Duration::ZERO, Err(status)).await,
+                    Err(status) => return recorder.record(Duration::ZERO, Err(status)),
                 };
                 let mut sent_at: HashMap<u64, Instant> = HashMap::new();
                 let mut next = 0u64;
@@ -388,7 +379,7 @@ async fn stream_load(
                 while let Some(response) = responses.next().await {
                     let response = match response {
                         Ok(response) => response,
-                        Err(status) => return recorder.record(Duration::ZERO, Err(status)).await,
+                        Err(status) => return recorder.record(Duration::ZERO, Err(status)),
                     };
                     let id: u64 = response.id.parse().unwrap_or(u64::MAX);
                     let sent = sent_at.remove(&id).unwrap_or_else(Instant::now);
@@ -400,7 +391,7 @@ async fn stream_load(
                             }
                             None => Err(tonic::Status::internal("a response with neither result nor error")),
                         };
-                        recorder.record(sent.elapsed(), outcome).await;
+                        recorder.record(sent.elapsed(), outcome);
                     }
                     if Instant::now() < end {
                         sent_at.insert(next, Instant::now());

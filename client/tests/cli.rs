@@ -1,6 +1,6 @@
 //! The `candela` CLI binary against the real server (in this process, on a
 //! loopback port): health, models, predict, and CSV batch scoring through
-//! StreamPredict, including a file with bad rows.
+//! StreamPredict, including a file with bad rows, and the `bench` load generator.
 
 use candela_client::Client;
 use candela_server::synthetic::{FEATURES, Segment};
@@ -207,4 +207,48 @@ async fn the_api_key_comes_from_a_flag_or_the_environment() {
     assert!(env.status.success(), "{}", stderr(&env));
     let help = candela(&url, &["--help"]).await;
     assert!(!stdout(&help).contains("cli-key"), "the key shows in --help");
+}
+
+/// `candela bench --json`: closed loop, open loop and StreamPredict count what
+/// they sent; errors are counted and sampled by message, and make the exit non-zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_what_it_sent_as_json() {
+    let (url, _stop) = server().await;
+    let run = |args: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            let mut all = vec!["bench", "--duration", "0.5", "--warmup", "0.2", "--json"];
+            all.extend_from_slice(args);
+            let output = candela(&url, &all).await;
+            let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
+                .unwrap_or_else(|e| panic!("bench {args:?} printed no JSON ({e}): {}", stderr(&output)));
+            (output.status.code(), summary)
+        }
+    };
+    for args in [
+        &["--call", "predict", "--concurrency", "4"][..],
+        &["--call", "model-infer", "--rows", "8", "--rate", "200"][..],
+        &["--call", "stream-predict", "--rows", "100"][..],
+    ] {
+        let (code, summary) = run(args).await;
+        assert_eq!(code, Some(0), "{args:?}: {summary}");
+        assert!(summary["requests"].as_u64().unwrap() > 0, "{args:?}: {summary}");
+        assert_eq!(summary["errors"], 0, "{args:?}: {summary}");
+        let rows = summary["rows_per_request"].as_f64().unwrap();
+        let ratio = summary["rows_per_second"].as_f64().unwrap() / summary["requests_per_second"].as_f64().unwrap();
+        assert!((ratio - rows).abs() < 1e-9 * rows, "{args:?}: rows/s = requests/s × rows");
+        assert!(summary["latency_us"]["p50"].as_u64().unwrap() > 0, "{args:?}: {summary}");
+    }
+    // An open loop at 200/s for 0.5 s against an unknown model: every request
+    // fails, all under one sampled message.
+    let (code, summary) =
+        run(&["--call", "model-infer", "--model", "nowhere", "--features", "30", "--rate", "200"]).await;
+    assert_eq!(code, Some(2), "{summary}");
+    assert_eq!(summary["requests"], 0);
+    let errors = summary["errors"].as_u64().unwrap();
+    assert!(errors >= 50, "about 100 due in the measured half second: {summary}");
+    let samples = summary["error_samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 1, "{summary}");
+    assert!(samples[0][0].as_str().unwrap().contains("unknown segment `nowhere`"), "{summary}");
+    assert_eq!(samples[0][1].as_u64(), Some(errors));
 }

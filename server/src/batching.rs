@@ -120,15 +120,10 @@ impl Batcher {
 
     /// Queues `values` (validated, `rows` rows) for a forward pass; the receiver
     /// answers once it ran. `None` when the server has stopped computing.
-    pub fn submit(
-        &self,
-        values: Vec<f32>,
-        rows: usize,
-        call: &Call,
-        give_up_at: Option<Instant>,
-    ) -> Option<oneshot::Receiver<Outcome>> {
+    pub fn submit(&self, values: Vec<f32>, rows: usize, call: &Call) -> Option<oneshot::Receiver<Outcome>> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { values, rows, call: call.clone(), queued: Instant::now(), give_up_at, reply };
+        let job =
+            Job { values, rows, call: call.clone(), queued: Instant::now(), give_up_at: call.give_up_at(), reply };
         let mut queue = self.lock();
         if queue.closed {
             return None;
@@ -285,20 +280,14 @@ fn run(model: &Model, batch: Vec<Job>) {
     }
 }
 
-/// Splits a pass's probabilities back to its jobs, in queue order.
-fn answer(model: &Model, jobs: Vec<Job>, probabilities: Vec<f32>, started: Instant, stages: Stages, rows: usize) {
+/// Splits a pass's probabilities back to its jobs: each gets the slice of
+/// its own rows. Taken from the end, so every split moves only that job's
+/// part and the first job (the only one, for an unmerged pass) keeps the buffer.
+fn answer(model: &Model, jobs: Vec<Job>, mut probabilities: Vec<f32>, started: Instant, stages: Stages, rows: usize) {
     let classes = model.network.classes();
-    if jobs.len() == 1 {
-        let job = jobs.into_iter().next().expect("one job");
+    for job in jobs.into_iter().rev() {
+        let mine = probabilities.split_off(probabilities.len() - job.rows * classes);
         job.call.computed(model, job.rows, started - job.queued, stages, rows);
-        let _ = job.reply.send(Outcome::Scored(probabilities));
-        return;
-    }
-    let mut offset = 0;
-    for job in jobs {
-        let width = job.rows * classes;
-        job.call.computed(model, job.rows, started - job.queued, stages, rows);
-        let _ = job.reply.send(Outcome::Scored(probabilities[offset..offset + width].to_vec()));
-        offset += width;
+        let _ = job.reply.send(Outcome::Scored(mine));
     }
 }

@@ -117,7 +117,7 @@ impl Call {
     }
 
     /// The moment the server stops working on this call.
-    fn give_up_at(&self) -> Option<Instant> {
+    pub(crate) fn give_up_at(&self) -> Option<Instant> {
         self.deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d))
     }
 
@@ -152,7 +152,7 @@ pub async fn serve(model: &Arc<Model>, rows: RowsRequest, call: &Call) -> Result
 /// passes while they wait, or the caller goes, they are dropped uncomputed.
 pub async fn score(model: Arc<Model>, values: Vec<f32>, call: &Call) -> Result<Scores, ServeError> {
     let rows = values.len() / model.network.inputs();
-    let answer = model.batcher.submit(values, rows, call, call.give_up_at()).ok_or_else(|| {
+    let answer = model.batcher.submit(values, rows, call).ok_or_else(|| {
         ServeError::Unavailable("the server is shutting down and no longer computes; retry on another replica".into())
     })?;
     let internal = |message: String| {

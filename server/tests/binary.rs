@@ -543,21 +543,22 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// Makes every file and directory under `root` read-only (`writable`: false)
-/// or gives the owner write access back.
+/// or gives the owner write access back. A directory is opened up before its
+/// contents and closed after them.
 fn set_writable(root: &Path, writable: bool) {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(root).unwrap().permissions().mode();
-    let mode = if writable { mode | 0o200 } else { mode & !0o222 };
-    if root.is_dir() && writable {
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode)).unwrap();
+    let set = |mode| std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode)).unwrap();
+    if writable {
+        set(mode | 0o200);
     }
     if root.is_dir() {
         for entry in std::fs::read_dir(root).unwrap() {
             set_writable(&entry.unwrap().path(), writable);
         }
     }
-    if !(root.is_dir() && writable) {
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode)).unwrap();
+    if !writable {
+        set(mode & !0o222);
     }
 }
 
@@ -580,7 +581,8 @@ async fn serves_from_a_read_only_image_layout_as_a_non_root_user() {
     for library in String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|w| w.starts_with('/')) {
         copy_tree(Path::new(library), &root.join(library.trim_start_matches('/')));
     }
-    let as_root = unsafe { libc_geteuid() } == 0;
+    // The temporary directory is ours: its owner is this process's user.
+    let as_root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(root).unwrap()) == 0;
     // Inside a chroot the image's own paths; otherwise the same paths under the copy.
     let at = |path: &str| if as_root { PathBuf::from(path) } else { root.join(path.trim_start_matches('/')) };
     std::fs::create_dir_all(root.join("etc/candela/keys")).unwrap();
@@ -620,9 +622,4 @@ async fn serves_from_a_read_only_image_layout_as_a_non_root_user() {
     let code = server.exit_code().await;
     set_writable(root, true);
     assert_eq!(code, 0, "a clean exit:\n{}", server.transcript.lock().unwrap());
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }
