@@ -5,7 +5,7 @@
 mod common;
 
 use candela_client::{ModelId, proto};
-use common::{FEATURES, TestServer, rows};
+use common::{FEATURES, TestServer, rows, settings, wait_for};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -173,4 +173,38 @@ async fn the_server_keeps_serving_after_every_kind_of_error() {
         let _ = client.batch_predict("retail", 0, vec![]).await.unwrap_err();
     }
     assert!(client.predict("retail", rows("retail", 1).values).await.is_ok());
+}
+
+#[tokio::test]
+async fn rows_that_overflow_the_model_are_invalid_argument_and_nothing_is_answered_for_them() {
+    // A linear layer with a huge weight: finite features far from the
+    // training scale overflow f32 inside the network, so the probabilities
+    // would be NaN. The caller gets the rows named, never NaN scores.
+    let dir = tempfile::tempdir().unwrap();
+    let version = dir.path().join("wild").join("1");
+    std::fs::create_dir_all(&version).unwrap();
+    let manifest = serde_json::json!({
+        "features": ["a", "b"],
+        "labels": ["legit", "fraud"],
+        "layers": [{"type": "linear"}, {"type": "softmax"}]
+    });
+    std::fs::write(version.join("model.json"), manifest.to_string()).unwrap();
+    let weight = candle_core::Tensor::new(&[[1.0e30f32, 0.0], [0.0, 1.0]], &candle_core::Device::Cpu).unwrap();
+    let bias = candle_core::Tensor::new(&[0.0f32, 0.0], &candle_core::Device::Cpu).unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("0.weight".to_string(), weight), ("0.bias".to_string(), bias)]),
+        version.join("model.safetensors"),
+    )
+    .unwrap();
+    let server = TestServer::start_with(settings(dir.path(), &[])).await;
+    let mut client = server.client().await;
+    wait_for(&mut client, "", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    let status = client.batch_predict("wild", 2, vec![0.5, 1.0, 1.0e10, 1.0, 2.0e10, 2.0]).await.unwrap_err();
+    assert_invalid(
+        &status,
+        "row 1",
+        "row 1 (and 1 more rows) overflowed model `wild` version 1 (dtype f32) to non-finite probabilities",
+    );
+    let fine = client.batch_predict("wild", 2, vec![0.5, 1.0]).await.unwrap();
+    assert_eq!(fine.predictions.len(), 1);
 }

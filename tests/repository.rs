@@ -325,6 +325,56 @@ fn non_finite_weights_and_bad_statistics_are_refused() {
 }
 
 #[test]
+fn a_weight_beyond_f16_range_is_refused_for_f16_only() {
+    let (_dir, error) = broken(|m, t| {
+        m["dtype"] = json!("f16");
+        t[2].2[5] = -70_000.0;
+    });
+    assert_mentions(
+        &error,
+        &["layer 2 (linear) holds a value of magnitude 70000, beyond f16's largest (65504)", "use dtype `bf16`"],
+    );
+    for dtype in ["bf16", "f32"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut manifest, mut tensors) = tiny();
+        manifest["dtype"] = json!(dtype);
+        tensors[2].2[5] = -70_000.0;
+        write_model(dir.path(), "retail", "1", &manifest, &tensors);
+        load(dir.path()).unwrap_or_else(|e| panic!("{dtype}: {e}"));
+    }
+}
+
+#[test]
+fn standardization_runs_in_f32_so_large_raw_features_suit_an_f16_model() {
+    // Raw features around 1e6 (amounts in cents, say) are beyond f16, but
+    // standardised they are small: an f16 model must score them as f32 does.
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = json!({
+        "features": ["a", "b", "c"],
+        "labels": ["legit", "fraud"],
+        "layers": [{"type": "standardize"}, {"type": "linear"}, {"type": "relu"}, {"type": "linear"}, {"type": "softmax"}]
+    });
+    let tensors: Tensors = vec![
+        ("0.mean", vec![3], vec![1.0e6, -2.0e5, 3.0]),
+        ("0.std", vec![3], vec![5.0e5, 1.0e5, 2.0]),
+        ("1.weight", vec![4, 3], values(12, 0.0)),
+        ("1.bias", vec![4], values(4, 1.0)),
+        ("3.weight", vec![2, 4], values(8, 2.0)),
+        ("3.bias", vec![2], values(2, 3.0)),
+    ];
+    write_model(dir.path(), "wide", "1", &manifest, &tensors);
+    manifest["dtype"] = json!("f16");
+    write_model(dir.path(), "wide", "2", &manifest, &tensors);
+    let models = load(dir.path()).unwrap();
+    let row = [1.8e6f32, -3.1e5, 4.0];
+    let f32_out = models[0].network.forward(&row).unwrap();
+    let f16_out = models[1].network.forward(&row).unwrap();
+    for (a, b) in f16_out.iter().zip(&f32_out) {
+        assert!(a.is_finite() && (a - b).abs() < 1e-2, "f16 {f16_out:?} vs f32 {f32_out:?}");
+    }
+}
+
+#[test]
 fn names_labels_and_version_directories_are_checked() {
     let (_dir, error) = broken(|m, _| m["features"] = json!(["a", "b", "a"]));
     assert_mentions(&error, &["`features` names `a` twice"]);

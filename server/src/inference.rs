@@ -160,9 +160,34 @@ pub async fn score(model: Arc<Model>, values: Vec<f32>, call: &Call) -> Result<S
         ServeError::Internal { request_id: call.request_id.clone(), message }
     };
     match answer.await {
-        Ok(Outcome::Scored(probabilities)) => Ok(Scores { probabilities, classes: model.network.classes() }),
+        Ok(Outcome::Scored(probabilities)) => {
+            let scores = Scores { probabilities, classes: model.network.classes() };
+            let overflowed_row = scores.rows().position(|row| row.iter().any(|p| !p.is_finite()));
+            match overflowed_row {
+                None => Ok(scores),
+                Some(row) => Err(overflowed(&model, &scores, row)),
+            }
+        }
         Ok(Outcome::Dropped) => Err(call.expired()),
         Ok(Outcome::Failed(message)) => Err(internal(message)),
         Err(_) => Err(internal("the compute worker stopped without answering".into())),
     }
+}
+
+/// The answer to rows whose probabilities came out non-finite: finite
+/// features that overflowed the model's arithmetic (its dtype's range) on
+/// the way through. Nothing is answered for the request; the caller learns
+/// which rows to look at.
+fn overflowed(model: &Model, scores: &Scores, first: usize) -> ServeError {
+    let others = scores.rows().filter(|row| row.iter().any(|p| !p.is_finite())).count() - 1;
+    let others = if others > 0 { format!("(and {others} more rows) ") } else { String::new() };
+    ServeError::invalid(
+        format!("row {first}"),
+        format!(
+            "{others}overflowed model `{}` version {} (dtype {}) to non-finite probabilities: its feature values are far outside the scale the model was trained on",
+            model.segment,
+            model.version,
+            model.manifest.dtype.as_str()
+        ),
+    )
 }

@@ -23,6 +23,10 @@ pub enum ModelError {
     UnusedTensor { name: String },
     #[error("{0}")]
     BadHead(String),
+    #[error(
+        "layer {layer} ({kind}) holds a value of magnitude {largest}, beyond f16's largest (65504): this model cannot compute in f16; use dtype `bf16` (f32's range) or `f32`"
+    )]
+    F16Range { layer: usize, kind: &'static str, largest: f32 },
     #[error("model.json lists no features")]
     NoFeatures,
     #[error("candle: {0}")]
@@ -62,11 +66,18 @@ enum Op {
 
 /// A model's network, resident on its device in its dtype.
 pub struct Network {
+    /// The leading per-feature affine ops (standardisation, a first batch
+    /// norm), computed at least in f32 so raw feature magnitudes
+    /// never meet f16's narrow range.
+    prelude: Vec<Op>,
+    /// The rest, in the model's dtype.
     ops: Vec<Op>,
     /// One line per layer as a caller would read it, e.g. `linear(30→32)`.
     description: Vec<String>,
     device: Device,
     dtype: DType,
+    /// The prelude's dtype: f32 for a model in f16/bf16, else the model's own.
+    prelude_dtype: DType,
     inputs: usize,
     classes: usize,
     head: Head,
@@ -95,7 +106,8 @@ impl Network {
             DTypeName::F64 => DType::F64,
         };
         let mut width = inputs;
-        let mut ops = Vec::with_capacity(layers.len());
+        // Each op with the index and kind of the layer it came from.
+        let mut ops: Vec<(usize, &'static str, Op)> = Vec::with_capacity(layers.len());
         let mut description = Vec::with_capacity(layers.len());
         for (index, layer) in layers.iter().enumerate() {
             let width_in = width;
@@ -184,13 +196,13 @@ impl Network {
                 LayerSpec::Gelu { approximate: GeluApproximation::Tanh } => "gelu(tanh)".to_string(),
                 other => format!("{}({width})", other.kind()),
             });
-            ops.push(op);
+            ops.push((index, layer.kind(), op));
         }
         let unused: BTreeSet<String> = tensors.into_keys().collect();
         if let Some(name) = unused.into_iter().next() {
             return Err(ModelError::UnusedTensor { name });
         }
-        let head = match (ops.last(), width) {
+        let head = match (ops.last().map(|(_, _, op)| op), width) {
             (Some(Op::Softmax), w) if w == classes && classes >= 2 => Head::Softmax,
             (Some(Op::Sigmoid), 1) if classes == 2 => Head::BinarySigmoid,
             (Some(Op::Softmax), w) => {
@@ -209,8 +221,28 @@ impl Network {
                 ));
             }
         };
-        let ops = ops.into_iter().map(|op| op.to(device, dtype)).collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Network { ops, description, device: device.clone(), dtype, inputs, classes, head })
+        let prelude_dtype = if matches!(dtype, DType::F16 | DType::BF16) { DType::F32 } else { dtype };
+        let leading = ops.iter().take_while(|(_, _, op)| matches!(op, Op::Affine { .. })).count();
+        let mut prelude = Vec::with_capacity(leading);
+        let mut placed = Vec::with_capacity(ops.len() - leading);
+        for (position, (layer, kind, op)) in ops.into_iter().enumerate() {
+            if position < leading {
+                prelude.push(op.to(device, prelude_dtype)?);
+            } else {
+                placed.push(op.fit(dtype, layer, kind)?.to(device, dtype)?);
+            }
+        }
+        Ok(Network {
+            prelude,
+            ops: placed,
+            description,
+            device: device.clone(),
+            dtype,
+            prelude_dtype,
+            inputs,
+            classes,
+            head,
+        })
     }
 
     /// Number of input features per row.
@@ -239,8 +271,13 @@ impl Network {
     pub fn forward_timed(&self, values: &[f32]) -> candle_core::Result<(Vec<f32>, Stages)> {
         let start = Instant::now();
         let rows = values.len() / self.inputs;
-        let mut x = Tensor::from_slice(values, (rows, self.inputs), &self.device)?.to_dtype(self.dtype)?;
+        // One host-to-device copy of the whole (batched) input.
+        let mut x = Tensor::from_slice(values, (rows, self.inputs), &self.device)?.to_dtype(self.prelude_dtype)?;
         let built = Instant::now();
+        for op in &self.prelude {
+            x = op.apply(&x)?;
+        }
+        x = x.to_dtype(self.dtype)?;
         for op in &self.ops {
             x = op.apply(&x)?;
         }
@@ -273,6 +310,28 @@ impl Op {
             Op::Sigmoid => candle_nn::ops::sigmoid(x),
             Op::Softmax => candle_nn::ops::softmax_last_dim(x),
         }
+    }
+
+    /// Checks that the op's tensors (f32 here) survive conversion to `dtype`:
+    /// f16 tops out at ±65504, and a weight beyond it would silently become
+    /// infinite (bf16 has f32's range). `layer` and `kind` name the op's layer.
+    fn fit(self, dtype: DType, layer: usize, kind: &'static str) -> Result<Op, ModelError> {
+        let tensors: Vec<&Tensor> = match &self {
+            Op::Affine { scale, shift } => vec![scale, shift],
+            Op::Linear(linear) => std::iter::once(linear.weight()).chain(linear.bias()).collect(),
+            Op::LayerNorm { weight, bias, .. } => vec![weight, bias],
+            _ => Vec::new(),
+        };
+        if dtype != DType::F16 {
+            return Ok(self);
+        }
+        for tensor in tensors {
+            let largest = tensor.abs()?.max_all()?.to_scalar::<f32>()?;
+            if largest > f32::from(half::f16::MAX) {
+                return Err(ModelError::F16Range { layer, kind, largest });
+            }
+        }
+        Ok(self)
     }
 
     /// The same op with its tensors on `device` in `dtype`.
