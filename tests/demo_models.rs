@@ -1,11 +1,12 @@
 //! The bundled demo models: they separate fraud from legit on fresh synthetic
-//! rows scored through the gRPC API, and `candela-train` reproduces them.
+//! rows scored through the gRPC API, and `candela-train` reproduces them; a
+//! wider model (pairwise feature products) trains and serves the same way.
 
 mod common;
 
 use candela_server::synthetic::Segment;
 use candela_server::training::{self, TrainConfig};
-use common::{FEATURES, TestServer, demo_models, rows};
+use common::{FEATURES, TestServer, demo_models, rows, settings, wait_for};
 
 #[tokio::test]
 async fn every_demo_model_scores_auc_of_at_least_0_90_on_fresh_rows() {
@@ -69,4 +70,28 @@ fn training_reproduces_the_committed_models() {
             trained.held_out_auc
         );
     }
+}
+
+#[tokio::test]
+async fn a_wider_model_trains_on_feature_products_and_serves() {
+    let config =
+        TrainConfig { features: 64, hidden: [32, 16], epochs: 3, train_rows: 10_000, ..TrainConfig::default() };
+    let trained = training::train(Segment::Sme, &config).unwrap();
+    let names = &trained.manifest.features;
+    assert_eq!(names.len(), 64);
+    assert_eq!(&names[..FEATURES], candela_server::synthetic::FEATURES.map(String::from).as_slice());
+    assert!(names[FEATURES..].iter().all(|n| n.contains("_x_")), "{names:?}");
+    let repo = tempfile::tempdir().unwrap();
+    training::write(&trained, &repo.path().join("wide").join("1")).unwrap();
+
+    let server = TestServer::start_with(settings(repo.path(), &["--max-rows", "3000"])).await;
+    let mut client = server.client().await;
+    wait_for(&mut client, "", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    let data = training::fresh_rows(Segment::Sme, 3000).widen(64);
+    let response = client.batch_predict("wide", 64, data.values.clone()).await.unwrap();
+    let scores: Vec<f32> = response.predictions.iter().map(|p| p.probabilities[1]).collect();
+    let auc = training::auc(&scores, &data.labels);
+    assert!(auc >= 0.9, "64-feature model: AUC {auc} on fresh rows");
+    let error = training::train(Segment::Sme, &TrainConfig { features: 500, ..config }).err().unwrap();
+    assert!(error.to_string().contains("up to 465 with pairwise products"), "{error}");
 }

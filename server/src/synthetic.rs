@@ -90,6 +90,51 @@ impl Dataset {
     }
 }
 
+/// The most features a widened dataset can have: the base features plus one
+/// product per unordered pair of them.
+pub const MAX_FEATURES: usize = FEATURES.len() + FEATURES.len() * (FEATURES.len() - 1) / 2;
+
+/// The base feature pairs whose products make up features `FEATURES.len()..`
+/// of a widened dataset, in column order. The pairs are taken in a fixed
+/// stride through all pairs, so every base feature appears early and a model
+/// of any width sees the same columns in the same order.
+fn interaction_pairs(count: usize) -> Vec<(usize, usize)> {
+    let n = FEATURES.len();
+    let all: Vec<(usize, usize)> = (0..n).flat_map(|i| (i + 1..n).map(move |j| (i, j))).collect();
+    // 97 is prime and does not divide the pair count (435), so the stride
+    // visits every pair once before repeating.
+    (0..count).map(|k| all[(k * 97) % all.len()]).collect()
+}
+
+/// The names of the first `count` features of a widened dataset: the base
+/// features, then `a_x_b` for each interaction.
+pub fn feature_names(count: usize) -> Vec<String> {
+    let extra = count.saturating_sub(FEATURES.len());
+    FEATURES
+        .iter()
+        .take(count)
+        .map(|s| s.to_string())
+        .chain(interaction_pairs(extra).into_iter().map(|(a, b)| format!("{}_x_{}", FEATURES[a], FEATURES[b])))
+        .collect()
+}
+
+impl Dataset {
+    /// The same rows with `count` features (`FEATURES.len()..=MAX_FEATURES`):
+    /// the base features followed by products of pairs of them, the feature
+    /// crosses a tabular model is often fed. This is how the demo generator
+    /// feeds a model wide enough that a GPU pays off.
+    pub fn widen(&self, count: usize) -> Dataset {
+        assert!((FEATURES.len()..=MAX_FEATURES).contains(&count), "cannot widen to {count} features");
+        let pairs = interaction_pairs(count - FEATURES.len());
+        let mut values = Vec::with_capacity(self.rows() * count);
+        for row in self.values.chunks_exact(FEATURES.len()) {
+            values.extend_from_slice(row);
+            values.extend(pairs.iter().map(|&(a, b)| row[a] * row[b]));
+        }
+        Dataset { values, labels: self.labels.clone() }
+    }
+}
+
 /// Generates `rows` transactions of `segment` from `seed`.
 pub fn generate(segment: Segment, rows: usize, seed: u64) -> Dataset {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -19,6 +19,9 @@ use std::path::Path;
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     pub seed: u64,
+    /// Input features: the generator's 30, or more (up to
+    /// `synthetic::MAX_FEATURES`) by adding products of pairs of them.
+    pub features: usize,
     pub train_rows: usize,
     pub held_out_rows: usize,
     pub hidden: [usize; 2],
@@ -31,6 +34,7 @@ impl Default for TrainConfig {
     fn default() -> TrainConfig {
         TrainConfig {
             seed: 2026,
+            features: FEATURES.len(),
             train_rows: 40_000,
             held_out_rows: 10_000,
             hidden: [32, 16],
@@ -57,10 +61,17 @@ fn seeds(config: &TrainConfig, segment: Segment) -> (u64, u64, u64) {
 
 /// Trains `segment`'s model with `config`.
 pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> {
+    let n = config.features;
+    if !(FEATURES.len()..=synthetic::MAX_FEATURES).contains(&n) {
+        anyhow::bail!(
+            "{n} features: the generator makes {} base features and up to {} with pairwise products",
+            FEATURES.len(),
+            synthetic::MAX_FEATURES
+        );
+    }
     let (data_seed, held_out_seed, init_seed) = seeds(config, segment);
-    let train = synthetic::generate(segment, config.train_rows, data_seed);
-    let held_out = synthetic::generate(segment, config.held_out_rows, held_out_seed);
-    let n = FEATURES.len();
+    let train = synthetic::generate(segment, config.train_rows, data_seed).widen(n);
+    let held_out = synthetic::generate(segment, config.held_out_rows, held_out_seed).widen(n);
     let device = Device::Cpu;
 
     let (mean, std) = column_stats(&train.values, n);
@@ -117,7 +128,7 @@ pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> 
         tensors.insert(format!("{index}.bias"), b.as_tensor().detach());
     }
     let manifest = Manifest {
-        features: FEATURES.iter().map(|s| s.to_string()).collect(),
+        features: synthetic::feature_names(n),
         labels: LABELS.iter().map(|s| s.to_string()).collect(),
         dtype: DTypeName::F32,
         tensor_prefix: String::new(),

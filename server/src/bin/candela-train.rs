@@ -1,7 +1,10 @@
 //! `candela-train`: trains the bundled demo fraud models (one per segment) on
 //! the synthetic generator and writes them into a model repository. Seeded:
-//! running it again reproduces the committed `models/`.
+//! running it again reproduces the committed `models/`. Its size options make
+//! the larger models benchmarks need (e.g. the GPU check's 256→2048→2048→2)
+//! on demand instead of committing them.
 
+use candela_server::repository::manifest::DTypeName;
 use candela_server::synthetic::Segment;
 use candela_server::training::{self, TrainConfig};
 use clap::Parser;
@@ -26,16 +29,49 @@ struct Args {
     /// Master seed; every dataset and initialisation derives from it.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
+    /// Input features: the generator's 30, or up to 465 with pairwise products of them.
+    #[arg(long, default_value_t = TrainConfig::default().features)]
+    features: usize,
+    /// The two hidden layers' widths.
+    #[arg(long, value_delimiter = ',', default_values_t = TrainConfig::default().hidden)]
+    hidden: Vec<usize>,
+    /// Passes over the training rows.
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    epochs: usize,
+    /// Training rows generated per segment.
+    #[arg(long, default_value_t = TrainConfig::default().train_rows)]
+    train_rows: usize,
+    /// The dtype model.json asks the server to compute in.
+    #[arg(long, value_enum, default_value_t = DTypeName::F32)]
+    dtype: DTypeName,
+    /// Write the model under this name instead of the segment's (one segment only).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = TrainConfig { seed: args.seed, ..TrainConfig::default() };
-    for name in &args.segments {
-        let segment = Segment::from_name(name)
-            .ok_or_else(|| anyhow::anyhow!("unknown segment `{name}`: use retail, corporate or sme"))?;
+    if args.name.is_some() && args.segments.len() != 1 {
+        anyhow::bail!("--name names one model: pass exactly one --segments");
+    }
+    let [first, second] = args.hidden[..] else {
+        anyhow::bail!("--hidden takes two widths, e.g. 2048,2048");
+    };
+    let config = TrainConfig {
+        seed: args.seed,
+        features: args.features,
+        hidden: [first, second],
+        epochs: args.epochs,
+        train_rows: args.train_rows,
+        ..TrainConfig::default()
+    };
+    for segment_name in &args.segments {
+        let segment = Segment::from_name(segment_name)
+            .ok_or_else(|| anyhow::anyhow!("unknown segment `{segment_name}`: use retail, corporate or sme"))?;
         let mut trained = training::train(segment, &config)?;
         trained.manifest.provenance.created = args.created.clone();
+        trained.manifest.dtype = args.dtype;
+        let name = args.name.as_ref().unwrap_or(segment_name);
         let dir = args.out.join(name).join(args.version.to_string());
         training::write(&trained, &dir)?;
         println!("{name}: held-out AUC {:.4} → {}", trained.held_out_auc, dir.display());

@@ -54,7 +54,7 @@ impl BatchingSpec {
 }
 
 /// The numeric type a model computes in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DTypeName {
     #[default]
