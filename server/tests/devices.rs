@@ -50,7 +50,7 @@ fn network(dir: &Path, dtype: DTypeName, device: &Device) -> Network {
         dtype,
         device,
     )
-    .unwrap_or_else(|e| panic!("{}: {e}", label(&dir)))
+    .unwrap_or_else(|e| panic!("{}: {e}", label(dir)))
 }
 
 /// Fresh rows of `segment`, widened to what `network` reads, with labels.
