@@ -13,10 +13,14 @@ pub fn open(spec: DeviceSpec) -> anyhow::Result<(Device, String)> {
             Ok(device) => Ok((device, format!("cuda:{ordinal}"))),
             Err(error) if !cfg!(feature = "cuda") => {
                 anyhow::bail!(
-                    "--device cuda:{ordinal}: this build has no CUDA support ({error}); rebuild with `--features cuda` or use --device cpu"
+                    "--device cuda:{ordinal}: this build has no CUDA support ({}); rebuild with `--features cuda` or use --device cpu",
+                    reason(&error)
                 )
             }
-            Err(error) => anyhow::bail!("--device cuda:{ordinal}: cannot open the GPU: {error}"),
+            Err(error) => anyhow::bail!(
+                "--device cuda:{ordinal}: cannot open the GPU: {}; check that the NVIDIA driver is loaded and the GPU is visible here (nvidia-smi), or use --device auto to fall back to the CPU",
+                reason(&error)
+            ),
         },
         DeviceSpec::Auto => match Device::new_cuda(0) {
             Ok(device) => {
@@ -24,9 +28,16 @@ pub fn open(spec: DeviceSpec) -> anyhow::Result<(Device, String)> {
                 Ok((device, "cuda:0".into()))
             }
             Err(error) => {
-                tracing::info!(reason = %error, "device auto: no usable GPU, using the CPU");
+                tracing::info!(reason = reason(&error), "device auto: no usable GPU, using the CPU");
                 Ok((Device::Cpu, "cpu".into()))
             }
         },
     }
+}
+
+/// The first line of candle's error: it appends a backtrace when
+/// `RUST_BACKTRACE` is set, which belongs in neither the log line nor the
+/// start-up error.
+fn reason(error: &candle_core::Error) -> String {
+    error.to_string().lines().next().unwrap_or_default().to_string()
 }

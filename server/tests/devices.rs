@@ -2,7 +2,8 @@
 //! answers, within what the arithmetic allows. Runs on the device named by
 //! `CANDELA_TEST_DEVICE` (`cpu` by default; `cuda:0` on a GPU host, from a
 //! `--features cuda` build, as bench/gpu-check.sh does), over the demo models
-//! and, when `CANDELA_LARGE_MODEL` names one, a larger model directory:
+//! (`CANDELA_DEMO_MODELS` where the binary runs away from its checkout) and,
+//! when `CANDELA_LARGE_MODEL` names one, a larger model directory:
 //! - f16 and bf16 against f32 on fresh demo rows: the differences are printed
 //!   (bench/RESULTS.md records them) and bounded;
 //! - with the `cuda` feature, the CPU and the GPU scoring the same rows in
@@ -27,7 +28,8 @@ fn test_device() -> Device {
 
 /// Each model directory under test, with the segment whose data it scores.
 fn models() -> Vec<(PathBuf, Segment)> {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let demo = std::env::var_os("CANDELA_DEMO_MODELS")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"), PathBuf::from);
     let mut models: Vec<(PathBuf, Segment)> =
         Segment::ALL.into_iter().map(|segment| (demo.join(segment.name()).join("1"), segment)).collect();
     if let Ok(large) = std::env::var("CANDELA_LARGE_MODEL") {
