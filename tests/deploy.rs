@@ -4,19 +4,20 @@
 //! probe ports and health service names are what the server registers,
 //! container ports are its configured and default ports, the drain fits in
 //! the termination grace period, the keys file lies in the Secret's mount, and
-//! the pods run non-root on a read-only root filesystem.
+//! the pods run non-root on a read-only root filesystem; a pod given a GPU
+//! runs the CUDA image on it, and no other pod asks for CUDA.
 
 mod common;
 
 use candela_server::api::HEALTH_SERVICES;
-use candela_server::config::Settings;
+use candela_server::config::{DeviceSpec, Settings};
 use common::{peers_python, repo_root};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
 const ENTRY_POINTS: &[&str] =
-    &["k8s/base", "k8s/overlays/blue-green", "k8s/overlays/canary", "k8s/overlays/servicemonitor"];
+    &["k8s/base", "k8s/overlays/blue-green", "k8s/overlays/canary", "k8s/overlays/gpu", "k8s/overlays/servicemonitor"];
 
 fn check_py(args: &[&str]) -> std::process::Output {
     Command::new(peers_python())
@@ -57,7 +58,7 @@ fn manifests_validate_and_dockerfiles_lint_clean() {
     let output = check_py(&["validate"]);
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "deploy/check.py validate failed:\n{text}");
-    for part in ["k8s/base", "blue-green", "canary", "servicemonitor", "Dockerfile: hadolint clean"] {
+    for part in ["k8s/base", "blue-green", "canary", "overlays/gpu", "servicemonitor", "Dockerfile: hadolint clean"] {
         assert!(text.contains(part), "`{part}` not checked:\n{text}");
     }
 }
@@ -115,6 +116,17 @@ fn every_deployment_agrees_with_the_server() {
             let secret = volumes.iter().find(|v| v["name"] == "api-keys").unwrap();
             assert_eq!(secret["secret"]["secretName"], "candela-api-keys", "{at}");
             assert_eq!(settings.models, Path::new("/models"), "{at}: the image's models");
+            // A GPU pod runs the CUDA image on its GPU; any other pod never asks for CUDA.
+            let device = env.iter().find(|e| e["name"] == "CANDELA_DEVICE").map(|e| e["value"].as_str().unwrap());
+            let device: Option<DeviceSpec> = device.map(|d| d.parse().unwrap_or_else(|e| panic!("{at}: {e}")));
+            let image = container["image"].as_str().unwrap();
+            if container["resources"]["limits"]["nvidia.com/gpu"].as_u64().unwrap_or(0) > 0 {
+                assert_eq!(device, Some(DeviceSpec::Cuda(0)), "{at}: a pod given a GPU must serve on it");
+                assert!(image.ends_with("-cuda"), "{at}: a GPU pod runs the CUDA image, not `{image}`");
+            } else {
+                assert!(!matches!(device, Some(DeviceSpec::Cuda(_))), "{at}: asks for CUDA without a GPU");
+                assert!(!image.ends_with("-cuda"), "{at}: the CUDA image without a GPU");
+            }
             // Non-root, read-only, no capabilities.
             assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{at}");
             assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{at}: the image's user");
