@@ -316,15 +316,15 @@ impl Op {
     /// f16 tops out at ±65504, and a weight beyond it would silently become
     /// infinite (bf16 has f32's range). `layer` and `kind` name the op's layer.
     fn fit(self, dtype: DType, layer: usize, kind: &'static str) -> Result<Op, ModelError> {
+        if dtype != DType::F16 {
+            return Ok(self);
+        }
         let tensors: Vec<&Tensor> = match &self {
             Op::Affine { scale, shift } => vec![scale, shift],
             Op::Linear(linear) => std::iter::once(linear.weight()).chain(linear.bias()).collect(),
             Op::LayerNorm { weight, bias, .. } => vec![weight, bias],
             _ => Vec::new(),
         };
-        if dtype != DType::F16 {
-            return Ok(self);
-        }
         for tensor in tensors {
             let largest = tensor.abs()?.max_all()?.to_scalar::<f32>()?;
             if largest > f32::from(half::f16::MAX) {
