@@ -76,8 +76,6 @@ pub struct Network {
     description: Vec<String>,
     device: Device,
     dtype: DType,
-    /// The prelude's dtype: f32 for a model in f16/bf16, else the model's own.
-    prelude_dtype: DType,
     inputs: usize,
     classes: usize,
     head: Head,
@@ -221,28 +219,17 @@ impl Network {
                 ));
             }
         };
-        let prelude_dtype = if matches!(dtype, DType::F16 | DType::BF16) { DType::F32 } else { dtype };
         let leading = ops.iter().take_while(|(_, _, op)| matches!(op, Op::Affine { .. })).count();
         let mut prelude = Vec::with_capacity(leading);
         let mut placed = Vec::with_capacity(ops.len() - leading);
         for (position, (layer, kind, op)) in ops.into_iter().enumerate() {
             if position < leading {
-                prelude.push(op.to(device, prelude_dtype)?);
+                prelude.push(op.to(device, prelude_dtype(dtype))?);
             } else {
                 placed.push(op.fit(dtype, layer, kind)?.to(device, dtype)?);
             }
         }
-        Ok(Network {
-            prelude,
-            ops: placed,
-            description,
-            device: device.clone(),
-            dtype,
-            prelude_dtype,
-            inputs,
-            classes,
-            head,
-        })
+        Ok(Network { prelude, ops: placed, description, device: device.clone(), dtype, inputs, classes, head })
     }
 
     /// Number of input features per row.
@@ -272,7 +259,8 @@ impl Network {
         let start = Instant::now();
         let rows = values.len() / self.inputs;
         // One host-to-device copy of the whole (batched) input.
-        let mut x = Tensor::from_slice(values, (rows, self.inputs), &self.device)?.to_dtype(self.prelude_dtype)?;
+        let mut x =
+            Tensor::from_slice(values, (rows, self.inputs), &self.device)?.to_dtype(prelude_dtype(self.dtype))?;
         let built = Instant::now();
         for op in &self.prelude {
             x = op.apply(&x)?;
@@ -346,6 +334,12 @@ impl Op {
             other => other,
         })
     }
+}
+
+/// The dtype a network's prelude computes in: f32 for a model in f16/bf16,
+/// else the model's own.
+fn prelude_dtype(dtype: DType) -> DType {
+    if matches!(dtype, DType::F16 | DType::BF16) { DType::F32 } else { dtype }
 }
 
 fn check_finite(name: &str, tensor: &Tensor) -> Result<(), ModelError> {

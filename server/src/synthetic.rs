@@ -106,13 +106,12 @@ fn interaction_pairs(count: usize) -> Vec<(usize, usize)> {
     (0..count).map(|k| all[(k * 97) % all.len()]).collect()
 }
 
-/// The names of the first `count` features of a widened dataset: the base
-/// features, then `a_x_b` for each interaction.
+/// The names of the `count` features of a widened dataset (at least the base
+/// features): the base features, then `a_x_b` for each interaction.
 pub fn feature_names(count: usize) -> Vec<String> {
     let extra = count.saturating_sub(FEATURES.len());
     FEATURES
         .iter()
-        .take(count)
         .map(|s| s.to_string())
         .chain(interaction_pairs(extra).into_iter().map(|(a, b)| format!("{}_x_{}", FEATURES[a], FEATURES[b])))
         .collect()
@@ -123,15 +122,18 @@ impl Dataset {
     /// the base features followed by products of pairs of them, the feature
     /// crosses a tabular model is often fed. This is how the demo generator
     /// feeds a model wide enough that a GPU pays off.
-    pub fn widen(&self, count: usize) -> Dataset {
+    pub fn widen(self, count: usize) -> Dataset {
         assert!((FEATURES.len()..=MAX_FEATURES).contains(&count), "cannot widen to {count} features");
+        if count == FEATURES.len() {
+            return self;
+        }
         let pairs = interaction_pairs(count - FEATURES.len());
         let mut values = Vec::with_capacity(self.rows() * count);
         for row in self.values.chunks_exact(FEATURES.len()) {
             values.extend_from_slice(row);
             values.extend(pairs.iter().map(|&(a, b)| row[a] * row[b]));
         }
-        Dataset { values, labels: self.labels.clone() }
+        Dataset { values, labels: self.labels }
     }
 }
 

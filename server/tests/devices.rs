@@ -11,7 +11,7 @@
 
 use candela_server::config::DeviceSpec;
 use candela_server::model::Network;
-use candela_server::repository::{self, manifest::DTypeName};
+use candela_server::repository::{self, manifest::DTypeName, manifest::Manifest};
 use candela_server::synthetic::Segment;
 use candela_server::training;
 use candle_core::Device;
@@ -41,18 +41,9 @@ fn models() -> Vec<(PathBuf, Segment)> {
 
 /// The model in `dir` built for `device` in `dtype`, whatever its model.json says.
 fn network(dir: &Path, dtype: DTypeName, device: &Device) -> Network {
-    let manifest = repository::parse_manifest(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
-    let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
-    Network::build(
-        &manifest.layers,
-        &manifest.tensor_prefix,
-        tensors,
-        manifest.features.len(),
-        manifest.labels.len(),
-        dtype,
-        device,
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", label(dir)))
+    let manifest = repository::read_manifest(&dir.join(repository::MANIFEST_FILE)).unwrap();
+    repository::build_network(dir, &Manifest { dtype, ..manifest }, device)
+        .unwrap_or_else(|e| panic!("{}: {e}", label(dir)))
 }
 
 /// Fresh rows of `segment`, widened to what `network` reads, with labels.

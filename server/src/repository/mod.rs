@@ -139,9 +139,23 @@ pub fn load_version(
     device: &Device,
     device_name: &str,
 ) -> Result<Model, LoadError> {
-    let manifest_path = dir.join(MANIFEST_FILE);
+    let manifest = read_manifest(&dir.join(MANIFEST_FILE))?;
+    let network = build_network(dir, &manifest, device)?;
+    Ok(Model {
+        segment: segment.to_string(),
+        version,
+        network,
+        device: device_name.to_string(),
+        stats: ModelStats::default(),
+        batcher: Batcher::new(batching::Policy::resolve(&manifest.batching, &batching::Overrides::default())),
+        manifest,
+    })
+}
+
+/// Builds the network `manifest` describes from `dir`'s weights on `device`,
+/// in `manifest.dtype`, and warms it with one forward pass.
+pub fn build_network(dir: &Path, manifest: &Manifest, device: &Device) -> Result<Network, LoadError> {
     let weights_path = dir.join(WEIGHTS_FILE);
-    let manifest = read_manifest(&manifest_path)?;
     if !weights_path.exists() {
         return Err(LoadError::Missing { path: weights_path });
     }
@@ -171,19 +185,11 @@ pub fn load_version(
             )),
         });
     }
-    Ok(Model {
-        segment: segment.to_string(),
-        version,
-        network,
-        device: device_name.to_string(),
-        stats: ModelStats::default(),
-        batcher: Batcher::new(batching::Policy::resolve(&manifest.batching, &batching::Overrides::default())),
-        manifest,
-    })
+    Ok(network)
 }
 
 /// Reads and checks `model.json` on its own, before any tensor is read.
-fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
+pub fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
