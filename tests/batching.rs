@@ -18,10 +18,16 @@ const CALLS_EACH: usize = 12;
 
 /// Distinct rows of `segment` and each one's probabilities scored alone, in-process.
 fn rows_with_answers(segment: &str, n: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let models = candela_server::repository::load(&demo_models(), &candle_core::Device::Cpu, "cpu").unwrap();
+    let models = candela_server::repository::load(
+        &demo_models(),
+        &candle_core::Device::Cpu,
+        "cpu",
+        candela_server::repository::DEFAULT_MAX_MODEL_BYTES,
+    )
+    .unwrap();
     let model = models.iter().find(|m| m.segment == segment).unwrap();
     let values = rows(segment, n).values;
-    let answers = values.chunks(FEATURES).map(|row| model.network.forward(row).unwrap()).collect();
+    let answers = values.chunks(FEATURES).map(|row| model.network.forward(row).unwrap().probabilities).collect();
     (values, answers)
 }
 

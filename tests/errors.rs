@@ -202,9 +202,10 @@ async fn rows_that_overflow_the_model_are_invalid_argument_and_nothing_is_answer
     let status = client.batch_predict("wild", 2, vec![0.5, 1.0, 1.0e10, 1.0, 2.0e10, 2.0]).await.unwrap_err();
     assert_invalid(
         &status,
-        "row 1",
-        "row 1 (and 1 more rows) overflowed model `wild` version 1 (dtype f32) to non-finite probabilities",
+        "rows.values[1][0]",
+        "2 rows overflow the model; the first: rows.values[1][0] (`a`) = 1e10 overflows model `wild` version 1 (dtype f32) inside the network",
     );
+    assert_eq!(violations(&status)[1].0, "rows.values[2][0]", "the second row, blamed on `a` too");
     let fine = client.batch_predict("wild", 2, vec![0.5, 1.0]).await.unwrap();
     assert_eq!(fine.predictions.len(), 1);
 }

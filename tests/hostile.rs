@@ -56,9 +56,46 @@ async fn raw_call(url: &str, path: &str, body: Vec<u8>) -> Result<Bytes, tonic::
     grpc.unary(tonic::Request::new(Bytes::from(body)), path, RawCodec).await.map(|r| r.into_inner())
 }
 
+/// A free loopback port for the metrics listener.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `candela_requests_total` for `method` and `code`, summed over the other labels.
+async fn requests_counted(metrics: &str, method: &str, code: &str) -> f64 {
+    let body = http_get(metrics).await;
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "candela_requests_total")
+        .filter(|s| s.labels.get("method") == Some(method) && s.labels.get("code") == Some(code))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// A plain HTTP/1.1 GET over loopback.
+async fn http_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (host, path) = url.trim_start_matches("http://").split_once('/').unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    tcp.write_all(format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    response.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
 #[tokio::test]
-async fn garbage_and_truncated_protobuf_get_errors_and_the_server_carries_on() {
-    let server = TestServer::start(&[]).await;
+async fn garbage_and_truncated_protobuf_get_invalid_argument_are_counted_and_the_server_carries_on() {
+    let port = free_port();
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let server = TestServer::start(&["--metrics-listen", &format!("127.0.0.1:{port}")]).await;
     let valid = prost::Message::encode_to_vec(&candela_client::proto::PredictRequest {
         segment: "retail".into(),
         version: 0,
@@ -75,12 +112,35 @@ async fn garbage_and_truncated_protobuf_get_errors_and_the_server_carries_on() {
         "/candela.v1.Inference/BatchPredict",
         "/inference.GRPCInferenceService/ModelInfer",
     ] {
+        let method = path.rsplit('/').next().unwrap();
+        let before = requests_counted(&metrics, method, "INVALID_ARGUMENT").await;
         for body in &bodies {
             let status = raw_call(&server.url, path, body.clone()).await.unwrap_err();
-            assert_ne!(status.code(), Code::Ok);
-            assert!(status.message().contains("decode"), "{path}: {status:?}");
+            assert_eq!(status.code(), Code::InvalidArgument, "{path}: {status:?}");
+            assert!(status.message().contains("could not be decoded"), "{path}: {status:?}");
         }
+        let after = requests_counted(&metrics, method, "INVALID_ARGUMENT").await;
+        assert_eq!(after - before, bodies.len() as f64, "{path}: undecodable calls counted");
     }
+    // Bad framing: a compression flag that is neither 0 nor 1, and a body
+    // that ends inside its message.
+    let mut connection = common::raw_connection(server.addr).await;
+    for (flag, declared, sent) in [(2u8, 10u32, 10usize), (0xff, 10, 10), (0, 100, 10)] {
+        let mut call = common::raw_call(&mut connection, "/candela.v1.Inference/Predict").await;
+        let mut data = common::grpc_prefix(flag, declared);
+        data.resize(5 + sent, 0);
+        call.body.send_data(Bytes::from(data), true).unwrap();
+        let (code, message) = common::raw_status(call.response).await;
+        assert_eq!(code, Code::InvalidArgument, "flag {flag}: {message}");
+        assert!(message.contains("could not be decoded"), "{message}");
+    }
+    // Undecodable messages inside a stream end it with INVALID_ARGUMENT too.
+    let mut call = common::raw_call(&mut connection, "/candela.v1.Inference/StreamPredict").await;
+    let mut data = common::grpc_prefix(0, 64);
+    data.extend([0xff; 64]);
+    call.body.send_data(Bytes::from(data), true).unwrap();
+    let (code, message) = common::raw_status(call.response).await;
+    assert_eq!(code, Code::InvalidArgument, "{message}");
     assert!(raw_call(&server.url, "/candela.v1.Inference/Predict", valid).await.is_ok(), "the server carries on");
 }
 
@@ -128,6 +188,21 @@ async fn odd_segment_names_are_just_unknown() {
     for name in ["零售", "retail\u{0}", "../retail", "retail\n", &"x".repeat(10_000), "RETAIL", " retail"] {
         let status = client.predict(name, row.clone()).await.unwrap_err();
         assert_eq!(status.code(), Code::NotFound, "{name:?}: {status:?}");
+        // A caller's name is echoed only as a short prefix, so the status
+        // stays far below gRPC clients' metadata limits (8 KiB in C-core).
+        assert!(status.message().len() < 300, "{} bytes echoed: {}", status.message().len(), status.message());
+    }
+    let status = client.predict("y".repeat(8_000).as_str(), row.clone()).await.unwrap_err();
+    assert!(status.message().contains("(8000 bytes in all)"), "{}", status.message());
+    let mut oip = GrpcInferenceServiceClient::connect(server.url.clone()).await.unwrap();
+    let long = "z".repeat(8_000);
+    for request in [
+        oip::ModelInferRequest { model_name: long.clone(), ..Default::default() },
+        oip::ModelInferRequest { model_name: "retail".into(), model_version: long.clone(), ..Default::default() },
+    ] {
+        let status = oip.model_infer(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        assert!(status.message().len() < 300, "{}", status.message());
     }
     let status = client.predict(ModelId::pinned("retail", u64::MAX), row).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);

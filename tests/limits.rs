@@ -20,22 +20,25 @@ fn assert_overloaded(status: &tonic::Status) {
     assert!(retry.retry_delay.is_some_and(|d| d > Duration::ZERO && d < Duration::from_secs(5)), "{retry:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_over_the_limit_are_refused_at_once_and_admitted_again_after() {
-    let server = TestServer::start(&["--max-concurrent-requests", "2"]).await;
+    let (server, holders) = common::server_held_full(2, Duration::from_secs(2)).await;
     let mut client = server.client().await;
-    // Two open streams hold the two permits for as long as they are open.
-    let (hold_a, rx_a) = tokio::sync::mpsc::channel::<proto::StreamPredictRequest>(1);
-    let (hold_b, rx_b) = tokio::sync::mpsc::channel::<proto::StreamPredictRequest>(1);
-    let stream_a = client.stream_predict(tokio_stream::wrappers::ReceiverStream::new(rx_a)).await.unwrap();
-    let stream_b = client.stream_predict(tokio_stream::wrappers::ReceiverStream::new(rx_b)).await.unwrap();
     let row = rows("retail", 1).values;
     for _ in 0..10 {
         assert_overloaded(&client.predict("retail", row.clone()).await.unwrap_err());
     }
     assert_overloaded(&client.batch_predict("retail", FEATURES, row.clone()).await.unwrap_err());
-    let (_third, rx_c) = tokio::sync::mpsc::channel::<proto::StreamPredictRequest>(1);
-    assert_overloaded(&client.stream_predict(tokio_stream::wrappers::ReceiverStream::new(rx_c)).await.unwrap_err());
+    assert_overloaded(&client.batch_predict_stream("retail", FEATURES, row.clone()).await.unwrap_err());
+    // A stream opens (it holds no permit while idle), but a message that
+    // arrives while the server is full is refused on its own, with its id.
+    let batch = stream_batch("full", &ModelId::latest("retail"), FEATURES, row.clone());
+    let mut responses = client.stream_predict(futures::stream::iter(vec![batch])).await.unwrap();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(proto::stream_predict_response::Outcome::Error(error)) = response.outcome else {
+        panic!("scored over the limit: {response:?}")
+    };
+    assert_eq!((response.id.as_str(), error.code), ("full", Code::ResourceExhausted as i32));
     let mut oip =
         candela::inference::grpc_inference_service_client::GrpcInferenceServiceClient::connect(server.url.clone())
             .await
@@ -49,16 +52,10 @@ async fn calls_over_the_limit_are_refused_at_once_and_admitted_again_after() {
     assert!(client.list_models().await.is_ok());
     assert!(client.health("").await.is_ok());
 
-    drop((hold_a, hold_b, stream_a, stream_b));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match client.predict("retail", row.clone()).await {
-            Ok(_) => break,
-            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted),
-        }
-        assert!(std::time::Instant::now() < deadline, "permits never came back after the streams closed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    for holder in holders {
+        assert!(holder.await.unwrap().is_ok(), "admitted calls are answered");
     }
+    assert!(client.predict("retail", row).await.is_ok(), "the permits came back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,7 @@ fn write_model(root: &Path, segment: &str, version: &str, manifest: &serde_json:
 }
 
 fn load(root: &Path) -> Result<Vec<Model>, LoadErrors> {
-    repository::load(root, &Device::Cpu, "cpu")
+    repository::load(root, &Device::Cpu, "cpu", repository::DEFAULT_MAX_MODEL_BYTES)
 }
 
 fn load_error(root: &Path) -> String {
@@ -158,7 +158,7 @@ fn every_layer_type_matches_pytorch_semantics() {
     assert_eq!(network.description()[4], "dropout (identity at inference)");
     let rows = [[0.3, -1.7, 2.2], [5.0, 0.0, -3.0], [-0.4, 8.0, 0.1]];
     let flat: Vec<f32> = rows.iter().flatten().map(|v| *v as f32).collect();
-    let got = network.forward(&flat).unwrap();
+    let got = network.forward(&flat).unwrap().probabilities;
     for (r, row) in rows.iter().enumerate() {
         let want = reference(row, &tensors);
         for (k, w) in want.iter().enumerate() {
@@ -179,9 +179,9 @@ fn other_dtypes_agree_with_f32() {
     }
     let models = load(dir.path()).unwrap();
     let row = [0.3f32, -1.7, 2.2];
-    let f32_out = models[0].network.forward(&row).unwrap();
+    let f32_out = models[0].network.forward(&row).unwrap().probabilities;
     for (model, tolerance) in models[1..].iter().zip([1e-6, 2e-2, 5e-2]) {
-        let out = model.network.forward(&row).unwrap();
+        let out = model.network.forward(&row).unwrap().probabilities;
         for (a, b) in out.iter().zip(&f32_out) {
             assert!((a - b).abs() < tolerance, "{:?}: {out:?} vs f32 {f32_out:?}", model.manifest.dtype);
         }
@@ -205,7 +205,7 @@ fn a_sigmoid_head_gives_two_class_probabilities_and_prefixes_are_honoured() {
         &vec![("net.0.weight", vec![1, 2], vec![2.0, -1.0]), ("net.0.bias", vec![1], vec![0.5])],
     );
     let models = load(dir.path()).unwrap();
-    let out = models[0].network.forward(&[1.0, 3.0]).unwrap();
+    let out = models[0].network.forward(&[1.0, 3.0]).unwrap().probabilities;
     let p = 1.0 / (1.0 + (0.5f32).exp()); // sigmoid(2 - 3 + 0.5)
     assert!((out[1] - p).abs() < 1e-6 && (out[0] - (1.0 - p)).abs() < 1e-6, "{out:?}");
 }
@@ -367,8 +367,8 @@ fn standardization_runs_in_f32_so_large_raw_features_suit_an_f16_model() {
     write_model(dir.path(), "wide", "2", &manifest, &tensors);
     let models = load(dir.path()).unwrap();
     let row = [1.8e6f32, -3.1e5, 4.0];
-    let f32_out = models[0].network.forward(&row).unwrap();
-    let f16_out = models[1].network.forward(&row).unwrap();
+    let f32_out = models[0].network.forward(&row).unwrap().probabilities;
+    let f16_out = models[1].network.forward(&row).unwrap().probabilities;
     for (a, b) in f16_out.iter().zip(&f32_out) {
         assert!(a.is_finite() && (a - b).abs() < 1e-2, "f16 {f16_out:?} vs f32 {f32_out:?}");
     }
@@ -418,4 +418,160 @@ fn every_broken_model_is_reported_not_just_the_first() {
         &["(2 problems)", "retail/1/model.safetensors: tensor `0.weight` is missing", "sme/1/model.json"],
     );
     assert!(!error.contains("good/1"), "{error}");
+}
+
+#[test]
+fn a_dangling_or_looping_version_link_is_reported_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, tensors) = tiny();
+    write_model(dir.path(), "retail", "1", &manifest, &tensors);
+    std::os::unix::fs::symlink("/nonexistent/candela", dir.path().join("retail/2")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("retail/3"), dir.path().join("retail/3")).unwrap();
+    let error = load_error(dir.path());
+    assert_mentions(
+        &error,
+        &[
+            "(2 problems)",
+            "retail/2: is a symbolic link to `/nonexistent/candela` that cannot be followed",
+            "retail/3: is a symbolic link",
+        ],
+    );
+}
+
+#[test]
+fn a_fifo_is_refused_at_once_instead_of_hanging_the_load() {
+    for file in ["model.json", "model.safetensors"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (manifest, tensors) = tiny();
+        write_model(dir.path(), "retail", "1", &manifest, &tensors);
+        let path = dir.path().join("retail/1").join(file);
+        std::fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(&path).status().unwrap();
+        assert!(made.success());
+        let started = std::time::Instant::now();
+        let error = load_error(dir.path());
+        assert_mentions(&error, &[&format!("retail/1/{file}: is not a regular file (a FIFO)")]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn weights_are_checked_against_their_header_and_the_size_limit_before_they_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, tensors) = tiny();
+    write_model(dir.path(), "retail", "1", &manifest, &tensors);
+    let weights = dir.path().join("retail/1/model.safetensors");
+    let size = std::fs::metadata(&weights).unwrap().len();
+    // A valid header followed by 2 GiB of (sparse) padding: refused from its header.
+    let file = std::fs::OpenOptions::new().write(true).open(&weights).unwrap();
+    file.set_len(2 << 30).unwrap();
+    drop(file);
+    let started = std::time::Instant::now();
+    let error = repository::load(dir.path(), &Device::Cpu, "cpu", 4 << 30).err().unwrap().to_string();
+    assert_mentions(&error, &[&format!("is 2147483648 bytes but its header describes {size}"), "padded or corrupt"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "read the padding: {:?}", started.elapsed());
+    // Over --max-model-bytes: refused naming the limit, unread.
+    let error = load_error(dir.path());
+    assert_mentions(&error, &["is 2147483648 bytes, over the limit of 1073741824 bytes (--max-model-bytes)"]);
+    // Truncated (an upload in progress).
+    let file = std::fs::OpenOptions::new().write(true).open(&weights).unwrap();
+    file.set_len(size - 7).unwrap();
+    drop(file);
+    assert_mentions(&load_error(dir.path()), &["truncated (an upload still in progress?)"]);
+}
+
+#[test]
+fn a_torch_save_file_is_recognised_and_the_fix_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, tensors) = tiny();
+    write_model(dir.path(), "retail", "1", &manifest, &tensors);
+    let version = dir.path().join("retail/1");
+    // What torch.save writes: a zip archive.
+    let zip = b"PK\x03\x04\x14\x00\x00\x00\x08\x00archive/data.pkl".to_vec();
+    std::fs::write(version.join("model.safetensors"), &zip).unwrap();
+    assert_mentions(&load_error(dir.path()), &["is a zip archive", "torch.save", "safetensors.torch.save_file"]);
+    std::fs::remove_file(version.join("model.safetensors")).unwrap();
+    std::fs::write(version.join("model.pt"), &zip).unwrap();
+    assert_mentions(
+        &load_error(dir.path()),
+        &["model.safetensors: is missing; the directory holds model.pt", "safetensors.torch.save_file"],
+    );
+}
+
+#[test]
+fn a_missing_tensor_lists_the_files_nearest_names_and_the_fix() {
+    // torch.compile's prefix.
+    let (_dir, error) = broken(|_, t| {
+        for entry in t.iter_mut() {
+            entry.0 = Box::leak(format!("_orig_mod.{}", entry.0).into_boxed_str());
+        }
+    });
+    assert_mentions(&error, &["\"tensor_prefix\": \"_orig_mod.\"", "`_orig_mod.0.weight`"]);
+    // A Dropout left out of model.json shifts the indices.
+    let (_dir, error) = broken(|m, t| {
+        m["layers"] = json!([{"type": "linear"}, {"type": "relu"}, {"type": "linear"}, {"type": "softmax"}]);
+        t[2].0 = "3.weight";
+        t[3].0 = "3.bias";
+    });
+    assert_mentions(&error, &["tensor `2.weight` is missing", "missing from model.json's `layers`", "`3.weight`"]);
+    // A Linear saved with bias=False.
+    let (_dir, error) = broken(|_, t| t.retain(|(n, _, _)| *n != "2.bias"));
+    assert_mentions(&error, &["{\"type\": \"linear\", \"bias\": false}"]);
+}
+
+#[test]
+fn a_network_ending_in_logits_is_told_to_add_softmax() {
+    let (_dir, error) = broken(|m, _| m["layers"] = json!([{"type": "linear"}, {"type": "relu"}, {"type": "linear"}]));
+    assert_mentions(&error, &["ends in linear(4→2)", "raw scores (logits)", "adding {\"type\": \"softmax\"}"]);
+}
+
+#[test]
+fn norm_layers_without_affine_parameters_use_weight_one_and_bias_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = json!({
+        "features": ["a", "b", "c"],
+        "labels": ["no", "yes", "maybe"],
+        "layers": [{"type": "batch_norm"}, {"type": "layer_norm"}, {"type": "softmax"}]
+    });
+    write_model(
+        dir.path(),
+        "plain",
+        "1",
+        &manifest,
+        &vec![("0.running_mean", vec![3], vec![0.5, -1.0, 2.0]), ("0.running_var", vec![3], vec![4.0, 1.0, 0.25])],
+    );
+    let models = load(dir.path()).unwrap();
+    let row = [1.5f64, 0.0, 2.5];
+    let out = models[0].network.forward(&row.map(|v| v as f32)).unwrap().probabilities;
+    // PyTorch: BatchNorm1d(affine=False), LayerNorm(elementwise_affine=False), softmax.
+    let bn: Vec<f64> = [(0.5, 4.0), (-1.0, 1.0), (2.0, 0.25)]
+        .iter()
+        .zip(row)
+        .map(|((m, v), x)| (x - m) / (v + 1e-5f64).sqrt())
+        .collect();
+    let mu = bn.iter().sum::<f64>() / 3.0;
+    let var = bn.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / 3.0;
+    let ln: Vec<f64> = bn.iter().map(|v| (v - mu) / (var + 1e-5).sqrt()).collect();
+    let sum: f64 = ln.iter().map(|v| v.exp()).sum();
+    for (k, v) in ln.iter().enumerate() {
+        assert!((out[k] as f64 - v.exp() / sum).abs() < 1e-5, "{out:?}");
+    }
+}
+
+#[test]
+fn f16_and_bf16_probabilities_sum_to_one_within_f32_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut manifest, tensors) = every_layer();
+    for (version, dtype) in [("1", "f16"), ("2", "bf16")] {
+        manifest["dtype"] = json!(dtype);
+        write_model(dir.path(), "mixed", version, &manifest, &tensors);
+    }
+    for model in load(dir.path()).unwrap() {
+        let rows: Vec<f32> = (0..300).map(|i| ((i * 37 % 101) as f32 - 50.0) / 10.0).collect();
+        let out = model.network.forward(&rows).unwrap().probabilities;
+        for row in out.chunks(3) {
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "{:?}: {row:?} sums to {sum}", model.manifest.dtype);
+        }
+    }
 }

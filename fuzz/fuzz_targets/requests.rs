@@ -7,7 +7,7 @@
 use candela::inference::ModelInferRequest;
 use candela::v1::{BatchPredictRequest, PredictRequest};
 use candela_server::api::kserve::decode_input;
-use candela_server::repository::{Model, load_version};
+use candela_server::repository::{DEFAULT_MAX_MODEL_BYTES, Model, load_version};
 use candela_server::validation::{RowsField, check_rows};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 
 static MODEL: LazyLock<Model> = LazyLock::new(|| {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/retail/1");
-    load_version("retail", 1, &dir, &candle_core::Device::Cpu, "cpu").expect("the demo model loads")
+    load_version("retail", 1, &dir, &candle_core::Device::Cpu, "cpu", DEFAULT_MAX_MODEL_BYTES).expect("the demo model loads")
 });
 
 fuzz_target!(|data: &[u8]| {

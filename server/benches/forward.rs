@@ -9,7 +9,8 @@ use std::path::Path;
 
 fn forward(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let models = repository::load(&root, &candle_core::Device::Cpu, "cpu").expect("the demo models load");
+    let models = repository::load(&root, &candle_core::Device::Cpu, "cpu", repository::DEFAULT_MAX_MODEL_BYTES)
+        .expect("the demo models load");
     let model = models.iter().find(|m| m.segment == "retail").expect("the retail demo model");
     let features = model.network.inputs();
     for threads in [1, 2] {

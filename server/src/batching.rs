@@ -9,10 +9,11 @@
 //! is dropped before compute and counted. Compute runs on these threads only,
 //! never on tokio's reactor threads.
 
+use crate::error::MAX_VIOLATIONS;
 use crate::inference::Call;
+use crate::model::Pass;
 use crate::repository::Model;
 use crate::repository::manifest::BatchingSpec;
-use crate::stats::Stages;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -59,11 +60,23 @@ impl Policy {
 pub enum Outcome {
     /// Row-major probabilities for exactly the job's rows.
     Scored(Vec<f32>),
+    /// Some of the job's rows overflowed the model's arithmetic; nothing is
+    /// answered for the job. The first `MAX_VIOLATIONS` rows are listed with
+    /// the features to blame.
+    Overflowed { rows: Vec<Blamed>, total: usize },
     /// Dropped uncomputed: the deadline passed while the job waited (a
     /// cancelled caller is no longer listening for it).
     Dropped,
     /// The forward pass failed (a bug path).
     Failed(String),
+}
+
+/// A row (numbered within its job) that overflowed, and the features that
+/// made it with their values (empty when no subset could be singled out).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blamed {
+    pub row: usize,
+    pub features: Vec<(usize, f32)>,
 }
 
 /// One caller's rows waiting for a forward pass.
@@ -257,20 +270,20 @@ fn run(model: &Model, batch: Vec<Job>) {
     }
     let rows: usize = jobs.iter().map(|job| job.rows).sum();
     let result = match &jobs[..] {
-        [only] => model.network.forward_timed(&only.values),
+        [only] => model.network.forward(&only.values),
         jobs => {
             let mut values = Vec::with_capacity(rows * model.network.inputs());
             for job in jobs {
                 values.extend_from_slice(&job.values);
             }
-            model.network.forward_timed(&values)
+            model.network.forward(&values)
         }
     };
-    let stages = result.as_ref().map(|(_, stages)| *stages).unwrap_or_default();
+    let stages = result.as_ref().map(|pass| pass.stages).unwrap_or_default();
     model.stats.record_pass(rows, stages);
     jobs[0].call.metrics.pass(&model.segment, model.version, rows, stages.total());
     match result {
-        Ok((probabilities, _)) => answer(model, jobs, probabilities, now, stages, rows),
+        Ok(pass) => answer(model, jobs, pass, now, rows),
         Err(error) => {
             for job in jobs {
                 job.call.computed(model, job.rows, now - job.queued, stages, rows);
@@ -283,11 +296,35 @@ fn run(model: &Model, batch: Vec<Job>) {
 /// Splits a pass's probabilities back to its jobs: each gets the slice of
 /// its own rows. Taken from the end, so every split moves only that job's
 /// part and the first job (the only one, for an unmerged pass) keeps the buffer.
-fn answer(model: &Model, jobs: Vec<Job>, mut probabilities: Vec<f32>, started: Instant, stages: Stages, rows: usize) {
+/// A job with an overflowed row gets the rows named instead; the other jobs
+/// of the pass are answered as usual (rows never affect each other).
+fn answer(model: &Model, jobs: Vec<Job>, pass: Pass, started: Instant, rows: usize) {
     let classes = model.network.classes();
+    let Pass { mut probabilities, stages, overflowed } = pass;
+    let mut end_row = rows;
     for job in jobs.into_iter().rev() {
-        let mine = probabilities.split_off(probabilities.len() - job.rows * classes);
+        let first_row = end_row - job.rows;
+        let mine = probabilities.split_off(first_row * classes);
         job.call.computed(model, job.rows, started - job.queued, stages, rows);
-        let _ = job.reply.send(Outcome::Scored(mine));
+        let start = overflowed.partition_point(|&row| row < first_row);
+        let end = overflowed.partition_point(|&row| row < end_row);
+        let outcome = if start == end {
+            Outcome::Scored(mine)
+        } else {
+            let rows = overflowed[start..end]
+                .iter()
+                .take(MAX_VIOLATIONS)
+                .map(|&row| {
+                    let row = row - first_row;
+                    let inputs = model.network.inputs();
+                    let values = &job.values[row * inputs..(row + 1) * inputs];
+                    let features = model.network.blame(values).unwrap_or_default();
+                    Blamed { row, features: features.into_iter().map(|col| (col, values[col])).collect() }
+                })
+                .collect();
+            Outcome::Overflowed { rows, total: end - start }
+        };
+        let _ = job.reply.send(outcome);
+        end_row = first_row;
     }
 }

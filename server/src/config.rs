@@ -149,9 +149,40 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
     pub max_concurrent_requests: usize,
 
-    /// HTTP/2 streams (calls) one connection may have open at once.
+    /// HTTP/2 streams (calls) one connection may have open at once: one
+    /// connection's share of the server.
     #[arg(long, env = "CANDELA_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
     pub max_concurrent_streams: u32,
+
+    /// Seconds a streaming call (StreamPredict, ModelStreamInfer,
+    /// BatchPredictStream) may go without progress (no message received while
+    /// nothing is being scored, or a response the caller does not read) before
+    /// the server ends it with UNAVAILABLE. Streams hold a
+    /// --max-concurrent-requests slot only while a message is being scored.
+    #[arg(long, env = "CANDELA_STREAM_IDLE_SECONDS", default_value_t = 60.0)]
+    pub stream_idle_seconds: f64,
+
+    /// Bytes of request messages received but not yet complete (so not yet
+    /// admitted), across all calls and connections. A message that would take
+    /// more is refused with RESOURCE_EXHAUSTED, so slow or stalled uploads
+    /// cannot exhaust the server's memory.
+    #[arg(long, env = "CANDELA_MAX_PENDING_REQUEST_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub max_pending_request_bytes: usize,
+
+    /// Client connections open at once on the gRPC port; more wait in the
+    /// kernel's accept queue until one closes.
+    #[arg(long, env = "CANDELA_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Seconds a new connection has to send its first bytes (the HTTP/2
+    /// preface, or the TLS handshake) before it is closed.
+    #[arg(long, env = "CANDELA_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    pub handshake_timeout_seconds: f64,
+
+    /// The largest model weights file loaded, in bytes; a larger one is
+    /// refused at load, naming the file, before it is read.
+    #[arg(long, env = "CANDELA_MAX_MODEL_BYTES", default_value_t = crate::repository::DEFAULT_MAX_MODEL_BYTES)]
+    pub max_model_bytes: u64,
 
     /// Seconds between HTTP/2 keepalive pings to each client; a peer that does
     /// not answer within --keepalive-timeout-seconds is disconnected. 0: off.

@@ -10,6 +10,22 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// At most this many field violations are listed; the message gives the total.
 pub const MAX_VIOLATIONS: usize = 16;
 
+/// The most characters of a caller's own text (a segment name, a tensor
+/// name) an error message repeats back.
+pub const ECHO_CHARS: usize = 48;
+
+/// A caller's text as an error message may repeat it: at most `ECHO_CHARS`
+/// characters, control characters escaped, and the full length said when
+/// cut, so a huge name cannot blow up the status (gRPC clients refuse
+/// metadata over a few KiB and would report RESOURCE_EXHAUSTED instead).
+pub fn echo(text: &str) -> String {
+    let mut shown: String = text.chars().take(ECHO_CHARS).flat_map(char::escape_default).collect();
+    if text.chars().nth(ECHO_CHARS).is_some() {
+        shown.push_str(&format!("… ({} bytes in all)", text.len()));
+    }
+    shown
+}
+
 /// One invalid field of a request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Violation {

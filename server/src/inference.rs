@@ -3,8 +3,8 @@
 //! compute threads, never the async reactor's), and record the request in the
 //! model's statistics.
 
-use crate::batching::{DropReason, Outcome};
-use crate::error::ServeError;
+use crate::batching::{Blamed, DropReason, Outcome};
+use crate::error::{MAX_VIOLATIONS, ServeError, Violation};
 use crate::metrics::Metrics;
 use crate::repository::Model;
 use crate::stats::Stages;
@@ -136,7 +136,7 @@ pub async fn serve(model: &Arc<Model>, rows: RowsRequest, call: &Call) -> Result
     call.routed(model);
     let work = async {
         check_rows(model, rows.field, rows.feature_count, &rows.values, rows.max_rows)?;
-        score(model.clone(), rows.values, call).await
+        score(model.clone(), rows.values, rows.field, 0, call).await
     };
     let result = match call.give_up_at() {
         Some(at) => tokio::time::timeout_at(at.into(), work).await.unwrap_or_else(|_| Err(call.expired())),
@@ -150,7 +150,15 @@ pub async fn serve(model: &Arc<Model>, rows: RowsRequest, call: &Call) -> Result
 /// may merge them with other callers' rows into one forward pass (for callers
 /// that validate and record the request themselves). If the call's deadline
 /// passes while they wait, or the caller goes, they are dropped uncomputed.
-pub async fn score(model: Arc<Model>, values: Vec<f32>, call: &Call) -> Result<Scores, ServeError> {
+/// `field` and `first_row` say how errors name the rows (a chunk of a larger
+/// request starts at `first_row`).
+pub async fn score(
+    model: Arc<Model>,
+    values: Vec<f32>,
+    field: RowsField,
+    first_row: usize,
+    call: &Call,
+) -> Result<Scores, ServeError> {
     let rows = values.len() / model.network.inputs();
     let answer = model.batcher.submit(values, rows, call).ok_or_else(|| {
         ServeError::Unavailable("the server is shutting down and no longer computes; retry on another replica".into())
@@ -160,34 +168,49 @@ pub async fn score(model: Arc<Model>, values: Vec<f32>, call: &Call) -> Result<S
         ServeError::Internal { request_id: call.request_id.clone(), message }
     };
     match answer.await {
-        Ok(Outcome::Scored(probabilities)) => {
-            let scores = Scores { probabilities, classes: model.network.classes() };
-            let overflowed_row = scores.rows().position(|row| row.iter().any(|p| !p.is_finite()));
-            match overflowed_row {
-                None => Ok(scores),
-                Some(row) => Err(overflowed(&model, &scores, row)),
-            }
-        }
+        Ok(Outcome::Scored(probabilities)) => Ok(Scores { probabilities, classes: model.network.classes() }),
+        Ok(Outcome::Overflowed { rows, total }) => Err(overflowed(&model, &rows, total, field, first_row)),
         Ok(Outcome::Dropped) => Err(call.expired()),
         Ok(Outcome::Failed(message)) => Err(internal(message)),
         Err(_) => Err(internal("the compute worker stopped without answering".into())),
     }
 }
 
-/// The answer to rows whose probabilities came out non-finite: finite
-/// features that overflowed the model's arithmetic (its dtype's range) on
-/// the way through. Nothing is answered for the request; the caller learns
-/// which rows to look at.
-fn overflowed(model: &Model, scores: &Scores, first: usize) -> ServeError {
-    let others = scores.rows().filter(|row| row.iter().any(|p| !p.is_finite())).count() - 1;
-    let others = if others > 0 { format!("(and {others} more rows) ") } else { String::new() };
-    ServeError::invalid(
-        format!("row {first}"),
+/// The answer to rows whose finite features overflowed the model's
+/// arithmetic (its dtype's range) on the way through: nothing is answered for
+/// the request; the caller learns which rows and which features to look at.
+fn overflowed(model: &Model, rows: &[Blamed], total: usize, field: RowsField, first_row: usize) -> ServeError {
+    let about = format!(
+        "overflows model `{}` version {} (dtype {}) inside the network: the value is far outside the scale the model was trained on",
+        model.segment,
+        model.version,
+        model.manifest.dtype.as_str()
+    );
+    let mut violations = Vec::new();
+    for blamed in rows {
+        let row = first_row + blamed.row;
+        if blamed.features.is_empty() {
+            violations.push(Violation {
+                field: field.row(row),
+                description: format!("(no single feature: their combination) {about}"),
+            });
+        }
+        for &(col, value) in &blamed.features {
+            violations.push(Violation {
+                field: field.cell(row, col),
+                description: format!("(`{}`) = {value:e} {about}", model.manifest.features[col]),
+            });
+        }
+    }
+    violations.truncate(MAX_VIOLATIONS);
+    let first = &violations[0];
+    let message = if total == 1 {
+        format!("{} {}", first.field, first.description)
+    } else {
         format!(
-            "{others}overflowed model `{}` version {} (dtype {}) to non-finite probabilities: its feature values are far outside the scale the model was trained on",
-            model.segment,
-            model.version,
-            model.manifest.dtype.as_str()
-        ),
-    )
+            "{total} rows overflow the model; the first: {} {} (the BadRequest details list up to {MAX_VIOLATIONS})",
+            first.field, first.description
+        )
+    };
+    ServeError::InvalidArgument { message, violations }
 }

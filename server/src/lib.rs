@@ -14,6 +14,7 @@ pub mod api;
 pub mod auth;
 pub mod batching;
 pub mod config;
+pub mod connections;
 pub mod device;
 pub mod error;
 pub mod inference;
@@ -41,7 +42,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 /// Serves on `listener` until `shutdown` resolves, then drains and returns.
@@ -57,11 +57,12 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
     let stop_signal = |mut stopped: watch::Receiver<()>| async move {
         let _ = stopped.changed().await;
     };
+    let hangups = reload::hangups(stop_signal(stopped.clone())).context("cannot listen for SIGHUP")?;
     let keys = match &settings.api_keys_file {
         Some(path) => {
             let store = auth::KeyStore::open(path).map_err(anyhow::Error::msg)?;
             tracing::info!(file = %path.display(), keys = store.len(), "API keys required on inference calls");
-            reload::watch(store.clone(), stop_signal(stopped.clone()));
+            reload::watch(store.clone(), hangups.clone(), stop_signal(stopped.clone()));
             Some(store)
         }
         None => {
@@ -72,7 +73,7 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
     let tls = match settings.tls_files().map_err(anyhow::Error::msg)? {
         Some(files) => {
             let tls = tls::Tls::open(files).map_err(anyhow::Error::msg)?;
-            reload::watch(tls.clone(), stop_signal(stopped.clone()));
+            reload::watch(tls.clone(), hangups.clone(), stop_signal(stopped.clone()));
             Some(tls)
         }
         None => None,
@@ -93,14 +94,18 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
     if let Some(address) = settings.health_listen {
         let listener = TcpListener::bind(address).await.with_context(|| format!("cannot serve health on {address}"))?;
         tracing::info!(address = %listener.local_addr()?, "plaintext health-only port listening");
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = connections::incoming(listener, connection_limits(&settings), connections::plaintext());
         tokio::spawn(health_only.serve_with_incoming_shutdown(incoming, stop_signal(stopped.clone())));
     }
     let address = listener.local_addr()?;
+    let limits = connection_limits(&settings);
     let mut server = match tls {
-        Some(tls) => tokio::spawn(main.serve_with_incoming_shutdown(tls.incoming(listener), stop_signal(stopped))),
+        Some(tls) => {
+            let incoming = connections::incoming(listener, limits, tls.handshake());
+            tokio::spawn(main.serve_with_incoming_shutdown(incoming, stop_signal(stopped)))
+        }
         None => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = connections::incoming(listener, limits, connections::plaintext());
             tokio::spawn(main.serve_with_incoming_shutdown(incoming, stop_signal(stopped)))
         }
     };
@@ -164,13 +169,22 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
     Ok(())
 }
 
+/// How the gRPC ports accept connections.
+fn connection_limits(settings: &Settings) -> connections::Limits {
+    connections::Limits {
+        max_connections: settings.max_connections,
+        handshake_timeout: Duration::from_secs_f64(settings.handshake_timeout_seconds.max(0.001)),
+    }
+}
+
 /// Opens the device and loads, checks and warms the repository, off the reactor.
 async fn load_models(settings: &Settings) -> anyhow::Result<ModelMap> {
     let (spec, dir, default) = (settings.device, settings.models.clone(), settings.default_segment.clone());
     let overrides = settings.batching_overrides();
+    let max_model_bytes = settings.max_model_bytes;
     tokio::task::spawn_blocking(move || {
         let (device, device_name) = device::open(spec)?;
-        let mut models = repository::load(&dir, &device, &device_name)?;
+        let mut models = repository::load(&dir, &device, &device_name, max_model_bytes)?;
         for model in &mut models {
             model.batcher = Batcher::new(batching::Policy::resolve(&model.manifest.batching, &overrides));
         }

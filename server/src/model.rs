@@ -6,15 +6,17 @@
 
 use crate::repository::manifest::{DTypeName, GeluApproximation, LayerSpec};
 use crate::stats::Stages;
-use candle_core::{DType, Device, Module, Tensor};
+
+mod hints;
+use candle_core::{CpuStorage, DType, Device, Module, Storage, Tensor};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 /// Why a layer list and a set of tensors do not make a network.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("tensor `{name}` is missing: layer {layer} ({kind}) needs it")]
-    MissingTensor { name: String, layer: usize, kind: &'static str },
+    #[error("tensor `{name}` is missing: layer {layer} ({kind}) needs it; {hint}")]
+    MissingTensor { name: String, layer: usize, kind: &'static str, hint: String },
     #[error("tensor `{name}` has shape {found:?}; expected {expected}")]
     BadShape { name: String, found: Vec<usize>, expected: String },
     #[error("tensor `{name}` {problem}")]
@@ -104,14 +106,20 @@ impl Network {
             DTypeName::F64 => DType::F64,
         };
         let mut width = inputs;
+        let in_file: Vec<String> = tensors.keys().cloned().collect();
         // Each op with the index and kind of the layer it came from.
         let mut ops: Vec<(usize, &'static str, Op)> = Vec::with_capacity(layers.len());
         let mut description = Vec::with_capacity(layers.len());
         for (index, layer) in layers.iter().enumerate() {
             let width_in = width;
+            // A norm layer without weight (and bias) in the file is PyTorch's
+            // `elementwise_affine=False` / `affine=False` (or `bias=False`).
+            let has = |param: &str| tensors.contains_key(&format!("{prefix}{index}.{param}"));
+            let (has_weight, has_bias) = (has("weight"), has("bias"));
             let mut take = |param: &str, shape: &[usize], expected: &dyn Fn() -> String| {
                 let name = format!("{prefix}{index}.{param}");
                 let tensor = tensors.remove(&name).ok_or_else(|| ModelError::MissingTensor {
+                    hint: hints::missing(&name, prefix, index, param, layer, &in_file),
                     name: name.clone(),
                     layer: index,
                     kind: layer.kind(),
@@ -141,8 +149,8 @@ impl Network {
                     Op::Affine { scale, shift }
                 }
                 LayerSpec::BatchNorm { eps } => {
-                    let (_, weight) = take("weight", &[width], &per_feature)?;
-                    let (_, bias) = take("bias", &[width], &per_feature)?;
+                    let weight = if has_weight { take("weight", &[width], &per_feature)?.1 } else { ones(width)? };
+                    let bias = if has_bias { take("bias", &[width], &per_feature)?.1 } else { zeros(width)? };
                     let (_, mean) = take("running_mean", &[width], &per_feature)?;
                     let (var_name, var) = take("running_var", &[width], &per_feature)?;
                     if var.to_vec1::<f32>()?.iter().any(|v| *v < 0.0) {
@@ -174,8 +182,8 @@ impl Network {
                     Op::Linear(candle_nn::Linear::new(weight, bias))
                 }
                 LayerSpec::LayerNorm { eps } => {
-                    let (_, weight) = take("weight", &[width], &per_feature)?;
-                    let (_, bias) = take("bias", &[width], &per_feature)?;
+                    let weight = if has_weight { take("weight", &[width], &per_feature)?.1 } else { ones(width)? };
+                    let bias = if has_bias { take("bias", &[width], &per_feature)?.1 } else { zeros(width)? };
                     Op::LayerNorm { weight, bias, eps: *eps as f32 }
                 }
                 LayerSpec::Relu => Op::Relu,
@@ -213,10 +221,12 @@ impl Network {
                     "the network ends in a sigmoid over {w} outputs; a sigmoid head needs exactly 1 output and 2 labels (it has {classes})"
                 )));
             }
-            _ => {
-                return Err(ModelError::BadHead(
-                    "the last layer must be `softmax` (one output per label) or `sigmoid` (one output, two labels) so the model emits probabilities".into(),
-                ));
+            (_, w) => {
+                let last = description.last().map_or("nothing", String::as_str);
+                let add = if w == 1 { r#"{"type": "sigmoid"}"# } else { r#"{"type": "softmax"}"# };
+                return Err(ModelError::BadHead(format!(
+                    "the network ends in {last}, which gives raw scores (logits), not probabilities: adding {add} as the last of model.json's `layers` is enough (the weights need no change); the last layer must be `softmax` (one output per label) or `sigmoid` (one output, two labels)"
+                )));
             }
         };
         let leading = ops.iter().take_while(|(_, _, op)| matches!(op, Op::Affine { .. })).count();
@@ -224,7 +234,7 @@ impl Network {
         let mut placed = Vec::with_capacity(ops.len() - leading);
         for (position, (layer, kind, op)) in ops.into_iter().enumerate() {
             if position < leading {
-                prelude.push(op.to(device, prelude_dtype(dtype))?);
+                prelude.push(op.to(device, wide_dtype(dtype))?);
             } else {
                 placed.push(op.fit(dtype, layer, kind)?.to(device, dtype)?);
             }
@@ -249,39 +259,171 @@ impl Network {
 
     /// Scores `values` (row-major, `inputs()` per row) and returns row-major
     /// probabilities, `classes()` per row, as f32 whatever the compute dtype.
-    pub fn forward(&self, values: &[f32]) -> candle_core::Result<Vec<f32>> {
-        self.forward_timed(values).map(|(probabilities, _)| probabilities)
-    }
-
-    /// `forward`, also timing its stages: building the input tensor, the
-    /// layers, and copying the probabilities out.
-    pub fn forward_timed(&self, values: &[f32]) -> candle_core::Result<(Vec<f32>, Stages)> {
+    /// Rows that overflowed are listed in the pass, never silently scored.
+    pub fn forward(&self, values: &[f32]) -> candle_core::Result<Pass> {
         let start = Instant::now();
         let rows = values.len() / self.inputs;
         // One host-to-device copy of the whole (batched) input.
-        let mut x =
-            Tensor::from_slice(values, (rows, self.inputs), &self.device)?.to_dtype(prelude_dtype(self.dtype))?;
+        let x = Tensor::from_slice(values, (rows, self.inputs), &self.device)?.to_dtype(wide_dtype(self.dtype))?;
         let built = Instant::now();
-        for op in &self.prelude {
-            x = op.apply(&x)?;
-        }
-        x = x.to_dtype(self.dtype)?;
-        for op in &self.ops {
-            x = op.apply(&x)?;
-        }
-        let p = x.to_dtype(DType::F32)?;
-        let p = match self.head {
-            Head::Softmax => p,
-            Head::BinarySigmoid => Tensor::cat(&[p.affine(-1.0, 1.0)?, p], 1)?,
-        };
+        let mut overflow = Overflow::new(rows);
+        let x = self.prelude(x, &mut overflow)?;
+        let p = self.layers(x, &mut overflow)?;
         let computed = Instant::now();
         let probabilities = p.flatten_all()?.to_vec1::<f32>()?;
         let stages = Stages { input: built - start, infer: computed - built, output: computed.elapsed() };
-        Ok((probabilities, stages))
+        Ok(Pass { probabilities, stages, overflowed: overflow.rows() })
+    }
+
+    /// The features of one row (`inputs()` values) that make it overflow: those
+    /// that are already non-finite when they reach the first layer in the
+    /// model's dtype, else the fewest of the largest (after the prelude) whose
+    /// reset to the training mean (0 after standardisation) lets the row
+    /// through. Empty when the row does not overflow. Runs only on the error
+    /// path: one pass of `inputs()` rows.
+    pub fn blame(&self, row: &[f32]) -> candle_core::Result<Vec<usize>> {
+        let x = Tensor::from_slice(row, (1, self.inputs), &self.device)?.to_dtype(wide_dtype(self.dtype))?;
+        let z = self.prelude(x, &mut Overflow::new(1))?;
+        let z = z.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+        let infinite: Vec<usize> = (0..z.len()).filter(|&j| !z[j].is_finite()).collect();
+        if !infinite.is_empty() {
+            return Ok(infinite);
+        }
+        let mut largest: Vec<usize> = (0..z.len()).collect();
+        largest.sort_by(|&a, &b| z[b].abs().total_cmp(&z[a].abs()));
+        // Row k resets the k + 1 largest features.
+        let mut reset = Vec::with_capacity(z.len() * z.len());
+        for k in 0..z.len() {
+            let mut trial = z.clone();
+            for &j in &largest[..=k] {
+                trial[j] = 0.0;
+            }
+            reset.extend(trial);
+        }
+        let trials = Tensor::from_vec(reset, (z.len(), z.len()), &self.device)?.to_dtype(self.dtype)?;
+        let mut overflow = Overflow::new(z.len());
+        self.layers(trials, &mut overflow)?;
+        let overflowed = overflow.rows();
+        let Some(k) = (0..z.len()).find(|k| overflowed.binary_search(k).is_err()) else {
+            return Ok(Vec::new());
+        };
+        let mut blamed = largest[..=k].to_vec();
+        blamed.sort_unstable();
+        Ok(blamed)
+    }
+
+    /// The leading per-feature ops, then the conversion to the model's dtype:
+    /// where a feature far outside the training scale first overflows.
+    fn prelude(&self, mut x: Tensor, overflow: &mut Overflow) -> candle_core::Result<Tensor> {
+        for op in &self.prelude {
+            x = op.apply(&x)?;
+        }
+        if !self.prelude.is_empty() || wide_dtype(self.dtype) != self.dtype {
+            x = x.to_dtype(self.dtype)?;
+            overflow.check(&x)?;
+        }
+        Ok(x)
+    }
+
+    /// The layers after the prelude and the head, checking for non-finite
+    /// values after every op that can create them from finite ones (affine,
+    /// linear, layer norm, the last op): an activation could hide them (ReLU
+    /// turns NaN into 0, tanh turns ±inf into ±1) and answer a wrong score.
+    fn layers(&self, mut x: Tensor, overflow: &mut Overflow) -> candle_core::Result<Tensor> {
+        for (position, op) in self.ops.iter().enumerate() {
+            let last = position + 1 == self.ops.len();
+            if last {
+                // The head (softmax or sigmoid) computes in f32 for f16/bf16
+                // models, so their probabilities sum to 1 within f32's precision.
+                x = x.to_dtype(wide_dtype(self.dtype))?;
+            }
+            x = op.apply(&x)?;
+            if op.may_overflow() || last {
+                overflow.check(&x)?;
+            }
+        }
+        let p = x.to_dtype(DType::F32)?;
+        match self.head {
+            Head::Softmax => Ok(p),
+            Head::BinarySigmoid => Tensor::cat(&[p.affine(-1.0, 1.0)?, p], 1),
+        }
     }
 }
 
+/// One forward pass's result.
+#[derive(Debug)]
+pub struct Pass {
+    /// Row-major probabilities, `classes()` per row; meaningless for the
+    /// overflowed rows.
+    pub probabilities: Vec<f32>,
+    pub stages: Stages,
+    /// The rows (ascending) whose values went non-finite inside the network:
+    /// finite features beyond what the model's arithmetic can carry.
+    pub overflowed: Vec<usize>,
+}
+
+/// Tracks which rows of a pass went non-finite. The check is a scan of the
+/// output with no allocation while every value is finite (the hot path);
+/// only a failed check looks at rows.
+struct Overflow {
+    rows: usize,
+    marked: Vec<bool>,
+}
+
+impl Overflow {
+    fn new(rows: usize) -> Overflow {
+        Overflow { rows, marked: Vec::new() }
+    }
+
+    /// Marks the rows of `x` (one row per pass row) holding a non-finite value.
+    fn check(&mut self, x: &Tensor) -> candle_core::Result<()> {
+        if all_finite(x)? {
+            return Ok(());
+        }
+        let values = x.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        self.marked.resize(self.rows, false);
+        for (marked, row) in self.marked.iter_mut().zip(values) {
+            *marked |= row.iter().any(|v| !v.is_finite());
+        }
+        Ok(())
+    }
+
+    fn rows(&self) -> Vec<usize> {
+        self.marked.iter().enumerate().filter(|(_, marked)| **marked).map(|(row, _)| row).collect()
+    }
+}
+
+/// Whether every value of `x` is finite. On the CPU a branch-free scan of the
+/// exponent bits (all ones: infinite or NaN) over the tensor's own memory;
+/// elsewhere one reduction: `0 × x` is 0 for a finite value and NaN for any
+/// other, so the sum is exactly 0 when all are finite (and cannot overflow).
+fn all_finite(x: &Tensor) -> candle_core::Result<bool> {
+    /// Whether any value's exponent bits are all set.
+    fn any_special<T: Copy, B: Into<u64>>(values: &[T], bits: impl Fn(T) -> B, exponent: u64) -> bool {
+        values.iter().fold(false, |any, v| any | (bits(*v).into() & exponent == exponent))
+    }
+    let (storage, layout) = x.storage_and_layout();
+    if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+        let special = match cpu {
+            CpuStorage::F32(v) => any_special(&v[start..end], f32::to_bits, 0x7f80_0000),
+            CpuStorage::F64(v) => any_special(&v[start..end], f64::to_bits, 0x7ff0_0000_0000_0000),
+            CpuStorage::F16(v) => any_special(&v[start..end], half::f16::to_bits, 0x7c00),
+            CpuStorage::BF16(v) => any_special(&v[start..end], half::bf16::to_bits, 0x7f80),
+            _ => false,
+        };
+        return Ok(!special);
+    }
+    drop(storage);
+    Ok(x.affine(0.0, 0.0)?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? == 0.0)
+}
+
 impl Op {
+    /// Whether the op can turn finite values into non-finite ones (a large
+    /// product or sum); activations cannot.
+    fn may_overflow(&self) -> bool {
+        matches!(self, Op::Affine { .. } | Op::Linear(_) | Op::LayerNorm { .. })
+    }
+
     fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Op::Affine { scale, shift } => x.broadcast_mul(scale)?.broadcast_add(shift),
@@ -336,10 +478,20 @@ impl Op {
     }
 }
 
-/// The dtype a network's prelude computes in: f32 for a model in f16/bf16,
-/// else the model's own.
-fn prelude_dtype(dtype: DType) -> DType {
+/// The dtype a network's prelude and head compute in: f32 for a model in
+/// f16/bf16, else the model's own.
+fn wide_dtype(dtype: DType) -> DType {
     if matches!(dtype, DType::F16 | DType::BF16) { DType::F32 } else { dtype }
+}
+
+/// A norm layer's default weight (PyTorch without `elementwise_affine`).
+fn ones(width: usize) -> candle_core::Result<Tensor> {
+    Tensor::ones(width, DType::F32, &Device::Cpu)
+}
+
+/// A norm layer's default bias (PyTorch with `bias=False`).
+fn zeros(width: usize) -> candle_core::Result<Tensor> {
+    Tensor::zeros(width, DType::F32, &Device::Cpu)
 }
 
 fn check_finite(name: &str, tensor: &Tensor) -> Result<(), ModelError> {

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// How often watched files are checked for changes.
 const POLL: Duration = Duration::from_secs(2);
@@ -20,20 +21,49 @@ pub trait Reload: Send + Sync + 'static {
     fn reload(&self);
 }
 
-/// Reloads `item` on SIGHUP and every few seconds, until `stop` resolves.
-pub fn watch(item: Arc<dyn Reload>, stop: impl Future<Output = ()> + Send + 'static) {
+/// Listens for SIGHUP until `stop` resolves; the receiver changes on each.
+/// Installed first thing in `run`, whatever is configured: SIGHUP means
+/// "reload what can be reloaded", and its default action would end the
+/// process without a drain. tokio keeps the handler installed for the life
+/// of the process, so a SIGHUP after `stop` is ignored, never fatal.
+pub fn hangups(stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<watch::Receiver<()>> {
+    let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let (sender, receiver) = watch::channel(());
+    tokio::spawn(async move {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                received = signal.recv() => {
+                    if received.is_none() {
+                        break;
+                    }
+                    // The receiver returned by `hangups` is kept by `run`; the rest are watchers.
+                    let watchers = sender.receiver_count().saturating_sub(1);
+                    tracing::info!(watchers, "SIGHUP: re-reading what can be reloaded");
+                    sender.send_replace(());
+                }
+                _ = &mut stop => break,
+            }
+        }
+    });
+    Ok(receiver)
+}
+
+/// Reloads `item` on each SIGHUP (from `hangups`) and every few seconds,
+/// until `stop` resolves.
+pub fn watch(item: Arc<dyn Reload>, mut hangups: watch::Receiver<()>, stop: impl Future<Output = ()> + Send + 'static) {
     let watching = async move {
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(POLL);
         loop {
-            match hangup.as_mut() {
-                Some(signal) => tokio::select! {
-                    _ = signal.recv() => tracing::info!(what = item.name(), "SIGHUP: re-reading"),
-                    _ = tick.tick() => {}
-                },
-                None => {
-                    tick.tick().await;
+            tokio::select! {
+                changed = hangups.changed() => {
+                    if changed.is_err() {
+                        // The SIGHUP listener has stopped: the server is stopping.
+                        std::future::pending::<()>().await;
+                    }
+                    tracing::info!(what = item.name(), "SIGHUP: re-reading");
                 }
+                _ = tick.tick() => {}
             }
             let item = item.clone();
             let _ = tokio::task::spawn_blocking(move || item.reload()).await;

@@ -1,7 +1,7 @@
 //! Segment + version → model. The `ModelMap` is built once from the loaded
 //! repository and never mutated, so every request reads it without a lock.
 
-use crate::error::ServeError;
+use crate::error::{ServeError, echo};
 use crate::repository::Model;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,7 +48,11 @@ impl ModelMap {
             segment
         };
         let versions = self.segments.get(segment).ok_or_else(|| {
-            ServeError::NotFound(format!("unknown segment `{segment}`; this server serves: {}", self.segment_list()))
+            ServeError::NotFound(format!(
+                "unknown segment `{}`; this server serves: {}",
+                echo(segment),
+                self.segment_list()
+            ))
         })?;
         let found = if version == 0 { versions.values().next_back() } else { versions.get(&version) };
         found.ok_or_else(|| {

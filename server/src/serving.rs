@@ -28,6 +28,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub stream_chunk_rows: usize,
     pub stream_in_flight: usize,
+    /// How long a stream may send nothing before it is ended.
+    pub stream_idle: Duration,
 }
 
 /// State shared by the API handlers.
@@ -56,6 +58,7 @@ impl Serving {
                 max_message_bytes: settings.max_message_bytes,
                 stream_chunk_rows: settings.stream_chunk_rows.max(1),
                 stream_in_flight: settings.stream_in_flight.max(1),
+                stream_idle: Duration::from_secs_f64(settings.stream_idle_seconds.max(0.001)),
             },
         }
     }
@@ -148,6 +151,15 @@ impl Serving {
             ),
             retry_after: RETRY_AFTER,
         })
+    }
+
+    /// The permit the gate took for this call (see `api::gate`), or, for a
+    /// call that did not pass the gate, one taken now.
+    pub fn admitted(&self, extensions: &http::Extensions) -> Result<OwnedSemaphorePermit, ServeError> {
+        match extensions.get::<crate::api::gate::Admitted>().and_then(|admitted| admitted.take()) {
+            Some(permit) => Ok(permit),
+            None => self.admit(),
+        }
     }
 
     /// Refuses a decoded message larger than the configured limit.

@@ -1,26 +1,21 @@
 //! TLS termination for the gRPC port, with rustls: the certificate and key
 //! come from PEM files and are reloaded without a restart (SIGHUP, or when the
 //! files change: see `reload`); with a client CA, callers must present a
-//! certificate it signed (mTLS). Handshakes run concurrently and time out, so
-//! a slow or hostile peer never holds up accepting others.
+//! certificate it signed (mTLS). Connections are accepted by `connections`,
+//! which runs the handshakes concurrently under a timeout.
 
+use crate::connections::Handshake;
 use crate::reload::Reload;
 use arc_swap::ArcSwap;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
-
-/// The longest a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The PEM files TLS is built from.
 #[derive(Debug, Clone)]
@@ -46,38 +41,13 @@ impl Tls {
         Ok(Arc::new(Tls { files, acceptor: ArcSwap::from_pointee(acceptor), loaded: Mutex::new(contents) }))
     }
 
-    /// Accepts TCP connections on `listener` and yields those whose TLS
-    /// handshake succeeds, for tonic's `serve_with_incoming`.
-    pub fn incoming(self: Arc<Self>, listener: TcpListener) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
-        let (sender, receiver) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = self.acceptor.load_full();
-                let accepted = sender.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = accepted.send(Ok(stream)).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-                if sender.is_closed() {
-                    break; // the server has stopped
-                }
-            }
-        });
-        ReceiverStream::new(receiver)
+    /// The TLS handshake for `connections::incoming`, with the certificates
+    /// current when each connection arrives.
+    pub fn handshake(self: Arc<Self>) -> Handshake<TlsStream<TcpStream>> {
+        Arc::new(move |tcp: TcpStream| {
+            let acceptor = self.acceptor.load_full();
+            Box::pin(async move { acceptor.accept(tcp).await })
+        })
     }
 }
 

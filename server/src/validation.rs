@@ -17,6 +17,25 @@ pub enum RowsField {
     Tensor,
 }
 
+impl RowsField {
+    /// How a violation names one row's values.
+    pub fn row(self, row: usize) -> String {
+        match self {
+            RowsField::Features => "features".to_string(),
+            RowsField::Rows => format!("rows.values[{row}]"),
+            RowsField::Tensor => format!("inputs[0][{row}]"),
+        }
+    }
+
+    /// How a violation names one value: row `row`, feature `col`.
+    pub fn cell(self, row: usize, col: usize) -> String {
+        match self {
+            RowsField::Features => format!("features[{col}]"),
+            other => format!("{}[{col}]", other.row(row)),
+        }
+    }
+}
+
 /// Checks `values` (row-major, `feature_count` per row) for `model`; returns
 /// the number of rows. `feature_count` is what the caller declared.
 pub fn check_rows(
@@ -78,13 +97,8 @@ pub fn check_rows(
         .take(MAX_VIOLATIONS)
         .map(|&i| {
             let (row, col) = (i / expected, i % expected);
-            let field = match field {
-                RowsField::Features => format!("features[{col}]"),
-                RowsField::Rows => format!("rows.values[{row}][{col}]"),
-                RowsField::Tensor => format!("inputs[0][{row}][{col}]"),
-            };
             Violation {
-                field,
+                field: field.cell(row, col),
                 description: format!(
                     "(`{}`) is {}; features must be finite numbers",
                     model.manifest.features[col], values[i]

@@ -246,6 +246,11 @@ fn help_documents_every_setting() {
         "--tls-client-ca",
         "--health-listen",
         "--otlp-endpoint",
+        "--stream-idle-seconds",
+        "--max-pending-request-bytes",
+        "--max-connections",
+        "--handshake-timeout-seconds",
+        "--max-model-bytes",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
@@ -350,6 +355,70 @@ async fn sighup_reloads_the_api_keys_and_no_key_reaches_the_logs() {
     let transcript = server.transcript.lock().unwrap().clone();
     assert!(transcript.contains("API keys required"), "{transcript}");
     assert!(!transcript.contains(OLD) && !transcript.contains(NEW), "a key reached the logs:\n{transcript}");
+}
+
+#[tokio::test]
+async fn sighup_never_stops_a_server_without_keys_or_tls() {
+    let models = demo_models();
+    let mut server = Running::start(&mut command(&["--models", models.to_str().unwrap(), "--drain-seconds", "0"]));
+    let mut client = server.serving_client().await;
+    for _ in 0..3 {
+        server.signal("HUP");
+        server.log_containing("SIGHUP: re-reading what can be reloaded").await;
+    }
+    assert!(client.predict("retail", vec![0.5; 30]).await.is_ok(), "still serving after SIGHUP");
+    assert_eq!(client.health("").await.unwrap(), ServingStatus::Serving);
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0, "drained and exited cleanly, not killed by SIGHUP");
+}
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_accept_loop_backs_off_instead_of_spinning() {
+    let models = demo_models();
+    let binary = env!("CARGO_BIN_EXE_candela-server");
+    // A low descriptor limit the connections below exhaust; idle connections
+    // stay open (30 s handshake timeout) so the limit stays reached.
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &format!("ulimit -n 48 && exec {binary} \"$@\"", binary = binary), "sh"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log-format", "json"])
+        .args(["--models", models.to_str().unwrap(), "--drain-seconds", "0", "--handshake-timeout-seconds", "30"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut server = Running::start(&mut command);
+    let listening = server.log_containing("NOT_SERVING until the models are loaded").await;
+    let address = listening["address"].as_str().unwrap().to_string();
+    server.log_containing("SERVING").await;
+    let mut idle = Vec::new();
+    for _ in 0..80 {
+        idle.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    server.log_containing("out of resources").await;
+    let pid = server.child.id().unwrap();
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_ticks(pid) - before;
+    // Spinning on EMFILE used a whole core (200 ticks in 2 s); backing off, almost nothing.
+    assert!(used < 40, "the server used {used} ticks of CPU in 2 s while out of descriptors");
+    drop(idle);
+    let mut client = Client::connect(&format!("http://{address}"), Duration::from_secs(5)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.predict("retail", vec![0.5; 30]).await.is_err() {
+        assert!(Instant::now() < deadline, "not serving again after the connections closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0);
 }
 
 #[tokio::test]

@@ -42,7 +42,7 @@ fn models() -> Vec<(PathBuf, Segment)> {
 /// The model in `dir` built for `device` in `dtype`, whatever its model.json says.
 fn network(dir: &Path, dtype: DTypeName, device: &Device) -> Network {
     let manifest = repository::read_manifest(&dir.join(repository::MANIFEST_FILE)).unwrap();
-    repository::build_network(dir, &Manifest { dtype, ..manifest }, device)
+    repository::build_network(dir, &Manifest { dtype, ..manifest }, device, repository::DEFAULT_MAX_MODEL_BYTES)
         .unwrap_or_else(|e| panic!("{}: {e}", label(dir)))
 }
 
@@ -54,7 +54,7 @@ fn rows(network: &Network, segment: Segment) -> (Vec<f32>, Vec<u32>) {
 
 /// Scores `values` in passes of at most `pass` rows.
 fn score(network: &Network, values: &[f32], pass: usize) -> Vec<f32> {
-    values.chunks(pass * network.inputs()).flat_map(|chunk| network.forward(chunk).unwrap()).collect()
+    values.chunks(pass * network.inputs()).flat_map(|chunk| network.forward(chunk).unwrap().probabilities).collect()
 }
 
 /// How the tables name a model directory: `<name>/<version>`.

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// A server running in this process until `stop` (or drop).
@@ -87,6 +88,26 @@ impl Drop for TestServer {
     }
 }
 
+/// Starts a server with a limit of `permits` concurrent calls and a batching
+/// window of `window`, and that many Predict calls waiting in the window, so
+/// every permit is held for about `window`; returns the server and the calls
+/// (each answered once the window closes).
+pub async fn server_held_full(
+    permits: usize,
+    window: Duration,
+) -> (TestServer, Vec<JoinHandle<Result<candela_client::proto::PredictResponse, tonic::Status>>>) {
+    let window_us = window.as_micros().to_string();
+    let limit = permits.to_string();
+    let server = TestServer::start(&["--max-concurrent-requests", &limit, "--max-queue-delay-us", &window_us]).await;
+    let mut holders = Vec::new();
+    for _ in 0..permits {
+        let mut client = server.client().await;
+        holders.push(tokio::spawn(async move { client.predict("retail", rows("retail", 1).values).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (server, holders)
+}
+
 /// Polls health until `service` reports `want` (30 s at most).
 pub async fn wait_for(client: &mut Client, service: &str, want: ServingStatus) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -131,4 +152,83 @@ pub fn peers_python() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A gRPC call opened at the HTTP/2 level, so a test can send a request's
+/// body byte by byte (or not at all), as a slow or hostile client would.
+pub struct RawCall {
+    pub response: h2::client::ResponseFuture,
+    pub body: h2::SendStream<bytes::Bytes>,
+}
+
+/// Opens an HTTP/2 connection to `addr` for raw calls.
+pub async fn raw_connection(addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    sender.ready().await.unwrap()
+}
+
+/// Starts a call to `path` (e.g. `/candela.v1.Inference/Predict`) on `connection`, sending only its headers.
+pub async fn raw_call(connection: &mut h2::client::SendRequest<bytes::Bytes>, path: &str) -> RawCall {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://candela{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    *connection = connection.clone().ready().await.unwrap();
+    let (response, body) = connection.send_request(request, false).unwrap();
+    RawCall { response, body }
+}
+
+/// A gRPC message prefix: compression `flag`, then the big-endian length.
+pub fn grpc_prefix(flag: u8, length: u32) -> Vec<u8> {
+    let mut prefix = vec![flag];
+    prefix.extend_from_slice(&length.to_be_bytes());
+    prefix
+}
+
+/// The gRPC status of a raw call's answer: from the headers of a
+/// trailers-only answer, else from the trailers after the body.
+pub async fn raw_status(call: h2::client::ResponseFuture) -> (Code, String) {
+    let response = call.await.unwrap();
+    let (parts, mut body) = response.into_parts();
+    let from = |headers: &http::HeaderMap| {
+        headers.get("grpc-status").map(|code| {
+            let code = Code::from_i32(code.to_str().unwrap().parse().unwrap());
+            let message = headers.get("grpc-message").map(|m| m.to_str().unwrap().to_string()).unwrap_or_default();
+            (code, percent_decode(&message))
+        })
+    };
+    if let Some(status) = from(&parts.headers) {
+        return status;
+    }
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await.unwrap().expect("a gRPC answer ends in trailers");
+    from(&trailers).expect("trailers carry grpc-status")
+}
+
+/// grpc-message is percent-encoded (gRPC over HTTP/2 spec).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

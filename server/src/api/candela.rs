@@ -2,7 +2,7 @@
 //! serving core (routing, validation, inference) and results back. No model
 //! logic lives here.
 
-use super::{ResponseStream, admitted_stream};
+use super::{ResponseStream, message_stream};
 use crate::error::ServeError;
 use crate::inference::{self, Call, RowsRequest, Scores};
 use crate::repository::Model;
@@ -35,7 +35,7 @@ impl Inference for CandelaApi {
     async fn predict(&self, request: Request<v1::PredictRequest>) -> Result<Response<v1::PredictResponse>, Status> {
         let call = self.serving.call(request.metadata(), SERVICE, "Predict");
         let result = async {
-            let _permit = self.serving.admit()?;
+            let _permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
             self.serving.check_message_size(request.encoded_len())?;
             let model = self.serving.models()?.resolve(&request.segment, request.version)?.clone();
@@ -60,7 +60,7 @@ impl Inference for CandelaApi {
     ) -> Result<Response<v1::BatchPredictResponse>, Status> {
         let call = self.serving.call(request.metadata(), SERVICE, "BatchPredict");
         let result = async {
-            let _permit = self.serving.admit()?;
+            let _permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
             self.serving.check_message_size(request.encoded_len())?;
             let (model, rows) = batch_rows(&self.serving, &request.segment, request.version, request.rows)?;
@@ -92,7 +92,7 @@ impl Inference for CandelaApi {
     ) -> Result<Response<Self::BatchPredictStreamStream>, Status> {
         let call = self.serving.call(request.metadata(), SERVICE, "BatchPredictStream");
         let started = async {
-            let permit = self.serving.admit()?;
+            let permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
             self.serving.check_message_size(request.encoded_len())?;
             let (model, rows) = batch_rows(&self.serving, &request.segment, request.version, request.rows)?;
@@ -112,21 +112,24 @@ impl Inference for CandelaApi {
         };
         let chunk_values = self.serving.limits.stream_chunk_rows * model.network.inputs();
         let serving = self.serving.clone();
-        // One chunk computed ahead of the consumer at most: a slow reader holds
-        // back compute instead of piling results up in memory.
-        let (sender, receiver) = mpsc::channel(1);
+        // Room for every chunk (at most --max-rows rows): scoring never waits
+        // for the reader, so the call holds its --max-concurrent-requests slot
+        // only while it computes, and a caller that never reads holds none.
+        let chunks = rows.values.len().div_ceil(chunk_values).max(1);
+        let (sender, receiver) = mpsc::channel(chunks + 1);
         tokio::spawn(async move {
             let _permit = permit;
             let mut outcome = Ok(());
             for (index, chunk) in rows.values.chunks(chunk_values).enumerate() {
                 let first_row = (index * chunk_values / model.network.inputs()) as u64;
-                let item =
-                    inference::score(model.clone(), chunk.to_vec(), &call).await.map(|scores| v1::BatchPredictChunk {
-                        first_row,
-                        predictions: predictions(&model, &scores),
-                        model: Some(model_ref(&model)),
-                        request_id: call.request_id.clone(),
-                    });
+                let scored =
+                    inference::score(model.clone(), chunk.to_vec(), RowsField::Rows, first_row as usize, &call).await;
+                let item = scored.map(|scores| v1::BatchPredictChunk {
+                    first_row,
+                    predictions: predictions(&model, &scores),
+                    model: Some(model_ref(&model)),
+                    request_id: call.request_id.clone(),
+                });
                 let (item, failed) = match item {
                     Ok(chunk) => (Ok(chunk), None),
                     Err(error) => (Err(Status::new(error.code(), error.to_string())), Some(error)),
@@ -155,9 +158,9 @@ impl Inference for CandelaApi {
     ) -> Result<Response<Self::StreamPredictStream>, Status> {
         let stream = self.serving.call(request.metadata(), SERVICE, "StreamPredict");
         let answers =
-            admitted_stream(&self.serving, stream, request.into_inner(), |serving, message, call| async move {
+            message_stream(&self.serving, stream, request.into_inner(), |serving, message, call| async move {
                 score_stream_message(&serving, message, &call).await
-            })?;
+            });
         Ok(Response::new(answers))
     }
 
@@ -211,6 +214,7 @@ async fn score_stream_message(
 ) -> v1::StreamPredictResponse {
     let id = message.id.clone();
     let outcome = async {
+        let _permit = serving.admit()?;
         serving.check_message_size(message.encoded_len())?;
         let (model, rows) = batch_rows(serving, &message.segment, message.version, message.rows)?;
         let scores = inference::serve(&model, rows, call).await?;

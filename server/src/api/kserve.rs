@@ -6,8 +6,8 @@
 //! scores. Outputs are `probabilities` (FP32 `[batch, n_classes]`) and
 //! `prediction` (INT64 `[batch, 1]`, the most probable class index).
 
-use super::{ResponseStream, admitted_stream};
-use crate::error::ServeError;
+use super::{ResponseStream, message_stream};
+use crate::error::{ServeError, echo};
 use crate::inference::{self, Call, RowsRequest, Scores};
 use crate::repository::Model;
 use crate::serving::Serving;
@@ -110,7 +110,7 @@ impl GrpcInferenceService for KserveApi {
     ) -> Result<Response<oip::ModelInferResponse>, Status> {
         let call = self.serving.call(request.metadata(), SERVICE, "ModelInfer");
         let result = async {
-            let _permit = self.serving.admit()?;
+            let _permit = self.serving.admitted(request.extensions())?;
             infer(&self.serving, request.into_inner(), &call).await
         }
         .await;
@@ -125,8 +125,12 @@ impl GrpcInferenceService for KserveApi {
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let stream = self.serving.call(request.metadata(), SERVICE, "ModelStreamInfer");
         let answers =
-            admitted_stream(&self.serving, stream, request.into_inner(), |serving, message, call| async move {
-                let result = infer(&serving, message, &call).await;
+            message_stream(&self.serving, stream, request.into_inner(), |serving, message, call| async move {
+                let result = async {
+                    let _permit = serving.admit()?;
+                    infer(&serving, message, &call).await
+                }
+                .await;
                 call.finished(result.as_ref().err());
                 match result {
                     Ok(response) => {
@@ -136,7 +140,7 @@ impl GrpcInferenceService for KserveApi {
                         oip::ModelStreamInferResponse { error_message: error.to_string(), infer_response: None }
                     }
                 }
-            })?;
+            });
         Ok(Response::new(answers))
     }
 
@@ -250,7 +254,11 @@ fn resolve<'a>(serving: &'a Serving, name: &str, version: &str) -> Result<&'a Ar
     let number = match version {
         "" => 0,
         text => text.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-            ServeError::NotFound(format!("model `{name}` has no version `{text}`: versions are positive integers"))
+            ServeError::NotFound(format!(
+                "model `{}` has no version `{}`: versions are positive integers",
+                echo(name),
+                echo(text)
+            ))
         })?,
     };
     map.resolve(name, number)
@@ -294,7 +302,7 @@ pub fn decode_input(
         return Err(ServeError::invalid("inputs", format!("has {} tensors; {signature}", request.inputs.len())));
     };
     if input.name != INPUT {
-        return Err(ServeError::invalid("inputs[0].name", format!("is `{}`; {signature}", input.name)));
+        return Err(ServeError::invalid("inputs[0].name", format!("is `{}`; {signature}", echo(&input.name))));
     }
     let [rows, columns] = input.shape.as_slice() else {
         return Err(ServeError::invalid("inputs[0].shape", format!("is {:?}; {signature}", input.shape)));
@@ -337,7 +345,7 @@ fn typed_values(input: &InferInputTensor, elements: usize) -> Result<Vec<f32>, S
         "FP16" | "BF16" => {
             return Err(ServeError::invalid(
                 "inputs[0].datatype",
-                format!("is {}, which travels only in raw_input_contents (little-endian)", input.datatype),
+                format!("is {}, which travels only in raw_input_contents (little-endian)", echo(&input.datatype)),
             ));
         }
         other => return Err(unsupported_datatype(other)),
@@ -380,7 +388,7 @@ fn raw_values(datatype: &str, raw: &[u8], elements: usize, shape: &[i64]) -> Res
 fn unsupported_datatype(datatype: &str) -> ServeError {
     ServeError::invalid(
         "inputs[0].datatype",
-        format!("is `{datatype}`; send FP32 (or FP64, or FP16/BF16 as raw_input_contents)"),
+        format!("is `{}`; send FP32 (or FP64, or FP16/BF16 as raw_input_contents)", echo(datatype)),
     )
 }
 
@@ -409,7 +417,7 @@ fn requested_outputs(request: &oip::ModelInferRequest) -> Result<Vec<&'static st
             PREDICTION => Ok(PREDICTION),
             other => Err(ServeError::invalid(
                 format!("outputs[{i}].name"),
-                format!("is `{other}`; the model's outputs are `{PROBABILITIES}` and `{PREDICTION}`"),
+                format!("is `{}`; the model's outputs are `{PROBABILITIES}` and `{PREDICTION}`", echo(other)),
             )),
         })
         .collect()

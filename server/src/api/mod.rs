@@ -5,6 +5,7 @@
 //! only v1alpha) lets grpcurl list, describe and call everything.
 
 pub mod candela;
+pub mod gate;
 pub mod kserve;
 
 use crate::auth::{Authenticator, KeyStore};
@@ -24,6 +25,7 @@ use tonic::transport::server::Router;
 use tonic::{Status, Streaming};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tower::layer::util::{Identity, Stack};
 
 /// The health service names this server reports: overall (`""`) and each API.
 pub const HEALTH_SERVICES: &[&str] = &[
@@ -34,8 +36,8 @@ pub const HEALTH_SERVICES: &[&str] = &[
 
 /// What the server serves over gRPC.
 pub struct Routers {
-    /// Everything, for the main port.
-    pub main: Router,
+    /// Everything, behind the gate, for the main port.
+    pub main: Router<Stack<gate::GateLayer, Identity>>,
     /// Health alone, for the plaintext probe port (--health-listen).
     pub health_only: Router,
     /// Flips the health every router reports.
@@ -66,10 +68,12 @@ pub fn router(serving: Arc<Serving>, settings: &Settings, keys: Option<Arc<KeySt
         InferenceServer::new(candela::CandelaApi::new(serving.clone())).max_decoding_message_size(hard_limit),
         auth.clone(),
     );
+    let serving_for_gate = serving.clone();
     let open_inference = InterceptedService::new(
         GrpcInferenceServiceServer::new(kserve::KserveApi::new(serving)).max_decoding_message_size(hard_limit),
         auth,
     );
+    let budget = gate::Budget::new(settings.max_pending_request_bytes);
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(settings.max_concurrent_streams)
         .http2_keepalive_interval(seconds(settings.keepalive_seconds))
@@ -81,6 +85,7 @@ pub fn router(serving: Arc<Serving>, settings: &Settings, keys: Option<Arc<KeySt
     }
     let health_only = tonic::transport::Server::builder().add_service(health.clone());
     let main = builder
+        .layer(gate::GateLayer::new(serving_for_gate, budget))
         .add_service(health)
         .add_service(InterceptedService::new(reflection_v1, reflection_auth.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, reflection_auth))
@@ -99,48 +104,55 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 /// The response stream of a streaming RPC.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Answers a bidirectional stream that counts as one call against
-/// --max-concurrent-requests for as long as it is open (the permit lives in
-/// the answering closure): each message gets its own `Call`, timed and
-/// routed on its own, and is answered in order by `answer`.
-pub fn admitted_stream<In, Out, F, Fut>(
+/// Answers a bidirectional stream: each message gets its own `Call`, timed
+/// and routed on its own, and is answered in order by `answer`, which admits
+/// it against --max-concurrent-requests itself: an open stream holds no slot
+/// while it has nothing being scored, so idle streams cannot lock others out.
+/// A stream that sends nothing for --stream-idle-seconds is ended with
+/// UNAVAILABLE; one that sends bytes that are not its messages, with
+/// INVALID_ARGUMENT (counted).
+pub fn message_stream<In, Out, F, Fut>(
     serving: &Arc<Serving>,
     stream: Call,
     inbound: Streaming<In>,
     answer: F,
-) -> Result<ResponseStream<Out>, Status>
+) -> ResponseStream<Out>
 where
     In: Send + 'static,
     Out: Send + 'static,
     F: Fn(Arc<Serving>, In, Call) -> Fut + Send + 'static,
     Fut: Future<Output = Out> + Send + 'static,
 {
-    let permit = serving.admit().map_err(|error| serving.refuse(&stream, error))?;
-    let serving = serving.clone();
+    let idle = serving.limits.stream_idle;
+    let inbound = tokio_stream::StreamExt::timeout(inbound, idle).map(move |message| match message {
+        Ok(Ok(message)) => Ok(message),
+        Ok(Err(status)) if gate::is_undecodable(status.code(), status.message()) => {
+            Err(gate::invalid_request(status.message()))
+        }
+        Ok(Err(status)) => Err(status),
+        Err(_) => Err(Status::unavailable(format!(
+            "the stream sent no message for {} s (--stream-idle-seconds); open a new one when there is work",
+            idle.as_secs_f64()
+        ))),
+    });
     let in_flight = serving.limits.stream_in_flight;
-    Ok(answer_in_order(inbound, in_flight, move |message| {
-        let _held = &permit;
-        answer(serving.clone(), message, stream.message())
-    }))
-}
-
-/// Answers each message of a bidirectional stream with `answer`, in the order
-/// the messages came, with at most `in_flight` answers being computed at once.
-/// `buffered` polls the inbound stream only when it has room, so a producer
-/// faster than the server is held back by HTTP/2 flow control, and a slow
-/// consumer holds back the reading. A broken inbound stream ends the response
-/// stream with its status.
-fn answer_in_order<In, Out, F, Fut>(inbound: Streaming<In>, in_flight: usize, answer: F) -> ResponseStream<Out>
-where
-    In: Send + 'static,
-    Out: Send + 'static,
-    F: Fn(In) -> Fut + Send + 'static,
-    Fut: Future<Output = Out> + Send + 'static,
-{
+    let serving = serving.clone();
     let answers = inbound
         .map(move |message| {
-            let answer = message.map(&answer);
-            async move { Ok(answer?.await) }
+            let serving = serving.clone();
+            let call = stream.message();
+            let answer = message.map(|message| answer(serving.clone(), message, call.clone()));
+            async move {
+                match answer {
+                    Ok(answer) => Ok(answer.await),
+                    Err(status) => {
+                        if status.code() == tonic::Code::InvalidArgument {
+                            call.finished(Some(&crate::error::ServeError::invalid("(request)", status.message())));
+                        }
+                        Err(status)
+                    }
+                }
+            }
         })
         .buffered(in_flight);
     Box::pin(answers)

@@ -98,13 +98,16 @@ pub enum LayerSpec {
     Sigmoid,
     /// Softmax over the classes; as the last layer it makes the output probabilities.
     Softmax,
-    /// `nn.LayerNorm` over the features: tensors `weight`, `bias`.
+    /// `nn.LayerNorm` over the features: tensors `weight`, `bias`; without
+    /// them in the file (`elementwise_affine=False`, `bias=False`) weight 1
+    /// and bias 0.
     LayerNorm {
         #[serde(default = "default_eps")]
         eps: f64,
     },
     /// `nn.BatchNorm1d` in inference form: tensors `weight`, `bias`,
-    /// `running_mean`, `running_var` (`num_batches_tracked` is ignored).
+    /// `running_mean`, `running_var` (`num_batches_tracked` is ignored);
+    /// without `weight`/`bias` in the file (`affine=False`) weight 1 and bias 0.
     BatchNorm {
         #[serde(default = "default_eps")]
         eps: f64,

@@ -4,6 +4,7 @@
 //! expected), so an operator fixes a repository in one pass, not one error per
 //! restart. Nothing here is on the request path.
 
+pub mod files;
 pub mod manifest;
 
 use crate::batching::{self, Batcher};
@@ -53,7 +54,12 @@ pub enum LoadError {
     Weights { path: PathBuf, message: String },
     #[error("{path}: {source}", path = path.display())]
     Model { path: PathBuf, source: ModelError },
+    #[error("{path}: {reason}", path = path.display())]
+    Refused { path: PathBuf, reason: String },
 }
+
+/// The default for `--max-model-bytes`: the most one model's weights file may hold.
+pub const DEFAULT_MAX_MODEL_BYTES: u64 = 1 << 30;
 
 /// Every problem found in a repository; displayed one per line.
 #[derive(Debug)]
@@ -77,15 +83,16 @@ impl fmt::Display for LoadErrors {
 impl std::error::Error for LoadErrors {}
 
 /// Loads, validates and warms every model under `root` onto `device`.
-/// `device_name` is how the device is reported to callers.
-pub fn load(root: &Path, device: &Device, device_name: &str) -> Result<Vec<Model>, LoadErrors> {
+/// `device_name` is how the device is reported to callers; no weights file
+/// may exceed `max_model_bytes`.
+pub fn load(root: &Path, device: &Device, device_name: &str, max_model_bytes: u64) -> Result<Vec<Model>, LoadErrors> {
     let mut models = Vec::new();
     let mut errors = Vec::new();
-    let segments = match subdirectories(root) {
+    let segments = match subdirectories(root, &mut errors) {
         Ok(dirs) => dirs,
         Err(error) => return Err(LoadErrors(vec![error])),
     };
-    if segments.is_empty() {
+    if segments.is_empty() && errors.is_empty() {
         return Err(LoadErrors(vec![LoadError::Empty { path: root.to_path_buf() }]));
     }
     for (segment, segment_dir) in segments {
@@ -98,7 +105,7 @@ pub fn load(root: &Path, device: &Device, device_name: &str) -> Result<Vec<Model
             });
             continue;
         }
-        let versions = match subdirectories(&segment_dir) {
+        let versions = match subdirectories(&segment_dir, &mut errors) {
             Ok(dirs) => dirs,
             Err(error) => {
                 errors.push(error);
@@ -122,7 +129,7 @@ pub fn load(root: &Path, device: &Device, device_name: &str) -> Result<Vec<Model
                     continue;
                 }
             };
-            match load_version(&segment, version, &dir, device, device_name) {
+            match load_version(&segment, version, &dir, device, device_name, max_model_bytes) {
                 Ok(model) => models.push(model),
                 Err(error) => errors.push(error),
             }
@@ -138,9 +145,10 @@ pub fn load_version(
     dir: &Path,
     device: &Device,
     device_name: &str,
+    max_model_bytes: u64,
 ) -> Result<Model, LoadError> {
     let manifest = read_manifest(&dir.join(MANIFEST_FILE))?;
-    let network = build_network(dir, &manifest, device)?;
+    let network = build_network(dir, &manifest, device, max_model_bytes)?;
     Ok(Model {
         segment: segment.to_string(),
         version,
@@ -152,15 +160,29 @@ pub fn load_version(
     })
 }
 
-/// Builds the network `manifest` describes from `dir`'s weights on `device`,
-/// in `manifest.dtype`, and warms it with one forward pass.
-pub fn build_network(dir: &Path, manifest: &Manifest, device: &Device) -> Result<Network, LoadError> {
+/// Builds the network `manifest` describes from `dir`'s weights (at most
+/// `max_model_bytes`) on `device`, in `manifest.dtype`, and warms it with one
+/// forward pass.
+pub fn build_network(
+    dir: &Path,
+    manifest: &Manifest,
+    device: &Device,
+    max_model_bytes: u64,
+) -> Result<Network, LoadError> {
     let weights_path = dir.join(WEIGHTS_FILE);
-    if !weights_path.exists() {
-        return Err(LoadError::Missing { path: weights_path });
-    }
-    let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
-        .map_err(|e| LoadError::Weights { path: weights_path.clone(), message: e.to_string() })?;
+    let tensors = match files::read_weights(&weights_path, max_model_bytes) {
+        Err(LoadError::Missing { path }) => {
+            let checkpoints = files::torch_checkpoints(dir);
+            if checkpoints.is_empty() {
+                return Err(LoadError::Missing { path });
+            }
+            return Err(LoadError::Refused {
+                path,
+                reason: format!("is missing; {}", files::checkpoint_hint(&checkpoints)),
+            });
+        }
+        read => read?,
+    };
     let network = Network::build(
         &manifest.layers,
         &manifest.tensor_prefix,
@@ -173,10 +195,11 @@ pub fn build_network(dir: &Path, manifest: &Manifest, device: &Device) -> Result
     .map_err(|source| LoadError::Model { path: weights_path.clone(), source })?;
     // Warm-up: the first pass allocates and (on CUDA) compiles kernels; do it
     // now rather than on a caller's request, and prove the network answers.
-    let probabilities = network
+    let pass = network
         .forward(&vec![0.0; network.inputs()])
         .map_err(|e| LoadError::Model { path: weights_path.clone(), source: e.into() })?;
-    if probabilities.len() != network.classes() || probabilities.iter().any(|p| !p.is_finite()) {
+    let probabilities = pass.probabilities;
+    if probabilities.len() != network.classes() || !pass.overflowed.is_empty() {
         return Err(LoadError::Model {
             path: weights_path,
             source: ModelError::BadHead(format!(
@@ -190,13 +213,7 @@ pub fn build_network(dir: &Path, manifest: &Manifest, device: &Device) -> Result
 
 /// Reads and checks `model.json` on its own, before any tensor is read.
 pub fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(LoadError::Missing { path: path.to_path_buf() });
-        }
-        Err(source) => return Err(LoadError::Io { path: path.to_path_buf(), source }),
-    };
+    let text = files::read_manifest_text(path)?;
     parse_manifest(&text).map_err(|message| LoadError::Manifest { path: path.to_path_buf(), message })
 }
 
@@ -238,15 +255,29 @@ fn valid_segment_name(name: &str) -> bool {
 }
 
 /// The non-hidden subdirectories of `dir`, sorted by name. Plain files (a
-/// README beside the segments, say) are not models and are skipped.
-fn subdirectories(dir: &Path) -> Result<Vec<(String, PathBuf)>, LoadError> {
+/// README beside the segments, say) are not models and are skipped; a
+/// symbolic link that leads nowhere (dangling, or a loop) is reported in
+/// `errors`, never skipped silently: it is usually a version being published.
+fn subdirectories(dir: &Path, errors: &mut Vec<LoadError>) -> Result<Vec<(String, PathBuf)>, LoadError> {
     let io = |source| LoadError::Io { path: dir.to_path_buf(), source };
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with('.') && entry.path().is_dir() {
-            found.push((name, entry.path()));
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::metadata(&path) {
+            Ok(metadata) if metadata.is_dir() => found.push((name, path)),
+            Ok(_) => {}
+            Err(error) => {
+                let target = std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();
+                errors.push(LoadError::Refused {
+                    path,
+                    reason: format!("is a symbolic link to `{target}` that cannot be followed ({error})"),
+                });
+            }
         }
     }
     found.sort();

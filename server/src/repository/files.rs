@@ -1,0 +1,154 @@
+//! Reading a version's files without trusting them: only regular files (a
+//! FIFO or a device would block or never end), never more than a bound, and
+//! a safetensors header checked against the file's size before any tensor
+//! byte is read, so a truncated, padded or sparse multi-gigabyte file is
+//! refused from its first kilobytes. A `torch.save` archive where the weights
+//! should be is recognised and the fix named.
+
+use super::LoadError;
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// The most bytes a `model.json` may hold.
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+/// The first bytes of a zip archive: what `torch.save` writes.
+const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+
+/// How to write safetensors from PyTorch, for errors that meet a pickle.
+const WRITE_SAFETENSORS: &str = "write the weights with `safetensors.torch.save_file(model.state_dict(), \"model.safetensors\")` (pickles can run code and are never loaded)";
+
+/// Opens `path` if it is a regular file of at most `limit` bytes; returns it
+/// with its size. `what` names the limit's setting in the error.
+fn open_bounded(path: &Path, limit: u64, what: &str) -> Result<(File, u64), LoadError> {
+    let io = |source| LoadError::Io { path: path.to_path_buf(), source };
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LoadError::Missing { path: path.to_path_buf() });
+        }
+        Err(source) => return Err(io(source)),
+    };
+    if !metadata.is_file() {
+        return Err(LoadError::Refused {
+            path: path.to_path_buf(),
+            reason: format!("is not a regular file ({}); model files must be plain files", kind(&metadata)),
+        });
+    }
+    if metadata.len() > limit {
+        return Err(LoadError::Refused {
+            path: path.to_path_buf(),
+            reason: format!("is {} bytes, over the limit of {limit} bytes ({what})", metadata.len()),
+        });
+    }
+    // Opened without blocking, so a FIFO swapped in after the check cannot hang the load.
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
+    let opened = file.metadata().map_err(io)?;
+    if !opened.is_file() {
+        return Err(LoadError::Refused {
+            path: path.to_path_buf(),
+            reason: "changed into a non-regular file while loading".into(),
+        });
+    }
+    Ok((file, opened.len()))
+}
+
+fn kind(metadata: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let file_type = metadata.file_type();
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device"
+    } else {
+        "not a plain file"
+    }
+}
+
+/// Reads exactly `size` bytes from `file`; fewer or more means it changed underway.
+fn read_exactly(path: &Path, file: File, size: u64) -> Result<Vec<u8>, LoadError> {
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(size + 1).read_to_end(&mut bytes).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    if bytes.len() as u64 != size {
+        return Err(LoadError::Refused {
+            path: path.to_path_buf(),
+            reason: format!(
+                "changed size while being read ({size} bytes, then {}); retry once it is written",
+                bytes.len()
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
+/// The text of a `model.json`, refused unless it is a regular file of at
+/// most `MAX_MANIFEST_BYTES`.
+pub fn read_manifest_text(path: &Path) -> Result<String, LoadError> {
+    let (file, size) = open_bounded(path, MAX_MANIFEST_BYTES, "model.json files are at most 16 MiB")?;
+    let bytes = read_exactly(path, file, size)?;
+    String::from_utf8(bytes)
+        .map_err(|e| LoadError::Manifest { path: path.to_path_buf(), message: format!("is not UTF-8 text: {e}") })
+}
+
+/// Loads a safetensors file's tensors onto the CPU after checking that it is
+/// a regular file of at most `max_bytes` whose header describes exactly the
+/// bytes that follow it.
+pub fn read_weights(path: &Path, max_bytes: u64) -> Result<HashMap<String, Tensor>, LoadError> {
+    let (mut file, size) = open_bounded(path, max_bytes, "--max-model-bytes")?;
+    let weights = |message: String| LoadError::Weights { path: path.to_path_buf(), message };
+    let mut prefix = [0u8; 8];
+    file.read_exact(&mut prefix)
+        .map_err(|_| weights(format!("is {size} bytes, too short for a safetensors header")))?;
+    if prefix.starts_with(ZIP_MAGIC) {
+        return Err(weights(format!(
+            "is a zip archive, which is what `torch.save` writes (a pickle), not safetensors: {WRITE_SAFETENSORS}"
+        )));
+    }
+    let header_len = u64::from_le_bytes(prefix);
+    if header_len > size - 8 {
+        return Err(weights(format!(
+            "its header claims {header_len} bytes but the file has {} after the length: truncated, or not a safetensors file",
+            size - 8
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(|e| weights(format!("cannot read its header: {e}")))?;
+    let metadata: safetensors::tensor::Metadata = serde_json::from_slice(&header)
+        .map_err(|e| weights(format!("its header is not valid safetensors JSON: {e}")))?;
+    let described = 8 + header_len + metadata.data_len() as u64;
+    if described != size {
+        let problem = if described > size { "truncated (an upload still in progress?)" } else { "padded or corrupt" };
+        return Err(weights(format!(
+            "is {size} bytes but its header describes {described}: {problem}; refused before reading the tensors"
+        )));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let bytes = read_exactly(path, file, size)?;
+    candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| weights(e.to_string()))
+}
+
+/// Files in `dir` that look like PyTorch checkpoints (`.pt`, `.pth`, `.bin`,
+/// `.ckpt`), for the error when the safetensors file is missing.
+pub fn torch_checkpoints(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<String> = entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| [".pt", ".pth", ".bin", ".ckpt"].iter().any(|ext| name.ends_with(ext)))
+        .collect();
+    found.sort();
+    found
+}
+
+/// What to say about PyTorch checkpoints found beside a missing weights file.
+pub fn checkpoint_hint(found: &[String]) -> String {
+    format!("the directory holds {} (a `torch.save` pickle?): {WRITE_SAFETENSORS}", found.join(", "))
+}
