@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 before=${1:-d73ee0d}
 rounds=${ROUNDS:-3}
-out=bench/out/overflow-$(date -u +%Y%m%dT%H%M%SZ)
+out=$PWD/bench/out/overflow-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
 target=${CARGO_TARGET_DIR:-$PWD/target}
 

@@ -106,6 +106,7 @@ async fn garbage_and_truncated_protobuf_get_invalid_argument_are_counted_and_the
         valid[..valid.len() / 2].to_vec(),        // truncated mid-field
         vec![0x1a, 0xff, 0xff, 0xff, 0xff, 0x0f], // a length-delimited field claiming 4 GiB
         (0..4096).map(|i| (i * 7919 % 251) as u8).collect(),
+        vec![0x0a, 0x02, 0xff, 0xfe], // field 1 (a string: segment, model_name) that is not UTF-8
     ];
     for path in [
         "/candela.v1.Inference/Predict",

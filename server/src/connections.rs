@@ -45,7 +45,7 @@ pub fn plaintext() -> Handshake<TcpStream> {
             loop {
                 tcp.readable().await?;
                 match tcp.peek(&mut preface).await? {
-                    0 => return Ok(tcp), // closed: the server sees the end at once
+                    0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the HTTP/2 preface")),
                     n if n >= PREFACE_LEN => return Ok(tcp),
                     // Part of the preface: it is still arriving.
                     _ => tokio::time::sleep(Duration::from_millis(5)).await,
