@@ -135,6 +135,11 @@ async fn a_batch_names_only_its_overflowing_rows_and_merged_callers_are_answered
     assert_eq!(error.field_violations[0].field, "rows.values[0][2]");
     let second = responses.message().await.unwrap().unwrap();
     assert!(matches!(second.outcome, Some(candela_client::proto::stream_predict_response::Outcome::Result(_))));
+
+    // BatchPredictStream: the chunk's status carries the same BadRequest details.
+    let mut chunks = client.batch_predict_stream("retail_f32", FEATURES, bad_row(&info.features)).await.unwrap();
+    let status = chunks.message().await.unwrap_err();
+    assert_names(&status, "rows.values[0][2]", &info.features[2]);
 }
 
 /// One row with feature 2 at f32's largest magnitude.

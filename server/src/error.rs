@@ -34,7 +34,7 @@ pub struct Violation {
 }
 
 /// Why the core did not answer a request.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ServeError {
     /// The request does not fit the model or the server's limits.
     #[error("{message}")]

@@ -132,7 +132,8 @@ impl Inference for CandelaApi {
                 });
                 let (item, failed) = match item {
                     Ok(chunk) => (Ok(chunk), None),
-                    Err(error) => (Err(Status::new(error.code(), error.to_string())), Some(error)),
+                    // The same Status, details included, as a unary call would get.
+                    Err(error) => (Err(Status::from(error.clone())), Some(error)),
                 };
                 if let Some(error) = failed {
                     let _ = sender.send(item).await;
