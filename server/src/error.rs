@@ -1,11 +1,8 @@
-//! The one error type of the serving core and its one mapping to gRPC status.
-//! Handlers end in `?`; every variant maps to its code on purpose (see the
-//! table in DESIGN.md), and invalid input carries `google.rpc.BadRequest`
-//! field violations so callers learn which row and field to fix.
-
-use candela::v1;
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+//! The one error type of the serving core, transport-neutral: each variant
+//! has its canonical code (the google.rpc.Code space gRPC speaks natively and
+//! other fronts map from), and invalid input carries field violations so
+//! callers learn which row and field to fix. The front turns it into its
+//! protocol's answer (`api::status` for gRPC).
 
 /// At most this many field violations are listed; the message gives the total.
 pub const MAX_VIOLATIONS: usize = 16;
@@ -66,53 +63,57 @@ impl ServeError {
         }
     }
 
-    /// The gRPC status code this error is answered with.
-    pub fn code(&self) -> Code {
+    /// The canonical code this error is answered with (see DESIGN.md's table).
+    pub fn canonical(&self) -> Canonical {
         match self {
-            ServeError::InvalidArgument { .. } => Code::InvalidArgument,
-            ServeError::NotFound(_) => Code::NotFound,
-            ServeError::Unavailable(_) => Code::Unavailable,
-            ServeError::Overloaded { .. } => Code::ResourceExhausted,
-            ServeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            ServeError::Internal { .. } => Code::Internal,
+            ServeError::InvalidArgument { .. } => Canonical::InvalidArgument,
+            ServeError::NotFound(_) => Canonical::NotFound,
+            ServeError::Unavailable(_) => Canonical::Unavailable,
+            ServeError::Overloaded { .. } => Canonical::ResourceExhausted,
+            ServeError::DeadlineExceeded(_) => Canonical::DeadlineExceeded,
+            ServeError::Internal { .. } => Canonical::Internal,
         }
     }
 
-    fn violations(&self) -> &[Violation] {
+    /// The invalid fields, for an invalid request; none otherwise.
+    pub fn violations(&self) -> &[Violation] {
         match self {
             ServeError::InvalidArgument { violations, .. } => violations,
             _ => &[],
         }
     }
-
-    /// This error as one StreamPredict response's `error`, for streams that carry on.
-    pub fn to_batch_error(&self) -> v1::BatchError {
-        v1::BatchError {
-            code: self.code() as i32,
-            message: self.to_string(),
-            field_violations: self
-                .violations()
-                .iter()
-                .map(|v| v1::FieldViolation { field: v.field.clone(), description: v.description.clone() })
-                .collect(),
-        }
-    }
 }
 
-impl From<ServeError> for Status {
-    fn from(error: ServeError) -> Status {
-        if let ServeError::Overloaded { retry_after, .. } = &error {
-            let details = ErrorDetails::with_retry_info(Some(*retry_after));
-            return Status::with_error_details(error.code(), error.to_string(), details);
+/// The outcomes the core distinguishes, numbered and named as google.rpc.Code
+/// (and so gRPC) numbers and names them: the metrics' `code` label, the
+/// span's status, and what each front maps to its own protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Canonical {
+    Ok = 0,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    ResourceExhausted = 8,
+    Internal = 13,
+    Unavailable = 14,
+}
+
+impl Canonical {
+    /// The code's number.
+    pub fn number(self) -> i32 {
+        self as i32
+    }
+
+    /// The code's name, as metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Canonical::Ok => "OK",
+            Canonical::InvalidArgument => "INVALID_ARGUMENT",
+            Canonical::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Canonical::NotFound => "NOT_FOUND",
+            Canonical::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Canonical::Internal => "INTERNAL",
+            Canonical::Unavailable => "UNAVAILABLE",
         }
-        let violations = error.violations();
-        if violations.is_empty() {
-            return Status::new(error.code(), error.to_string());
-        }
-        let mut details = ErrorDetails::new();
-        for v in violations {
-            details.add_bad_request_violation(v.field.clone(), v.description.clone());
-        }
-        Status::with_error_details(error.code(), error.to_string(), details)
     }
 }

@@ -4,7 +4,7 @@
 //! model's statistics.
 
 use crate::batching::{Blamed, DropReason, Outcome};
-use crate::error::{MAX_VIOLATIONS, ServeError, Violation};
+use crate::error::{Canonical, MAX_VIOLATIONS, ServeError, Violation};
 use crate::metrics::Metrics;
 use crate::repository::Model;
 use crate::stats::Stages;
@@ -91,9 +91,9 @@ impl Call {
     /// Records the call's (or stream message's) outcome, `None` for success,
     /// in metrics and its span.
     pub fn finished(&self, error: Option<&ServeError>) {
-        let code = error.map_or(tonic::Code::Ok, ServeError::code);
-        self.metrics.record_call(self, code);
-        self.span.record("rpc.grpc.status_code", code as i32);
+        let code = error.map_or(Canonical::Ok, ServeError::canonical);
+        self.metrics.record_call(self, code.name());
+        self.span.record("rpc.grpc.status_code", code.number());
     }
 
     /// Records this call's share (`rows`) of a forward pass over `batch_rows`

@@ -2,8 +2,10 @@
 //!
 //! `run` takes an already-bound listener and a shutdown future, so the binary
 //! and the tests start the server the same way. The modules follow a
-//! request's way through: `api` (the network front: `candela.v1` and the Open
-//! Inference Protocol) → `routing` (segment and version → model) →
+//! request's way through: `connections` (accepting, bounded) → `api` (the
+//! network front: its `gate` admits calls and bounds request bodies, then
+//! `candela.v1` and the Open Inference Protocol; `api::status` maps core
+//! errors to gRPC) → `routing` (segment and version → model) →
 //! `validation` → `inference` → `batching` (the model's queue and compute
 //! threads: concurrent requests merged into one candle pass, off the reactor)
 //! → `stats`.

@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tonic::Code;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -165,14 +164,14 @@ impl Metrics {
     }
 
     /// Counts one finished call (or stream message) and its duration.
-    pub fn record_call(&self, call: &Call, code: Code) {
+    pub fn record_call(&self, call: &Call, code: &'static str) {
         let (segment, version) = call.route.get().cloned().unwrap_or_default();
         let labels = CallLabels {
             service: call.service,
             method: call.method,
             segment,
             version: if version == 0 { String::new() } else { version.to_string() },
-            code: code_name(code),
+            code,
         };
         self.calls.get_or_create(&labels).inc();
         let method = MethodLabels { service: call.service, method: call.method };
@@ -233,28 +232,6 @@ fn model_labels(segment: &str, version: u64) -> ModelLabels {
 }
 
 /// gRPC code names as grpc-go and Prometheus dashboards spell them.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 /// Serves `/metrics` on `listener` until `stop` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,

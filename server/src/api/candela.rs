@@ -230,7 +230,7 @@ async fn score_stream_message(
         Ok(result) => v1::stream_predict_response::Outcome::Result(result),
         Err(error) => {
             tracing::debug!(request = call.log_id, %error, "stream batch refused");
-            v1::stream_predict_response::Outcome::Error(error.to_batch_error())
+            v1::stream_predict_response::Outcome::Error(super::status::batch_error(&error))
         }
     };
     v1::StreamPredictResponse { id, outcome: Some(outcome) }

@@ -7,6 +7,7 @@
 pub mod candela;
 pub mod gate;
 pub mod kserve;
+pub mod status;
 
 use crate::auth::{Authenticator, KeyStore};
 use crate::config::{Settings, seconds};
