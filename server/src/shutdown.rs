@@ -4,7 +4,7 @@
 //! the listener close and in-flight work finish.
 
 use crate::api;
-use crate::serving::Serving;
+use crate::api::serving::Serving;
 use std::time::Duration;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;

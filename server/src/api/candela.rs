@@ -2,12 +2,12 @@
 //! serving core (routing, validation, inference) and results back. No model
 //! logic lives here.
 
+use super::serving::Serving;
 use super::{ResponseStream, message_stream};
 use crate::error::ServeError;
 use crate::inference::{self, Call, RowsRequest, Scores};
 use crate::repository::Model;
 use crate::routing::ModelMap;
-use crate::serving::Serving;
 use crate::validation::{RowsField, check_rows};
 use candela::v1::{self, inference_server::Inference};
 use prost::Message;

@@ -14,8 +14,8 @@
 //!   INVALID_ARGUMENT saying so, not the INTERNAL tonic answers (which this
 //!   API keeps for its own bugs), and is counted in the call metrics.
 
+use super::serving::Serving;
 use crate::error::ServeError;
-use crate::serving::Serving;
 use bytes::{Buf, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::future::Future;

@@ -6,11 +6,11 @@
 //! scores. Outputs are `probabilities` (FP32 `[batch, n_classes]`) and
 //! `prediction` (INT64 `[batch, 1]`, the most probable class index).
 
+use super::serving::Serving;
 use super::{ResponseStream, message_stream};
 use crate::error::{ServeError, echo};
 use crate::inference::{self, Call, RowsRequest, Scores};
 use crate::repository::Model;
-use crate::serving::Serving;
 use crate::validation::RowsField;
 use bytes::Bytes;
 use candela::inference::{self as oip, grpc_inference_service_server::GrpcInferenceService};

@@ -7,15 +7,16 @@
 pub mod candela;
 pub mod gate;
 pub mod kserve;
+pub mod serving;
 pub mod status;
 
 use crate::auth::{Authenticator, KeyStore};
 use crate::config::{Settings, seconds};
 use crate::inference::Call;
-use crate::serving::Serving;
 use ::candela::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use ::candela::v1::inference_server::InferenceServer;
 use futures::{Stream, StreamExt};
+use serving::Serving;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

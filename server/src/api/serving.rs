@@ -1,9 +1,10 @@
-//! What every request handler shares: the models (once loaded) and the
-//! request limits. The model map is set exactly once, after loading and
-//! warm-up; until then handlers answer UNAVAILABLE. Reading it is an atomic
-//! load, so the request path takes no lock.
+//! What every request handler of the front shares: the models (once loaded),
+//! the request limits, admission, and the call context built from gRPC
+//! metadata (request id, deadline). The model map is set exactly once, after
+//! loading and warm-up; until then handlers answer UNAVAILABLE. Reading it is
+//! an atomic load, so the request path takes no lock.
 
-use crate::api::grpc_timeout;
+use super::grpc_timeout;
 use crate::config::Settings;
 use crate::error::ServeError;
 use crate::inference::Call;
