@@ -3,7 +3,6 @@
 //! in that order of precedence over the built-in default. The doc comment on
 //! each field is its `--help` text.
 
-use crate::tls::TlsFiles;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -371,4 +370,13 @@ mod tests {
         assert_eq!(settings.max_rows, 1000);
         assert_eq!(settings.default_segment, None);
     }
+}
+
+/// The PEM files TLS is built from (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
 }

@@ -13,10 +13,8 @@
 //! request path locks or touches the disk.
 
 pub mod api;
-pub mod auth;
 pub mod batching;
 pub mod config;
-pub mod connections;
 pub mod device;
 pub mod error;
 pub mod inference;
@@ -29,12 +27,12 @@ pub mod shutdown;
 pub mod stats;
 pub mod synthetic;
 pub mod telemetry;
-pub mod tls;
 pub mod training;
 pub mod validation;
 
 use anyhow::Context;
 use api::serving::Serving;
+use api::{auth, connections, tls};
 use batching::Batcher;
 use config::Settings;
 use routing::ModelMap;

@@ -128,11 +128,7 @@ async fn a_broken_repository_exits_non_zero_naming_the_file() {
     std::fs::write(dir.path().join("retail/1/model.json"), "{ not json").unwrap();
     let mut server = Running::start(&mut command(&["--models", dir.path().to_str().unwrap()]));
     assert_eq!(server.exit_code().await, 1);
-    let mut text = String::new();
-    while let Ok(line) = server.logs.try_recv() {
-        text.push_str(&line.to_string());
-    }
-    assert!(text.contains("retail/1/model.json: invalid JSON"), "{text}");
+    server.log_containing("retail/1/model.json: invalid JSON").await;
 }
 
 #[tokio::test]
@@ -143,12 +139,9 @@ async fn cuda_on_a_cpu_build_is_refused_with_what_to_do() {
     let models = demo_models();
     let mut server = Running::start(&mut command(&["--models", models.to_str().unwrap(), "--device", "cuda:0"]));
     assert_eq!(server.exit_code().await, 1);
-    let mut text = String::new();
-    while let Ok(line) = server.logs.try_recv() {
-        text.push_str(&line.to_string());
-    }
-    assert!(text.contains("this build has no CUDA support"), "{text}");
-    assert!(text.contains("--features cuda"), "{text}");
+    // Read through the log (the reader may still be behind the exit), not just what has arrived.
+    let line = server.log_containing("this build has no CUDA support").await.to_string();
+    assert!(line.contains("--features cuda"), "{line}");
 }
 
 #[tokio::test]

@@ -4,17 +4,20 @@
 //! readiness per service; reflection (v1 and v1alpha, since grpcurl 1.8 speaks
 //! only v1alpha) lets grpcurl list, describe and call everything.
 
+pub mod auth;
 pub mod candela;
+pub mod connections;
 pub mod gate;
 pub mod kserve;
 pub mod serving;
 pub mod status;
+pub mod tls;
 
-use crate::auth::{Authenticator, KeyStore};
 use crate::config::{Settings, seconds};
 use crate::inference::Call;
 use ::candela::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use ::candela::v1::inference_server::InferenceServer;
+use auth::{Authenticator, KeyStore};
 use futures::{Stream, StreamExt};
 use serving::Serving;
 use std::future::Future;

@@ -4,27 +4,19 @@
 //! certificate it signed (mTLS). Connections are accepted by `connections`,
 //! which runs the handshakes concurrently under a timeout.
 
-use crate::connections::Handshake;
+use super::connections::Handshake;
+use crate::config::TlsFiles;
 use crate::reload::Reload;
 use arc_swap::ArcSwap;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
-
-/// The PEM files TLS is built from.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// When set, clients must present a certificate signed by this CA.
-    pub client_ca: Option<PathBuf>,
-}
 
 /// The current TLS configuration, swapped whole on reload.
 pub struct Tls {
