@@ -225,6 +225,14 @@ fn tiny() -> (serde_json::Value, Tensors) {
     (manifest, tensors)
 }
 
+/// A repository holding the `tiny` model as `retail/1`.
+fn tiny_repository() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, tensors) = tiny();
+    write_model(dir.path(), "retail", "1", &manifest, &tensors);
+    dir
+}
+
 fn broken(edit: impl FnOnce(&mut serde_json::Value, &mut Tensors)) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let (mut manifest, mut tensors) = tiny();
@@ -393,9 +401,7 @@ fn names_labels_and_version_directories_are_checked() {
 
 #[test]
 fn missing_or_corrupt_weights_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let (manifest, tensors) = tiny();
-    write_model(dir.path(), "retail", "1", &manifest, &tensors);
+    let dir = tiny_repository();
     let weights = dir.path().join("retail/1/model.safetensors");
     std::fs::write(&weights, b"definitely not safetensors").unwrap();
     assert_mentions(&load_error(dir.path()), &["retail/1/model.safetensors: unreadable safetensors file"]);
@@ -422,9 +428,7 @@ fn every_broken_model_is_reported_not_just_the_first() {
 
 #[test]
 fn a_dangling_or_looping_version_link_is_reported_not_skipped() {
-    let dir = tempfile::tempdir().unwrap();
-    let (manifest, tensors) = tiny();
-    write_model(dir.path(), "retail", "1", &manifest, &tensors);
+    let dir = tiny_repository();
     std::os::unix::fs::symlink("/nonexistent/candela", dir.path().join("retail/2")).unwrap();
     std::os::unix::fs::symlink(dir.path().join("retail/3"), dir.path().join("retail/3")).unwrap();
     let error = load_error(dir.path());
@@ -441,9 +445,7 @@ fn a_dangling_or_looping_version_link_is_reported_not_skipped() {
 #[test]
 fn a_fifo_is_refused_at_once_instead_of_hanging_the_load() {
     for file in ["model.json", "model.safetensors"] {
-        let dir = tempfile::tempdir().unwrap();
-        let (manifest, tensors) = tiny();
-        write_model(dir.path(), "retail", "1", &manifest, &tensors);
+        let dir = tiny_repository();
         let path = dir.path().join("retail/1").join(file);
         std::fs::remove_file(&path).unwrap();
         let made = std::process::Command::new("mkfifo").arg(&path).status().unwrap();
@@ -457,9 +459,7 @@ fn a_fifo_is_refused_at_once_instead_of_hanging_the_load() {
 
 #[test]
 fn weights_are_checked_against_their_header_and_the_size_limit_before_they_are_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let (manifest, tensors) = tiny();
-    write_model(dir.path(), "retail", "1", &manifest, &tensors);
+    let dir = tiny_repository();
     let weights = dir.path().join("retail/1/model.safetensors");
     let size = std::fs::metadata(&weights).unwrap().len();
     // A valid header followed by 2 GiB of (sparse) padding: refused from its header.
@@ -482,9 +482,7 @@ fn weights_are_checked_against_their_header_and_the_size_limit_before_they_are_r
 
 #[test]
 fn a_torch_save_file_is_recognised_and_the_fix_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let (manifest, tensors) = tiny();
-    write_model(dir.path(), "retail", "1", &manifest, &tensors);
+    let dir = tiny_repository();
     let version = dir.path().join("retail/1");
     // What torch.save writes: a zip archive.
     let zip = b"PK\x03\x04\x14\x00\x00\x00\x08\x00archive/data.pkl".to_vec();

@@ -5,9 +5,9 @@
 //! are `ModelError`s that name the tensor and what was expected.
 
 use crate::repository::manifest::{DTypeName, GeluApproximation, LayerSpec};
-use crate::stats::Stages;
-
 mod hints;
+
+use crate::stats::Stages;
 use candle_core::{CpuStorage, DType, Device, Module, Storage, Tensor};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
@@ -275,12 +275,12 @@ impl Network {
         Ok(Pass { probabilities, stages, overflowed: overflow.rows() })
     }
 
-    /// The features of one row (`inputs()` values) that make it overflow: those
+    /// The features of one overflowing row (`inputs()` values) to blame: those
     /// that are already non-finite when they reach the first layer in the
     /// model's dtype, else the fewest of the largest (after the prelude) whose
     /// reset to the training mean (0 after standardisation) lets the row
-    /// through. Empty when the row does not overflow. Runs only on the error
-    /// path: one pass of `inputs()` rows.
+    /// through. Empty when no such set exists. Runs only on the error path:
+    /// one pass of `inputs()` rows.
     pub fn blame(&self, row: &[f32]) -> candle_core::Result<Vec<usize>> {
         let x = Tensor::from_slice(row, (1, self.inputs), &self.device)?.to_dtype(wide_dtype(self.dtype))?;
         let z = self.prelude(x, &mut Overflow::new(1))?;
@@ -293,12 +293,10 @@ impl Network {
         largest.sort_by(|&a, &b| z[b].abs().total_cmp(&z[a].abs()));
         // Row k resets the k + 1 largest features.
         let mut reset = Vec::with_capacity(z.len() * z.len());
-        for k in 0..z.len() {
-            let mut trial = z.clone();
-            for &j in &largest[..=k] {
-                trial[j] = 0.0;
-            }
-            reset.extend(trial);
+        let mut trial = z.clone();
+        for &j in &largest {
+            trial[j] = 0.0;
+            reset.extend_from_slice(&trial);
         }
         let trials = Tensor::from_vec(reset, (z.len(), z.len()), &self.device)?.to_dtype(self.dtype)?;
         let mut overflow = Overflow::new(z.len());

@@ -195,40 +195,16 @@ pub fn grpc_prefix(flag: u8, length: u32) -> Vec<u8> {
 pub async fn raw_status(call: h2::client::ResponseFuture) -> (Code, String) {
     let response = call.await.unwrap();
     let (parts, mut body) = response.into_parts();
-    let from = |headers: &http::HeaderMap| {
-        headers.get("grpc-status").map(|code| {
-            let code = Code::from_i32(code.to_str().unwrap().parse().unwrap());
-            let message = headers.get("grpc-message").map(|m| m.to_str().unwrap().to_string()).unwrap_or_default();
-            (code, percent_decode(&message))
-        })
-    };
-    if let Some(status) = from(&parts.headers) {
-        return status;
-    }
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap();
-        let _ = body.flow_control().release_capacity(chunk.len());
-    }
-    let trailers = body.trailers().await.unwrap().expect("a gRPC answer ends in trailers");
-    from(&trailers).expect("trailers carry grpc-status")
-}
-
-/// grpc-message is percent-encoded (gRPC over HTTP/2 spec).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16)
-        {
-            out.push(byte);
-            i += 3;
-            continue;
+    let status = match tonic::Status::from_header_map(&parts.headers) {
+        Some(status) => status,
+        None => {
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.unwrap();
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            let trailers = body.trailers().await.unwrap().expect("a gRPC answer ends in trailers");
+            tonic::Status::from_header_map(&trailers).expect("trailers carry grpc-status")
         }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    };
+    (status.code(), status.message().to_string())
 }

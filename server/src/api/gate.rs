@@ -28,13 +28,35 @@ use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
-/// Calls admitted at the gate: (path, service, method).
-const ADMITTED: &[(&str, &str, &str)] = &[
-    ("/candela.v1.Inference/Predict", "candela.v1.Inference", "Predict"),
-    ("/candela.v1.Inference/BatchPredict", "candela.v1.Inference", "BatchPredict"),
-    ("/candela.v1.Inference/BatchPredictStream", "candela.v1.Inference", "BatchPredictStream"),
-    ("/inference.GRPCInferenceService/ModelInfer", "inference.GRPCInferenceService", "ModelInfer"),
+/// An inference method the gate knows: how metrics name it, and whether it
+/// is admitted here (calls answered from one request message) or per
+/// message by its stream.
+struct Method {
+    path: &'static str,
+    service: &'static str,
+    method: &'static str,
+    admitted_here: bool,
+}
+
+const fn method(path: &'static str, service: &'static str, method: &'static str, admitted_here: bool) -> Method {
+    Method { path, service, method, admitted_here }
+}
+
+const CANDELA: &str = "candela.v1.Inference";
+const OIP: &str = "inference.GRPCInferenceService";
+
+/// The inference methods; any other path is labelled `other` (a caller's
+/// path never becomes a metric label).
+const METHODS: &[Method] = &[
+    method("/candela.v1.Inference/Predict", CANDELA, "Predict", true),
+    method("/candela.v1.Inference/BatchPredict", CANDELA, "BatchPredict", true),
+    method("/candela.v1.Inference/BatchPredictStream", CANDELA, "BatchPredictStream", true),
+    method("/candela.v1.Inference/StreamPredict", CANDELA, "StreamPredict", false),
+    method("/inference.GRPCInferenceService/ModelInfer", OIP, "ModelInfer", true),
+    method("/inference.GRPCInferenceService/ModelStreamInfer", OIP, "ModelStreamInfer", false),
 ];
+
+const OTHER: Method = method("", "other", "other", false);
 
 /// The size of a gRPC message's prefix: a compression flag and a 4-byte length.
 const PREFIX: usize = 5;
@@ -119,11 +141,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let (service, method) = names(request.uri().path());
-        let admitted = ADMITTED.iter().any(|(path, ..)| *path == request.uri().path());
-        let mut request = request;
-        if admitted {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let path = request.uri().path();
+        let known = METHODS.iter().find(|m| m.path == path).unwrap_or(&OTHER);
+        let (service, method) = (known.service, known.method);
+        if known.admitted_here {
             match self.serving.admit() {
                 Ok(permit) => {
                     request.extensions_mut().insert(Admitted(Arc::new(Mutex::new(Some(permit)))));
@@ -143,64 +165,37 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let serving = self.serving.clone();
         Box::pin(async move {
-            let response = inner.call(request).await?;
-            Ok(undecodable(response, |message| {
-                // Counted only: the request's metadata no longer matters.
-                let call = serving.call(&MetadataMap::new(), service, method);
-                call.finished(Some(&ServeError::invalid("(request)", message)));
-            }))
+            let mut response = inner.call(request).await?;
+            // A trailers-only answer of tonic's to undecodable bytes: the
+            // handler never ran, so the call is recorded here.
+            if let Some(error) = Status::from_header_map(response.headers()).as_ref().and_then(undecodable) {
+                serving.call(&MetadataMap::new(), service, method).finished(Some(&error));
+                let headers = response.headers_mut();
+                for header in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+                    headers.remove(header);
+                }
+                let _ = Status::from(error).add_header(headers);
+            }
+            Ok(response)
         })
     }
 }
 
-/// The service and method a path names, as the metrics label them (known
-/// names only: a caller's path never becomes a label).
-fn names(path: &str) -> (&'static str, &'static str) {
-    const OTHER: (&str, &str) = ("other", "other");
-    const STREAMS: &[(&str, &str, &str)] = &[
-        ("/candela.v1.Inference/StreamPredict", "candela.v1.Inference", "StreamPredict"),
-        ("/inference.GRPCInferenceService/ModelStreamInfer", "inference.GRPCInferenceService", "ModelStreamInfer"),
-    ];
-    ADMITTED
-        .iter()
-        .chain(STREAMS)
-        .find(|(known, ..)| *known == path)
-        .map_or(OTHER, |(_, service, method)| (*service, *method))
-}
-
-/// Whether `status` is tonic's answer to request bytes it could not decode:
-/// the protobuf decoder's errors and the message framing's (a compression
-/// flag other than 0 or 1, a body that ends inside a message). A compressed
-/// flag without a `grpc-encoding` stays INTERNAL, as the gRPC compression
-/// spec requires.
-pub fn is_undecodable(code: Code, message: &str) -> bool {
-    code == Code::Internal
+/// The core error for tonic's answer to request bytes it could not decode
+/// (the protobuf decoder's errors and the message framing's: a compression
+/// flag other than 0 or 1, a body that ends inside a message); `None` for
+/// any other status. A compressed flag without a `grpc-encoding` stays
+/// INTERNAL, as the gRPC compression spec requires.
+pub fn undecodable(status: &Status) -> Option<ServeError> {
+    let message = status.message();
+    let undecodable = status.code() == Code::Internal
         && (message.starts_with("failed to decode Protobuf message")
             || message.starts_with("protocol error: received message with invalid compression flag")
-            || message.starts_with("Unexpected EOF decoding stream"))
-}
-
-/// The INVALID_ARGUMENT answer for a request that could not be decoded.
-pub fn invalid_request(message: &str) -> Status {
-    Status::invalid_argument(format!("the request could not be decoded: {message}; send the method's protobuf message"))
-}
-
-/// Rewrites a trailers-only answer of tonic's to undecodable bytes into
-/// INVALID_ARGUMENT, calling `counted` so the call is recorded (its handler
-/// never ran). Other answers pass untouched.
-fn undecodable(mut response: http::Response<Body>, counted: impl FnOnce(String)) -> http::Response<Body> {
-    let Some(status) = Status::from_header_map(response.headers()) else { return response };
-    if !is_undecodable(status.code(), status.message()) {
-        return response;
-    }
-    let rewritten = invalid_request(status.message());
-    counted(rewritten.message().to_string());
-    let headers = response.headers_mut();
-    headers.remove("grpc-status");
-    headers.remove("grpc-message");
-    headers.remove("grpc-status-details-bin");
-    let _ = rewritten.add_header(headers);
-    response
+            || message.starts_with("Unexpected EOF decoding stream"));
+    undecodable.then(|| ServeError::InvalidArgument {
+        message: format!("the request could not be decoded: {message}; send the method's protobuf message"),
+        violations: Vec::new(),
+    })
 }
 
 /// A request body charged against the budget for the bytes of its

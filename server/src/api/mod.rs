@@ -129,35 +129,26 @@ where
     Fut: Future<Output = Out> + Send + 'static,
 {
     let idle = serving.limits.stream_idle;
-    let inbound = tokio_stream::StreamExt::timeout(inbound, idle).map(move |message| match message {
-        Ok(Ok(message)) => Ok(message),
-        Ok(Err(status)) if gate::is_undecodable(status.code(), status.message()) => {
-            Err(gate::invalid_request(status.message()))
-        }
-        Ok(Err(status)) => Err(status),
-        Err(_) => Err(Status::unavailable(format!(
-            "the stream sent no message for {} s (--stream-idle-seconds); open a new one when there is work",
-            idle.as_secs_f64()
-        ))),
-    });
     let in_flight = serving.limits.stream_in_flight;
     let serving = serving.clone();
-    let answers = inbound
+    let answers = tokio_stream::StreamExt::timeout(inbound, idle)
         .map(move |message| {
-            let serving = serving.clone();
             let call = stream.message();
-            let answer = message.map(|message| answer(serving.clone(), message, call.clone()));
-            async move {
-                match answer {
-                    Ok(answer) => Ok(answer.await),
-                    Err(status) => {
-                        if status.code() == tonic::Code::InvalidArgument {
-                            call.finished(Some(&crate::error::ServeError::invalid("(request)", status.message())));
-                        }
-                        Err(status)
+            let answer = match message {
+                Ok(Ok(message)) => Ok(answer(serving.clone(), message, call)),
+                Ok(Err(status)) => match gate::undecodable(&status) {
+                    Some(error) => {
+                        call.finished(Some(&error));
+                        Err(Status::from(error))
                     }
-                }
-            }
+                    None => Err(status),
+                },
+                Err(_elapsed) => Err(Status::unavailable(format!(
+                    "the stream sent no message for {} s (--stream-idle-seconds); open a new one when there is work",
+                    idle.as_secs_f64()
+                ))),
+            };
+            async move { Ok(answer?.await) }
         })
         .buffered(in_flight);
     Box::pin(answers)

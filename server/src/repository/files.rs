@@ -100,9 +100,13 @@ pub fn read_manifest_text(path: &Path) -> Result<String, LoadError> {
 
 /// Loads a safetensors file's tensors onto the CPU after checking that it is
 /// a regular file of at most `max_bytes` whose header describes exactly the
-/// bytes that follow it.
+/// bytes that follow it. A missing file beside a PyTorch checkpoint says how
+/// to write safetensors from it.
 pub fn read_weights(path: &Path, max_bytes: u64) -> Result<HashMap<String, Tensor>, LoadError> {
-    let (mut file, size) = open_bounded(path, max_bytes, "--max-model-bytes")?;
+    let (mut file, size) = match open_bounded(path, max_bytes, "--max-model-bytes") {
+        Err(LoadError::Missing { path }) => return Err(missing_weights(path)),
+        opened => opened?,
+    };
     let weights = |message: String| LoadError::Weights { path: path.to_path_buf(), message };
     let mut prefix = [0u8; 8];
     file.read_exact(&mut prefix)
@@ -135,20 +139,24 @@ pub fn read_weights(path: &Path, max_bytes: u64) -> Result<HashMap<String, Tenso
     candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| weights(e.to_string()))
 }
 
-/// Files in `dir` that look like PyTorch checkpoints (`.pt`, `.pth`, `.bin`,
-/// `.ckpt`), for the error when the safetensors file is missing.
-pub fn torch_checkpoints(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut found: Vec<String> = entries
+/// The error for a missing weights file: named with the PyTorch checkpoints
+/// (`.pt`, `.pth`, `.bin`, `.ckpt`) beside it, if any, and how to convert them.
+fn missing_weights(path: std::path::PathBuf) -> LoadError {
+    let entries = path.parent().and_then(|dir| std::fs::read_dir(dir).ok());
+    let mut checkpoints: Vec<String> = entries
+        .into_iter()
+        .flatten()
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .filter(|name| [".pt", ".pth", ".bin", ".ckpt"].iter().any(|ext| name.ends_with(ext)))
         .collect();
-    found.sort();
-    found
-}
-
-/// What to say about PyTorch checkpoints found beside a missing weights file.
-pub fn checkpoint_hint(found: &[String]) -> String {
-    format!("the directory holds {} (a `torch.save` pickle?): {WRITE_SAFETENSORS}", found.join(", "))
+    if checkpoints.is_empty() {
+        return LoadError::Missing { path };
+    }
+    checkpoints.sort();
+    let reason = format!(
+        "is missing; the directory holds {} (a `torch.save` pickle?): {WRITE_SAFETENSORS}",
+        checkpoints.join(", ")
+    );
+    LoadError::Refused { path, reason }
 }

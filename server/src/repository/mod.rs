@@ -170,19 +170,7 @@ pub fn build_network(
     max_model_bytes: u64,
 ) -> Result<Network, LoadError> {
     let weights_path = dir.join(WEIGHTS_FILE);
-    let tensors = match files::read_weights(&weights_path, max_model_bytes) {
-        Err(LoadError::Missing { path }) => {
-            let checkpoints = files::torch_checkpoints(dir);
-            if checkpoints.is_empty() {
-                return Err(LoadError::Missing { path });
-            }
-            return Err(LoadError::Refused {
-                path,
-                reason: format!("is missing; {}", files::checkpoint_hint(&checkpoints)),
-            });
-        }
-        read => read?,
-    };
+    let tensors = files::read_weights(&weights_path, max_model_bytes)?;
     let network = Network::build(
         &manifest.layers,
         &manifest.tensor_prefix,
