@@ -8,7 +8,10 @@
 #      with a message naming the GPU;
 #   3. packages everything bench/gpu-run.sh needs into .gpu/package.tar.xz (git-ignored) and
 #      prints the exact commands that run it on the GPU host and record the results.
-# SMOKE_ONLY=1 stops after step 2 (what CI runs). Takes ~12 min on 2 cores from a warm target/.
+# SMOKE_ONLY=1 stops after step 2 (what CI runs): it builds only the cuda server, in the dev
+# profile (dependencies optimised as in release), so it shares every dependency that does not
+# involve CUDA with the test build before it, and uses that build's `candela`. The full check
+# takes ~12 min on 2 cores from a warm target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -25,21 +28,30 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-say "building the cuda server and the CUDA equivalence test (the first build compiles candle's kernels: ~10 min)"
-cargo build --release --locked --features cuda -p candela-server --bin candela-server
-cp "$target/release/candela-server" "$work/candela-server-cuda"
-devices_test=$(cargo test --release --locked --features cuda -p candela-server --test devices --no-run \
-  --message-format=json | python3 -c '
+if [ "${SMOKE_ONLY:-0}" = 1 ]; then
+  say "building the cuda server, dev profile (the first build compiles candle's kernels: ~10 min)"
+  cargo build --locked --features cuda -p candela-server --bin candela-server
+  cp "$target/debug/candela-server" "$work/candela-server-cuda"
+  cargo build --locked -p candela-client --bin candela
+  cp "$target/debug/candela" "$work/candela"
+else
+  say "building the cuda server and the CUDA equivalence test (the first build compiles candle's kernels: ~10 min)"
+  cargo build --release --locked --features cuda -p candela-server --bin candela-server
+  cp "$target/release/candela-server" "$work/candela-server-cuda"
+  devices_test=$(cargo test --release --locked --features cuda,test-util -p candela-server --test devices --no-run \
+    --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "devices" and m.get("executable"):
         print(m["executable"])')
-cp "$devices_test" "$work/devices-test"
-say "building the CPU server, candela and candela-train"
-cargo build --release --locked -p candela-server --bin candela-server --bin candela-train -p candela-client --bin candela
-for binary in candela candela-train; do cp "$target/release/$binary" "$work/$binary"; done
-cp "$target/release/candela-server" "$work/candela-server-cpu"
+  cp "$devices_test" "$work/devices-test"
+  say "building the CPU server, candela and candela-train"
+  cargo build --release --locked -p candela-server --features train --bin candela-server --bin candela-train \
+    -p candela-client --bin candela
+  for binary in candela candela-train; do cp "$target/release/$binary" "$work/$binary"; done
+  cp "$target/release/candela-server" "$work/candela-server-cpu"
+fi
 
 say "smoke test: the cuda binary on this GPU-less machine, the stubs standing in for libcuda (the CUDA runtime from the nvcc wheels)"
 stubs=$cuda_home/lib/stubs

@@ -4,7 +4,7 @@
 mod common;
 
 use candela_client::{ModelId, proto, stream_batch};
-use common::{FEATURES, TestServer, rows};
+use candela_server::testing::{FEATURES, TestServer, rows};
 use futures::StreamExt;
 use tonic::Code;
 
@@ -18,7 +18,7 @@ fn assert_close(a: &[f32], b: &[f32]) {
 #[tokio::test]
 async fn predict_scores_one_row_and_names_the_model() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let data = rows("retail", 1);
     let response = client.predict("retail", data.values.clone()).await.unwrap();
     let prediction = response.prediction.unwrap();
@@ -34,7 +34,7 @@ async fn predict_scores_one_row_and_names_the_model() {
 #[tokio::test]
 async fn a_callers_request_id_is_echoed() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let mut request = tonic::Request::new(proto::PredictRequest {
         segment: "sme".into(),
         version: 0,
@@ -48,7 +48,7 @@ async fn a_callers_request_id_is_echoed() {
 #[tokio::test]
 async fn batch_predict_answers_every_row_in_order_as_predict_would() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let data = rows("corporate", 50);
     let batch = client.batch_predict("corporate", FEATURES, data.values.clone()).await.unwrap();
     assert_eq!(batch.predictions.len(), 50);
@@ -63,7 +63,7 @@ async fn batch_predict_answers_every_row_in_order_as_predict_would() {
 #[tokio::test]
 async fn segments_are_routed_to_their_own_models() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let row = rows("retail", 1).values;
     let mut seen = Vec::new();
     for segment in ["retail", "corporate", "sme"] {
@@ -77,7 +77,7 @@ async fn segments_are_routed_to_their_own_models() {
 #[tokio::test]
 async fn the_default_segment_serves_requests_that_name_none() {
     let server = TestServer::start(&["--default-segment", "sme"]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let row = rows("sme", 1).values;
     let response = client.predict("", row.clone()).await.unwrap();
     assert_eq!(response.model.unwrap().segment, "sme");
@@ -89,7 +89,7 @@ async fn the_default_segment_serves_requests_that_name_none() {
 #[tokio::test]
 async fn batch_predict_stream_sends_chunks_that_add_up_to_the_batch() {
     let server = TestServer::start(&["--stream-chunk-rows", "64"]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let data = rows("retail", 300);
     let whole = client.batch_predict("retail", FEATURES, data.values.clone()).await.unwrap();
     let mut stream = client.batch_predict_stream("retail", FEATURES, data.values).await.unwrap();
@@ -111,7 +111,7 @@ async fn batch_predict_stream_sends_chunks_that_add_up_to_the_batch() {
 #[tokio::test]
 async fn stream_predict_answers_each_batch_by_id_and_survives_bad_batches() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let model = ModelId::latest("retail");
     let good = rows("retail", 40).values;
     let mut with_nan = good[..FEATURES * 3].to_vec();
@@ -162,7 +162,7 @@ async fn stream_predict_answers_each_batch_by_id_and_survives_bad_batches() {
 #[tokio::test]
 async fn stream_predict_handles_many_batches_from_a_fast_producer() {
     let server = TestServer::start(&["--stream-in-flight", "2"]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let model = ModelId::latest("sme");
     let data = rows("sme", 100);
     let batches: Vec<_> =
@@ -180,7 +180,7 @@ async fn stream_predict_handles_many_batches_from_a_fast_producer() {
 #[tokio::test]
 async fn list_and_get_model_describe_schemas_and_provenance() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let list = client.list_models().await.unwrap();
     let names: Vec<(String, u64)> = list.models.iter().map(|m| (m.segment.clone(), m.version)).collect();
     assert_eq!(names, [("corporate".into(), 1), ("retail".into(), 1), ("sme".into(), 1)]);

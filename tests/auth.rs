@@ -6,7 +6,7 @@
 mod common;
 
 use candela::inference::{self as oip, grpc_inference_service_client::GrpcInferenceServiceClient};
-use common::{TestServer, demo_models, rows, settings};
+use candela_server::testing::{TestServer, demo_models, rows, settings};
 use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -19,7 +19,7 @@ async fn start(keys_file: &std::path::Path, extra: &[&str]) -> TestServer {
     let mut args = vec!["--api-keys-file", keys_file.to_str().unwrap()];
     args.extend_from_slice(extra);
     let server = TestServer::start_with(settings(&demo_models(), &args)).await;
-    common::wait_for(&mut server.client().await, "", ServingStatus::Serving).await;
+    common::wait_for(&mut common::client(&server).await, "", ServingStatus::Serving).await;
     server
 }
 
@@ -40,7 +40,7 @@ async fn inference_needs_a_key_and_a_wrong_one_reveals_nothing() {
     let server = start(&keys, &[]).await;
     let row = rows("retail", 1).values;
 
-    let mut anonymous = server.client().await;
+    let mut anonymous = common::client(&server).await;
     let status = anonymous.predict("retail", row.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("send metadata `authorization: Bearer <api key>`"), "{}", status.message());
@@ -50,13 +50,13 @@ async fn inference_needs_a_key_and_a_wrong_one_reveals_nothing() {
     assert!(!status.message().contains("segment"), "{}", status.message());
     assert_eq!(anonymous.list_models().await.unwrap_err().code(), Code::Unauthenticated);
 
-    let mut wrong = server.client().await.with_api_key("ka-3f9d2c71e5b84a0").unwrap();
+    let mut wrong = common::client(&server).await.with_api_key("ka-3f9d2c71e5b84a0").unwrap();
     let status = wrong.predict("retail", row.clone()).await.unwrap_err();
     assert_eq!((status.code(), status.message()), (Code::Unauthenticated, "invalid API key"));
     assert!(!status.message().contains(KEY_A));
 
     for key in [KEY_A, KEY_B] {
-        let mut client = server.client().await.with_api_key(key).unwrap();
+        let mut client = common::client(&server).await.with_api_key(key).unwrap();
         assert!(client.predict("retail", row.clone()).await.is_ok());
     }
 
@@ -81,8 +81,8 @@ async fn keys_rotate_by_editing_the_file() {
     write_keys(&keys, &[KEY_A]);
     let server = start(&keys, &[]).await;
     let row = rows("sme", 1).values;
-    let mut old = server.client().await.with_api_key(KEY_A).unwrap();
-    let mut new = server.client().await.with_api_key(KEY_C).unwrap();
+    let mut old = common::client(&server).await.with_api_key(KEY_A).unwrap();
+    let mut new = common::client(&server).await.with_api_key(KEY_C).unwrap();
     assert!(old.predict("sme", row.clone()).await.is_ok());
     assert_eq!(new.predict("sme", row.clone()).await.unwrap_err().code(), Code::Unauthenticated);
 
@@ -107,7 +107,7 @@ async fn keys_rotate_by_editing_the_file() {
     write_keys(&keys, &[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(new.predict("sme", row.clone()).await.is_ok());
-    assert_eq!(server.client().await.predict("sme", row).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(common::client(&server).await.predict("sme", row).await.unwrap_err().code(), Code::Unauthenticated);
 }
 
 #[tokio::test]

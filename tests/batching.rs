@@ -8,7 +8,7 @@ mod common;
 
 use candela::inference as oip;
 use candela_client::{Client, proto};
-use common::{FEATURES, TestServer, demo_models, rows};
+use candela_server::testing::{FEATURES, TestServer, demo_models, rows};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
@@ -18,11 +18,11 @@ const CALLS_EACH: usize = 12;
 
 /// Distinct rows of `segment` and each one's probabilities scored alone, in-process.
 fn rows_with_answers(segment: &str, n: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let models = candela_server::repository::load(
+    let models = candela_server::model::repository::load(
         &demo_models(),
         &candle_core::Device::Cpu,
         "cpu",
-        candela_server::repository::DEFAULT_MAX_MODEL_BYTES,
+        candela_server::model::repository::DEFAULT_MAX_MODEL_BYTES,
     )
     .unwrap();
     let model = models.iter().find(|m| m.segment == segment).unwrap();
@@ -33,7 +33,7 @@ fn rows_with_answers(segment: &str, n: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
 
 /// The newest version of `segment`'s ModelStatistics.
 async fn model_statistics(server: &TestServer, segment: &str) -> oip::ModelStatistics {
-    let mut oip = server.client().await.open_inference();
+    let mut oip = common::client(server).await.open_inference();
     let request = oip::ModelStatisticsRequest { name: segment.into(), version: String::new() };
     oip.model_statistics(request).await.unwrap().into_inner().model_stats.remove(0)
 }
@@ -55,7 +55,7 @@ async fn every_caller_gets_its_own_rows(flags: &[&str]) -> (u64, u64, u64) {
     // Four connections, six callers multiplexed on each.
     let mut clients: Vec<Client> = Vec::new();
     for _ in 0..4 {
-        clients.push(server.client().await);
+        clients.push(common::client(&server).await);
     }
     let tasks: Vec<_> = (0..CALLERS)
         .map(|caller| {
@@ -121,7 +121,7 @@ async fn a_pass_never_exceeds_max_batch_rows_and_a_larger_request_runs_alone() {
     let flags = ["--max-queue-delay-us", "20000", "--max-batch-rows", "10"];
     let (values, answers) = rows_with_answers("sme", 40);
     let server = TestServer::start(&flags).await;
-    let client = server.client().await;
+    let client = common::client(&server).await;
     // 25 rows (over the cap) and three 4-row requests at once: the large one
     // must run alone and whole; the small ones share passes of at most 10 rows.
     let sizes = [25usize, 4, 4, 4];
@@ -186,7 +186,7 @@ async fn dropped(metrics: &str, reason: &str) -> f64 {
 #[tokio::test]
 async fn a_caller_that_goes_away_is_dropped_before_compute() {
     let (server, metrics) = slow_window().await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let (_, _, before) = statistics(&server, "corporate").await;
     // The caller gives up after 50 ms, well inside the 400 ms window; the
     // client's own timeout drops the call (RST_STREAM), not a grpc-timeout.
@@ -207,7 +207,7 @@ async fn a_caller_that_goes_away_is_dropped_before_compute() {
 #[tokio::test]
 async fn a_deadline_that_passes_in_the_queue_drops_the_work() {
     let (server, metrics) = slow_window().await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let (_, _, before) = statistics(&server, "corporate").await;
     let mut request = tonic::Request::new(proto::PredictRequest {
         segment: "corporate".into(),

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{TestServer, rows};
+use candela_server::testing::{TestServer, rows};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,7 +34,7 @@ async fn silent_and_half_open_connections_are_closed_after_the_handshake_timeout
     assert!(took >= Duration::from_millis(800), "closed after {took:?}, before the timeout");
     closed_within(&mut partial, Duration::from_secs(10)).await;
     // A real client is unaffected.
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     assert!(client.predict("retail", rows("retail", 1).values).await.is_ok());
 }
 

@@ -4,14 +4,15 @@
 
 mod common;
 
-use candela_server::synthetic::Segment;
-use candela_server::training::{self, TrainConfig};
-use common::{FEATURES, TestServer, demo_models, rows, settings, wait_for};
+use candela_server::testing::{FEATURES, TestServer, demo_models, rows, settings};
+use candela_server::train::synthetic::Segment;
+use candela_server::train::training::{self, TrainConfig};
+use common::wait_for;
 
 #[tokio::test]
 async fn every_demo_model_scores_auc_of_at_least_0_90_on_fresh_rows() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     for segment in ["retail", "corporate", "sme"] {
         let data = rows(segment, 5000);
         let mut scores = Vec::with_capacity(data.rows());
@@ -79,13 +80,13 @@ async fn a_wider_model_trains_on_feature_products_and_serves() {
     let trained = training::train(Segment::Sme, &config).unwrap();
     let names = &trained.manifest.features;
     assert_eq!(names.len(), 64);
-    assert_eq!(&names[..FEATURES], candela_server::synthetic::FEATURES.map(String::from).as_slice());
+    assert_eq!(&names[..FEATURES], candela_server::train::synthetic::FEATURES.map(String::from).as_slice());
     assert!(names[FEATURES..].iter().all(|n| n.contains("_x_")), "{names:?}");
     let repo = tempfile::tempdir().unwrap();
     training::write(&trained, &repo.path().join("wide").join("1")).unwrap();
 
     let server = TestServer::start_with(settings(repo.path(), &["--max-rows", "3000"])).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     wait_for(&mut client, "", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
     let data = training::fresh_rows(Segment::Sme, 3000).widen(64);
     let response = client.batch_predict("wide", 64, data.values.clone()).await.unwrap();

@@ -9,9 +9,10 @@
 
 mod common;
 
-use candela_server::api::HEALTH_SERVICES;
-use candela_server::config::{DeviceSpec, Settings};
-use common::{peers_python, repo_root};
+use candela_server::api::router::HEALTH_SERVICES;
+use candela_server::config::Settings;
+use candela_server::model::device::DeviceSpec;
+use candela_server::testing::{peers_python, repo_root};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;

@@ -5,7 +5,8 @@
 mod common;
 
 use candela_client::{ModelId, proto};
-use common::{FEATURES, TestServer, rows, settings, wait_for};
+use candela_server::testing::{FEATURES, TestServer, rows, settings};
+use common::wait_for;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -25,7 +26,7 @@ fn assert_invalid(status: &Status, field: &str, message_part: &str) {
 #[tokio::test]
 async fn wrong_feature_count_is_invalid_argument_naming_the_expected_count() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let status = client.predict("retail", vec![1.0; FEATURES - 1]).await.unwrap_err();
     assert_invalid(&status, "features", "has 29 values; model `retail` version 1 expects 30 features");
     let status = client.batch_predict("retail", FEATURES + 2, vec![1.0; (FEATURES + 2) * 2]).await.unwrap_err();
@@ -37,7 +38,7 @@ async fn wrong_feature_count_is_invalid_argument_naming_the_expected_count() {
 #[tokio::test]
 async fn nan_and_infinity_are_named_by_row_column_and_feature() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let mut row = rows("retail", 1).values;
     row[0] = f32::INFINITY;
     let status = client.predict("retail", row).await.unwrap_err();
@@ -59,16 +60,16 @@ async fn nan_and_infinity_are_named_by_row_column_and_feature() {
 #[tokio::test]
 async fn violations_are_capped_but_the_message_counts_them_all() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let status = client.batch_predict("sme", FEATURES, vec![f32::NAN; FEATURES * 10]).await.unwrap_err();
     assert!(status.message().starts_with("300 non-finite feature values"), "{}", status.message());
-    assert_eq!(violations(&status).len(), candela_server::error::MAX_VIOLATIONS);
+    assert_eq!(violations(&status).len(), candela_server::core::error::MAX_VIOLATIONS);
 }
 
 #[tokio::test]
 async fn empty_and_missing_batches_are_invalid() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let status = client.batch_predict("retail", FEATURES, vec![]).await.unwrap_err();
     assert_invalid(&status, "rows.values", "is empty: send at least one row");
     let status = client
@@ -84,7 +85,7 @@ async fn empty_and_missing_batches_are_invalid() {
 #[tokio::test]
 async fn more_rows_than_the_limit_is_invalid_and_says_to_split() {
     let server = TestServer::start(&["--max-rows", "100"]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let data = rows("retail", 101);
     let status = client.batch_predict("retail", FEATURES, data.values.clone()).await.unwrap_err();
     assert_invalid(
@@ -99,7 +100,7 @@ async fn more_rows_than_the_limit_is_invalid_and_says_to_split() {
 #[tokio::test]
 async fn the_default_row_limit_is_1000() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let data = rows("corporate", 1001);
     let status = client.batch_predict("corporate", FEATURES, data.values.clone()).await.unwrap_err();
     assert_invalid(&status, "rows.values", "at most 1000 per request");
@@ -110,7 +111,7 @@ async fn the_default_row_limit_is_1000() {
 #[tokio::test]
 async fn oversized_messages_are_invalid_argument_and_huge_ones_never_decoded() {
     let server = TestServer::start(&["--max-message-bytes", "20000", "--max-rows", "100000"]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     // 200 rows × 30 features × 4 bytes = 24,000 bytes: over the limit, under twice it.
     let status = client.batch_predict("retail", FEATURES, rows("retail", 200).values).await.unwrap_err();
     assert_invalid(&status, "(message)", "this server accepts messages of at most 20000 bytes");
@@ -125,7 +126,7 @@ async fn oversized_messages_are_invalid_argument_and_huge_ones_never_decoded() {
 #[tokio::test]
 async fn unknown_segments_and_versions_are_not_found_listing_what_exists() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let row = rows("retail", 1).values;
     let status = client.predict("wholesale", row.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
@@ -144,7 +145,7 @@ async fn unknown_segments_and_versions_are_not_found_listing_what_exists() {
 #[tokio::test]
 async fn naming_no_segment_without_a_default_is_invalid() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let status = client.predict("", rows("retail", 1).values).await.unwrap_err();
     assert_invalid(
         &status,
@@ -156,7 +157,7 @@ async fn naming_no_segment_without_a_default_is_invalid() {
 #[tokio::test]
 async fn batch_predict_stream_validates_before_streaming() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let mut values = rows("retail", 10).values;
     values[3] = f32::NAN;
     let status = client.batch_predict_stream("retail", FEATURES, values).await.unwrap_err();
@@ -166,7 +167,7 @@ async fn batch_predict_stream_validates_before_streaming() {
 #[tokio::test]
 async fn the_server_keeps_serving_after_every_kind_of_error() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     for _ in 0..20 {
         let _ = client.predict("retail", vec![f32::NAN; 3]).await.unwrap_err();
         let _ = client.predict("nowhere", vec![]).await.unwrap_err();
@@ -197,7 +198,7 @@ async fn rows_that_overflow_the_model_are_invalid_argument_and_nothing_is_answer
     )
     .unwrap();
     let server = TestServer::start_with(settings(dir.path(), &[])).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     wait_for(&mut client, "", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
     let status = client.batch_predict("wild", 2, vec![0.5, 1.0, 1.0e10, 1.0, 2.0e10, 2.0]).await.unwrap_err();
     assert_invalid(

@@ -10,7 +10,8 @@ mod common;
 
 use bytes::Bytes;
 use candela_client::{ModelId, proto, stream_batch};
-use common::{FEATURES, TestServer, grpc_prefix, raw_call, raw_connection, raw_status, rows};
+use candela_server::testing::{FEATURES, TestServer, rows};
+use common::{grpc_prefix, raw_call, raw_connection, raw_status};
 use std::time::{Duration, Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -23,7 +24,7 @@ async fn idle_and_unread_streams_never_lock_other_callers_out() {
     let mut held = Vec::new();
     let mut unread = Vec::new();
     for connection in 0..2 {
-        let mut greedy = server.client().await;
+        let mut greedy = common::client(&server).await;
         for _ in 0..60 {
             let (sender, receiver) = tokio::sync::mpsc::channel::<proto::StreamPredictRequest>(1);
             let responses = greedy.stream_predict(ReceiverStream::new(receiver)).await.expect("a stream opens");
@@ -35,7 +36,7 @@ async fn idle_and_unread_streams_never_lock_other_callers_out() {
         }
     }
     // Everyone else is served, every time.
-    let mut other = server.client().await;
+    let mut other = common::client(&server).await;
     let row = rows("retail", 1).values;
     for call in 0..50 {
         let answer = other.predict("retail", row.clone()).await;
@@ -50,7 +51,7 @@ async fn idle_and_unread_streams_never_lock_other_callers_out() {
 #[tokio::test]
 async fn a_stream_that_sends_nothing_is_ended_after_the_idle_timeout() {
     let server = TestServer::start(&["--stream-idle-seconds", "1"]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let (sender, receiver) = tokio::sync::mpsc::channel::<proto::StreamPredictRequest>(1);
     let mut responses = client.stream_predict(ReceiverStream::new(receiver)).await.unwrap();
     // A stream that works is not idle.
@@ -108,7 +109,7 @@ async fn incomplete_request_bytes_are_bounded_across_the_server() {
         "the budget was released: this call is still receiving"
     );
     // Complete messages never count: ordinary calls carry on.
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     assert!(client.batch_predict("retail", FEATURES, rows("retail", 1000).values).await.is_ok());
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestServer, rows, tool};
+use candela_server::testing::{TestServer, rows, tool};
 use std::process::Command;
 
 /// Runs grpcurl with `args` off the runtime (the server shares it); returns
@@ -49,7 +49,7 @@ async fn grpcurl_lists_describes_and_calls_predict_with_json() {
     let probabilities = json["prediction"]["probabilities"].as_array().unwrap();
     assert_eq!(probabilities.len(), 2);
     // The same row through the Rust client gives the same answer.
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let expected = client.predict("retail", rows("retail", 1).values).await.unwrap().prediction.unwrap();
     for (got, want) in probabilities.iter().zip(&expected.probabilities) {
         assert!((got.as_f64().unwrap() as f32 - want).abs() < 1e-6);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestServer, demo_models, rows, settings};
+use candela_server::testing::{TestServer, demo_models, rows, settings};
 use futures::StreamExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ async fn health_goes_not_serving_then_serving_then_not_serving_on_shutdown() {
     repository_that_loads_slowly(dir.path());
     let started = Instant::now();
     let mut server = TestServer::start_with(settings(dir.path(), &["--drain-seconds", "0.5"])).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let channel = tonic::transport::Channel::from_shared(server.url.clone()).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel);
     let mut watch = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
@@ -75,16 +75,16 @@ async fn health_goes_not_serving_then_serving_then_not_serving_on_shutdown() {
 #[tokio::test]
 async fn unknown_health_services_are_not_found() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     assert_eq!(client.health("no.such.Service").await.unwrap_err().code(), Code::NotFound);
 }
 
 #[tokio::test]
 async fn in_flight_streams_finish_during_shutdown() {
     let mut server = TestServer::start(&["--drain-seconds", "0.2"]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let data = rows("sme", 1000);
-    let mut stream = client.batch_predict_stream("sme", common::FEATURES, data.values).await.unwrap();
+    let mut stream = client.batch_predict_stream("sme", candela_server::testing::FEATURES, data.values).await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
     server.begin_shutdown();
     let mut total = first.predictions.len();
@@ -113,7 +113,7 @@ async fn a_shutdown_while_loading_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     repository_that_loads_slowly(dir.path());
     let mut server = TestServer::start_with(settings(dir.path(), &["--drain-seconds", "5"])).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     assert_eq!(client.health("").await.unwrap(), ServingStatus::NotServing);
     let began = Instant::now();
     server.begin_shutdown();

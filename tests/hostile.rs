@@ -9,7 +9,7 @@ mod common;
 use bytes::{Buf, BufMut, Bytes};
 use candela::inference::{self as oip, grpc_inference_service_client::GrpcInferenceServiceClient};
 use candela_client::{ModelId, stream_batch};
-use common::{FEATURES, TestServer, rows};
+use candela_server::testing::{FEATURES, TestServer, rows};
 use std::time::Duration;
 use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -184,7 +184,7 @@ async fn declared_shapes_never_size_an_allocation() {
 #[tokio::test]
 async fn odd_segment_names_are_just_unknown() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let row = rows("retail", 1).values;
     for name in ["零售", "retail\u{0}", "../retail", "retail\n", &"x".repeat(10_000), "RETAIL", " retail"] {
         let status = client.predict(name, row.clone()).await.unwrap_err();
@@ -218,7 +218,7 @@ async fn a_storm_of_streams_opened_and_dropped_leaks_nothing() {
     let row = rows("sme", 1).values;
     let mut tasks = Vec::new();
     for _ in 0..10 {
-        let client = server.client().await;
+        let client = common::client(&server).await;
         for i in 0..1000 {
             let (mut client, model, row) = (client.clone(), model.clone(), row.clone());
             tasks.push(tokio::spawn(async move {
@@ -235,7 +235,7 @@ async fn a_storm_of_streams_opened_and_dropped_leaks_nothing() {
         task.await.unwrap();
     }
     // Every permit came back: 64 streams can be open at once again.
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let mut held = Vec::new();

@@ -7,7 +7,7 @@ mod common;
 
 use candela::inference as oip;
 use candela_client::{ModelId, proto, stream_batch};
-use common::{FEATURES, TestServer, rows};
+use candela_server::testing::{FEATURES, TestServer, rows};
 use futures::StreamExt;
 use std::time::Duration;
 use tonic::Code;
@@ -23,7 +23,7 @@ fn assert_overloaded(status: &tonic::Status) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_over_the_limit_are_refused_at_once_and_admitted_again_after() {
     let (server, holders) = common::server_held_full(2, Duration::from_secs(2)).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let row = rows("retail", 1).values;
     for _ in 0..10 {
         assert_overloaded(&client.predict("retail", row.clone()).await.unwrap_err());
@@ -64,7 +64,7 @@ async fn a_flood_gets_answers_or_fast_refusals_and_every_answer_is_its_own() {
     // Seven distinct batches (row 0 tagged with its variant), each with its
     // answer taken before the flood, when nothing competes.
     let data = rows("sme", 1000);
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let mut variants = Vec::new();
     for tag in 0..7 {
         let mut values = data.values.clone();
@@ -110,7 +110,7 @@ async fn a_flood_gets_answers_or_fast_refusals_and_every_answer_is_its_own() {
 #[tokio::test]
 async fn an_expired_deadline_drops_the_work_before_compute() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let mut oip =
         candela::inference::grpc_inference_service_client::GrpcInferenceServiceClient::connect(server.url.clone())
             .await
@@ -158,7 +158,7 @@ async fn an_expired_deadline_drops_the_work_before_compute() {
 #[tokio::test]
 async fn a_stream_deadline_applies_to_each_of_its_batches() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let model = ModelId::latest("retail");
     let mut answered_by_server = 0;
     for _ in 0..20 {

@@ -8,7 +8,8 @@
 
 mod common;
 
-use common::{FEATURES, TestServer, rows, settings, wait_for};
+use candela_server::testing::{FEATURES, TestServer, rows, settings};
+use common::wait_for;
 use std::path::Path;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -16,7 +17,7 @@ use tonic_types::StatusExt;
 
 /// A repository of the demo `retail` model in each dtype: `retail_f32`, …
 fn repository_in_every_dtype(root: &Path) {
-    let demo = common::demo_models().join("retail").join("1");
+    let demo = candela_server::testing::demo_models().join("retail").join("1");
     for dtype in ["f32", "f16", "bf16", "f64"] {
         let dir = root.join(format!("retail_{dtype}")).join("1");
         std::fs::create_dir_all(&dir).unwrap();
@@ -32,7 +33,7 @@ async fn start(extra: &[&str]) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     repository_in_every_dtype(dir.path());
     let server = TestServer::start_with(settings(dir.path(), extra)).await;
-    wait_for(&mut server.client().await, "", ServingStatus::Serving).await;
+    wait_for(&mut common::client(&server).await, "", ServingStatus::Serving).await;
     (server, dir)
 }
 
@@ -50,7 +51,7 @@ fn assert_names(status: &tonic::Status, field: &str, name: &str) {
 #[tokio::test]
 async fn extreme_features_are_refused_naming_the_feature_or_answered_as_f64_answers_them() {
     let (server, _dir) = start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let info = client.get_model("retail_f32").await.unwrap();
     let base = rows("retail", 1).values;
     let mut refused = 0;
@@ -93,7 +94,7 @@ async fn extreme_features_are_refused_naming_the_feature_or_answered_as_f64_answ
 async fn a_batch_names_only_its_overflowing_rows_and_merged_callers_are_answered() {
     // A 200 ms batching window merges the concurrent calls into one pass.
     let (server, _dir) = start(&["--max-queue-delay-us", "200000"]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let info = client.get_model("retail_f32").await.unwrap();
     let good = rows("retail", 8).values;
     let alone = client.batch_predict("retail_f32", FEATURES, good.clone()).await.unwrap().predictions;
@@ -101,7 +102,7 @@ async fn a_batch_names_only_its_overflowing_rows_and_merged_callers_are_answered
     let mut bad = rows("retail", 4).values;
     bad[FEATURES + 6] = 3.0e38; // row 1, feature 6
     bad[3 * FEATURES + 6] = -3.0e38; // row 3, feature 6
-    let mut other = server.client().await;
+    let mut other = common::client(&server).await;
     let (merged, refused) = tokio::join!(
         client.batch_predict("retail_f32", FEATURES, good),
         other.batch_predict("retail_f32", FEATURES, bad)

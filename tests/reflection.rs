@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::TestServer;
+use candela_server::testing::TestServer;
 use prost::Message;
 use prost_types::FileDescriptorProto;
 use tonic::transport::Channel;

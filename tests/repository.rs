@@ -3,7 +3,9 @@
 //! a repository can be broken is refused at load with a message that names the
 //! file, the tensor and what was expected.
 
-use candela_server::repository::{self, LoadErrors, Model};
+use candela_server::model::LoadedModel;
+use candela_server::model::error::LoadErrors;
+use candela_server::model::repository;
 use candle_core::{Device, Tensor};
 use serde_json::json;
 use std::collections::HashMap;
@@ -24,7 +26,7 @@ fn write_model(root: &Path, segment: &str, version: &str, manifest: &serde_json:
     candle_core::safetensors::save(&map, dir.join("model.safetensors")).unwrap();
 }
 
-fn load(root: &Path) -> Result<Vec<Model>, LoadErrors> {
+fn load(root: &Path) -> Result<Vec<LoadedModel>, LoadErrors> {
     repository::load(root, &Device::Cpu, "cpu", repository::DEFAULT_MAX_MODEL_BYTES)
 }
 

@@ -6,7 +6,8 @@
 mod common;
 
 use candela_client::Client;
-use common::{TestServer, demo_models, rows, settings, wait_for};
+use candela_server::testing::{TestServer, demo_models, rows, settings};
+use common::wait_for;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use std::path::Path;
 use std::time::{Duration, Instant};

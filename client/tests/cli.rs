@@ -3,38 +3,21 @@
 //! StreamPredict, including a file with bad rows, and the `bench` load generator.
 
 use candela_client::Client;
-use candela_server::synthetic::{FEATURES, Segment};
-use std::path::Path;
+use candela_server::testing::TestServer;
+use candela_server::train::synthetic::{FEATURES, Segment};
 use std::process::Output;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
-/// Starts the real server on the demo models; returns its URL and the stop switch.
-async fn server() -> (String, oneshot::Sender<()>) {
+/// Starts the real server on the demo models; returns its URL and the
+/// server (it stops when dropped).
+async fn server() -> (String, TestServer) {
     server_with(&[]).await
 }
 
 /// `server`, with extra settings.
-async fn server_with(extra: &[&str]) -> (String, oneshot::Sender<()>) {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let mut args =
-        vec!["candela-server", "--models", models.to_str().unwrap(), "--drain-seconds", "0", "--metrics-listen", "off"];
-    args.extend_from_slice(extra);
-    let settings = candela_server::config::Settings::from_args(args).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(candela_server::run(listener, settings, async {
-        let _ = stopped.await;
-    }));
-    let mut client = Client::connect(&url, Duration::from_secs(5)).await.unwrap();
-    for _ in 0..1500 {
-        if client.health("").await.is_ok_and(|s| s.as_str_name() == "SERVING") {
-            return (url, stop);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the server never became SERVING");
+async fn server_with(extra: &[&str]) -> (String, TestServer) {
+    let server = TestServer::start(extra).await;
+    (server.url.clone(), server)
 }
 
 /// Runs `candela --server url args…` off the runtime.
@@ -69,7 +52,7 @@ async fn health_models_and_predict() {
         assert!(text.contains(line), "`{line}` missing from:\n{text}");
     }
 
-    let row = candela_server::training::fresh_rows(Segment::Retail, 1).values;
+    let row = candela_server::train::training::fresh_rows(Segment::Retail, 1).values;
     let features: Vec<String> = row.iter().map(|v| v.to_string()).collect();
     let predict = candela(&url, &["predict", "--segment", "retail", "--features", &features.join(",")]).await;
     assert!(predict.status.success(), "{}", stderr(&predict));
@@ -89,7 +72,7 @@ async fn score_streams_a_csv_in_order_and_marks_refused_batches() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("rows.csv");
     let output = dir.path().join("scored.csv");
-    let data = candela_server::training::fresh_rows(Segment::Sme, 1234);
+    let data = candela_server::train::training::fresh_rows(Segment::Sme, 1234);
     // Columns in a different order from the model's, plus an id column to carry through.
     let mut writer = csv::Writer::from_path(&input).unwrap();
     let mut header = vec!["txn_id".to_string()];

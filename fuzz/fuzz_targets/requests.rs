@@ -6,14 +6,16 @@
 
 use candela::inference::ModelInferRequest;
 use candela::v1::{BatchPredictRequest, PredictRequest};
-use candela_server::api::kserve::decode_input;
-use candela_server::repository::{DEFAULT_MAX_MODEL_BYTES, Model, load_version};
-use candela_server::validation::{RowsField, check_rows};
+use candela_server::api::v1::RowsField;
+use candela_server::api::open_inference::decode_input;
+use candela_server::core::validation::check_rows;
+use candela_server::model::LoadedModel;
+use candela_server::model::repository::{DEFAULT_MAX_MODEL_BYTES, load_version};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use std::sync::LazyLock;
 
-static MODEL: LazyLock<Model> = LazyLock::new(|| {
+static MODEL: LazyLock<LoadedModel> = LazyLock::new(|| {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/retail/1");
     load_version("retail", 1, &dir, &candle_core::Device::Cpu, "cpu", DEFAULT_MAX_MODEL_BYTES).expect("the demo model loads")
 });
@@ -23,14 +25,14 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(request) = BatchPredictRequest::decode(data)
         && let Some(rows) = &request.rows
     {
-        let _ = check_rows(model, RowsField::Rows, rows.feature_count as usize, &rows.values, 1000);
+        let _ = check_rows(model, &RowsField::Rows, rows.feature_count as usize, &rows.values, 1000);
     }
     if let Ok(request) = PredictRequest::decode(data) {
-        let _ = check_rows(model, RowsField::Features, request.features.len(), &request.features, 1);
+        let _ = check_rows(model, &RowsField::Features, request.features.len(), &request.features, 1);
     }
     if let Ok(request) = ModelInferRequest::decode(data)
         && let Ok(rows) = decode_input(model, &request, 1000)
     {
-        let _ = check_rows(model, rows.field, rows.feature_count, &rows.values, rows.max_rows);
+        let _ = check_rows(model, rows.fields, rows.width, &rows.values, rows.max_rows);
     }
 });

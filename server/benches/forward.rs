@@ -3,7 +3,7 @@
 //! (`--compute-threads`). Separates compute from gRPC in bench/RESULTS.md.
 //! Run: `cargo bench -p candela-server --bench forward`.
 
-use candela_server::repository;
+use candela_server::model::repository;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::path::Path;
 

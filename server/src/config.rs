@@ -3,11 +3,11 @@
 //! in that order of precedence over the built-in default. The doc comment on
 //! each field is its `--help` text.
 
+use crate::model::device::DeviceSpec;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 /// Candela: a gRPC inference server for per-segment models.
@@ -180,7 +180,7 @@ pub struct Settings {
 
     /// The largest model weights file loaded, in bytes; a larger one is
     /// refused at load, naming the file, before it is read.
-    #[arg(long, env = "CANDELA_MAX_MODEL_BYTES", default_value_t = crate::repository::DEFAULT_MAX_MODEL_BYTES)]
+    #[arg(long, env = "CANDELA_MAX_MODEL_BYTES", default_value_t = crate::model::repository::DEFAULT_MAX_MODEL_BYTES)]
     pub max_model_bytes: u64,
 
     /// Seconds between HTTP/2 keepalive pings to each client; a peer that does
@@ -211,8 +211,8 @@ pub struct Settings {
 
 impl Settings {
     /// What the batching settings override in every model's model.json.
-    pub fn batching_overrides(&self) -> crate::batching::Overrides {
-        crate::batching::Overrides {
+    pub fn batching_overrides(&self) -> crate::core::batching::Overrides {
+        crate::core::batching::Overrides {
             disabled: self.batching == Switch::Off,
             max_batch_rows: self.max_batch_rows,
             max_queue_delay: self.max_queue_delay_us.map(Duration::from_micros),
@@ -251,30 +251,6 @@ impl Settings {
 /// A number of seconds as a duration; zero or less is `None` (off).
 pub fn seconds(value: f64) -> Option<Duration> {
     (value > 0.0).then(|| Duration::from_secs_f64(value))
-}
-
-/// The compute device setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceSpec {
-    Cpu,
-    Cuda(usize),
-    Auto,
-}
-
-impl FromStr for DeviceSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "cpu" => Ok(DeviceSpec::Cpu),
-            "auto" => Ok(DeviceSpec::Auto),
-            "cuda" => Ok(DeviceSpec::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceSpec::Cuda)
-                .ok_or_else(|| format!("`{s}` is not a device: use cpu, cuda:N (e.g. cuda:0) or auto")),
-        }
-    }
 }
 
 /// A feature turned on or off.

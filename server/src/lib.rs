@@ -1,41 +1,45 @@
 //! Candela's server: a model repository served over gRPC.
 //!
 //! `run` takes an already-bound listener and a shutdown future, so the binary
-//! and the tests start the server the same way. The modules follow a
-//! request's way through: `connections` (accepting, bounded) → `api` (the
-//! network front: its `gate` admits calls and bounds request bodies, then
-//! `candela.v1` and the Open Inference Protocol; `api::status` maps core
-//! errors to gRPC) → `routing` (segment and version → model) →
-//! `validation` → `inference` → `batching` (the model's queue and compute
-//! threads: concurrent requests merged into one candle pass, off the reactor)
-//! → `stats`.
-//! `repository` and `model` load and check models at start; nothing on the
-//! request path locks or touches the disk.
+//! and the tests start the server the same way. The code is in layers, each
+//! importing only the layers below it:
+//!
+//! - `api`: the front, the only code that speaks gRPC (tonic, prost, the
+//!   generated `candela` types): services, connections, the gate, auth, TLS,
+//!   each call's context, and the one mapping from core errors to statuses.
+//! - `config`: every setting (flags, environment, file), read by `run` and
+//!   the front.
+//! - `core`: the serving core, transport-neutral: the registry of served
+//!   models, scoring (validation → batching → the compute workers), per-model
+//!   statistics and the core error.
+//! - `model`: load time: the repository scan, manifests, files, the device,
+//!   and the network whose forward pass is the model interface the core
+//!   calls. Nothing in it runs on the request path except that pass.
+//! - `observe`: metrics and telemetry, leaf sinks taking plain labels that
+//!   every layer may report to.
+//!
+//! The demo data generator and trainer (`train`, the `candela-train`
+//! binary) are behind the `train` feature; the test harness (`testing`)
+//! behind `test-util`.
 
 pub mod api;
-pub mod batching;
 pub mod config;
-pub mod device;
-pub mod error;
-pub mod inference;
-pub mod metrics;
+pub mod core;
 pub mod model;
-pub mod reload;
-pub mod repository;
-pub mod routing;
-pub mod shutdown;
-pub mod stats;
-pub mod synthetic;
-pub mod telemetry;
-pub mod training;
-pub mod validation;
+pub mod observe;
+#[cfg(feature = "test-util")]
+pub mod testing;
+#[cfg(feature = "train")]
+pub mod train;
 
+use crate::core::registry::{Registry, ServedModel};
+use crate::core::workers::Workers;
+use crate::observe::metrics::{self, Metrics};
 use anyhow::Context;
 use api::serving::Serving;
-use api::{auth, connections, tls};
-use batching::Batcher;
+use api::{auth, connections, reload, router, shutdown, tls};
 use config::Settings;
-use routing::ModelMap;
+use model::{LoadedModel, device, repository};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,10 +81,10 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         }
         None => None,
     };
-    let api::Routers { main, health_only, reporter } = api::router(serving.clone(), &settings, keys)?;
+    let router::Routers { main, health_only, reporter } = router::router(serving.clone(), &settings, keys)?;
     // tonic-health reports "" as SERVING from the start; a probe without a
     // service name must not pass before the models are ready.
-    api::set_health(&reporter, ServingStatus::NotServing).await;
+    router::set_health(&reporter, ServingStatus::NotServing).await;
     if let Some(address) = settings.metrics_address().map_err(anyhow::Error::msg)? {
         let listener =
             TcpListener::bind(address).await.with_context(|| format!("cannot serve metrics on {address}"))?;
@@ -116,7 +120,7 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         loaded = load_models(&settings) => Some(loaded),
         _ = &mut shutdown => None,
     };
-    let models = match loaded {
+    let models = match loaded.map(|loaded| loaded.and_then(|loaded| serve(loaded, &settings, &serving.metrics))) {
         Some(Ok(models)) => models,
         failed_or_stopped => {
             let _ = stop.send(());
@@ -131,11 +135,10 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         }
     };
     let count = models.models().count();
-    let _workers = batching::Workers::start(models.models(), settings.compute_workers, settings.compute_threads)
+    let _workers = Workers::start(models.models(), settings.compute_workers, settings.compute_threads)
         .context("cannot start the compute threads")?;
-    serving.metrics.models_loaded(&models);
     serving.publish(models);
-    api::set_health(&reporter, ServingStatus::Serving).await;
+    router::set_health(&reporter, ServingStatus::Serving).await;
     tracing::info!(%address, models = count, "SERVING");
 
     tokio::select! {
@@ -177,18 +180,25 @@ fn connection_limits(settings: &Settings) -> connections::Limits {
 }
 
 /// Opens the device and loads, checks and warms the repository, off the reactor.
-async fn load_models(settings: &Settings) -> anyhow::Result<ModelMap> {
-    let (spec, dir, default) = (settings.device, settings.models.clone(), settings.default_segment.clone());
-    let overrides = settings.batching_overrides();
-    let max_model_bytes = settings.max_model_bytes;
+async fn load_models(settings: &Settings) -> anyhow::Result<Vec<LoadedModel>> {
+    let (spec, dir, max_model_bytes) = (settings.device, settings.models.clone(), settings.max_model_bytes);
     tokio::task::spawn_blocking(move || {
         let (device, device_name) = device::open(spec)?;
-        let mut models = repository::load(&dir, &device, &device_name, max_model_bytes)?;
-        for model in &mut models {
-            model.batcher = Batcher::new(batching::Policy::resolve(&model.manifest.batching, &overrides));
-        }
-        ModelMap::new(models, default.as_deref()).map_err(anyhow::Error::msg)
+        Ok(repository::load(&dir, &device, &device_name, max_model_bytes)?)
     })
     .await
     .context("model loading task failed")?
+}
+
+/// Serves the loaded models: each gets its queue under the batching policy
+/// and statistics, and is published in the metrics.
+fn serve(loaded: Vec<LoadedModel>, settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Registry> {
+    let overrides = settings.batching_overrides();
+    let mut models = Vec::with_capacity(loaded.len());
+    for model in loaded {
+        let (dtype, created) = (model.manifest.dtype.as_str(), &model.manifest.provenance.created);
+        metrics.model_loaded(&model.segment, model.version, dtype, &model.device, created);
+        models.push(ServedModel::new(model, &overrides, metrics.clone()));
+    }
+    Registry::new(models, settings.default_segment.as_deref()).map_err(anyhow::Error::msg)
 }

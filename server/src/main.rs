@@ -1,7 +1,7 @@
 //! The `candela-server` binary: parse settings, set up logs and traces, bind, run.
 
 use anyhow::Context;
-use candela_server::config::Settings;
+use candela_server::config::{LogFormat, Settings};
 use std::process::ExitCode;
 
 /// mimalloc instead of the system allocator: a call allocates many small
@@ -21,8 +21,8 @@ fn main() -> ExitCode {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the tokio runtime");
     runtime.block_on(async {
-        let telemetry = match candela_server::telemetry::init(settings.log_format, settings.otlp_endpoint().as_deref())
-        {
+        let json = settings.log_format == LogFormat::Json;
+        let telemetry = match candela_server::observe::telemetry::init(json, settings.otlp_endpoint().as_deref()) {
             Ok(telemetry) => telemetry,
             Err(error) => {
                 eprintln!("cannot set up logging and tracing: {error:#}");
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
             let listener = tokio::net::TcpListener::bind(settings.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen))?;
-            candela_server::run(listener, settings, candela_server::shutdown::signal()).await
+            candela_server::run(listener, settings, candela_server::api::shutdown::signal()).await
         }
         .await;
         let code = match result {

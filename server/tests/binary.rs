@@ -3,6 +3,7 @@
 //! repository or an impossible device stops it at start with a clear message.
 
 use candela_client::Client;
+use candela_server::testing::demo_models;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,10 +12,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tonic_health::pb::health_check_response::ServingStatus;
-
-fn demo_models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
-}
 
 /// A running server binary and its JSON log lines.
 struct Running {

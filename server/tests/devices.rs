@@ -9,11 +9,12 @@
 //! - with the `cuda` feature, the CPU and the GPU scoring the same rows in
 //!   passes of 1, 64 and 1000 rows agree within 1e-4.
 
-use candela_server::config::DeviceSpec;
-use candela_server::model::Network;
-use candela_server::repository::{self, manifest::DTypeName, manifest::Manifest};
-use candela_server::synthetic::Segment;
-use candela_server::training;
+use candela_server::model::device::DeviceSpec;
+use candela_server::model::manifest::{DTypeName, Manifest};
+use candela_server::model::network::Network;
+use candela_server::model::repository;
+use candela_server::train::synthetic::Segment;
+use candela_server::train::training;
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 
@@ -23,13 +24,12 @@ const ROWS: usize = 10_000;
 fn test_device() -> Device {
     let spec = std::env::var("CANDELA_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
     let spec: DeviceSpec = spec.parse().unwrap();
-    candela_server::device::open(spec).expect("CANDELA_TEST_DEVICE names a device this build can open").0
+    candela_server::model::device::open(spec).expect("CANDELA_TEST_DEVICE names a device this build can open").0
 }
 
 /// Each model directory under test, with the segment whose data it scores.
 fn models() -> Vec<(PathBuf, Segment)> {
-    let demo = std::env::var_os("CANDELA_DEMO_MODELS")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"), PathBuf::from);
+    let demo = std::env::var_os("CANDELA_DEMO_MODELS").map_or_else(candela_server::testing::demo_models, PathBuf::from);
     let mut models: Vec<(PathBuf, Segment)> =
         Segment::ALL.into_iter().map(|segment| (demo.join(segment.name()).join("1"), segment)).collect();
     if let Ok(large) = std::env::var("CANDELA_LARGE_MODEL") {
@@ -41,7 +41,7 @@ fn models() -> Vec<(PathBuf, Segment)> {
 
 /// The model in `dir` built for `device` in `dtype`, whatever its model.json says.
 fn network(dir: &Path, dtype: DTypeName, device: &Device) -> Network {
-    let manifest = repository::read_manifest(&dir.join(repository::MANIFEST_FILE)).unwrap();
+    let manifest = repository::read_manifest(&dir.join(candela_server::model::MANIFEST_FILE)).unwrap();
     repository::build_network(dir, &Manifest { dtype, ..manifest }, device, repository::DEFAULT_MAX_MODEL_BYTES)
         .unwrap_or_else(|e| panic!("{}: {e}", label(dir)))
 }

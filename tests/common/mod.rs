@@ -1,90 +1,32 @@
-//! Shared test harness: the real server (`candela_server::run`) on an
-//! ephemeral loopback port, the real client crate, the bundled demo models,
-//! and the peer tools installed by `scripts/install-test-tools`.
+//! What the root test suites add to the shared harness
+//! (`candela_server::testing`: the real server on a loopback port, the demo
+//! models, fresh rows, the peer tools): the real client crate connected to
+//! it, a server held at its concurrency limit, and raw HTTP/2 calls.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 use candela_client::Client;
-use candela_server::config::Settings;
+use candela_server::testing::{TestServer, rows};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-/// A server running in this process until `stop` (or drop).
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+/// The client crate, connected to a test server.
+pub async fn client(server: &TestServer) -> Client {
+    Client::connect(&server.url, Duration::from_secs(5)).await.expect("connect to the test server")
 }
 
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-pub fn demo_models() -> PathBuf {
-    repo_root().join("models")
-}
-
-/// Settings as the binary would parse them, over `models`, with no drain
-/// delay unless `extra` sets one.
-pub fn settings(models: &std::path::Path, extra: &[&str]) -> Settings {
-    let mut args =
-        vec!["candela-server", "--models", models.to_str().unwrap(), "--drain-seconds", "0", "--metrics-listen", "off"];
-    args.extend_from_slice(extra);
-    Settings::from_args(args).expect("test settings parse")
-}
-
-impl TestServer {
-    /// Starts on the demo models with extra flags, without waiting for SERVING.
-    pub async fn start_with(settings: Settings) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(candela_server::run(listener, settings, async {
-            let _ = stopped.await;
-        }));
-        TestServer { addr, url: format!("http://{addr}"), stop: Some(stop), task: Some(task) }
-    }
-
-    /// Starts on the demo models and waits until it reports SERVING.
-    pub async fn start(extra: &[&str]) -> TestServer {
-        let server = TestServer::start_with(settings(&demo_models(), extra)).await;
-        wait_for(&mut server.client().await, "", ServingStatus::Serving).await;
-        server
-    }
-
-    pub async fn client(&self) -> Client {
-        Client::connect(&self.url, Duration::from_secs(5)).await.expect("connect to the test server")
-    }
-
-    /// Begins the drain (what SIGTERM does) without waiting for the end.
-    pub fn begin_shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+/// Polls health through `client` until `service` reports `want` (30 s at
+/// most); for servers `TestServer::wait_for` cannot reach in plaintext.
+pub async fn wait_for(client: &mut Client, service: &str, want: ServingStatus) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if client.health(service).await.is_ok_and(|status| status == want) {
+            return;
         }
-    }
-
-    /// Shuts down and returns what `run` returned.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.begin_shutdown();
-        let task = self.task.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), task).await.expect("server stops within 30 s").unwrap()
-    }
-
-    /// Waits for `run` to end on its own (e.g. after a load failure).
-    pub async fn join(mut self) -> anyhow::Result<()> {
-        let task = self.task.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), task).await.expect("server ends within 30 s").unwrap()
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.begin_shutdown();
+        assert!(Instant::now() < deadline, "health of `{service}` never became {want:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -101,57 +43,11 @@ pub async fn server_held_full(
     let server = TestServer::start(&["--max-concurrent-requests", &limit, "--max-queue-delay-us", &window_us]).await;
     let mut holders = Vec::new();
     for _ in 0..permits {
-        let mut client = server.client().await;
+        let mut client = client(&server).await;
         holders.push(tokio::spawn(async move { client.predict("retail", rows("retail", 1).values).await }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     (server, holders)
-}
-
-/// Polls health until `service` reports `want` (30 s at most).
-pub async fn wait_for(client: &mut Client, service: &str, want: ServingStatus) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if client.health(service).await.is_ok_and(|status| status == want) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "health of `{service}` never became {want:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Fresh synthetic rows of a demo segment (never used in training).
-pub fn rows(segment: &str, n: usize) -> candela_server::synthetic::Dataset {
-    let segment = candela_server::synthetic::Segment::from_name(segment).unwrap();
-    candela_server::training::fresh_rows(segment, n)
-}
-
-pub const FEATURES: usize = candela_server::synthetic::FEATURES.len();
-
-/// A peer tool installed by `scripts/install-test-tools`; a missing tool fails
-/// the test with the command that installs it, never skips it.
-pub fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("CANDELA_TOOLS").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".tools"));
-    let path = dir.join("bin").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `scripts/install-test-tools` (scripts/test does) first",
-        path.display()
-    );
-    path
-}
-
-/// The Python of the test environment made by `scripts/install-test-tools`
-/// (tritonclient, numpy).
-pub fn peers_python() -> PathBuf {
-    let dir = std::env::var_os("CANDELA_TOOLS").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".tools"));
-    let path = dir.join("venv/bin/python");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `scripts/install-test-tools` (scripts/test does) first",
-        path.display()
-    );
-    path
 }
 
 /// A gRPC call opened at the HTTP/2 level, so a test can send a request's

@@ -6,7 +6,7 @@
 //! opens the server. Keys are compared as SHA-256 digests in constant time,
 //! and never logged or echoed.
 
-use crate::reload::Reload;
+use super::reload::Reload;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

@@ -14,16 +14,15 @@
 //!   INVALID_ARGUMENT saying so, not the INTERNAL tonic answers (which this
 //!   API keeps for its own bugs), and is counted in the call metrics.
 
-use super::serving::Serving;
-use crate::error::ServeError;
+use super::serving::{Admitted, Serving};
+use crate::core::error::ServeError;
 use bytes::{Buf, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use tokio::sync::OwnedSemaphorePermit;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
@@ -60,18 +59,6 @@ const OTHER: Method = method("", "other", "other", false);
 
 /// The size of a gRPC message's prefix: a compression flag and a 4-byte length.
 const PREFIX: usize = 5;
-
-/// A permit taken at the gate, for the handler to hold while it works. The
-/// handler takes it out; if it never runs, the permit goes with the request.
-#[derive(Clone)]
-pub struct Admitted(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
-
-impl Admitted {
-    /// The permit, once.
-    pub fn take(&self) -> Option<OwnedSemaphorePermit> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
-    }
-}
 
 /// Bytes of incomplete request messages held across the server.
 pub struct Budget {
@@ -148,12 +135,12 @@ where
         if known.admitted_here {
             match self.serving.admit() {
                 Ok(permit) => {
-                    request.extensions_mut().insert(Admitted(Arc::new(Mutex::new(Some(permit)))));
+                    request.extensions_mut().insert(Admitted::new(permit));
                 }
                 Err(error) => {
                     let call =
                         self.serving.call(&MetadataMap::from_headers(request.headers().clone()), service, method);
-                    let status = self.serving.refuse(&call, error);
+                    let status = call.refuse(error);
                     return Box::pin(async move { Ok(status.into_http()) });
                 }
             }
@@ -169,12 +156,12 @@ where
             // A trailers-only answer of tonic's to undecodable bytes: the
             // handler never ran, so the call is recorded here.
             if let Some(error) = Status::from_header_map(response.headers()).as_ref().and_then(undecodable) {
-                serving.call(&MetadataMap::new(), service, method).finished(Some(&error));
+                let status = serving.call(&MetadataMap::new(), service, method).refuse(error);
                 let headers = response.headers_mut();
                 for header in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
                     headers.remove(header);
                 }
-                let _ = Status::from(error).add_header(headers);
+                let _ = status.add_header(headers);
             }
             Ok(response)
         })

@@ -1,20 +1,16 @@
 //! What every request handler of the front shares: the models (once loaded),
-//! the request limits, admission, and the call context built from gRPC
-//! metadata (request id, deadline). The model map is set exactly once, after
+//! the request limits and admission. The registry is set exactly once, after
 //! loading and warm-up; until then handlers answer UNAVAILABLE. Reading it is
 //! an atomic load, so the request path takes no lock.
 
-use super::grpc_timeout;
+use super::call::Call;
 use crate::config::Settings;
-use crate::error::ServeError;
-use crate::inference::Call;
-use crate::metrics::Metrics;
-use crate::routing::ModelMap;
-use sha2::{Digest, Sha256};
+use crate::core::error::ServeError;
+use crate::core::registry::{Registry, ServedModel};
+use crate::observe::metrics::Metrics;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::metadata::MetadataMap;
 
@@ -35,7 +31,7 @@ pub struct Limits {
 
 /// State shared by the API handlers.
 pub struct Serving {
-    models: OnceLock<ModelMap>,
+    models: OnceLock<Registry>,
     draining: AtomicBool,
     /// One permit per inference call in progress (--max-concurrent-requests).
     admission: Arc<Semaphore>,
@@ -65,7 +61,7 @@ impl Serving {
     }
 
     /// Publishes the loaded models; called once, after warm-up.
-    pub fn publish(&self, models: ModelMap) {
+    pub fn publish(&self, models: Registry) {
         if self.models.set(models).is_err() {
             panic!("models published twice; this is a bug");
         }
@@ -82,63 +78,25 @@ impl Serving {
     }
 
     /// The served models, or UNAVAILABLE while they are still loading.
-    pub fn models(&self) -> Result<&ModelMap, ServeError> {
+    pub fn models(&self) -> Result<&Registry, ServeError> {
         self.models
             .get()
             .ok_or_else(|| ServeError::Unavailable("the server is still loading its models; retry shortly".into()))
     }
 
-    /// The core's view of a call: its request id (the caller's `x-request-id`
-    /// when it is a sane token, else a fresh UUID), how logs name it, and its
-    /// deadline (`grpc-timeout`).
+    /// The model a request names (see `Registry::resolve`).
+    pub fn resolve(&self, segment: &str, version: u64) -> Result<Arc<ServedModel>, ServeError> {
+        Ok(self.models()?.resolve(segment, version)?.clone())
+    }
+
+    /// The context of a call arriving with `metadata` (see `Call::new`).
     pub fn call(&self, metadata: &MetadataMap, service: &'static str, method: &'static str) -> Call {
-        let received = Instant::now();
-        let caller_id = metadata
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
-        let (request_id, log_id) = match caller_id {
-            Some(id) => {
-                let digest = Sha256::new().chain_update(self.log_salt).chain_update(id.as_bytes()).finalize();
-                let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-                (id.to_string(), format!("h:{short}"))
-            }
-            None => {
-                let id = uuid::Uuid::new_v4().to_string();
-                (id.clone(), id)
-            }
-        };
-        let deadline =
-            metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout).map(|t| received + t);
-        Call {
-            service,
-            method,
-            route: OnceLock::new(),
-            metrics: self.metrics.clone(),
-            span: crate::telemetry::call_span(metadata, service, method, &log_id),
-            request_id,
-            log_id,
-            received,
-            deadline,
-        }
+        Call::new(metadata, service, method, &self.log_salt, self.metrics.clone())
     }
 
     /// Inference calls being served now.
     pub fn in_flight(&self) -> usize {
         self.limits.max_concurrent_requests - self.admission.available_permits()
-    }
-
-    /// Counts a finished call (or stream message) in the metrics and turns its
-    /// outcome into the gRPC answer.
-    pub fn finish<T>(&self, call: &Call, result: Result<T, ServeError>) -> Result<T, tonic::Status> {
-        call.finished(result.as_ref().err());
-        result.map_err(tonic::Status::from)
-    }
-
-    /// Counts a call refused before it started, and answers it.
-    pub fn refuse(&self, call: &Call, error: ServeError) -> tonic::Status {
-        call.finished(Some(&error));
-        error.into()
     }
 
     /// Admits one inference call, or refuses it at once when
@@ -157,7 +115,7 @@ impl Serving {
     /// The permit the gate took for this call (see `api::gate`), or, for a
     /// call that did not pass the gate, one taken now.
     pub fn admitted(&self, extensions: &http::Extensions) -> Result<OwnedSemaphorePermit, ServeError> {
-        match extensions.get::<crate::api::gate::Admitted>().and_then(|admitted| admitted.take()) {
+        match extensions.get::<Admitted>().and_then(|admitted| admitted.take()) {
             Some(permit) => Ok(permit),
             None => self.admit(),
         }
@@ -175,5 +133,21 @@ impl Serving {
             ));
         }
         Ok(())
+    }
+}
+
+/// A permit taken at the gate, for the handler to hold while it works. The
+/// handler takes it out; if it never runs, the permit goes with the request.
+#[derive(Clone)]
+pub struct Admitted(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl Admitted {
+    pub fn new(permit: OwnedSemaphorePermit) -> Admitted {
+        Admitted(Arc::new(Mutex::new(Some(permit))))
+    }
+
+    /// The permit, once.
+    pub fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
 }

@@ -4,7 +4,7 @@
 //! overloaded), and the same error as one StreamPredict response's
 //! `BatchError`. Every path that answers a core error goes through here.
 
-use crate::error::ServeError;
+use crate::core::error::ServeError;
 use candela::v1;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -48,7 +48,7 @@ pub fn batch_error(error: &ServeError) -> v1::BatchError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Canonical;
+    use crate::core::error::Canonical;
 
     #[test]
     fn canonical_codes_are_grpcs_codes_and_names() {

@@ -5,8 +5,8 @@
 //! which runs the handshakes concurrently under a timeout.
 
 use super::connections::Handshake;
+use super::reload::Reload;
 use crate::config::TlsFiles;
-use crate::reload::Reload;
 use arc_swap::ArcSwap;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};

@@ -4,9 +4,9 @@
 //! the larger models benchmarks need (e.g. the GPU check's 256→2048→2048→2)
 //! on demand instead of committing them.
 
-use candela_server::repository::manifest::DTypeName;
-use candela_server::synthetic::Segment;
-use candela_server::training::{self, TrainConfig};
+use candela_server::model::manifest::DTypeName;
+use candela_server::train::synthetic::Segment;
+use candela_server::train::training::{self, TrainConfig};
 use clap::Parser;
 use std::path::PathBuf;
 

@@ -5,7 +5,7 @@
 //! Dropout, an activation), a Linear saved with `bias=False`, or scikit-learn
 //! attribute names. The hint names the file's nearest tensors and the fix.
 
-use crate::repository::manifest::LayerSpec;
+use super::manifest::LayerSpec;
 
 /// How many of the file's tensor names a hint lists.
 const LISTED: usize = 6;

@@ -4,88 +4,26 @@
 //! expected), so an operator fixes a repository in one pass, not one error per
 //! restart. Nothing here is on the request path.
 
-pub mod files;
-pub mod manifest;
-
-use crate::batching::{self, Batcher};
-use crate::model::{ModelError, Network};
-use crate::stats::ModelStats;
+use super::error::{LoadError, LoadErrors};
+use super::manifest::Manifest;
+use super::network::{ModelError, Network};
+use super::{LoadedModel, MANIFEST_FILE, WEIGHTS_FILE, files};
 use candle_core::Device;
-use manifest::Manifest;
 use std::collections::HashSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
-
-/// The name of a model version's description file.
-pub const MANIFEST_FILE: &str = "model.json";
-/// The name of a model version's weights file.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-
-/// One loaded, warmed model version.
-pub struct Model {
-    pub segment: String,
-    pub version: u64,
-    pub manifest: Manifest,
-    pub network: Network,
-    /// The device the network runs on, as configured (`cpu`, `cuda:0`).
-    pub device: String,
-    /// What this model has served: requests, queue and compute times.
-    pub stats: ModelStats,
-    /// The queue its compute workers take merged forward passes from.
-    pub batcher: Batcher,
-}
-
-/// One reason a repository cannot be served, with the file it concerns.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("{path}: cannot read: {source}", path = path.display())]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: the model repository is empty: expected directories <segment>/<version>/ holding {MANIFEST_FILE} and {WEIGHTS_FILE}", path = path.display())]
-    Empty { path: PathBuf },
-    #[error("{path}: segment has no versions: expected numbered directories such as {path}/1/ holding {MANIFEST_FILE} and {WEIGHTS_FILE}", path = path.display())]
-    NoVersions { path: PathBuf },
-    #[error("{path}: `{name}` is not a valid {what}: {rule}", path = path.display())]
-    BadName { path: PathBuf, name: String, what: &'static str, rule: &'static str },
-    #[error("{path}: is missing", path = path.display())]
-    Missing { path: PathBuf },
-    #[error("{path}: {message}", path = path.display())]
-    Manifest { path: PathBuf, message: String },
-    #[error("{path}: unreadable safetensors file: {message}", path = path.display())]
-    Weights { path: PathBuf, message: String },
-    #[error("{path}: {source}", path = path.display())]
-    Model { path: PathBuf, source: ModelError },
-    #[error("{path}: {reason}", path = path.display())]
-    Refused { path: PathBuf, reason: String },
-}
 
 /// The default for `--max-model-bytes`: the most one model's weights file may hold.
 pub const DEFAULT_MAX_MODEL_BYTES: u64 = 1 << 30;
 
-/// Every problem found in a repository; displayed one per line.
-#[derive(Debug)]
-pub struct LoadErrors(pub Vec<LoadError>);
-
-impl fmt::Display for LoadErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the model repository cannot be served ({} problem{}):",
-            self.0.len(),
-            if self.0.len() == 1 { "" } else { "s" }
-        )?;
-        for error in &self.0 {
-            write!(f, "\n  - {error}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for LoadErrors {}
-
 /// Loads, validates and warms every model under `root` onto `device`.
 /// `device_name` is how the device is reported to callers; no weights file
 /// may exceed `max_model_bytes`.
-pub fn load(root: &Path, device: &Device, device_name: &str, max_model_bytes: u64) -> Result<Vec<Model>, LoadErrors> {
+pub fn load(
+    root: &Path,
+    device: &Device,
+    device_name: &str,
+    max_model_bytes: u64,
+) -> Result<Vec<LoadedModel>, LoadErrors> {
     let mut models = Vec::new();
     let mut errors = Vec::new();
     let segments = match subdirectories(root, &mut errors) {
@@ -146,18 +84,10 @@ pub fn load_version(
     device: &Device,
     device_name: &str,
     max_model_bytes: u64,
-) -> Result<Model, LoadError> {
+) -> Result<LoadedModel, LoadError> {
     let manifest = read_manifest(&dir.join(MANIFEST_FILE))?;
     let network = build_network(dir, &manifest, device, max_model_bytes)?;
-    Ok(Model {
-        segment: segment.to_string(),
-        version,
-        network,
-        device: device_name.to_string(),
-        stats: ModelStats::default(),
-        batcher: Batcher::new(batching::Policy::resolve(&manifest.batching, &batching::Overrides::default())),
-        manifest,
-    })
+    Ok(LoadedModel { segment: segment.to_string(), version, network, device: device_name.to_string(), manifest })
 }
 
 /// Builds the network `manifest` describes from `dir`'s weights (at most

@@ -4,11 +4,8 @@
 //! rows per forward pass; queue depth; calls in flight; work dropped before compute;
 //! the loaded models with their age (the model-freshness SLO); build info.
 //! Labels are bounded: segments and versions come from the repository, never
-//! from what a caller typed.
+//! from what a caller typed. A leaf: callers pass plain labels.
 
-use crate::batching::DropReason;
-use crate::inference::Call;
-use crate::routing::ModelMap;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -140,42 +137,51 @@ impl Metrics {
         Metrics { registry, ..metrics }
     }
 
-    /// Publishes the loaded models (info and age).
-    pub fn models_loaded(&self, map: &ModelMap) {
-        let mut created = self.created.lock().expect("metrics lock poisoned; this is a bug");
-        for model in map.models() {
-            let labels = model_labels(&model.segment, model.version);
-            let info = ModelInfoLabels {
-                segment: model.segment.clone(),
-                version: model.version.to_string(),
-                dtype: model.manifest.dtype.as_str().to_string(),
-                device: model.device.clone(),
-            };
-            self.model_info.get_or_create(&info).set(1);
-            match humantime::parse_rfc3339_weak(&model.manifest.provenance.created) {
-                Ok(when) => created.push((labels, when)),
-                Err(_) => tracing::warn!(
-                    segment = model.segment,
-                    version = model.version,
-                    "provenance.created is not an RFC 3339 time: no candela_model_age_seconds for this model"
-                ),
-            }
+    /// Publishes one loaded model: its info, and its age from `created`
+    /// (RFC 3339, its manifest's provenance).
+    pub fn model_loaded(&self, segment: &str, version: u64, dtype: &str, device: &str, created: &str) {
+        let info = ModelInfoLabels {
+            segment: segment.to_string(),
+            version: version.to_string(),
+            dtype: dtype.to_string(),
+            device: device.to_string(),
+        };
+        self.model_info.get_or_create(&info).set(1);
+        match humantime::parse_rfc3339_weak(created) {
+            Ok(when) => self
+                .created
+                .lock()
+                .expect("metrics lock poisoned; this is a bug")
+                .push((model_labels(segment, version), when)),
+            Err(_) => tracing::warn!(
+                segment,
+                version,
+                "provenance.created is not an RFC 3339 time: no candela_model_age_seconds for this model"
+            ),
         }
     }
 
-    /// Counts one finished call (or stream message) and its duration.
-    pub fn record_call(&self, call: &Call, code: &'static str) {
-        let (segment, version) = call.route.get().cloned().unwrap_or_default();
+    /// Counts one finished call (or stream message) of `service`/`method`,
+    /// routed to `segment` version `version` (empty and 0 when it was not
+    /// routed), answered with `code` after `elapsed`.
+    pub fn record_call(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        segment: &str,
+        version: u64,
+        code: &'static str,
+        elapsed: Duration,
+    ) {
         let labels = CallLabels {
-            service: call.service,
-            method: call.method,
-            segment,
+            service,
+            method,
+            segment: segment.to_string(),
             version: if version == 0 { String::new() } else { version.to_string() },
             code,
         };
         self.calls.get_or_create(&labels).inc();
-        let method = MethodLabels { service: call.service, method: call.method };
-        self.call_seconds.get_or_create(&method).observe(call.received.elapsed().as_secs_f64());
+        self.call_seconds.get_or_create(&MethodLabels { service, method }).observe(elapsed.as_secs_f64());
     }
 
     /// A request joined a model's queue for a compute worker.
@@ -189,12 +195,8 @@ impl Metrics {
         self.queue_seconds.get_or_create(&model_labels(segment, version)).observe(waited.as_secs_f64());
     }
 
-    /// A request was dropped before compute.
-    pub fn dropped(&self, segment: &str, version: u64, reason: DropReason) {
-        let reason = match reason {
-            DropReason::Expired => "deadline",
-            DropReason::Cancelled => "cancelled",
-        };
+    /// A request was dropped before compute, for `reason` (`deadline`, `cancelled`).
+    pub fn dropped(&self, segment: &str, version: u64, reason: &'static str) {
         self.dropped
             .get_or_create(&DropLabels { segment: segment.to_string(), version: version.to_string(), reason })
             .inc();
@@ -231,7 +233,6 @@ fn model_labels(segment: &str, version: u64) -> ModelLabels {
     ModelLabels { segment: segment.to_string(), version: version.to_string() }
 }
 
-/// gRPC code names as grpc-go and Prometheus dashboards spell them.
 /// Serves `/metrics` on `listener` until `stop` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,

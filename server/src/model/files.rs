@@ -5,7 +5,7 @@
 //! refused from its first kilobytes. A `torch.save` archive where the weights
 //! should be is recognised and the fix named.
 
-use super::LoadError;
+use super::error::LoadError;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::fs::File;

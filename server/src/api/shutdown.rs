@@ -3,8 +3,8 @@
 //! being served for the drain period while they notice, and only then does
 //! the listener close and in-flight work finish.
 
-use crate::api;
-use crate::api::serving::Serving;
+use super::router::set_health;
+use super::serving::Serving;
 use std::time::Duration;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -31,7 +31,7 @@ pub async fn signal() {
 /// Reports NOT_SERVING (and not ready) everywhere, then keeps serving for `period`.
 pub async fn drain(reporter: &HealthReporter, serving: &Serving, period: Duration) {
     serving.start_draining();
-    api::set_health(reporter, ServingStatus::NotServing).await;
+    set_health(reporter, ServingStatus::NotServing).await;
     tracing::info!(drain_seconds = period.as_secs_f64(), "draining: health is NOT_SERVING, still answering requests");
     tokio::time::sleep(period).await;
 }

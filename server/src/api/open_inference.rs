@@ -6,12 +6,14 @@
 //! scores. Outputs are `probabilities` (FP32 `[batch, n_classes]`) and
 //! `prediction` (INT64 `[batch, 1]`, the most probable class index).
 
+use super::call::Call;
 use super::serving::Serving;
-use super::{ResponseStream, message_stream};
-use crate::error::{ServeError, echo};
-use crate::inference::{self, Call, RowsRequest, Scores};
-use crate::repository::Model;
-use crate::validation::RowsField;
+use super::streams::{ResponseStream, message_stream};
+use crate::core::error::{ServeError, echo};
+use crate::core::registry::ServedModel;
+use crate::core::scoring::{self, Rows, Scores};
+use crate::core::validation::Fields;
+use crate::model::LoadedModel;
 use bytes::Bytes;
 use candela::inference::{self as oip, grpc_inference_service_server::GrpcInferenceService};
 use oip::model_infer_request::InferInputTensor;
@@ -37,18 +39,18 @@ pub const PLATFORM: &str = "candela";
 pub const EXTENSIONS: &[&str] = &["model_configuration", "statistics"];
 
 /// The Open Inference Protocol service.
-pub struct KserveApi {
+pub struct OpenInferenceApi {
     serving: Arc<Serving>,
 }
 
-impl KserveApi {
-    pub fn new(serving: Arc<Serving>) -> KserveApi {
-        KserveApi { serving }
+impl OpenInferenceApi {
+    pub fn new(serving: Arc<Serving>) -> OpenInferenceApi {
+        OpenInferenceApi { serving }
     }
 }
 
 #[tonic::async_trait]
-impl GrpcInferenceService for KserveApi {
+impl GrpcInferenceService for OpenInferenceApi {
     async fn server_live(
         &self,
         _request: Request<oip::ServerLiveRequest>,
@@ -114,7 +116,7 @@ impl GrpcInferenceService for KserveApi {
             infer(&self.serving, request.into_inner(), &call).await
         }
         .await;
-        self.serving.finish(&call, result).map(Response::new)
+        call.finish(result).map(Response::new)
     }
 
     type ModelStreamInferStream = ResponseStream<oip::ModelStreamInferResponse>;
@@ -131,8 +133,7 @@ impl GrpcInferenceService for KserveApi {
                     infer(&serving, message, &call).await
                 }
                 .await;
-                call.finished(result.as_ref().err());
-                match result {
+                match call.finished(result) {
                     Ok(response) => {
                         oip::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) }
                     }
@@ -194,7 +195,7 @@ impl GrpcInferenceService for KserveApi {
     ) -> Result<Response<oip::ModelStatisticsResponse>, Status> {
         let request = request.into_inner();
         let map = self.serving.models()?;
-        let models: Vec<&Arc<Model>> = match (request.name.as_str(), request.version.as_str()) {
+        let models: Vec<&Arc<ServedModel>> = match (request.name.as_str(), request.version.as_str()) {
             ("", _) => map.models().collect(),
             (name, "") => {
                 let segment = &resolve(&self.serving, name, "")?.segment;
@@ -249,7 +250,7 @@ fn repository_control_unsupported() -> Status {
 
 /// A model name and version string → the model. The version is "" (the
 /// newest) or a version number.
-fn resolve<'a>(serving: &'a Serving, name: &str, version: &str) -> Result<&'a Arc<Model>, ServeError> {
+fn resolve<'a>(serving: &'a Serving, name: &str, version: &str) -> Result<&'a Arc<ServedModel>, ServeError> {
     let map = serving.models()?;
     let number = match version {
         "" => 0,
@@ -278,24 +279,18 @@ async fn infer(
         let outputs = requested_outputs(&request)?;
         Ok((rows, outputs))
     });
-    let (rows, outputs) = match decoded {
-        Ok(decoded) => decoded,
-        Err(error) => {
-            model.stats.record_request(call.received.elapsed(), false);
-            return Err(error);
-        }
-    };
-    let scores = inference::serve(&model, rows, call).await?;
+    let (rows, outputs) = decoded.or_else(|error| scoring::recorded(&model, call.deadline, Err(error)))?;
+    let scores = call.score(&model, rows).await?;
     Ok(encode_outputs(&model, request.id, &scores, &outputs, raw))
 }
 
 /// The request's one input tensor as rows for the core (public for the fuzz
 /// targets in `fuzz/`).
 pub fn decode_input(
-    model: &Model,
+    model: &LoadedModel,
     request: &oip::ModelInferRequest,
     max_rows: usize,
-) -> Result<RowsRequest, ServeError> {
+) -> Result<Rows, ServeError> {
     let features = model.network.inputs();
     let signature = format!("model `{}` takes one input `{INPUT}`, FP32 [batch, {features}]", model.segment);
     let [input] = request.inputs.as_slice() else {
@@ -333,7 +328,7 @@ pub fn decode_input(
         };
         raw_values(&input.datatype, raw, elements, &input.shape)?
     };
-    Ok(RowsRequest { field: RowsField::Tensor, feature_count: columns, values, max_rows })
+    Ok(Rows { fields: &InputFields, width: columns, values, max_rows })
 }
 
 /// Typed contents → f32 values. FP32 travels as `fp32_contents`, FP64 as `fp64_contents`.
@@ -424,7 +419,13 @@ fn requested_outputs(request: &oip::ModelInferRequest) -> Result<Vec<&'static st
 }
 
 /// The scores as the requested output tensors, raw when the request was raw.
-fn encode_outputs(model: &Model, id: String, scores: &Scores, outputs: &[&str], raw: bool) -> oip::ModelInferResponse {
+fn encode_outputs(
+    model: &LoadedModel,
+    id: String,
+    scores: &Scores,
+    outputs: &[&str],
+    raw: bool,
+) -> oip::ModelInferResponse {
     let rows = scores.rows().len() as i64;
     let mut tensors = Vec::with_capacity(outputs.len());
     let mut raw_contents = Vec::new();
@@ -475,7 +476,7 @@ fn little_endian<T: Copy, const N: usize>(values: &[T], to_bytes: fn(T) -> [u8; 
 }
 
 /// A model's statistics in the protocol's form.
-fn statistics(model: &Model) -> oip::ModelStatistics {
+fn statistics(model: &ServedModel) -> oip::ModelStatistics {
     let stats = &model.stats;
     let duration = |(count, ns): (u64, u64)| Some(oip::StatisticDuration { count, ns });
     let batch_stats = stats
@@ -506,5 +507,26 @@ fn statistics(model: &Model) -> oip::ModelStatistics {
         }),
         batch_stats,
         memory_usage: Vec::new(),
+    }
+}
+
+/// How the protocol names the parts of the input tensor, in violations.
+pub struct InputFields;
+
+impl Fields for InputFields {
+    fn width(&self, declared: usize) -> (&'static str, String) {
+        ("inputs[0].shape", format!("has {declared} columns"))
+    }
+
+    fn values(&self) -> &'static str {
+        "inputs[0]"
+    }
+
+    fn row(&self, row: usize) -> String {
+        format!("inputs[0][{row}]")
+    }
+
+    fn cell(&self, row: usize, col: usize) -> String {
+        format!("inputs[0][{row}][{col}]")
     }
 }

@@ -2,13 +2,14 @@
 //! serving core (routing, validation, inference) and results back. No model
 //! logic lives here.
 
+use super::call::Call;
 use super::serving::Serving;
-use super::{ResponseStream, message_stream};
-use crate::error::ServeError;
-use crate::inference::{self, Call, RowsRequest, Scores};
-use crate::repository::Model;
-use crate::routing::ModelMap;
-use crate::validation::{RowsField, check_rows};
+use super::streams::{ResponseStream, message_stream};
+use crate::core::error::ServeError;
+use crate::core::registry::{Registry, ServedModel};
+use crate::core::scoring::{self, Rows, Scores};
+use crate::core::validation::Fields;
+use crate::model::LoadedModel;
 use candela::v1::{self, inference_server::Inference};
 use prost::Message;
 use std::sync::Arc;
@@ -38,20 +39,20 @@ impl Inference for CandelaApi {
             let _permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
             self.serving.check_message_size(request.encoded_len())?;
-            let model = self.serving.models()?.resolve(&request.segment, request.version)?.clone();
-            let rows = RowsRequest {
-                field: RowsField::Features,
-                feature_count: request.features.len(),
+            let model = self.serving.resolve(&request.segment, request.version)?;
+            let rows = Rows {
+                fields: &RowsField::Features,
+                width: request.features.len(),
                 values: request.features,
                 max_rows: 1,
             };
-            let scores = inference::serve(&model, rows, &call).await?;
+            let scores = call.score(&model, rows).await?;
             let prediction = predictions(&model, &scores).pop();
             tracing::debug!(request = call.log_id, segment = model.segment, version = model.version, "predict");
             Ok(v1::PredictResponse { prediction, model: Some(model_ref(&model)), request_id: call.request_id.clone() })
         }
         .await;
-        self.serving.finish(&call, result).map(Response::new)
+        call.finish(result).map(Response::new)
     }
 
     async fn batch_predict(
@@ -64,7 +65,7 @@ impl Inference for CandelaApi {
             let request = request.into_inner();
             self.serving.check_message_size(request.encoded_len())?;
             let (model, rows) = batch_rows(&self.serving, &request.segment, request.version, request.rows)?;
-            let scores = inference::serve(&model, rows, &call).await?;
+            let scores = call.score(&model, rows).await?;
             let predictions = predictions(&model, &scores);
             let rows = predictions.len();
             tracing::debug!(
@@ -81,7 +82,7 @@ impl Inference for CandelaApi {
             })
         }
         .await;
-        self.serving.finish(&call, result).map(Response::new)
+        call.finish(result).map(Response::new)
     }
 
     type BatchPredictStreamStream = ResponseStream<v1::BatchPredictChunk>;
@@ -99,54 +100,25 @@ impl Inference for CandelaApi {
             call.routed(&model);
             // The whole batch is checked before the first chunk, so a bad row
             // ends the call with a status rather than halfway through the results.
-            if let Err(error) = check_rows(&model, rows.field, rows.feature_count, &rows.values, rows.max_rows) {
-                model.stats.record_request(call.received.elapsed(), false);
-                return Err(error);
-            }
+            scoring::check(&model, &rows).or_else(|error| scoring::recorded(&model, call.deadline, Err(error)))?;
             Ok((permit, model, rows))
         }
         .await;
-        let (permit, model, rows) = match started {
-            Ok(started) => started,
-            Err(error) => return Err(self.serving.refuse(&call, error)),
-        };
-        let chunk_values = self.serving.limits.stream_chunk_rows * model.network.inputs();
-        let serving = self.serving.clone();
+        let (permit, model, rows) = started.map_err(|error| call.refuse(error))?;
+        let chunk_rows = self.serving.limits.stream_chunk_rows;
         // Room for every chunk (at most --max-rows rows): scoring never waits
         // for the reader, so the call holds its --max-concurrent-requests slot
         // only while it computes, and a caller that never reads holds none.
-        let chunks = rows.values.len().div_ceil(chunk_values).max(1);
+        let chunks = rows.values.len().div_ceil(chunk_rows * model.network.inputs()).max(1);
         let (sender, receiver) = mpsc::channel(chunks + 1);
         tokio::spawn(async move {
             let _permit = permit;
-            let mut outcome = Ok(());
-            for (index, chunk) in rows.values.chunks(chunk_values).enumerate() {
-                let first_row = (index * chunk_values / model.network.inputs()) as u64;
-                let scored =
-                    inference::score(model.clone(), chunk.to_vec(), RowsField::Rows, first_row as usize, &call).await;
-                let item = scored.map(|scores| v1::BatchPredictChunk {
-                    first_row,
-                    predictions: predictions(&model, &scores),
-                    model: Some(model_ref(&model)),
-                    request_id: call.request_id.clone(),
-                });
-                let (item, failed) = match item {
-                    Ok(chunk) => (Ok(chunk), None),
-                    // The same Status, details included, as a unary call would get.
-                    Err(error) => (Err(Status::from(error.clone())), Some(error)),
-                };
-                if let Some(error) = failed {
-                    let _ = sender.send(item).await;
-                    outcome = Err(error);
-                    break;
-                }
-                if sender.send(item).await.is_err() {
-                    outcome = Err(ServeError::Unavailable("the caller went away mid-stream".into()));
-                    break;
-                }
+            let outcome = stream_chunks(&model, rows, chunk_rows, &call, &sender).await;
+            let outcome = scoring::recorded(&model, call.deadline, outcome);
+            if let Err(error) = call.finished(outcome) {
+                // The same Status, details included, as a unary call would get.
+                let _ = sender.send(Err(Status::from(error))).await;
             }
-            model.stats.record_request(call.received.elapsed(), outcome.is_ok());
-            let _ = serving.finish(&call, outcome);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
@@ -184,23 +156,49 @@ impl Inference for CandelaApi {
     }
 }
 
+/// Scores a checked BatchPredictStream request's rows `chunk_rows` at a time,
+/// sending each chunk's predictions as soon as it is scored.
+async fn stream_chunks(
+    model: &ServedModel,
+    rows: Rows,
+    chunk_rows: usize,
+    call: &Call,
+    sender: &mpsc::Sender<Result<v1::BatchPredictChunk, Status>>,
+) -> Result<(), ServeError> {
+    for (index, chunk) in rows.values.chunks(chunk_rows * model.network.inputs()).enumerate() {
+        let first_row = index * chunk_rows;
+        let scored = scoring::score(model, chunk.to_vec(), rows.fields, first_row, call.deadline).await?;
+        call.scored(scored.scores.rows().len(), &scored.timing);
+        let chunk = v1::BatchPredictChunk {
+            first_row: first_row as u64,
+            predictions: predictions(model, &scored.scores),
+            model: Some(model_ref(model)),
+            request_id: call.request_id.clone(),
+        };
+        if sender.send(Ok(chunk)).await.is_err() {
+            return Err(ServeError::Unavailable("the caller went away mid-stream".into()));
+        }
+    }
+    Ok(())
+}
+
 /// Routes a batch request and unpacks its rows for the core.
 fn batch_rows(
     serving: &Serving,
     segment: &str,
     version: u64,
     rows: Option<v1::Rows>,
-) -> Result<(Arc<Model>, RowsRequest), ServeError> {
-    let model = serving.models()?.resolve(segment, version)?.clone();
+) -> Result<(Arc<ServedModel>, Rows), ServeError> {
+    let model = serving.resolve(segment, version)?;
     let rows = rows.ok_or_else(|| {
         ServeError::invalid(
             "rows",
             format!("is required: send `feature_count` ({}) and the row-major `values`", model.network.inputs()),
         )
     })?;
-    let rows = RowsRequest {
-        field: RowsField::Rows,
-        feature_count: rows.feature_count as usize,
+    let rows = Rows {
+        fields: &RowsField::Rows,
+        width: rows.feature_count as usize,
         values: rows.values,
         max_rows: serving.limits.max_rows,
     };
@@ -218,15 +216,14 @@ async fn score_stream_message(
         let _permit = serving.admit()?;
         serving.check_message_size(message.encoded_len())?;
         let (model, rows) = batch_rows(serving, &message.segment, message.version, message.rows)?;
-        let scores = inference::serve(&model, rows, call).await?;
+        let scores = call.score(&model, rows).await?;
         Ok::<_, ServeError>(v1::BatchResult {
             predictions: predictions(&model, &scores),
             model: Some(model_ref(&model)),
         })
     }
     .await;
-    call.finished(outcome.as_ref().err());
-    let outcome = match outcome {
+    let outcome = match call.finished(outcome) {
         Ok(result) => v1::stream_predict_response::Outcome::Result(result),
         Err(error) => {
             tracing::debug!(request = call.log_id, %error, "stream batch refused");
@@ -237,7 +234,7 @@ async fn score_stream_message(
 }
 
 /// Each row's prediction: the most probable class, its label, all probabilities.
-fn predictions(model: &Model, scores: &Scores) -> Vec<v1::Prediction> {
+fn predictions(model: &LoadedModel, scores: &Scores) -> Vec<v1::Prediction> {
     scores
         .rows()
         .map(|row| {
@@ -251,11 +248,11 @@ fn predictions(model: &Model, scores: &Scores) -> Vec<v1::Prediction> {
         .collect()
 }
 
-fn model_ref(model: &Model) -> v1::ModelRef {
+fn model_ref(model: &LoadedModel) -> v1::ModelRef {
     v1::ModelRef { segment: model.segment.clone(), version: model.version }
 }
 
-fn model_info(map: &ModelMap, model: &Model) -> v1::ModelInfo {
+fn model_info(map: &Registry, model: &LoadedModel) -> v1::ModelInfo {
     let manifest = &model.manifest;
     v1::ModelInfo {
         segment: model.segment.clone(),
@@ -272,5 +269,44 @@ fn model_info(map: &ModelMap, model: &Model) -> v1::ModelInfo {
             notes: manifest.provenance.notes.clone(),
         }),
         device: model.device.clone(),
+    }
+}
+
+/// How candela.v1 names the fields that carry rows, in violations.
+#[derive(Debug, Clone, Copy)]
+pub enum RowsField {
+    /// One row in Predict's repeated `features` field.
+    Features,
+    /// Packed rows in a `rows` message (BatchPredict, the streams).
+    Rows,
+}
+
+impl Fields for RowsField {
+    fn width(&self, declared: usize) -> (&'static str, String) {
+        match self {
+            RowsField::Features => ("features", format!("has {declared} values")),
+            RowsField::Rows => ("rows.feature_count", format!("is {declared}")),
+        }
+    }
+
+    fn values(&self) -> &'static str {
+        match self {
+            RowsField::Features => "features",
+            RowsField::Rows => "rows.values",
+        }
+    }
+
+    fn row(&self, row: usize) -> String {
+        match self {
+            RowsField::Features => "features".to_string(),
+            RowsField::Rows => format!("rows.values[{row}]"),
+        }
+    }
+
+    fn cell(&self, row: usize, col: usize) -> String {
+        match self {
+            RowsField::Features => format!("features[{col}]"),
+            RowsField::Rows => format!("rows.values[{row}][{col}]"),
+        }
     }
 }

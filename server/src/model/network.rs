@@ -4,13 +4,12 @@
 //! list, so a model that builds is a model that can answer; the checks' failures
 //! are `ModelError`s that name the tensor and what was expected.
 
-use crate::repository::manifest::{DTypeName, GeluApproximation, LayerSpec};
-mod hints;
+use super::hints;
+use super::manifest::{DTypeName, GeluApproximation, LayerSpec};
 
-use crate::stats::Stages;
 use candle_core::{CpuStorage, DType, Device, Module, Storage, Tensor};
 use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Why a layer list and a set of tensors do not make a network.
 #[derive(Debug, thiserror::Error)]
@@ -345,6 +344,24 @@ impl Network {
             Head::Softmax => Ok(p),
             Head::BinarySigmoid => Tensor::cat(&[p.affine(-1.0, 1.0)?, p], 1),
         }
+    }
+}
+
+/// Time spent in the stages of one forward pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stages {
+    /// Building the input tensor from the request's values.
+    pub input: Duration,
+    /// The layers themselves.
+    pub infer: Duration,
+    /// Copying probabilities out of the output tensor.
+    pub output: Duration,
+}
+
+impl Stages {
+    /// The whole pass.
+    pub fn total(&self) -> Duration {
+        self.input + self.infer + self.output
     }
 }
 

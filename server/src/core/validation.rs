@@ -1,47 +1,32 @@
 //! Checks request rows against a model's input schema and the server's limits
 //! before any compute: feature count, finiteness, empty and oversized batches.
-//! Both APIs call this, so the rules and the wording of each violation are the
-//! same whichever protocol a caller speaks.
+//! Every API calls this, so the rules and the wording of each violation are
+//! the same whichever protocol a caller speaks; only the field names differ,
+//! and the front supplies those (`Fields`).
 
-use crate::error::{MAX_VIOLATIONS, ServeError, Violation};
-use crate::repository::Model;
+use crate::core::error::{MAX_VIOLATIONS, ServeError, Violation};
+use crate::model::LoadedModel;
 
-/// How the rows travelled, which decides how violations name fields.
-#[derive(Debug, Clone, Copy)]
-pub enum RowsField {
-    /// One row in a repeated `features` field (Predict).
-    Features,
-    /// Packed rows in a `rows` message (BatchPredict, streams).
-    Rows,
-    /// The first input tensor of an Open Inference Protocol request.
-    Tensor,
-}
-
-impl RowsField {
+/// How a front names the parts of a request's rows in violations: each
+/// protocol carries rows in fields of its own.
+pub trait Fields: Sync {
+    /// The field that declares the row width, and how to say what it declared
+    /// (`declared` features per row).
+    fn width(&self, declared: usize) -> (&'static str, String);
+    /// The field holding the values.
+    fn values(&self) -> &'static str;
     /// How a violation names one row's values.
-    pub fn row(self, row: usize) -> String {
-        match self {
-            RowsField::Features => "features".to_string(),
-            RowsField::Rows => format!("rows.values[{row}]"),
-            RowsField::Tensor => format!("inputs[0][{row}]"),
-        }
-    }
-
+    fn row(&self, row: usize) -> String;
     /// How a violation names one value: row `row`, feature `col`.
-    pub fn cell(self, row: usize, col: usize) -> String {
-        match self {
-            RowsField::Features => format!("features[{col}]"),
-            other => format!("{}[{col}]", other.row(row)),
-        }
-    }
+    fn cell(&self, row: usize, col: usize) -> String;
 }
 
-/// Checks `values` (row-major, `feature_count` per row) for `model`; returns
-/// the number of rows. `feature_count` is what the caller declared.
+/// Checks `values` (row-major, `width` per row, as the caller declared) for
+/// `model`; returns the number of rows.
 pub fn check_rows(
-    model: &Model,
-    field: RowsField,
-    feature_count: usize,
+    model: &LoadedModel,
+    fields: &dyn Fields,
+    width: usize,
     values: &[f32],
     max_rows: usize,
 ) -> Result<usize, ServeError> {
@@ -52,26 +37,11 @@ pub fn check_rows(
             model.segment, model.version
         )
     };
-    match field {
-        RowsField::Features if values.len() != expected => {
-            return Err(ServeError::invalid("features", format!("has {} values; {}", values.len(), about_model())));
-        }
-        RowsField::Rows if feature_count != expected => {
-            return Err(ServeError::invalid("rows.feature_count", format!("is {feature_count}; {}", about_model())));
-        }
-        RowsField::Tensor if feature_count != expected => {
-            return Err(ServeError::invalid(
-                "inputs[0].shape",
-                format!("has {feature_count} columns; {}", about_model()),
-            ));
-        }
-        _ => {}
+    if width != expected {
+        let (field, declared) = fields.width(width);
+        return Err(ServeError::invalid(field, format!("{declared}; {}", about_model())));
     }
-    let values_field = match field {
-        RowsField::Features => "features",
-        RowsField::Rows => "rows.values",
-        RowsField::Tensor => "inputs[0]",
-    };
+    let values_field = fields.values();
     if values.is_empty() {
         return Err(ServeError::invalid(values_field, "is empty: send at least one row"));
     }
@@ -98,7 +68,7 @@ pub fn check_rows(
         .map(|&i| {
             let (row, col) = (i / expected, i % expected);
             Violation {
-                field: field.cell(row, col),
+                field: fields.cell(row, col),
                 description: format!(
                     "(`{}`) is {}; features must be finite numbers",
                     model.manifest.features[col], values[i]

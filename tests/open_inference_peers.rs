@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{FEATURES, TestServer, peers_python, repo_root, rows, tool};
+use candela_server::testing::{FEATURES, TestServer, peers_python, repo_root, rows, tool};
 use std::process::{Command, Output};
 
 async fn run(mut command: Command) -> Output {
@@ -19,7 +19,7 @@ fn text(output: &Output) -> String {
 #[tokio::test]
 async fn tritonclient_works_unchanged_and_agrees_with_batch_predict() {
     let server = TestServer::start(&[]).await;
-    let mut client = server.client().await;
+    let mut client = common::client(&server).await;
     let data = rows("retail", 64);
     let batch = client.batch_predict("retail", FEATURES, data.values.clone()).await.unwrap();
     let expected = serde_json::json!({

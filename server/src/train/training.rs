@@ -3,9 +3,9 @@
 //! would export one (`nn.Sequential` tensor names, safetensors). Everything is
 //! seeded, so `candela-train` reproduces the committed weights.
 
-use crate::repository::manifest::{DTypeName, LayerSpec, Manifest, Provenance};
-use crate::repository::{MANIFEST_FILE, WEIGHTS_FILE};
-use crate::synthetic::{self, FEATURES, LABELS, Segment};
+use super::synthetic::{self, FEATURES, LABELS, Segment};
+use crate::model::manifest::{DTypeName, LayerSpec, Manifest, Provenance};
+use crate::model::{MANIFEST_FILE, WEIGHTS_FILE};
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};

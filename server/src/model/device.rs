@@ -2,8 +2,32 @@
 //! GPU (a CPU-only build, or a host without a usable GPU, falls back to the CPU
 //! with a log line), never by compile-time flags alone.
 
-use crate::config::DeviceSpec;
 use candle_core::Device;
+use std::str::FromStr;
+
+/// The compute device setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+    Auto,
+}
+
+impl FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "auto" => Ok(DeviceSpec::Auto),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| format!("`{s}` is not a device: use cpu, cuda:N (e.g. cuda:0) or auto")),
+        }
+    }
+}
 
 /// The opened device and how to name it to callers (`cpu`, `cuda:0`).
 pub fn open(spec: DeviceSpec) -> anyhow::Result<(Device, String)> {

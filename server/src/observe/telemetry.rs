@@ -4,13 +4,10 @@
 //! queue and compute time, gRPC code); with an OTLP endpoint the spans are
 //! exported over OTLP/gRPC, continuing the caller's W3C `traceparent`.
 
-use crate::config::LogFormat;
-use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tonic::metadata::MetadataMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
@@ -37,16 +34,13 @@ impl Drop for Telemetry {
     }
 }
 
-/// Installs the global subscriber: logs per `format` (`RUST_LOG` overrides
+/// Installs the global subscriber: logs as JSON lines or pretty text (`RUST_LOG` overrides
 /// the default `info` level), and OTLP trace export when `otlp_endpoint` is
 /// set. Must run inside the Tokio runtime (the exporter uses it).
-pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
+pub fn init(json: bool, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let logs = match format {
-        LogFormat::Pretty => logs.boxed(),
-        LogFormat::Json => logs.json().flatten_event(true).boxed(),
-    };
+    let logs = if json { logs.json().flatten_event(true).boxed() } else { logs.boxed() };
     let (traces, provider) = match otlp_endpoint {
         Some(endpoint) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
@@ -79,10 +73,16 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Te
     Ok(Telemetry { traces: provider })
 }
 
-/// The span of one call, a child of the caller's trace when its metadata
-/// carries a `traceparent`. Fields are filled in as the call proceeds. A
-/// disabled span (recording nothing) when traces are not exported.
-pub fn call_span(metadata: &MetadataMap, service: &'static str, method: &'static str, log_id: &str) -> tracing::Span {
+/// The span of one call, a child of `parent` (the caller's trace context,
+/// which the front extracts from its protocol's headers). Fields are filled
+/// in as the call proceeds. A disabled span (recording nothing) when traces
+/// are not exported; `parent` is only asked for when they are.
+pub fn call_span(
+    parent: impl FnOnce() -> opentelemetry::Context,
+    service: &'static str,
+    method: &'static str,
+    log_id: &str,
+) -> tracing::Span {
     if !EXPORTING.load(Ordering::Relaxed) {
         return tracing::Span::none();
     }
@@ -102,26 +102,6 @@ pub fn call_span(metadata: &MetadataMap, service: &'static str, method: &'static
         compute_seconds = tracing::field::Empty,
         rpc.grpc.status_code = tracing::field::Empty,
     );
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Metadata(metadata)));
-    let _ = span.set_parent(parent);
+    let _ = span.set_parent(parent());
     span
-}
-
-/// Reads W3C trace context from gRPC metadata.
-struct Metadata<'a>(&'a MetadataMap);
-
-impl Extractor for Metadata<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0
-            .keys()
-            .filter_map(|k| match k {
-                tonic::metadata::KeyRef::Ascii(key) => Some(key.as_str()),
-                tonic::metadata::KeyRef::Binary(_) => None,
-            })
-            .collect()
-    }
 }

@@ -1,22 +1,54 @@
-//! Segment + version → model. The `ModelMap` is built once from the loaded
-//! repository and never mutated, so every request reads it without a lock.
+//! The served models: each loaded model with its request queue and
+//! statistics (`ServedModel`), and segment + version → model (`Registry`).
+//! The registry is built once from the loaded repository and never mutated,
+//! so every request reads it without a lock.
 
-use crate::error::{ServeError, echo};
-use crate::repository::Model;
+use crate::core::batching::{Batcher, Overrides, Policy};
+use crate::core::error::{ServeError, echo};
+use crate::core::stats::ModelStats;
+use crate::model::LoadedModel;
+use crate::observe::metrics::Metrics;
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::sync::Arc;
 
+/// A loaded model as the core serves it: the model, the queue its compute
+/// workers take merged forward passes from, and what it has served.
+pub struct ServedModel {
+    pub loaded: LoadedModel,
+    pub batcher: Batcher,
+    pub stats: ModelStats,
+}
+
+impl ServedModel {
+    /// Serves `loaded` under its manifest's batching policy as `overrides`
+    /// change it, reporting to `metrics`.
+    pub fn new(loaded: LoadedModel, overrides: &Overrides, metrics: Arc<Metrics>) -> ServedModel {
+        let policy = Policy::resolve(&loaded.manifest.batching, overrides);
+        ServedModel { loaded, batcher: Batcher::new(policy, metrics), stats: ModelStats::default() }
+    }
+}
+
+/// A served model is its loaded model (segment, version, manifest, network)
+/// plus serving state; requests read both through it.
+impl Deref for ServedModel {
+    type Target = LoadedModel;
+    fn deref(&self) -> &LoadedModel {
+        &self.loaded
+    }
+}
+
 /// Every served model, by segment then version.
-pub struct ModelMap {
-    segments: BTreeMap<String, BTreeMap<u64, Arc<Model>>>,
+pub struct Registry {
+    segments: BTreeMap<String, BTreeMap<u64, Arc<ServedModel>>>,
     default_segment: Option<String>,
 }
 
-impl ModelMap {
+impl Registry {
     /// Indexes `models`. The default segment is `configured` when given (it must
     /// exist), else the only segment when there is exactly one, else none.
-    pub fn new(models: Vec<Model>, configured: Option<&str>) -> Result<ModelMap, String> {
-        let mut segments: BTreeMap<String, BTreeMap<u64, Arc<Model>>> = BTreeMap::new();
+    pub fn new(models: Vec<ServedModel>, configured: Option<&str>) -> Result<Registry, String> {
+        let mut segments: BTreeMap<String, BTreeMap<u64, Arc<ServedModel>>> = BTreeMap::new();
         for model in models {
             segments.entry(model.segment.clone()).or_default().insert(model.version, Arc::new(model));
         }
@@ -31,12 +63,12 @@ impl ModelMap {
             None if segments.len() == 1 => segments.keys().next().cloned(),
             None => None,
         };
-        Ok(ModelMap { segments, default_segment })
+        Ok(Registry { segments, default_segment })
     }
 
     /// The model for a request: `segment` empty → the default segment,
     /// `version` 0 → the newest version.
-    pub fn resolve(&self, segment: &str, version: u64) -> Result<&Arc<Model>, ServeError> {
+    pub fn resolve(&self, segment: &str, version: u64) -> Result<&Arc<ServedModel>, ServeError> {
         let segment = if segment.is_empty() {
             self.default_segment.as_deref().ok_or_else(|| {
                 ServeError::invalid(
@@ -65,7 +97,7 @@ impl ModelMap {
     }
 
     /// Every model, ordered by segment then version.
-    pub fn models(&self) -> impl Iterator<Item = &Arc<Model>> {
+    pub fn models(&self) -> impl Iterator<Item = &Arc<ServedModel>> {
         self.segments.values().flat_map(BTreeMap::values)
     }
 
@@ -75,7 +107,7 @@ impl ModelMap {
     }
 
     /// Whether `model` is the version a request pinning none would get.
-    pub fn is_latest(&self, model: &Model) -> bool {
+    pub fn is_latest(&self, model: &LoadedModel) -> bool {
         self.segments
             .get(&model.segment)
             .and_then(|v| v.keys().next_back())

@@ -1,10 +1,11 @@
 //! Per-model-version statistics: request outcomes, queue and compute times,
-//! forward passes by batch size, and work dropped before compute. The core records them on every request,
+//! and forward passes by batch size. The core records them on every request,
 //! whichever API it came through; the Open Inference Protocol's
 //! ModelStatistics reports them. Counters are atomics; the per-batch-size
-//! table takes a short lock once per forward pass, never per row.
+//! table takes a short lock once per forward pass, never per row. (Work
+//! dropped before compute is counted in the metrics, by reason.)
 
-use crate::batching::DropReason;
+use crate::model::network::Stages;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -26,24 +27,6 @@ impl Counter {
     /// (count, total nanoseconds).
     pub fn get(&self) -> (u64, u64) {
         (self.count.load(Relaxed), self.ns.load(Relaxed))
-    }
-}
-
-/// Time spent in the stages of one forward pass.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Stages {
-    /// Building the input tensor from the request's values.
-    pub input: Duration,
-    /// The layers themselves.
-    pub infer: Duration,
-    /// Copying probabilities out of the output tensor.
-    pub output: Duration,
-}
-
-impl Stages {
-    /// The whole pass.
-    pub fn total(&self) -> Duration {
-        self.input + self.infer + self.output
     }
 }
 
@@ -70,8 +53,6 @@ pub struct ModelStats {
     pub compute_output: Counter,
     rows: AtomicU64,
     executions: AtomicU64,
-    expired: AtomicU64,
-    cancelled: AtomicU64,
     last_inference_ms: AtomicU64,
     by_batch_size: Mutex<BTreeMap<u64, BatchCounters>>,
 }
@@ -104,24 +85,6 @@ impl ModelStats {
         entry.input_ns += stages.input.as_nanos() as u64;
         entry.infer_ns += stages.infer.as_nanos() as u64;
         entry.output_ns += stages.output.as_nanos() as u64;
-    }
-
-    /// Records a request dropped before compute.
-    pub fn record_dropped(&self, reason: DropReason) {
-        match reason {
-            DropReason::Expired => self.expired.fetch_add(1, Relaxed),
-            DropReason::Cancelled => self.cancelled.fetch_add(1, Relaxed),
-        };
-    }
-
-    /// Requests dropped before compute because their caller had gone.
-    pub fn cancelled(&self) -> u64 {
-        self.cancelled.load(Relaxed)
-    }
-
-    /// Calls dropped before compute because their deadline had passed.
-    pub fn expired(&self) -> u64 {
-        self.expired.load(Relaxed)
     }
 
     /// Rows scored.

@@ -1,12 +1,12 @@
 //! The Open Inference Protocol service through its generated client: every
 //! RPC, every input-validation error, dtype conversion, raw and typed
 //! contents, requested outputs, statistics, and health. The real Triton tools
-//! are exercised in kserve_peers.rs.
+//! are exercised in open_inference_peers.rs.
 
 mod common;
 
 use candela::inference::{self as oip, grpc_inference_service_client::GrpcInferenceServiceClient};
-use common::{FEATURES, TestServer, rows};
+use candela_server::testing::{FEATURES, TestServer, rows};
 use futures::StreamExt;
 use oip::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use tonic::Code;
@@ -122,8 +122,7 @@ async fn infer_equals_batch_predict_typed_raw_and_in_every_float_type() {
     let server = TestServer::start(&[]).await;
     let mut oip = client(&server).await;
     let data = rows("corporate", 20);
-    let expected: Vec<f32> = server
-        .client()
+    let expected: Vec<f32> = common::client(&server)
         .await
         .batch_predict("corporate", FEATURES, data.values.clone())
         .await
@@ -309,7 +308,7 @@ async fn model_stream_infer_answers_errors_in_band_and_carries_on() {
 async fn statistics_count_requests_rows_executions_and_batch_sizes() {
     let server = TestServer::start(&[]).await;
     let mut oip = client(&server).await;
-    let mut candela = server.client().await;
+    let mut candela = common::client(&server).await;
     for _ in 0..3 {
         oip.model_infer(typed_request("sme", &rows("sme", 5).values)).await.unwrap();
     }

@@ -48,9 +48,10 @@ pub enum ServeError {
     /// The caller's deadline passed before the work could be done; it was dropped.
     #[error("{0}")]
     DeadlineExceeded(String),
-    /// A bug: logged with the request id, never with feature values.
-    #[error("internal error (request id {request_id}): {message}")]
-    Internal { request_id: String, message: String },
+    /// A bug. The front logs it with the request's id (never with feature
+    /// values) and tells the caller that id.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ServeError {
@@ -71,7 +72,7 @@ impl ServeError {
             ServeError::Unavailable(_) => Canonical::Unavailable,
             ServeError::Overloaded { .. } => Canonical::ResourceExhausted,
             ServeError::DeadlineExceeded(_) => Canonical::DeadlineExceeded,
-            ServeError::Internal { .. } => Canonical::Internal,
+            ServeError::Internal(_) => Canonical::Internal,
         }
     }
 

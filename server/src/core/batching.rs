@@ -9,11 +9,12 @@
 //! is dropped before compute and counted. Compute runs on these threads only,
 //! never on tokio's reactor threads.
 
-use crate::error::MAX_VIOLATIONS;
-use crate::inference::Call;
-use crate::model::Pass;
-use crate::repository::Model;
-use crate::repository::manifest::BatchingSpec;
+use crate::core::error::MAX_VIOLATIONS;
+use crate::core::stats::ModelStats;
+use crate::model::LoadedModel;
+use crate::model::manifest::BatchingSpec;
+use crate::model::network::Pass;
+use crate::observe::metrics::Metrics;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -56,7 +57,24 @@ impl Policy {
     }
 }
 
-/// What a caller gets back for its job.
+/// What a caller gets back for its job: the outcome, and where its time went.
+pub struct Answer {
+    pub outcome: Outcome,
+    pub timing: Timing,
+}
+
+/// Where a job's time in the core went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    /// Waiting for a compute worker.
+    pub queue: Duration,
+    /// The forward pass the job was part of (zero when dropped).
+    pub compute: Duration,
+    /// The rows of that pass, the job's and any merged with them.
+    pub batch_rows: usize,
+}
+
+/// What became of a job.
 pub enum Outcome {
     /// Row-major probabilities for exactly the job's rows.
     Scored(Vec<f32>),
@@ -83,10 +101,9 @@ pub struct Blamed {
 struct Job {
     values: Vec<f32>,
     rows: usize,
-    call: Call,
     queued: Instant,
     give_up_at: Option<Instant>,
-    reply: oneshot::Sender<Outcome>,
+    reply: oneshot::Sender<Answer>,
 }
 
 /// Why a job left the queue without being computed.
@@ -96,6 +113,16 @@ pub enum DropReason {
     Expired,
     /// Its caller had gone (cancelled the call, closed the stream).
     Cancelled,
+}
+
+impl DropReason {
+    /// The reason as the metrics label it.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Expired => "deadline",
+            DropReason::Cancelled => "cancelled",
+        }
+    }
 }
 
 impl Job {
@@ -120,11 +147,18 @@ pub struct Batcher {
     policy: Policy,
     queue: Mutex<Queue>,
     arrived: Condvar,
+    /// Where queue depth, waits, passes and drops are reported.
+    metrics: Arc<Metrics>,
 }
 
 impl Batcher {
-    pub fn new(policy: Policy) -> Batcher {
-        Batcher { policy, queue: Mutex::new(Queue { jobs: VecDeque::new(), closed: false }), arrived: Condvar::new() }
+    pub fn new(policy: Policy, metrics: Arc<Metrics>) -> Batcher {
+        Batcher {
+            policy,
+            queue: Mutex::new(Queue { jobs: VecDeque::new(), closed: false }),
+            arrived: Condvar::new(),
+            metrics,
+        }
     }
 
     pub fn policy(&self) -> Policy {
@@ -132,18 +166,24 @@ impl Batcher {
     }
 
     /// Queues `values` (validated, `rows` rows) for a forward pass; the receiver
-    /// answers once it ran. `None` when the server has stopped computing.
-    pub fn submit(&self, values: Vec<f32>, rows: usize, call: &Call) -> Option<oneshot::Receiver<Outcome>> {
+    /// answers once it ran, or once the job was dropped because `give_up_at`
+    /// had passed or the receiver was gone. `None` when the server has
+    /// stopped computing.
+    pub fn submit(
+        &self,
+        values: Vec<f32>,
+        rows: usize,
+        give_up_at: Option<Instant>,
+    ) -> Option<oneshot::Receiver<Answer>> {
         let (reply, answer) = oneshot::channel();
-        let job =
-            Job { values, rows, call: call.clone(), queued: Instant::now(), give_up_at: call.give_up_at(), reply };
+        let job = Job { values, rows, queued: Instant::now(), give_up_at, reply };
         let mut queue = self.lock();
         if queue.closed {
             return None;
         }
         queue.jobs.push_back(job);
         drop(queue);
-        call.metrics.queued();
+        self.metrics.queued();
         self.arrived.notify_one();
         Some(answer)
     }
@@ -156,6 +196,22 @@ impl Batcher {
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The loop of one compute worker for `model`: takes batches until the
+    /// queue is closed and empty. A panic answers that batch's callers
+    /// (their replies are dropped: INTERNAL) and does not leave the queue
+    /// unserved.
+    pub fn work(&self, model: &LoadedModel, stats: &ModelStats) {
+        while let Some(batch) = self.next_batch() {
+            if std::panic::catch_unwind(AssertUnwindSafe(|| self.run(model, stats, batch))).is_err() {
+                tracing::error!(
+                    segment = model.segment,
+                    version = model.version,
+                    "a forward pass panicked; its callers were answered INTERNAL"
+                );
+            }
+        }
     }
 
     /// Blocks until there is work, then takes the next batch under the policy;
@@ -194,100 +250,56 @@ impl Batcher {
     }
 }
 
-/// The compute threads of every served model. Each worker is a small rayon
-/// pool (`threads` threads) running the worker loop on one of its threads:
-/// candle's parallel kernels (softmax, large matrix multiplies) then run on
-/// the worker itself and its pool, instead of handing every operation to
-/// rayon's global pool and waiting for it. Dropping this closes the models'
-/// queues: the workers finish what is queued, then their threads exit.
-pub struct Workers {
-    models: Vec<Arc<Model>>,
-    _pools: Vec<rayon::ThreadPool>,
-}
-
-impl Workers {
-    /// Starts `per_model` workers of `threads` threads for each of `models`.
-    pub fn start<'a>(
-        models: impl Iterator<Item = &'a Arc<Model>>,
-        per_model: usize,
-        threads: usize,
-    ) -> Result<Workers, rayon::ThreadPoolBuildError> {
-        let models: Vec<Arc<Model>> = models.cloned().collect();
-        let mut pools = Vec::new();
-        for model in &models {
-            for index in 0..per_model.max(1) {
-                let name = format!("compute-{}-{}-{index}", model.segment, model.version);
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads.max(1))
-                    .thread_name(move |thread| format!("{name}.{thread}"))
-                    .build()?;
-                let model = model.clone();
-                pool.spawn(move || {
-                    while let Some(batch) = model.batcher.next_batch() {
-                        // A panic answers this batch's callers (their replies are
-                        // dropped: INTERNAL) and must not leave the queue unserved.
-                        if std::panic::catch_unwind(AssertUnwindSafe(|| run(&model, batch))).is_err() {
-                            tracing::error!(
-                                segment = model.segment,
-                                version = model.version,
-                                "a forward pass panicked; its callers were answered INTERNAL"
-                            );
-                        }
-                    }
-                });
-                pools.push(pool);
+impl Batcher {
+    /// Computes one batch and answers its callers. Jobs whose caller has gone
+    /// or whose deadline has passed (perhaps while the batch waited for more)
+    /// are dropped here, just before compute.
+    fn run(&self, model: &LoadedModel, stats: &ModelStats, batch: Vec<Job>) {
+        let now = Instant::now();
+        let mut jobs = Vec::with_capacity(batch.len());
+        for job in batch {
+            match job.dropped(now) {
+                Some(reason) => {
+                    let queue = now - job.queued;
+                    self.metrics.dequeued(&model.segment, model.version, queue);
+                    self.metrics.dropped(&model.segment, model.version, reason.label());
+                    let timing = Timing { queue, ..Timing::default() };
+                    let _ = job.reply.send(Answer { outcome: Outcome::Dropped, timing });
+                }
+                None => jobs.push(job),
             }
         }
-        Ok(Workers { models, _pools: pools })
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for model in &self.models {
-            model.batcher.close();
+        if jobs.is_empty() {
+            return;
         }
-    }
-}
-
-/// Computes one batch and answers its callers. Jobs whose caller has gone
-/// or whose deadline has passed (perhaps while the batch waited for more) are
-/// dropped here, just before compute.
-fn run(model: &Model, batch: Vec<Job>) {
-    let now = Instant::now();
-    let mut jobs = Vec::with_capacity(batch.len());
-    for job in batch {
-        match job.dropped(now) {
-            Some(reason) => {
-                job.call.dropped(model, now - job.queued, reason);
-                let _ = job.reply.send(Outcome::Dropped);
+        let rows: usize = jobs.iter().map(|job| job.rows).sum();
+        let result = match &jobs[..] {
+            [only] => model.network.forward(&only.values),
+            jobs => {
+                let mut values = Vec::with_capacity(rows * model.network.inputs());
+                for job in jobs {
+                    values.extend_from_slice(&job.values);
+                }
+                model.network.forward(&values)
             }
-            None => jobs.push(job),
-        }
-    }
-    if jobs.is_empty() {
-        return;
-    }
-    let rows: usize = jobs.iter().map(|job| job.rows).sum();
-    let result = match &jobs[..] {
-        [only] => model.network.forward(&only.values),
-        jobs => {
-            let mut values = Vec::with_capacity(rows * model.network.inputs());
-            for job in jobs {
-                values.extend_from_slice(&job.values);
-            }
-            model.network.forward(&values)
-        }
-    };
-    let stages = result.as_ref().map(|pass| pass.stages).unwrap_or_default();
-    model.stats.record_pass(rows, stages);
-    jobs[0].call.metrics.pass(&model.segment, model.version, rows, stages.total());
-    match result {
-        Ok(pass) => answer(model, jobs, pass, now, rows),
-        Err(error) => {
-            for job in jobs {
-                job.call.computed(model, job.rows, now - job.queued, stages, rows);
-                let _ = job.reply.send(Outcome::Failed(format!("forward pass failed: {error}")));
+        };
+        let stages = result.as_ref().map(|pass| pass.stages).unwrap_or_default();
+        stats.record_pass(rows, stages);
+        self.metrics.pass(&model.segment, model.version, rows, stages.total());
+        let computed = |job: &Job| {
+            let queue = now - job.queued;
+            self.metrics.dequeued(&model.segment, model.version, queue);
+            stats.record_compute(queue, stages);
+            Timing { queue, compute: stages.total(), batch_rows: rows }
+        };
+        match result {
+            Ok(pass) => answer(model, jobs, pass, rows, computed),
+            Err(error) => {
+                for job in jobs {
+                    let timing = computed(&job);
+                    let outcome = Outcome::Failed(format!("forward pass failed: {error}"));
+                    let _ = job.reply.send(Answer { outcome, timing });
+                }
             }
         }
     }
@@ -298,14 +310,15 @@ fn run(model: &Model, batch: Vec<Job>) {
 /// part and the first job (the only one, for an unmerged pass) keeps the buffer.
 /// A job with an overflowed row gets the rows named instead; the other jobs
 /// of the pass are answered as usual (rows never affect each other).
-fn answer(model: &Model, jobs: Vec<Job>, pass: Pass, started: Instant, rows: usize) {
+/// `computed` records a job's share of the pass and says its timing.
+fn answer(model: &LoadedModel, jobs: Vec<Job>, pass: Pass, rows: usize, computed: impl Fn(&Job) -> Timing) {
     let classes = model.network.classes();
-    let Pass { mut probabilities, stages, overflowed } = pass;
+    let Pass { mut probabilities, stages: _, overflowed } = pass;
     let mut end_row = rows;
     for job in jobs.into_iter().rev() {
         let first_row = end_row - job.rows;
         let mine = probabilities.split_off(first_row * classes);
-        job.call.computed(model, job.rows, started - job.queued, stages, rows);
+        let timing = computed(&job);
         let start = overflowed.partition_point(|&row| row < first_row);
         let end = overflowed.partition_point(|&row| row < end_row);
         let outcome = if start == end {
@@ -324,7 +337,7 @@ fn answer(model: &Model, jobs: Vec<Job>, pass: Pass, started: Instant, rows: usi
                 .collect();
             Outcome::Overflowed { rows, total: end - start }
         };
-        let _ = job.reply.send(outcome);
+        let _ = job.reply.send(Answer { outcome, timing });
         end_row = first_row;
     }
 }

@@ -1,0 +1,206 @@
+//! The front's context of one call (or one message of a stream): its
+//! service and method, request id, deadline (`grpc-timeout`) and trace span,
+//! built from gRPC metadata; and recording its outcome once, in the metrics
+//! and the span, as it is answered. The core sees only the deadline.
+
+use crate::core::batching::Timing;
+use crate::core::error::{Canonical, ServeError};
+use crate::core::registry::ServedModel;
+use crate::core::scoring::{self, Deadline, Rows, Scores};
+use crate::model::LoadedModel;
+use crate::observe::{metrics::Metrics, telemetry};
+use opentelemetry::propagation::Extractor;
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tonic::Status;
+use tonic::metadata::{KeyRef, MetadataMap};
+
+/// One call being served.
+#[derive(Clone)]
+pub struct Call {
+    /// The gRPC service and method, for metrics.
+    pub service: &'static str,
+    pub method: &'static str,
+    /// The segment and version the call was routed to, once known.
+    route: OnceLock<(String, u64)>,
+    /// Where the call's outcome is counted.
+    metrics: Arc<Metrics>,
+    /// The call's trace span; fields are recorded as they become known.
+    span: tracing::Span,
+    /// The id the response carries: the caller's own, or one generated.
+    pub request_id: String,
+    /// How logs name the call: a generated id as is, a caller's id only as a
+    /// salted hash (it may identify a person or an order).
+    pub log_id: String,
+    /// When the call arrived and the caller's deadline.
+    pub deadline: Deadline,
+}
+
+impl Call {
+    /// The context of a call arriving with `metadata`: its request id (the
+    /// caller's `x-request-id` when it is a sane token, else a fresh UUID),
+    /// how logs name it (hashed with `log_salt`), its deadline and its span.
+    pub fn new(
+        metadata: &MetadataMap,
+        service: &'static str,
+        method: &'static str,
+        log_salt: &[u8],
+        metrics: Arc<Metrics>,
+    ) -> Call {
+        let received = Instant::now();
+        let caller_id = metadata
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
+        let (request_id, log_id) = match caller_id {
+            Some(id) => {
+                let digest = Sha256::new().chain_update(log_salt).chain_update(id.as_bytes()).finalize();
+                let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+                (id.to_string(), format!("h:{short}"))
+            }
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                (id.clone(), id)
+            }
+        };
+        let at =
+            metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout).map(|t| received + t);
+        let parent = || opentelemetry::global::get_text_map_propagator(|p| p.extract(&TraceHeaders(metadata)));
+        Call {
+            service,
+            method,
+            route: OnceLock::new(),
+            metrics,
+            span: telemetry::call_span(parent, service, method, &log_id),
+            request_id,
+            log_id,
+            deadline: Deadline { received, at },
+        }
+    }
+
+    /// The same call's context for one message of its stream: timed and
+    /// routed on its own.
+    pub fn message(&self) -> Call {
+        let deadline = Deadline { received: Instant::now(), ..self.deadline };
+        Call { deadline, route: OnceLock::new(), ..self.clone() }
+    }
+
+    /// Notes the model the call was routed to.
+    pub fn routed(&self, model: &LoadedModel) {
+        if self.route.set((model.segment.clone(), model.version)).is_ok() {
+            self.span.record("segment", model.segment.as_str());
+            self.span.record("version", model.version);
+        }
+    }
+
+    /// Scores `rows` with `model` for this call (see `scoring::serve`),
+    /// noting the route and where the time went.
+    pub async fn score(&self, model: &ServedModel, rows: Rows) -> Result<Scores, ServeError> {
+        self.routed(model);
+        let scored = scoring::serve(model, rows, self.deadline).await?;
+        self.scored(scored.scores.rows().len(), &scored.timing);
+        Ok(scored.scores)
+    }
+
+    /// Notes where the time to score `rows` rows went.
+    pub fn scored(&self, rows: usize, timing: &Timing) {
+        self.span.record("rows", rows);
+        self.span.record("batch_rows", timing.batch_rows);
+        self.span.record("queue_seconds", timing.queue.as_secs_f64());
+        self.span.record("compute_seconds", timing.compute.as_secs_f64());
+    }
+
+    /// Records the call's (or stream message's) outcome once, in the metrics
+    /// and its span, and returns it (an internal error as `reported`).
+    pub fn finished<T>(&self, result: Result<T, ServeError>) -> Result<T, ServeError> {
+        self.record(result.as_ref().err());
+        result.map_err(|error| self.reported(error))
+    }
+
+    /// Records the call's outcome and answers it as gRPC does.
+    pub fn finish<T>(&self, result: Result<T, ServeError>) -> Result<T, Status> {
+        self.finished(result).map_err(Status::from)
+    }
+
+    /// Records a call refused with `error`, and answers it.
+    pub fn refuse(&self, error: ServeError) -> Status {
+        self.record(Some(&error));
+        Status::from(self.reported(error))
+    }
+
+    fn record(&self, error: Option<&ServeError>) {
+        let code = error.map_or(Canonical::Ok, ServeError::canonical);
+        let (segment, version) = self.route.get().map_or(("", 0), |(segment, version)| (segment.as_str(), *version));
+        let elapsed = self.deadline.received.elapsed();
+        self.metrics.record_call(self.service, self.method, segment, version, code.name(), elapsed);
+        self.span.record("rpc.grpc.status_code", code.number());
+    }
+
+    /// `error` as the caller is told it: an internal error is logged with the
+    /// call's log id, and its message gives the caller the request id to report.
+    fn reported(&self, error: ServeError) -> ServeError {
+        match error {
+            ServeError::Internal(message) => {
+                tracing::error!(request = self.log_id, %message, "inference failed");
+                ServeError::Internal(format!("{message} (request id {})", self.request_id))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+pub fn grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Reads W3C trace context (`traceparent`) from gRPC metadata.
+struct TraceHeaders<'a>(&'a MetadataMap);
+
+impl Extractor for TraceHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                KeyRef::Ascii(key) => Some(key.as_str()),
+                KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grpc_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_spec_writes_them() {
+        assert_eq!(grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(grpc_timeout("5000u"), Some(Duration::from_micros(5000)));
+        assert_eq!(grpc_timeout("123456789m"), None, "at most 8 digits");
+        assert_eq!(grpc_timeout("m"), None);
+        assert_eq!(grpc_timeout("10x"), None);
+        assert_eq!(grpc_timeout(""), None);
+    }
+}
