@@ -72,7 +72,7 @@ async fn metadata_config_readiness_and_index_describe_the_repository() {
 
     let server_metadata = oip.server_metadata(oip::ServerMetadataRequest {}).await.unwrap().into_inner();
     assert_eq!(server_metadata.name, "candela");
-    assert_eq!(server_metadata.extensions, ["model_configuration", "statistics"]);
+    assert_eq!(server_metadata.extensions, ["model_configuration", "model_repository", "statistics"]);
 
     let metadata =
         oip.model_metadata(oip::ModelMetadataRequest { name: "retail".into(), version: String::new() }).await;
@@ -110,11 +110,12 @@ async fn metadata_config_readiness_and_index_describe_the_repository() {
     assert_eq!(entries.len(), 3);
     assert!(entries.iter().all(|(_, v, s)| v == "1" && s == "READY"), "{entries:?}");
 
+    // Repository control is off without --admin-keys-file (tests/live_repository.rs covers it on).
     let load = oip.repository_model_load(oip::RepositoryModelLoadRequest::default()).await.unwrap_err();
-    assert_eq!(load.code(), Code::Unimplemented);
-    assert!(load.message().contains("loads its model repository at start"));
+    assert_eq!(load.code(), Code::PermissionDenied);
+    assert!(load.message().contains("--admin-keys-file"), "{load:?}");
     let unload = oip.repository_model_unload(oip::RepositoryModelUnloadRequest::default()).await.unwrap_err();
-    assert_eq!(unload.code(), Code::Unimplemented);
+    assert_eq!(unload.code(), Code::PermissionDenied);
 }
 
 #[tokio::test]

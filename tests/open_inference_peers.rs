@@ -18,7 +18,10 @@ fn text(output: &Output) -> String {
 
 #[tokio::test]
 async fn tritonclient_works_unchanged_and_agrees_with_batch_predict() {
-    let server = TestServer::start(&[]).await;
+    let keys = tempfile::tempdir().unwrap();
+    let admin = keys.path().join("admin");
+    std::fs::write(&admin, "triton-admin-key-20c4\n").unwrap();
+    let server = TestServer::start(&["--admin-keys-file", admin.to_str().unwrap()]).await;
     let mut client = common::client(&server).await;
     let data = rows("retail", 64);
     let batch = client.batch_predict("retail", FEATURES, data.values.clone()).await.unwrap();
@@ -27,6 +30,7 @@ async fn tritonclient_works_unchanged_and_agrees_with_batch_predict() {
         "rows": data.values.chunks(FEATURES).collect::<Vec<_>>(),
         "probabilities": batch.predictions.iter().map(|p| p.probabilities.clone()).collect::<Vec<_>>(),
         "classes": batch.predictions.iter().map(|p| p.class_index).collect::<Vec<_>>(),
+        "admin_key": "triton-admin-key-20c4",
     });
     let dir = tempfile::tempdir().unwrap();
     let expected_path = dir.path().join("expected.json");

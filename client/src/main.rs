@@ -25,6 +25,9 @@ struct Cli {
     /// The API key to send, when the server requires one.
     #[arg(long, env = "CANDELA_API_KEY", hide_env_values = true, global = true)]
     api_key: Option<String>,
+    /// The admin key `candela repository` sends (load, unload and reload need one).
+    #[arg(long, env = "CANDELA_ADMIN_KEY", hide_env_values = true, global = true)]
+    admin_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,6 +75,23 @@ enum Command {
     /// Load the server (candela.v1 or Open Inference Protocol) and report
     /// throughput and latency percentiles.
     Bench(bench::BenchArgs),
+    /// See and change what the server serves from its model repository.
+    Repository {
+        #[command(subcommand)]
+        action: RepositoryAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepositoryAction {
+    /// Every version in the repository: READY, LOADING, or UNAVAILABLE with the reason.
+    Index,
+    /// Rescan the whole repository now (needs an admin key).
+    Reload,
+    /// Rescan and serve a segment again after `unload` (needs an admin key).
+    Load { segment: String },
+    /// Stop serving a segment until `load` (needs an admin key).
+    Unload { segment: String },
 }
 
 #[tokio::main]
@@ -88,7 +108,12 @@ async fn main() -> ExitCode {
 
 async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let client = Client::connect(&cli.server, Duration::from_secs_f64(cli.connect_timeout)).await?;
-    Ok(match &cli.api_key {
+    // Repository commands send the admin key (which the server also accepts for reading).
+    let key = match cli.command {
+        Command::Repository { .. } => cli.admin_key.as_ref().or(cli.api_key.as_ref()),
+        _ => cli.api_key.as_ref(),
+    };
+    Ok(match key {
         Some(key) => client.with_api_key(key)?,
         None => client,
     })
@@ -113,6 +138,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     m.provenance.iter().flat_map(|p| &p.metrics).map(|(k, v)| format!("{k}={v}")).collect();
                 let default = if m.segment == list.default_segment && m.is_latest { "  (default)" } else { "" };
                 println!("{} v{}{}{default}", m.segment, m.version, if m.is_latest { " latest" } else { "" });
+                if let Some(created) = m.provenance.as_ref().map(|p| p.created.as_str()).filter(|c| !c.is_empty()) {
+                    println!("  created  {created} ({})", age(created));
+                }
                 println!("  device {}  dtype {}  layers {}", m.device, m.dtype, m.layers.join(" → "));
                 println!("  labels   {}", m.labels.join(", "));
                 println!("  features {}", m.features.join(", "));
@@ -153,6 +181,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if summary.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
+        Command::Repository { action } => repository(&client, action).await,
+    }
+}
+
+/// Runs a `candela repository` action.
+async fn repository(client: &Client, action: RepositoryAction) -> anyhow::Result<ExitCode> {
+    use candela_client::oip;
+    let mut oip = client.open_inference();
+    match action {
+        RepositoryAction::Index => {
+            let request = oip::RepositoryIndexRequest { repository_name: String::new(), ready: false };
+            let index = oip.repository_index(request).await.map_err(status_error)?.into_inner();
+            for model in index.models {
+                let reason = if model.reason.is_empty() { String::new() } else { format!("  {}", model.reason) };
+                println!("{} v{}  {}{reason}", model.name, model.version, model.state);
+            }
+        }
+        RepositoryAction::Reload => {
+            let request = oip::RepositoryModelLoadRequest::default();
+            oip.repository_model_load(request).await.map_err(status_error)?;
+            println!("rescanned");
+        }
+        RepositoryAction::Load { segment } => {
+            let request = oip::RepositoryModelLoadRequest { model_name: segment.clone(), ..Default::default() };
+            oip.repository_model_load(request).await.map_err(status_error)?;
+            println!("{segment} loaded");
+        }
+        RepositoryAction::Unload { segment } => {
+            let request = oip::RepositoryModelUnloadRequest { model_name: segment.clone(), ..Default::default() };
+            oip.repository_model_unload(request).await.map_err(status_error)?;
+            println!("{segment} unloaded");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How long ago an RFC 3339 time was, in days (or why it cannot be read).
+fn age(created: &str) -> String {
+    match humantime::parse_rfc3339_weak(created) {
+        Ok(at) => {
+            let days = std::time::SystemTime::now().duration_since(at).unwrap_or_default().as_secs() / 86_400;
+            format!("{days} days old")
+        }
+        Err(_) => "not an RFC 3339 time".into(),
     }
 }
 

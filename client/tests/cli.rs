@@ -235,3 +235,23 @@ async fn bench_reports_what_it_sent_as_json() {
     assert!(samples[0][0].as_str().unwrap().contains("unknown segment `nowhere`"), "{summary}");
     assert_eq!(samples[0][1].as_u64(), Some(errors));
 }
+
+#[tokio::test]
+async fn repository_commands_show_the_index_and_reload_with_the_admin_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("admin");
+    std::fs::write(&admin, "cli-admin-key-6a1f\n").unwrap();
+    let (url, _stop) = server_with(&["--admin-keys-file", admin.to_str().unwrap()]).await;
+    let index = candela(&url, &["repository", "index"]).await;
+    assert!(index.status.success(), "{}", stderr(&index));
+    for segment in ["corporate", "retail", "sme"] {
+        assert!(stdout(&index).contains(&format!("{segment} v1  READY")), "{}", stdout(&index));
+    }
+    let refused = candela(&url, &["repository", "reload"]).await;
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("admin key"), "{}", stderr(&refused));
+    let reload = candela(&url, &["--admin-key", "cli-admin-key-6a1f", "repository", "reload"]).await;
+    assert!(reload.status.success(), "{}", stderr(&reload));
+    let models = candela(&url, &["models"]).await;
+    assert!(stdout(&models).contains("created  2026-11-23T00:00:00Z (") && stdout(&models).contains("days old)"));
+}

@@ -3,6 +3,7 @@
 //! in that order of precedence over the built-in default. The doc comment on
 //! each field is its `--help` text.
 
+use crate::core::live::VersionPolicy;
 use crate::model::device::DeviceSpec;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;
@@ -27,6 +28,34 @@ pub struct Settings {
     /// The model repository: <segment>/<version>/model.json + model.safetensors.
     #[arg(long, env = "CANDELA_MODELS", default_value = "models")]
     pub models: PathBuf,
+
+    /// Seconds between scans of the model repository for new, changed and
+    /// removed versions (a scan reads only file metadata when nothing
+    /// changed). SIGHUP and the Open Inference Protocol's RepositoryModelLoad
+    /// also rescan. 0: no polling.
+    #[arg(long, env = "CANDELA_REPOSITORY_POLL_SECONDS", default_value_t = 10.0)]
+    pub repository_poll_seconds: f64,
+
+    /// At start, a model version that cannot be loaded: `refuse` lists every
+    /// problem and exits; `skip` serves the loadable ones and reports the rest.
+    #[arg(long, env = "CANDELA_ON_BROKEN_MODEL", value_enum, default_value_t = OnBrokenModel::Refuse)]
+    pub on_broken_model: OnBrokenModel,
+
+    /// Which versions of each segment are served: `all`, or `latest:N` (the N
+    /// highest-numbered).
+    #[arg(long, env = "CANDELA_VERSION_POLICY", default_value = "all")]
+    pub version_policy: VersionPolicy,
+
+    /// Served versions older than this (from model.json's `provenance.created`,
+    /// e.g. `30d`) are reported stale: a warning and `candela_model_stale`.
+    #[arg(long, env = "CANDELA_MAX_MODEL_AGE", value_parser = humantime::parse_duration)]
+    pub max_model_age: Option<Duration>,
+
+    /// Keys (same format and reload rules as --api-keys-file) that may change
+    /// what the server serves: RepositoryModelLoad and RepositoryModelUnload.
+    /// Without it those calls are refused.
+    #[arg(long, env = "CANDELA_ADMIN_KEYS_FILE")]
+    pub admin_keys_file: Option<PathBuf>,
 
     /// The segment used when a request names none. Without it, a repository of
     /// one segment defaults to that segment, and a larger one requires callers to name one.
@@ -258,6 +287,13 @@ pub fn seconds(value: f64) -> Option<Duration> {
 pub enum Switch {
     On,
     Off,
+}
+
+/// What a model version that cannot be loaded does to the server's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnBrokenModel {
+    Refuse,
+    Skip,
 }
 
 /// How log lines are written.

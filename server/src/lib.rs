@@ -32,20 +32,21 @@ pub mod testing;
 #[cfg(feature = "train")]
 pub mod train;
 
-use crate::core::registry::{Registry, ServedModel};
-use crate::core::workers::Workers;
+use crate::core::live::{self, LiveRepository};
+use crate::core::registry::Compute;
 use crate::observe::metrics::{self, Metrics};
 use anyhow::Context;
 use api::serving::Serving;
 use api::{auth, connections, reload, router, shutdown, tls};
-use config::Settings;
-use model::{LoadedModel, device, repository};
+use config::{OnBrokenModel, Settings, seconds};
+use model::device;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 /// Serves on `listener` until `shutdown` resolves, then drains and returns.
 ///
@@ -61,18 +62,19 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         let _ = stopped.changed().await;
     };
     let hangups = reload::hangups(stop_signal(stopped.clone())).context("cannot listen for SIGHUP")?;
-    let keys = match &settings.api_keys_file {
-        Some(path) => {
-            let store = auth::KeyStore::open(path).map_err(anyhow::Error::msg)?;
-            tracing::info!(file = %path.display(), keys = store.len(), "API keys required on inference calls");
-            reload::watch(store.clone(), hangups.clone(), stop_signal(stopped.clone()));
-            Some(store)
-        }
-        None => {
-            tracing::warn!("running OPEN: no --api-keys-file is set, so every caller is accepted");
-            None
-        }
+    // Key files, each re-read on SIGHUP and when it changes.
+    let key_store = |path: &Option<std::path::PathBuf>, what: &str| -> anyhow::Result<_> {
+        let Some(path) = path else { return Ok(None) };
+        let store = auth::KeyStore::open(path).map_err(anyhow::Error::msg)?;
+        tracing::info!(file = %path.display(), keys = store.len(), "{what}");
+        reload::watch(store.clone(), hangups.clone(), stop_signal(stopped.clone()));
+        Ok(Some(store))
     };
+    let keys = key_store(&settings.api_keys_file, "API keys required on inference calls")?;
+    if keys.is_none() {
+        tracing::warn!("running OPEN: no --api-keys-file is set, so every caller is accepted");
+    }
+    let admin = key_store(&settings.admin_keys_file, "admin keys may load and unload models")?;
     let tls = match settings.tls_files().map_err(anyhow::Error::msg)? {
         Some(files) => {
             let tls = tls::Tls::open(files).map_err(anyhow::Error::msg)?;
@@ -81,7 +83,7 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         }
         None => None,
     };
-    let router::Routers { main, health_only, reporter } = router::router(serving.clone(), &settings, keys)?;
+    let router::Routers { main, health_only, reporter } = router::router(serving.clone(), &settings, keys, admin)?;
     // tonic-health reports "" as SERVING from the start; a probe without a
     // service name must not pass before the models are ready.
     router::set_health(&reporter, ServingStatus::NotServing).await;
@@ -105,11 +107,11 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
     let mut server = match tls {
         Some(tls) => {
             let incoming = connections::incoming(listener, limits, tls.handshake());
-            tokio::spawn(main.serve_with_incoming_shutdown(incoming, stop_signal(stopped)))
+            tokio::spawn(main.serve_with_incoming_shutdown(incoming, stop_signal(stopped.clone())))
         }
         None => {
             let incoming = connections::incoming(listener, limits, connections::plaintext());
-            tokio::spawn(main.serve_with_incoming_shutdown(incoming, stop_signal(stopped)))
+            tokio::spawn(main.serve_with_incoming_shutdown(incoming, stop_signal(stopped.clone())))
         }
     };
     let scheme = if settings.tls_cert.is_some() { "TLS" } else { "plaintext" };
@@ -117,11 +119,11 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
 
     tokio::pin!(shutdown);
     let loaded = tokio::select! {
-        loaded = load_models(&settings) => Some(loaded),
+        loaded = start_repository(&settings, serving.metrics.clone()) => Some(loaded),
         _ = &mut shutdown => None,
     };
-    let models = match loaded.map(|loaded| loaded.and_then(|loaded| serve(loaded, &settings, &serving.metrics))) {
-        Some(Ok(models)) => models,
+    let repository = match loaded {
+        Some(Ok(repository)) => repository,
         failed_or_stopped => {
             let _ = stop.send(());
             let _ = server.await;
@@ -134,12 +136,13 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
             };
         }
     };
-    let count = models.models().count();
-    let _workers = Workers::start(models.models(), settings.compute_workers, settings.compute_threads)
-        .context("cannot start the compute threads")?;
-    serving.publish(models);
-    router::set_health(&reporter, ServingStatus::Serving).await;
-    tracing::info!(%address, models = count, "SERVING");
+    serving.publish(repository.clone());
+    tokio::spawn(repository.clone().watch(
+        seconds(settings.repository_poll_seconds),
+        hangups,
+        stop_signal(stopped.clone()),
+    ));
+    tokio::spawn(follow_readiness(repository.served_count(), serving.clone(), reporter.clone(), address));
 
     tokio::select! {
         _ = &mut shutdown => {}
@@ -179,26 +182,54 @@ fn connection_limits(settings: &Settings) -> connections::Limits {
     }
 }
 
-/// Opens the device and loads, checks and warms the repository, off the reactor.
-async fn load_models(settings: &Settings) -> anyhow::Result<Vec<LoadedModel>> {
-    let (spec, dir, max_model_bytes) = (settings.device, settings.models.clone(), settings.max_model_bytes);
+/// Opens the device and starts the live repository: loads, checks and warms
+/// every model, off the reactor. With --on-broken-model refuse, any problem
+/// ends the start with every problem listed.
+async fn start_repository(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Arc<LiveRepository>> {
+    let options = live::Options {
+        root: settings.models.clone(),
+        max_model_bytes: settings.max_model_bytes,
+        policy: settings.version_policy,
+        overrides: settings.batching_overrides(),
+        compute: Compute { workers: settings.compute_workers, threads: settings.compute_threads },
+        default_segment: settings.default_segment.clone(),
+        max_model_age: settings.max_model_age,
+    };
+    metrics.set_max_model_age(settings.max_model_age);
+    let (spec, refuse) = (settings.device, settings.on_broken_model == OnBrokenModel::Refuse);
     tokio::task::spawn_blocking(move || {
         let (device, device_name) = device::open(spec)?;
-        Ok(repository::load(&dir, &device, &device_name, max_model_bytes)?)
+        let repository = LiveRepository::new(options, device, device_name, metrics);
+        repository.start(refuse)?;
+        Ok(Arc::new(repository))
     })
     .await
     .context("model loading task failed")?
 }
 
-/// Serves the loaded models: each gets its queue under the batching policy
-/// and statistics, and is published in the metrics.
-fn serve(loaded: Vec<LoadedModel>, settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Registry> {
-    let overrides = settings.batching_overrides();
-    let mut models = Vec::with_capacity(loaded.len());
-    for model in loaded {
-        let (dtype, created) = (model.manifest.dtype.as_str(), &model.manifest.provenance.created);
-        metrics.model_loaded(&model.segment, model.version, dtype, &model.device, created);
-        models.push(ServedModel::new(model, &overrides, metrics.clone()));
+/// Reports SERVING while the repository serves at least one model (and the
+/// server is not draining), NOT_SERVING otherwise.
+async fn follow_readiness(
+    mut count: watch::Receiver<usize>,
+    serving: Arc<Serving>,
+    reporter: HealthReporter,
+    address: std::net::SocketAddr,
+) {
+    let mut reported = None;
+    loop {
+        let models = *count.borrow_and_update();
+        let ready = models > 0;
+        if reported != Some(ready) && !serving.is_draining() {
+            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+            router::set_health(&reporter, status).await;
+            match ready {
+                true => tracing::info!(%address, models, "SERVING"),
+                false => tracing::warn!(%address, "NOT_SERVING: no model can be served; publish one"),
+            }
+            reported = Some(ready);
+        }
+        if count.changed().await.is_err() {
+            return;
+        }
     }
-    Registry::new(models, settings.default_segment.as_deref()).map_err(anyhow::Error::msg)
 }

@@ -362,6 +362,37 @@ async fn sighup_never_stops_a_server_without_keys_or_tls() {
     assert_eq!(server.exit_code().await, 0, "drained and exited cleanly, not killed by SIGHUP");
 }
 
+#[tokio::test]
+async fn sighup_serves_a_version_published_since_and_the_metrics_count_the_reload() {
+    let repo = tempfile::tempdir().unwrap();
+    copy_tree(&demo_models().join("retail/1"), &repo.path().join("retail/1"));
+    let args = ["--models", repo.path().to_str().unwrap(), "--drain-seconds", "0", "--repository-poll-seconds", "0"];
+    let args = [&args[..], &["--max-model-age", "1d"]].concat();
+    let mut server = Running::start(&mut command(&args));
+    let metrics_address = server.log_containing("metrics listening").await["address"].as_str().unwrap().to_string();
+    let mut client = server.serving_client().await;
+    assert_eq!(client.predict("retail", vec![0.5; 30]).await.unwrap().model.unwrap().version, 1);
+
+    copy_tree(&demo_models().join("retail/1"), &repo.path().join("retail/2"));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(client.predict("retail", vec![0.5; 30]).await.unwrap().model.unwrap().version, 1, "polling is off");
+    server.signal("HUP");
+    server.log_containing("model version loaded and serving").await;
+    assert_eq!(client.predict("retail", vec![0.5; 30]).await.unwrap().model.unwrap().version, 2);
+
+    let body = http_get(&metrics_address, "/metrics").await;
+    // The start, then the SIGHUP.
+    assert!(body.contains("candela_repository_reloads_total{result=\"changed\"} 2"), "{body}");
+    assert!(body.contains("candela_repository_last_reload_timestamp_seconds{result=\"success\"}"), "{body}");
+    assert!(body.contains("candela_model_loaded_timestamp_seconds{segment=\"retail\",version=\"2\"}"), "{body}");
+    // The demo models were created on 2026-11-23: past --max-model-age 1d.
+    assert!(body.contains("candela_model_stale{segment=\"retail\",version=\"2\"} 1"), "{body}");
+    let stale = server.log_containing("older than --max-model-age").await;
+    assert_eq!(stale["segment"], "retail");
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0);
+}
+
 /// CPU time (user + system) the process has used, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -1,6 +1,6 @@
 """Triton's own Python gRPC client against a running Candela server.
 
-Run by tests/kserve_peers.rs (which starts the server and writes the expected
+Run by tests/open_inference_peers.rs (which starts the server and writes the expected
 answers, computed through candela.v1.Inference/BatchPredict, to a JSON file):
 
     python tests/peers/tritonclient_check.py HOST:PORT expected.json
@@ -18,6 +18,8 @@ from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 url, expected_path = sys.argv[1], sys.argv[2]
+
+
 with open(expected_path) as f:
     expected = json.load(f)
 model = expected["model"]
@@ -59,8 +61,7 @@ check(client.is_model_ready(model), f"{model} is not ready")
 
 metadata = client.get_server_metadata()
 check(metadata.name == "candela", f"server name {metadata.name}")
-check({"model_configuration", "statistics"} <= set(metadata.extensions), f"extensions {metadata.extensions}")
-check("model_repository" not in metadata.extensions, "advertises model_repository without load/unload")
+check({"model_configuration", "model_repository", "statistics"} <= set(metadata.extensions), f"extensions {metadata.extensions}")
 
 model_metadata = client.get_model_metadata(model)
 check(model_metadata.platform == "candela", f"platform {model_metadata.platform}")
@@ -142,5 +143,22 @@ check(stats.inference_stats.fail.count >= 2, f"fail count {stats.inference_stats
 check(stats.inference_count >= 9 * n, f"inference_count {stats.inference_count}")
 check(stats.inference_stats.compute_infer.ns > 0, "no compute time recorded")
 check(any(b.batch_size == n for b in stats.batch_stats), f"no batch stats for batch size {n}")
+
+# Repository control (EXPLICIT-mode semantics), with the admin key the test passed.
+admin = {"authorization": f"Bearer {expected['admin_key']}"}
+index = client.get_model_repository_index().models
+check(any(m.name == model and m.state == "READY" for m in index), f"repository index {index}")
+try:
+    client.unload_model(model)
+    check(False, "unload without an admin key succeeded")
+except InferenceServerException as error:
+    check("admin" in str(error), f"unload without a key: {error}")
+client.unload_model(model, headers=admin)
+check(not client.is_model_ready(model), "an unloaded model is still ready")
+index = {(m.name, m.state) for m in client.get_model_repository_index().models}
+check((model, "UNAVAILABLE") in index, f"index after unload {index}")
+client.load_model(model, headers=admin)
+check(client.is_model_ready(model), f"{model} is not ready after load")
+check_result(client.infer(model, [features_input(rows)]), "infer after reload")
 
 print(f"tritonclient: {checks} checks passed")

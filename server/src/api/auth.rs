@@ -94,28 +94,78 @@ fn read_keys(path: &Path) -> Result<(String, Vec<[u8; 32]>), String> {
 }
 
 /// The gRPC interceptor that checks `authorization: Bearer <key>`; with no
-/// key store it lets every call through (the server runs open).
+/// key store it lets every call through (the server runs open). Admin keys
+/// pass too: an operator's key may also read and score.
 #[derive(Clone)]
 pub struct Authenticator {
     keys: Option<Arc<KeyStore>>,
+    admin: Option<Arc<KeyStore>>,
 }
 
 impl Authenticator {
-    /// Checks calls against `keys`.
-    pub fn new(keys: Option<Arc<KeyStore>>) -> Authenticator {
-        Authenticator { keys }
+    /// Checks calls against `keys` (and accepts `admin` keys as well).
+    pub fn new(keys: Option<Arc<KeyStore>>, admin: Option<Arc<KeyStore>>) -> Authenticator {
+        Authenticator { keys, admin }
     }
 }
 
 impl Interceptor for Authenticator {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let Some(keys) = &self.keys else { return Ok(request) };
-        let header = request.metadata().get("authorization").ok_or_else(|| {
-            Status::unauthenticated("missing credentials: send metadata `authorization: Bearer <api key>`")
-        })?;
-        let key = header.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
-            Status::unauthenticated("malformed `authorization` metadata: expected `Bearer <api key>`")
-        })?;
-        if keys.accepts(key.trim()) { Ok(request) } else { Err(Status::unauthenticated("invalid API key")) }
+        let key = bearer(request.metadata().get("authorization").map(|v| v.to_str()))?;
+        if keys.accepts(key) || self.admin.as_ref().is_some_and(|admin| admin.accepts(key)) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("invalid API key"))
+        }
     }
+}
+
+/// Who may change what the server serves (RepositoryModelLoad, RepositoryModelUnload):
+/// holders of a key from --admin-keys-file, and no one when there is none.
+#[derive(Clone)]
+pub struct AdminGuard {
+    admin: Option<Arc<KeyStore>>,
+    inference: Option<Arc<KeyStore>>,
+}
+
+impl AdminGuard {
+    pub fn new(admin: Option<Arc<KeyStore>>, inference: Option<Arc<KeyStore>>) -> AdminGuard {
+        AdminGuard { admin, inference }
+    }
+
+    /// Admits a call whose `authorization` header carries an admin key.
+    pub fn check(&self, headers: &http::HeaderMap) -> Result<(), Status> {
+        let Some(admin) = &self.admin else {
+            return Err(Status::permission_denied(
+                "repository control is off: start the server with --admin-keys-file to load and unload models by call",
+            ));
+        };
+        let key = bearer(headers.get("authorization").map(|v| v.to_str())).map_err(|_| {
+            Status::unauthenticated(
+                "loading and unloading models needs an admin key: send `authorization: Bearer <admin key>`",
+            )
+        })?;
+        if admin.accepts(key) {
+            Ok(())
+        } else if self.inference.as_ref().is_some_and(|keys| keys.accepts(key)) {
+            Err(Status::permission_denied(
+                "an inference API key cannot change what the server serves; send an admin key (--admin-keys-file)",
+            ))
+        } else {
+            Err(Status::unauthenticated("invalid admin key"))
+        }
+    }
+}
+
+/// The key in an `authorization: Bearer <key>` header.
+fn bearer<E>(header: Option<Result<&str, E>>) -> Result<&str, Status> {
+    let header = header.ok_or_else(|| {
+        Status::unauthenticated("missing credentials: send metadata `authorization: Bearer <api key>`")
+    })?;
+    header
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| Status::unauthenticated("malformed `authorization` metadata: expected `Bearer <api key>`"))
 }

@@ -10,10 +10,13 @@
 //!   to arrive but are not complete yet; a message that would overdraw it
 //!   fails its call with RESOURCE_EXHAUSTED. Complete messages are handed on
 //!   and stop counting, so slow or stalled uploads cannot hoard memory.
+//! - Calls that change what the server serves (RepositoryModelLoad,
+//!   RepositoryModelUnload) need an admin key (`auth::AdminGuard`).
 //! - A request tonic cannot decode (not protobuf, bad framing) gets
 //!   INVALID_ARGUMENT saying so, not the INTERNAL tonic answers (which this
 //!   API keeps for its own bugs), and is counted in the call metrics.
 
+use super::auth::AdminGuard;
 use super::serving::{Admitted, Serving};
 use crate::core::error::ServeError;
 use bytes::{Buf, Bytes};
@@ -57,6 +60,10 @@ const METHODS: &[Method] = &[
 
 const OTHER: Method = method("", "other", "other", false);
 
+/// The methods that change what the server serves: admin keys only.
+const ADMIN_PATHS: &[&str] =
+    &["/inference.GRPCInferenceService/RepositoryModelLoad", "/inference.GRPCInferenceService/RepositoryModelUnload"];
+
 /// The size of a gRPC message's prefix: a compression flag and a 4-byte length.
 const PREFIX: usize = 5;
 
@@ -89,11 +96,12 @@ impl Budget {
 pub struct GateLayer {
     serving: Arc<Serving>,
     budget: Arc<Budget>,
+    admin: AdminGuard,
 }
 
 impl GateLayer {
-    pub fn new(serving: Arc<Serving>, budget: Arc<Budget>) -> GateLayer {
-        GateLayer { serving, budget }
+    pub fn new(serving: Arc<Serving>, budget: Arc<Budget>, admin: AdminGuard) -> GateLayer {
+        GateLayer { serving, budget, admin }
     }
 }
 
@@ -101,7 +109,7 @@ impl<S> tower::Layer<S> for GateLayer {
     type Service = Gate<S>;
 
     fn layer(&self, inner: S) -> Gate<S> {
-        Gate { inner, serving: self.serving.clone(), budget: self.budget.clone() }
+        Gate { inner, serving: self.serving.clone(), budget: self.budget.clone(), admin: self.admin.clone() }
     }
 }
 
@@ -111,6 +119,7 @@ pub struct Gate<S> {
     inner: S,
     serving: Arc<Serving>,
     budget: Arc<Budget>,
+    admin: AdminGuard,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -132,6 +141,11 @@ where
         let path = request.uri().path();
         let known = METHODS.iter().find(|m| m.path == path).unwrap_or(&OTHER);
         let (service, method) = (known.service, known.method);
+        if ADMIN_PATHS.contains(&path)
+            && let Err(status) = self.admin.check(request.headers())
+        {
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
         if known.admitted_here {
             match self.serving.admit() {
                 Ok(permit) => {

@@ -10,7 +10,8 @@ use super::call::Call;
 use super::serving::Serving;
 use super::streams::{ResponseStream, message_stream};
 use crate::core::error::{ServeError, echo};
-use crate::core::registry::ServedModel;
+use crate::core::live::State;
+use crate::core::registry::{Registry, ServedModel};
 use crate::core::scoring::{self, Rows, Scores};
 use crate::core::validation::Fields;
 use crate::model::LoadedModel;
@@ -35,8 +36,7 @@ pub const PREDICTION: &str = "prediction";
 /// ModelMetadata's `platform` and ModelConfig's `platform`/`backend`.
 pub const PLATFORM: &str = "candela";
 /// Protocol extensions this server really implements (ServerMetadata).
-/// `model_repository` is absent: the repository is loaded at start only.
-pub const EXTENSIONS: &[&str] = &["model_configuration", "statistics"];
+pub const EXTENSIONS: &[&str] = &["model_configuration", "model_repository", "statistics"];
 
 /// The Open Inference Protocol service.
 pub struct OpenInferenceApi {
@@ -46,6 +46,12 @@ pub struct OpenInferenceApi {
 impl OpenInferenceApi {
     pub fn new(serving: Arc<Serving>) -> OpenInferenceApi {
         OpenInferenceApi { serving }
+    }
+
+    /// Whether the repository holds model `name` (version `version`, or any when "").
+    fn knows(&self, name: &str, version: &str) -> Result<bool, ServeError> {
+        let index = self.serving.repository()?.index();
+        Ok(index.iter().any(|v| v.segment == name && (version.is_empty() || v.version.to_string() == version)))
     }
 }
 
@@ -70,8 +76,16 @@ impl GrpcInferenceService for OpenInferenceApi {
         request: Request<oip::ModelReadyRequest>,
     ) -> Result<Response<oip::ModelReadyResponse>, Status> {
         let request = request.into_inner();
-        resolve(&self.serving, &request.name, &request.version)?;
-        Ok(Response::new(oip::ModelReadyResponse { ready: self.serving.is_ready() }))
+        match resolve(&*self.serving.models()?, &request.name, &request.version) {
+            Ok(_) => Ok(Response::new(oip::ModelReadyResponse { ready: self.serving.is_ready() })),
+            // A model the repository holds but does not serve now (unloaded,
+            // failed to load, outside the version policy) is not ready; one
+            // it has never heard of is NOT_FOUND.
+            Err(ServeError::NotFound(_)) if self.knows(&request.name, &request.version)? => {
+                Ok(Response::new(oip::ModelReadyResponse { ready: false }))
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     async fn server_metadata(
@@ -91,7 +105,7 @@ impl GrpcInferenceService for OpenInferenceApi {
     ) -> Result<Response<oip::ModelMetadataResponse>, Status> {
         let request = request.into_inner();
         let map = self.serving.models()?;
-        let model = resolve(&self.serving, &request.name, &request.version)?;
+        let model = resolve(&map, &request.name, &request.version)?;
         let tensor = |name: &str, datatype: &str, width: usize| TensorMetadata {
             name: name.to_string(),
             datatype: datatype.to_string(),
@@ -150,7 +164,8 @@ impl GrpcInferenceService for OpenInferenceApi {
         request: Request<oip::ModelConfigRequest>,
     ) -> Result<Response<oip::ModelConfigResponse>, Status> {
         let request = request.into_inner();
-        let model = resolve(&self.serving, &request.name, &request.version)?;
+        let map = self.serving.models()?;
+        let model = resolve(&map, &request.name, &request.version)?;
         let config = oip::ModelConfig {
             name: model.segment.clone(),
             platform: PLATFORM.to_string(),
@@ -198,10 +213,10 @@ impl GrpcInferenceService for OpenInferenceApi {
         let models: Vec<&Arc<ServedModel>> = match (request.name.as_str(), request.version.as_str()) {
             ("", _) => map.models().collect(),
             (name, "") => {
-                let segment = &resolve(&self.serving, name, "")?.segment;
+                let segment = &resolve(&map, name, "")?.segment;
                 map.models().filter(|m| &m.segment == segment).collect()
             }
-            (name, version) => vec![resolve(&self.serving, name, version)?],
+            (name, version) => vec![resolve(&map, name, version)?],
         };
         Ok(Response::new(oip::ModelStatisticsResponse {
             model_stats: models.into_iter().map(|m| statistics(m)).collect(),
@@ -210,48 +225,69 @@ impl GrpcInferenceService for OpenInferenceApi {
 
     async fn repository_index(
         &self,
-        _request: Request<oip::RepositoryIndexRequest>,
+        request: Request<oip::RepositoryIndexRequest>,
     ) -> Result<Response<oip::RepositoryIndexResponse>, Status> {
-        let map = self.serving.models()?;
-        let (state, reason) =
-            if self.serving.is_ready() { ("READY", "") } else { ("UNAVAILABLE", "the server is draining") };
-        let models = map
-            .models()
-            .map(|m| oip::repository_index_response::ModelIndex {
-                name: m.segment.clone(),
-                version: m.version.to_string(),
-                state: state.to_string(),
-                reason: reason.to_string(),
+        let only_ready = request.into_inner().ready;
+        let repository = self.serving.repository()?;
+        let draining = self.serving.is_draining();
+        let models = repository
+            .index()
+            .into_iter()
+            .map(|status| {
+                let (state, reason) = match (draining, status.state) {
+                    (true, State::Ready) => (State::Unavailable, "the server is draining".to_string()),
+                    (_, state) => (state, status.reason),
+                };
+                let index = oip::repository_index_response::ModelIndex {
+                    name: status.segment,
+                    version: status.version.to_string(),
+                    state: state.name().to_string(),
+                    reason,
+                };
+                (state, index)
             })
+            .filter(|(state, _)| !only_ready || *state == State::Ready)
+            .map(|(_, index)| index)
             .collect();
         Ok(Response::new(oip::RepositoryIndexResponse { models }))
     }
 
+    /// Rescans the repository now and serves `model_name` again if it was
+    /// unloaded (an empty name: the whole repository); fails, keeping what
+    /// was served, when none of the segment's versions can be served.
     async fn repository_model_load(
         &self,
-        _request: Request<oip::RepositoryModelLoadRequest>,
+        request: Request<oip::RepositoryModelLoadRequest>,
     ) -> Result<Response<oip::RepositoryModelLoadResponse>, Status> {
-        Err(repository_control_unsupported())
+        let name = request.into_inner().model_name;
+        let repository = self.serving.repository()?.clone();
+        let reloaded = tokio::task::spawn_blocking(move || match name.as_str() {
+            "" => Ok(repository.reload()),
+            segment => repository.load(segment),
+        })
+        .await
+        .map_err(|_| Status::internal("the repository reload failed; the served models are unchanged"))?;
+        reloaded?;
+        Ok(Response::new(oip::RepositoryModelLoadResponse {}))
     }
 
+    /// Stops serving `model_name` until it is loaded again; its calls in flight finish.
     async fn repository_model_unload(
         &self,
-        _request: Request<oip::RepositoryModelUnloadRequest>,
+        request: Request<oip::RepositoryModelUnloadRequest>,
     ) -> Result<Response<oip::RepositoryModelUnloadResponse>, Status> {
-        Err(repository_control_unsupported())
+        let name = request.into_inner().model_name;
+        let repository = self.serving.repository()?.clone();
+        tokio::task::spawn_blocking(move || repository.unload(&name))
+            .await
+            .map_err(|_| Status::internal("the unload failed; the served models are unchanged"))??;
+        Ok(Response::new(oip::RepositoryModelUnloadResponse {}))
     }
-}
-
-fn repository_control_unsupported() -> Status {
-    Status::unimplemented(
-        "this server loads its model repository at start; to change models, change the repository and restart (or roll out) the server",
-    )
 }
 
 /// A model name and version string → the model. The version is "" (the
 /// newest) or a version number.
-fn resolve<'a>(serving: &'a Serving, name: &str, version: &str) -> Result<&'a Arc<ServedModel>, ServeError> {
-    let map = serving.models()?;
+fn resolve<'a>(map: &'a Registry, name: &str, version: &str) -> Result<&'a Arc<ServedModel>, ServeError> {
     let number = match version {
         "" => 0,
         text => text.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
@@ -272,7 +308,7 @@ async fn infer(
     call: &Call,
 ) -> Result<oip::ModelInferResponse, ServeError> {
     serving.check_message_size(request.encoded_len())?;
-    let model = resolve(serving, &request.model_name, &request.model_version)?.clone();
+    let model = resolve(&*serving.models()?, &request.model_name, &request.model_version)?.clone();
     call.routed(&model);
     let raw = !request.raw_input_contents.is_empty();
     let decoded = decode_input(&model, &request, serving.limits.max_rows).and_then(|rows| {

@@ -2,7 +2,7 @@
 //! alone for the plaintext probe port, and the health reporter that flips
 //! them all.
 
-use super::auth::{Authenticator, KeyStore};
+use super::auth::{AdminGuard, Authenticator, KeyStore};
 use super::serving::Serving;
 use super::{gate, open_inference, v1};
 use crate::config::{Settings, seconds};
@@ -34,9 +34,15 @@ pub struct Routers {
 }
 
 /// Builds the routers. The inference services (and reflection, with
-/// --auth-reflection) check API keys when `keys` is set; health never does,
+/// --auth-reflection) check API keys when `keys` is set (admin keys pass
+/// too); repository control needs an `admin` key; health never checks one,
 /// so probes need no key.
-pub fn router(serving: Arc<Serving>, settings: &Settings, keys: Option<Arc<KeyStore>>) -> anyhow::Result<Routers> {
+pub fn router(
+    serving: Arc<Serving>,
+    settings: &Settings,
+    keys: Option<Arc<KeyStore>>,
+    admin: Option<Arc<KeyStore>>,
+) -> anyhow::Result<Routers> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -51,8 +57,9 @@ pub fn router(serving: Arc<Serving>, settings: &Settings, keys: Option<Arc<KeySt
     // the limit still decodes and gets INVALID_ARGUMENT naming the limit, while
     // a huge one is refused by the transport without being buffered.
     let hard_limit = serving.limits.max_message_bytes.saturating_mul(2);
-    let auth = Authenticator::new(keys.clone());
-    let reflection_auth = Authenticator::new(keys.filter(|_| settings.auth_reflection));
+    let auth = Authenticator::new(keys.clone(), admin.clone());
+    let guard = AdminGuard::new(admin.clone(), keys.clone());
+    let reflection_auth = Authenticator::new(keys.filter(|_| settings.auth_reflection), admin);
     let inference = InterceptedService::new(
         InferenceServer::new(v1::CandelaApi::new(serving.clone())).max_decoding_message_size(hard_limit),
         auth.clone(),
@@ -75,7 +82,7 @@ pub fn router(serving: Arc<Serving>, settings: &Settings, keys: Option<Arc<KeySt
     }
     let health_only = tonic::transport::Server::builder().add_service(health.clone());
     let main = builder
-        .layer(gate::GateLayer::new(serving_for_gate, budget))
+        .layer(gate::GateLayer::new(serving_for_gate, budget, guard))
         .add_service(health)
         .add_service(InterceptedService::new(reflection_v1, reflection_auth.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, reflection_auth))

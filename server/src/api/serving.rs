@@ -6,6 +6,7 @@
 use super::call::Call;
 use crate::config::Settings;
 use crate::core::error::ServeError;
+use crate::core::live::LiveRepository;
 use crate::core::registry::{Registry, ServedModel};
 use crate::observe::metrics::Metrics;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +32,7 @@ pub struct Limits {
 
 /// State shared by the API handlers.
 pub struct Serving {
-    models: OnceLock<Registry>,
+    repository: OnceLock<Arc<LiveRepository>>,
     draining: AtomicBool,
     /// One permit per inference call in progress (--max-concurrent-requests).
     admission: Arc<Semaphore>,
@@ -44,7 +45,7 @@ pub struct Serving {
 impl Serving {
     pub fn new(settings: &Settings) -> Serving {
         Serving {
-            models: OnceLock::new(),
+            repository: OnceLock::new(),
             draining: AtomicBool::new(false),
             admission: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
             log_salt: *uuid::Uuid::new_v4().as_bytes(),
@@ -60,11 +61,18 @@ impl Serving {
         }
     }
 
-    /// Publishes the loaded models; called once, after warm-up.
-    pub fn publish(&self, models: Registry) {
-        if self.models.set(models).is_err() {
-            panic!("models published twice; this is a bug");
+    /// Serves the live repository once it has started (its first models warm).
+    pub fn publish(&self, repository: Arc<LiveRepository>) {
+        if self.repository.set(repository).is_err() {
+            panic!("the repository was published twice; this is a bug");
         }
+    }
+
+    /// The live repository, once started.
+    pub fn repository(&self) -> Result<&Arc<LiveRepository>, ServeError> {
+        self.repository
+            .get()
+            .ok_or_else(|| ServeError::Unavailable("the server is still loading its models; retry shortly".into()))
     }
 
     /// Marks the server as draining: still answering, no longer ready.
@@ -72,15 +80,21 @@ impl Serving {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// Whether the server is ready for new traffic: loaded and not draining.
+    /// Whether the server is ready for new traffic: serving models and not draining.
     pub fn is_ready(&self) -> bool {
-        self.models.get().is_some() && !self.draining.load(Ordering::Relaxed)
+        self.models().is_ok_and(|models| models.models().next().is_some()) && !self.is_draining()
     }
 
-    /// The served models, or UNAVAILABLE while they are still loading.
-    pub fn models(&self) -> Result<&Registry, ServeError> {
-        self.models
-            .get()
+    /// Whether the server is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of the served models (one atomic load; a request reads
+    /// only this snapshot), or UNAVAILABLE while they are still loading.
+    pub fn models(&self) -> Result<Arc<Registry>, ServeError> {
+        self.repository()?
+            .current()
             .ok_or_else(|| ServeError::Unavailable("the server is still loading its models; retry shortly".into()))
     }
 

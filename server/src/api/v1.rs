@@ -143,7 +143,7 @@ impl Inference for CandelaApi {
     ) -> Result<Response<v1::ListModelsResponse>, Status> {
         let map = self.serving.models()?;
         Ok(Response::new(v1::ListModelsResponse {
-            models: map.models().map(|m| model_info(map, m)).collect(),
+            models: map.models().map(|m| model_info(&map, m)).collect(),
             default_segment: map.default_segment().unwrap_or_default().to_string(),
         }))
     }
@@ -152,7 +152,7 @@ impl Inference for CandelaApi {
         let request = request.into_inner();
         let map = self.serving.models()?;
         let model = map.resolve(&request.segment, request.version)?;
-        Ok(Response::new(model_info(map, model)))
+        Ok(Response::new(model_info(&map, model)))
     }
 }
 

@@ -1,5 +1,5 @@
 //! The serving core, transport-neutral: the served models and their
-//! registry (`registry`), scoring (`scoring`: the one path every call's rows
+//! registry (`registry`), swapped as the repository changes (`live`), scoring (`scoring`: the one path every call's rows
 //! take), validation, dynamic batching and the compute workers, per-model
 //! statistics, and the core's error. It never imports tonic, prost or the
 //! generated protocol types; the front translates to and from them. It reads
@@ -7,6 +7,7 @@
 
 pub mod batching;
 pub mod error;
+pub mod live;
 pub mod registry;
 pub mod scoring;
 pub mod stats;

@@ -6,6 +6,7 @@
 use crate::core::batching::{Batcher, Overrides, Policy};
 use crate::core::error::{ServeError, echo};
 use crate::core::stats::ModelStats;
+use crate::core::workers::Workers;
 use crate::model::LoadedModel;
 use crate::observe::metrics::Metrics;
 use std::collections::BTreeMap;
@@ -13,19 +14,45 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 /// A loaded model as the core serves it: the model, the queue its compute
-/// workers take merged forward passes from, and what it has served.
+/// workers take merged forward passes from, the workers, and what it has
+/// served. Requests hold it (`Arc`) while they run; when the last holder
+/// lets go (the registry dropped it and its requests finished), its queue
+/// closes and its workers finish what is queued and exit, releasing the
+/// model's memory.
 pub struct ServedModel {
-    pub loaded: LoadedModel,
-    pub batcher: Batcher,
-    pub stats: ModelStats,
+    pub loaded: Arc<LoadedModel>,
+    pub batcher: Arc<Batcher>,
+    pub stats: Arc<ModelStats>,
+    _workers: Workers,
+}
+
+/// How many compute workers each model gets, and how many threads each.
+#[derive(Debug, Clone, Copy)]
+pub struct Compute {
+    pub workers: usize,
+    pub threads: usize,
 }
 
 impl ServedModel {
     /// Serves `loaded` under its manifest's batching policy as `overrides`
-    /// change it, reporting to `metrics`.
-    pub fn new(loaded: LoadedModel, overrides: &Overrides, metrics: Arc<Metrics>) -> ServedModel {
+    /// change it, on `compute` workers of its own, reporting to `metrics`.
+    pub fn new(
+        loaded: LoadedModel,
+        overrides: &Overrides,
+        compute: Compute,
+        metrics: Arc<Metrics>,
+    ) -> Result<ServedModel, rayon::ThreadPoolBuildError> {
         let policy = Policy::resolve(&loaded.manifest.batching, overrides);
-        ServedModel { loaded, batcher: Batcher::new(policy, metrics), stats: ModelStats::default() }
+        let (loaded, stats) = (Arc::new(loaded), Arc::new(ModelStats::default()));
+        let batcher = Arc::new(Batcher::new(policy, metrics));
+        let workers = Workers::start(&loaded, &batcher, &stats, compute.workers, compute.threads)?;
+        Ok(ServedModel { loaded, batcher, stats, _workers: workers })
+    }
+}
+
+impl Drop for ServedModel {
+    fn drop(&mut self) {
+        self.batcher.close();
     }
 }
 
@@ -45,12 +72,17 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry serving nothing (every segment unloaded or broken).
+    pub fn empty() -> Registry {
+        Registry { segments: BTreeMap::new(), default_segment: None }
+    }
+
     /// Indexes `models`. The default segment is `configured` when given (it must
     /// exist), else the only segment when there is exactly one, else none.
-    pub fn new(models: Vec<ServedModel>, configured: Option<&str>) -> Result<Registry, String> {
+    pub fn new(models: Vec<Arc<ServedModel>>, configured: Option<&str>) -> Result<Registry, String> {
         let mut segments: BTreeMap<String, BTreeMap<u64, Arc<ServedModel>>> = BTreeMap::new();
         for model in models {
-            segments.entry(model.segment.clone()).or_default().insert(model.version, Arc::new(model));
+            segments.entry(model.segment.clone()).or_default().insert(model.version, model);
         }
         let default_segment = match configured {
             Some(name) if segments.contains_key(name) => Some(name.to_string()),
@@ -119,6 +151,9 @@ impl Registry {
     }
 
     fn segment_list(&self) -> String {
+        if self.segments.is_empty() {
+            return "none (every segment is unloaded or failed to load)".into();
+        }
         self.segments.keys().cloned().collect::<Vec<_>>().join(", ")
     }
 }

@@ -7,6 +7,7 @@
 
 use super::error::LoadError;
 use candle_core::{Device, Tensor};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -100,9 +101,10 @@ pub fn read_manifest_text(path: &Path) -> Result<String, LoadError> {
 
 /// Loads a safetensors file's tensors onto the CPU after checking that it is
 /// a regular file of at most `max_bytes` whose header describes exactly the
-/// bytes that follow it. A missing file beside a PyTorch checkpoint says how
-/// to write safetensors from it.
-pub fn read_weights(path: &Path, max_bytes: u64) -> Result<HashMap<String, Tensor>, LoadError> {
+/// bytes that follow it, and, when `sha256` is given, that its bytes have
+/// that digest. A missing file beside a PyTorch checkpoint says how to write
+/// safetensors from it.
+pub fn read_weights(path: &Path, max_bytes: u64, sha256: Option<&str>) -> Result<HashMap<String, Tensor>, LoadError> {
     let (mut file, size) = match open_bounded(path, max_bytes, "--max-model-bytes") {
         Err(LoadError::Missing { path }) => return Err(missing_weights(path)),
         opened => opened?,
@@ -136,7 +138,30 @@ pub fn read_weights(path: &Path, max_bytes: u64) -> Result<HashMap<String, Tenso
     }
     file.seek(SeekFrom::Start(0)).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
     let bytes = read_exactly(path, file, size)?;
+    if let Some(expected) = sha256 {
+        check_digest(path, &bytes, expected)?;
+    }
     candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| weights(e.to_string()))
+}
+
+/// Checks that the file at `path` (a regular file of at most `max_bytes`)
+/// has the SHA-256 `expected`.
+pub fn verify(path: &Path, max_bytes: u64, expected: &str) -> Result<(), LoadError> {
+    let (file, size) = open_bounded(path, max_bytes, "--max-model-bytes")?;
+    check_digest(path, &read_exactly(path, file, size)?, expected)
+}
+
+fn check_digest(path: &Path, bytes: &[u8], expected: &str) -> Result<(), LoadError> {
+    let found: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+    if found == expected {
+        return Ok(());
+    }
+    Err(LoadError::Refused {
+        path: path.to_path_buf(),
+        reason: format!(
+            "has SHA-256 {found}, not the {expected} model.json lists: still being copied, or not the file it was published with; the version is served once they match"
+        ),
+    })
 }
 
 /// The error for a missing weights file: named with the PyTorch checkpoints

@@ -31,6 +31,11 @@ pub struct Manifest {
     /// Where the model came from.
     #[serde(default)]
     pub provenance: Provenance,
+    /// The SHA-256 (lowercase hex) of files beside this one, by name (e.g.
+    /// `model.safetensors`). When listed, the version is loaded only once
+    /// every file matches: a copy still in progress is never served.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 /// A model's dynamic-batching preferences.

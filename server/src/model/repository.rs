@@ -15,27 +15,42 @@ use std::path::{Path, PathBuf};
 /// The default for `--max-model-bytes`: the most one model's weights file may hold.
 pub const DEFAULT_MAX_MODEL_BYTES: u64 = 1 << 30;
 
-/// Loads, validates and warms every model under `root` onto `device`.
-/// `device_name` is how the device is reported to callers; no weights file
-/// may exceed `max_model_bytes`.
-pub fn load(
-    root: &Path,
-    device: &Device,
-    device_name: &str,
-    max_model_bytes: u64,
-) -> Result<Vec<LoadedModel>, LoadErrors> {
-    let mut models = Vec::new();
-    let mut errors = Vec::new();
-    let segments = match subdirectories(root, &mut errors) {
-        Ok(dirs) => dirs,
-        Err(error) => return Err(LoadErrors(vec![error])),
-    };
-    if segments.is_empty() && errors.is_empty() {
-        return Err(LoadErrors(vec![LoadError::Empty { path: root.to_path_buf() }]));
+/// A version directory a scan found, and what its files looked like.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub segment: String,
+    pub version: u64,
+    pub dir: PathBuf,
+    /// The files' names, sizes, modification times and inodes: equal
+    /// fingerprints mean the version has not changed since it was read.
+    pub fingerprint: Fingerprint,
+}
+
+/// What a version directory's files looked like when scanned (metadata
+/// only: a scan never reads a file).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fingerprint(Vec<(String, u64, i64, i64, u64)>);
+
+/// A scan of a repository: every version directory, and every problem that
+/// keeps a directory from being a version (a bad name, a segment without
+/// versions, a symbolic link that leads nowhere).
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub found: Vec<Found>,
+    pub problems: Vec<LoadError>,
+}
+
+/// Lists the version directories under `root` and fingerprints their files,
+/// without reading any. Fails only when `root` itself cannot be read.
+pub fn scan(root: &Path) -> Result<Scan, LoadError> {
+    let mut scan = Scan::default();
+    let segments = subdirectories(root, &mut scan.problems)?;
+    if segments.is_empty() && scan.problems.is_empty() {
+        scan.problems.push(LoadError::Empty { path: root.to_path_buf() });
     }
     for (segment, segment_dir) in segments {
         if !valid_segment_name(&segment) {
-            errors.push(LoadError::BadName {
+            scan.problems.push(LoadError::BadName {
                 path: root.to_path_buf(),
                 name: segment,
                 what: "segment name",
@@ -43,37 +58,71 @@ pub fn load(
             });
             continue;
         }
-        let versions = match subdirectories(&segment_dir, &mut errors) {
+        let versions = match subdirectories(&segment_dir, &mut scan.problems) {
             Ok(dirs) => dirs,
             Err(error) => {
-                errors.push(error);
+                scan.problems.push(error);
                 continue;
             }
         };
         if versions.is_empty() {
-            errors.push(LoadError::NoVersions { path: segment_dir });
+            scan.problems.push(LoadError::NoVersions { path: segment_dir });
             continue;
         }
         for (name, dir) in versions {
-            let version = match name.parse::<u64>() {
-                Ok(v) if v > 0 && !name.starts_with('0') => v,
-                _ => {
-                    errors.push(LoadError::BadName {
-                        path: segment_dir.clone(),
-                        name,
-                        what: "version directory",
-                        rule: "versions are positive integers without leading zeros (1, 2, 10, ...)",
-                    });
-                    continue;
+            match name.parse::<u64>() {
+                Ok(version) if version > 0 && !name.starts_with('0') => {
+                    let fingerprint = fingerprint(&dir);
+                    scan.found.push(Found { segment: segment.clone(), version, dir, fingerprint });
                 }
-            };
-            match load_version(&segment, version, &dir, device, device_name, max_model_bytes) {
-                Ok(model) => models.push(model),
-                Err(error) => errors.push(error),
+                _ => scan.problems.push(LoadError::BadName {
+                    path: segment_dir.clone(),
+                    name,
+                    what: "version directory",
+                    rule: "versions are positive integers without leading zeros (1, 2, 10, ...)",
+                }),
             }
         }
     }
-    if errors.is_empty() { Ok(models) } else { Err(LoadErrors(errors)) }
+    Ok(scan)
+}
+
+/// The metadata of every file in `dir` (following links), sorted by name.
+/// An unreadable directory has an empty fingerprint; loading it says why.
+fn fingerprint(dir: &Path) -> Fingerprint {
+    use std::os::unix::fs::MetadataExt;
+    let mut files: Vec<(String, u64, i64, i64, u64)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let metadata = std::fs::metadata(entry.path()).ok()?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            Some((name, metadata.size(), metadata.mtime(), metadata.mtime_nsec(), metadata.ino()))
+        })
+        .collect();
+    files.sort();
+    Fingerprint(files)
+}
+
+/// Loads, validates and warms every model under `root` onto `device`.
+/// `device_name` is how the device is reported to callers; no weights file
+/// may exceed `max_model_bytes`. Every problem is reported, not the first.
+pub fn load(
+    root: &Path,
+    device: &Device,
+    device_name: &str,
+    max_model_bytes: u64,
+) -> Result<Vec<LoadedModel>, LoadErrors> {
+    let Scan { found, mut problems } = scan(root).map_err(|error| LoadErrors(vec![error]))?;
+    let mut models = Vec::new();
+    for found in found {
+        match load_version(&found.segment, found.version, &found.dir, device, device_name, max_model_bytes) {
+            Ok(model) => models.push(model),
+            Err(error) => problems.push(error),
+        }
+    }
+    if problems.is_empty() { Ok(models) } else { Err(LoadErrors(problems)) }
 }
 
 /// Loads one `<segment>/<version>/` directory and warms it with one forward pass.
@@ -99,8 +148,14 @@ pub fn build_network(
     device: &Device,
     max_model_bytes: u64,
 ) -> Result<Network, LoadError> {
+    for (name, digest) in &manifest.files {
+        if name != WEIGHTS_FILE {
+            files::verify(&dir.join(name), max_model_bytes, digest)?;
+        }
+    }
     let weights_path = dir.join(WEIGHTS_FILE);
-    let tensors = files::read_weights(&weights_path, max_model_bytes)?;
+    let sha256 = manifest.files.get(WEIGHTS_FILE).map(String::as_str);
+    let tensors = files::read_weights(&weights_path, max_model_bytes, sha256)?;
     let network = Network::build(
         &manifest.layers,
         &manifest.tensor_prefix,
@@ -158,6 +213,16 @@ pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
     }
     if manifest.layers.is_empty() {
         return Err("`layers` is empty: list the network's layers in order".into());
+    }
+    for (name, digest) in &manifest.files {
+        if name == MANIFEST_FILE || name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
+            return Err(format!(
+                "`files` lists `{name}`: list the files beside model.json (such as {WEIGHTS_FILE}) by name, not model.json itself"
+            ));
+        }
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(format!("`files.{name}` is `{digest}`: expected a SHA-256 as 64 lowercase hex digits"));
+        }
     }
     Ok(manifest)
 }

@@ -12,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,11 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct ModelLabels {
     segment: String,
     version: String,
@@ -80,8 +86,15 @@ pub struct Metrics {
     in_flight: Gauge,
     model_info: Family<ModelInfoLabels, Gauge>,
     model_age: Family<ModelLabels, Gauge<f64, AtomicU64>>,
-    /// When each model was created, for the age gauge at scrape time.
-    created: Mutex<Vec<(ModelLabels, SystemTime)>>,
+    model_loaded_at: Family<ModelLabels, Gauge<f64, AtomicU64>>,
+    model_stale: Family<ModelLabels, Gauge>,
+    /// When each served model was created, for the age and staleness gauges
+    /// at scrape time, and its info labels (to remove them with it).
+    served: Mutex<BTreeMap<ModelLabels, (Option<SystemTime>, ModelInfoLabels)>>,
+    /// Served versions older than this are stale (--max-model-age).
+    max_model_age: Mutex<Option<Duration>>,
+    reloads: Family<ReloadLabels, Counter>,
+    last_reload: Family<ReloadLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -98,7 +111,12 @@ impl Metrics {
             in_flight: Gauge::default(),
             model_info: Family::default(),
             model_age: Family::default(),
-            created: Mutex::new(Vec::new()),
+            model_loaded_at: Family::default(),
+            model_stale: Family::default(),
+            served: Mutex::new(BTreeMap::new()),
+            max_model_age: Mutex::new(None),
+            reloads: Family::default(),
+            last_reload: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -128,8 +146,28 @@ impl Metrics {
         registry.register("candela_model_info", "Loaded models (value 1)", metrics.model_info.clone());
         registry.register(
             "candela_model_age_seconds",
-            "Seconds since each loaded model was created",
+            "Seconds since each served model version was created (provenance.created)",
             metrics.model_age.clone(),
+        );
+        registry.register(
+            "candela_model_loaded_timestamp_seconds",
+            "When each served model version was loaded (Unix time)",
+            metrics.model_loaded_at.clone(),
+        );
+        registry.register(
+            "candela_model_stale",
+            "1 for a served model version older than --max-model-age (0 otherwise; absent without the setting)",
+            metrics.model_stale.clone(),
+        );
+        registry.register(
+            "candela_repository_reloads",
+            "Repository scans, by result: changed (versions loaded or removed), unchanged, failed (a new problem)",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "candela_repository_last_reload_timestamp_seconds",
+            "When a scan last succeeded (result=success) and last met a new problem (result=failure), Unix time",
+            metrics.last_reload.clone(),
         );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
@@ -137,9 +175,10 @@ impl Metrics {
         Metrics { registry, ..metrics }
     }
 
-    /// Publishes one loaded model: its info, and its age from `created`
-    /// (RFC 3339, its manifest's provenance).
+    /// Publishes one loaded model: its info, its load time, and its age
+    /// from `created` (RFC 3339, its manifest's provenance).
     pub fn model_loaded(&self, segment: &str, version: u64, dtype: &str, device: &str, created: &str) {
+        let labels = model_labels(segment, version);
         let info = ModelInfoLabels {
             segment: segment.to_string(),
             version: version.to_string(),
@@ -147,18 +186,39 @@ impl Metrics {
             device: device.to_string(),
         };
         self.model_info.get_or_create(&info).set(1);
-        match humantime::parse_rfc3339_weak(created) {
-            Ok(when) => self
-                .created
-                .lock()
-                .expect("metrics lock poisoned; this is a bug")
-                .push((model_labels(segment, version), when)),
-            Err(_) => tracing::warn!(
+        self.model_loaded_at.get_or_create(&labels).set(unix_seconds(SystemTime::now()));
+        let created = humantime::parse_rfc3339_weak(created).ok();
+        if created.is_none() {
+            tracing::warn!(
                 segment,
                 version,
                 "provenance.created is not an RFC 3339 time: no candela_model_age_seconds for this model"
-            ),
+            );
         }
+        self.served.lock().expect("metrics lock poisoned; this is a bug").insert(labels, (created, info));
+    }
+
+    /// Removes a model version that is no longer served from every model series.
+    pub fn model_unloaded(&self, segment: &str, version: u64) {
+        let labels = model_labels(segment, version);
+        if let Some((_, info)) = self.served.lock().expect("metrics lock poisoned; this is a bug").remove(&labels) {
+            self.model_info.remove(&info);
+        }
+        self.model_age.remove(&labels);
+        self.model_loaded_at.remove(&labels);
+        self.model_stale.remove(&labels);
+    }
+
+    /// Sets the age past which served versions are stale.
+    pub fn set_max_model_age(&self, max_age: Option<Duration>) {
+        *self.max_model_age.lock().expect("metrics lock poisoned; this is a bug") = max_age;
+    }
+
+    /// Counts one repository scan with its `result` (`changed`, `unchanged`, `failed`).
+    pub fn reloaded(&self, result: &'static str) {
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        let outcome = if result == "failed" { "failure" } else { "success" };
+        self.last_reload.get_or_create(&ReloadLabels { result: outcome }).set(unix_seconds(SystemTime::now()));
     }
 
     /// Counts one finished call (or stream message) of `service`/`method`,
@@ -213,9 +273,14 @@ impl Metrics {
     pub fn render(&self, in_flight: usize) -> String {
         self.in_flight.set(in_flight as i64);
         let now = SystemTime::now();
-        for (labels, created) in self.created.lock().expect("metrics lock poisoned; this is a bug").iter() {
-            let age = now.duration_since(*created).unwrap_or_default().as_secs_f64();
-            self.model_age.get_or_create(labels).set(age);
+        let max_age = *self.max_model_age.lock().expect("metrics lock poisoned; this is a bug");
+        for (labels, (created, _)) in self.served.lock().expect("metrics lock poisoned; this is a bug").iter() {
+            let Some(created) = created else { continue };
+            let age = now.duration_since(*created).unwrap_or_default();
+            self.model_age.get_or_create(labels).set(age.as_secs_f64());
+            if let Some(max_age) = max_age {
+                self.model_stale.get_or_create(labels).set(i64::from(age > max_age));
+            }
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
@@ -227,6 +292,10 @@ impl Default for Metrics {
     fn default() -> Metrics {
         Metrics::new()
     }
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
 
 fn model_labels(segment: &str, version: u64) -> ModelLabels {

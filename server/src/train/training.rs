@@ -12,6 +12,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -133,6 +134,7 @@ pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> 
         dtype: DTypeName::F32,
         tensor_prefix: String::new(),
         batching: Default::default(),
+        files: BTreeMap::new(),
         layers: vec![
             LayerSpec::Standardize,
             LayerSpec::Linear { bias: true },
@@ -160,11 +162,13 @@ pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> 
     Ok(Trained { manifest, tensors, held_out_auc })
 }
 
-/// Writes `trained` as `dir/model.json` and `dir/model.safetensors`.
+/// Writes `trained` as `dir/model.safetensors`, then `dir/model.json`
+/// listing the weights' SHA-256: the way to publish into a live repository,
+/// which serves a version only once its model.json is present and every
+/// file it lists matches. model.json is written whole (a temporary file,
+/// renamed), so a server never reads half of it.
 pub fn write(trained: &Trained, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let json = serde_json::to_string_pretty(&trained.manifest)? + "\n";
-    std::fs::write(dir.join(MANIFEST_FILE), json)?;
     let tensors: HashMap<String, Tensor> = trained.tensors.clone().into_iter().collect();
     let weights = dir.join(WEIGHTS_FILE);
     candle_core::safetensors::save(&tensors, &weights)?;
@@ -173,6 +177,13 @@ pub fn write(trained: &Trained, dir: &Path) -> anyhow::Result<()> {
     // user), so it gets the same world-readable mode as model.json.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&weights, std::fs::Permissions::from_mode(0o644))?;
+    let digest: String = Sha256::digest(std::fs::read(&weights)?).iter().map(|b| format!("{b:02x}")).collect();
+    let mut manifest = trained.manifest.clone();
+    manifest.files.insert(WEIGHTS_FILE.to_string(), digest);
+    let json = serde_json::to_string_pretty(&manifest)? + "\n";
+    let partial = dir.join(format!(".{MANIFEST_FILE}.partial"));
+    std::fs::write(&partial, json)?;
+    std::fs::rename(&partial, dir.join(MANIFEST_FILE))?;
     Ok(())
 }
 

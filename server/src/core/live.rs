@@ -1,0 +1,466 @@
+//! The live model repository: the set of served models, swapped atomically
+//! as the repository on disk changes, without a restart. A reload scans the
+//! repository (metadata only), loads, checks and warms each new or changed
+//! version off the request path, keeps unchanged versions as they are, and
+//! publishes the new registry in one atomic store: a request takes one
+//! snapshot and finishes on the models it started with; a version no longer
+//! published stops taking requests and is released once its last request
+//! ends. A version that fails to load never disturbs the ones being served:
+//! it is reported (log, metrics, `index`) and retried when its files change.
+//! Reloads run one at a time, on blocking threads, never on the reactor.
+
+use crate::core::batching::Overrides;
+use crate::core::error::ServeError;
+use crate::core::registry::{Compute, Registry, ServedModel};
+use crate::model::error::{LoadError, LoadErrors};
+use crate::model::repository::{self, Fingerprint, Found};
+use crate::observe::metrics::Metrics;
+use arc_swap::ArcSwapOption;
+use candle_core::Device;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// Which versions of each segment are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionPolicy {
+    /// Every version in the repository.
+    All,
+    /// The N highest-numbered versions of each segment.
+    Latest(usize),
+}
+
+impl FromStr for VersionPolicy {
+    type Err = String;
+    fn from_str(text: &str) -> Result<VersionPolicy, String> {
+        match text.split_once(':') {
+            None if text == "all" => Ok(VersionPolicy::All),
+            Some(("latest", n)) => match n.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(VersionPolicy::Latest(n)),
+                _ => Err(format!("`{text}`: N in latest:N is a whole number of at least 1")),
+            },
+            _ => Err(format!("`{text}` is not a version policy: use `all` or `latest:N` (e.g. latest:2)")),
+        }
+    }
+}
+
+/// How the live repository reads and serves models.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub root: PathBuf,
+    pub max_model_bytes: u64,
+    pub policy: VersionPolicy,
+    pub overrides: Overrides,
+    pub compute: Compute,
+    pub default_segment: Option<String>,
+    /// Served versions older than this (from `provenance.created`) are reported stale.
+    pub max_model_age: Option<Duration>,
+}
+
+/// A version's state, as the Open Inference Protocol's RepositoryIndex reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Ready,
+    Loading,
+    Unavailable,
+}
+
+impl State {
+    /// The state as the protocol spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Ready => "READY",
+            State::Loading => "LOADING",
+            State::Unavailable => "UNAVAILABLE",
+        }
+    }
+}
+
+/// One version of the repository as the server sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionStatus {
+    pub segment: String,
+    pub version: u64,
+    pub state: State,
+    /// Why it is not READY (or, READY, why newer files of it are not served).
+    pub reason: String,
+}
+
+/// What one reload did.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Versions now served that were not before (or are served from new files).
+    pub loaded: Vec<(String, u64)>,
+    /// Versions no longer served.
+    pub removed: Vec<(String, u64)>,
+    /// Every problem: versions that failed to load, directories that are not versions.
+    pub problems: Vec<LoadError>,
+}
+
+impl Reloaded {
+    fn changed(&self) -> bool {
+        !self.loaded.is_empty() || !self.removed.is_empty()
+    }
+}
+
+/// A version the reloader knows: the files it last read, and what came of it.
+struct Entry {
+    fingerprint: Fingerprint,
+    /// The model served for this version (from these files, or from earlier
+    /// files when these failed to load).
+    served: Option<Arc<ServedModel>>,
+    /// Why these files are not served.
+    failure: Option<String>,
+}
+
+/// The reloader's own bookkeeping; held by one reload at a time.
+#[derive(Default)]
+struct Books {
+    entries: BTreeMap<(String, u64), Entry>,
+    /// Segments taken out of service by `unload`, until `load`.
+    unloaded: BTreeSet<String>,
+    /// The problems the last scan logged, so a scan logs only what changed.
+    logged: BTreeSet<String>,
+    /// Versions already reported stale.
+    stale: BTreeSet<(String, u64)>,
+}
+
+/// The live repository and the registry it publishes.
+pub struct LiveRepository {
+    options: Options,
+    device: Device,
+    device_name: String,
+    metrics: Arc<Metrics>,
+    served: ArcSwapOption<Registry>,
+    books: Mutex<Books>,
+    /// What `index` answers, updated as reloads go (never held across a load).
+    status: Mutex<BTreeMap<(String, u64), VersionStatus>>,
+    /// How many models are served, for readiness.
+    count: watch::Sender<usize>,
+}
+
+impl LiveRepository {
+    /// A repository on `device` (named `device_name` to callers), serving nothing until the first reload.
+    pub fn new(options: Options, device: Device, device_name: String, metrics: Arc<Metrics>) -> LiveRepository {
+        LiveRepository {
+            options,
+            device,
+            device_name,
+            metrics,
+            served: ArcSwapOption::empty(),
+            books: Mutex::new(Books::default()),
+            status: Mutex::new(BTreeMap::new()),
+            count: watch::channel(0).0,
+        }
+    }
+
+    /// The registry requests read now (one atomic load), `None` before the first load.
+    pub fn current(&self) -> Option<Arc<Registry>> {
+        self.served.load_full()
+    }
+
+    /// Follows how many models are served.
+    pub fn served_count(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
+    }
+
+    /// Scans the repository and serves what changed (blocking: loads and
+    /// warms models). Never fails: what could not be loaded is in the report.
+    pub fn reload(&self) -> Reloaded {
+        let mut books = lock(&self.books);
+        let report = self.reload_locked(&mut books);
+        self.report(&mut books, &report);
+        report
+    }
+
+    /// The first load, at start: like `reload`, but `refuse_broken` turns
+    /// any problem into an error listing every one (nothing is served then).
+    pub fn start(&self, refuse_broken: bool) -> Result<Reloaded, LoadErrors> {
+        let mut books = lock(&self.books);
+        let report = self.reload_locked(&mut books);
+        if refuse_broken && !report.problems.is_empty() {
+            self.served.store(None);
+            books.entries.clear();
+            lock(&self.status).clear();
+            return Err(LoadErrors(report.problems));
+        }
+        self.report(&mut books, &report);
+        Ok(report)
+    }
+
+    /// Serves `segment` again (after `unload`) and re-reads it now. Fails
+    /// when the repository has no such segment, or none of its versions can
+    /// be served; what was served stays served.
+    pub fn load(&self, segment: &str) -> Result<Reloaded, ServeError> {
+        let mut books = lock(&self.books);
+        books.unloaded.remove(segment);
+        let report = self.reload_locked(&mut books);
+        self.report(&mut books, &report);
+        let versions: Vec<&Entry> =
+            books.entries.iter().filter(|((s, _), _)| s == segment).map(|(_, entry)| entry).collect();
+        if versions.is_empty() {
+            return Err(ServeError::NotFound(format!("the model repository has no segment `{segment}`")));
+        }
+        if versions.iter().all(|entry| entry.served.is_none()) {
+            let reasons: Vec<&str> = versions.iter().filter_map(|entry| entry.failure.as_deref()).collect();
+            return Err(ServeError::InvalidArgument {
+                message: format!("segment `{segment}` cannot be served: {}", reasons.join("; ")),
+                violations: Vec::new(),
+            });
+        }
+        Ok(report)
+    }
+
+    /// Stops serving `segment` until `load`: new requests for it get
+    /// NOT_FOUND, requests in flight finish.
+    pub fn unload(&self, segment: &str) -> Result<(), ServeError> {
+        let mut books = lock(&self.books);
+        if !books.entries.keys().any(|(s, _)| s == segment) {
+            return Err(ServeError::NotFound(format!("the server serves no segment `{segment}`")));
+        }
+        books.unloaded.insert(segment.to_string());
+        let report = self.reload_locked(&mut books);
+        self.report(&mut books, &report);
+        tracing::info!(segment, "segment unloaded on request");
+        Ok(())
+    }
+
+    /// Every version the server knows, with its state.
+    pub fn index(&self) -> Vec<VersionStatus> {
+        lock(&self.status).values().cloned().collect()
+    }
+
+    fn set_status(&self, segment: &str, version: u64, state: State, reason: String) {
+        let status = VersionStatus { segment: segment.to_string(), version, state, reason };
+        lock(&self.status).insert((segment.to_string(), version), status);
+    }
+
+    fn reload_locked(&self, books: &mut Books) -> Reloaded {
+        let mut report = Reloaded::default();
+        let scan = match repository::scan(&self.options.root) {
+            Ok(scan) => scan,
+            Err(error) => {
+                report.problems.push(error);
+                return report;
+            }
+        };
+        report.problems = scan.problems;
+        let found: BTreeSet<(String, u64)> = scan.found.iter().map(|f| (f.segment.clone(), f.version)).collect();
+        let wanted = self.wanted(scan.found, &books.unloaded);
+        let keys: BTreeSet<(String, u64)> = wanted.iter().map(|f| (f.segment.clone(), f.version)).collect();
+        for found in wanted {
+            let key = (found.segment.clone(), found.version);
+            let previous = books.entries.remove(&key);
+            let entry = match previous {
+                Some(entry) if entry.fingerprint == found.fingerprint => {
+                    if let Some(reason) = &entry.failure {
+                        report.problems.push(LoadError::Refused { path: found.dir.clone(), reason: reason.clone() });
+                    }
+                    entry
+                }
+                previous => self.load_version(&found, previous.and_then(|p| p.served), &mut report),
+            };
+            books.entries.insert(key, entry);
+        }
+        let gone: Vec<(String, u64)> = books.entries.keys().filter(|key| !keys.contains(*key)).cloned().collect();
+        for key in gone {
+            if let Some(entry) = books.entries.remove(&key)
+                && entry.served.is_some()
+            {
+                self.metrics.model_unloaded(&key.0, key.1);
+                report.removed.push(key);
+            }
+        }
+        if report.changed() || self.served.load().is_none() {
+            self.publish(books, &mut report);
+        }
+        // The index follows what requests see: updated after the swap.
+        lock(&self.status).retain(|key, _| found.contains(key));
+        for (segment, version) in &report.loaded {
+            self.set_status(segment, *version, State::Ready, String::new());
+        }
+        report
+    }
+
+    /// The found versions the policy serves, out of unloaded segments.
+    fn wanted(&self, found: Vec<Found>, unloaded: &BTreeSet<String>) -> Vec<Found> {
+        let mut by_segment: BTreeMap<String, Vec<Found>> = BTreeMap::new();
+        for found in found {
+            by_segment.entry(found.segment.clone()).or_default().push(found);
+        }
+        let mut wanted = Vec::new();
+        for (segment, mut versions) in by_segment {
+            versions.sort_by_key(|f| std::cmp::Reverse(f.version));
+            if let VersionPolicy::Latest(n) = self.options.policy {
+                for older in versions.drain(n.min(versions.len())..) {
+                    let reason = format!("not served: --version-policy latest:{n} serves the {n} newest versions");
+                    self.set_status(&older.segment, older.version, State::Unavailable, reason);
+                }
+            }
+            if unloaded.contains(&segment) {
+                for version in &versions {
+                    let reason = "unloaded (RepositoryModelUnload); load the segment to serve it again".to_string();
+                    self.set_status(&segment, version.version, State::Unavailable, reason);
+                }
+                continue;
+            }
+            wanted.extend(versions);
+        }
+        wanted
+    }
+
+    /// Loads one new or changed version; on failure, keeps serving `served`
+    /// (the version's earlier files), if any.
+    fn load_version(&self, found: &Found, served: Option<Arc<ServedModel>>, report: &mut Reloaded) -> Entry {
+        let (segment, version) = (found.segment.as_str(), found.version);
+        self.set_status(segment, version, State::Loading, String::new());
+        let options = &self.options;
+        let loaded =
+            repository::load_version(
+                segment,
+                version,
+                &found.dir,
+                &self.device,
+                &self.device_name,
+                options.max_model_bytes,
+            )
+            .and_then(|loaded| {
+                let (dtype, created) = (loaded.manifest.dtype.as_str(), loaded.manifest.provenance.created.clone());
+                let model = ServedModel::new(loaded, &options.overrides, options.compute, self.metrics.clone())
+                    .map_err(|e| LoadError::Refused {
+                        path: found.dir.clone(),
+                        reason: format!("cannot start its compute threads: {e}"),
+                    })?;
+                self.metrics.model_loaded(segment, version, dtype, &self.device_name, &created);
+                Ok(model)
+            });
+        match loaded {
+            Ok(model) => {
+                // READY once published (see `reload_locked`).
+                report.loaded.push((segment.to_string(), version));
+                Entry { fingerprint: found.fingerprint.clone(), served: Some(Arc::new(model)), failure: None }
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                let (state, shown) = match &served {
+                    Some(_) => (State::Ready, format!("serving the files read earlier; the new ones failed: {reason}")),
+                    None => (State::Unavailable, reason.clone()),
+                };
+                self.set_status(segment, version, state, shown);
+                report.problems.push(error);
+                Entry { fingerprint: found.fingerprint.clone(), served, failure: Some(reason) }
+            }
+        }
+    }
+
+    /// Builds the registry of every served version and publishes it.
+    fn publish(&self, books: &Books, report: &mut Reloaded) {
+        let models: Vec<Arc<ServedModel>> = books.entries.values().filter_map(|entry| entry.served.clone()).collect();
+        let count = models.len();
+        if count == 0 {
+            self.served.store(Some(Arc::new(Registry::empty())));
+        } else {
+            match Registry::new(models, self.options.default_segment.as_deref()) {
+                Ok(registry) => self.served.store(Some(Arc::new(registry))),
+                Err(reason) => {
+                    // The default segment is gone: keep what was served.
+                    report.problems.push(LoadError::Refused { path: self.options.root.clone(), reason });
+                    return;
+                }
+            }
+        }
+        self.count.send_replace(count);
+    }
+
+    /// Logs and counts a reload's outcome (`failed` when it met a problem
+    /// not seen before, else `changed` or `unchanged`); warns once about
+    /// each version past --max-model-age.
+    fn report(&self, books: &mut Books, report: &Reloaded) {
+        let problems: BTreeSet<String> = report.problems.iter().map(ToString::to_string).collect();
+        let new_problems = problems.difference(&books.logged).count() > 0;
+        let result = if new_problems {
+            "failed"
+        } else if report.changed() {
+            "changed"
+        } else {
+            "unchanged"
+        };
+        self.metrics.reloaded(result);
+        for problem in problems.difference(&books.logged) {
+            tracing::error!(problem = %problem, "model repository: a version cannot be served; the others are unaffected");
+        }
+        books.logged = problems;
+        for (segment, version) in &report.loaded {
+            tracing::info!(segment, version, "model version loaded and serving");
+        }
+        for (segment, version) in &report.removed {
+            tracing::info!(segment, version, "model version removed: finishing its requests, then released");
+        }
+        if let Some(max_age) = self.options.max_model_age {
+            let now = SystemTime::now();
+            for ((segment, version), entry) in &books.entries {
+                let Some(model) = &entry.served else { continue };
+                let Ok(created) = humantime::parse_rfc3339_weak(&model.manifest.provenance.created) else { continue };
+                let age = now.duration_since(created).unwrap_or_default();
+                if age > max_age && books.stale.insert((segment.clone(), *version)) {
+                    tracing::warn!(
+                        segment,
+                        version,
+                        age_days = age.as_secs() / 86_400,
+                        "model version is older than --max-model-age: publish a retrained version"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl LiveRepository {
+    /// Rescans every `poll` (none: never on a timer) and whenever `hangups`
+    /// fires (SIGHUP), until `stop` resolves.
+    pub async fn watch(
+        self: Arc<Self>,
+        poll: Option<Duration>,
+        hangups: watch::Receiver<()>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        let mut hangups = Some(hangups);
+        loop {
+            let tick = async {
+                match poll {
+                    Some(period) => tokio::time::sleep(period).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tick => {}
+                changed = async {
+                    match &mut hangups {
+                        Some(hangups) => hangups.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if changed.is_err() {
+                        // No more SIGHUPs: keep polling only.
+                        hangups = None;
+                        continue;
+                    }
+                    tracing::info!("SIGHUP: rescanning the model repository");
+                }
+                _ = &mut stop => return,
+            }
+            let repository = self.clone();
+            if tokio::task::spawn_blocking(move || repository.reload()).await.is_err() {
+                tracing::error!("a repository reload panicked; the served models are unchanged");
+            }
+        }
+    }
+}
