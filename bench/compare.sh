@@ -32,14 +32,22 @@ cp "$target/release/candela-server" "$out/after"
 
 port=50361
 for build in before after; do
-  "$out/$build" --listen "127.0.0.1:$port" --metrics-listen off --log-format json 2>"$out/$build.log" &
+  # Each build serves its own revision's demo models (the same weights; model.json may gain fields).
+  models=models
+  [ "$build" = before ] && models=$worktree/models
+  "$out/$build" --listen "127.0.0.1:$port" --models "$models" --metrics-listen off --log-format json 2>"$out/$build.log" &
   pids+=($!)
   eval "port_$build=$port"
   port=$((port + 1))
 done
 for build in before after; do
   p=port_$build
-  until "$target/release/candela" --server "http://127.0.0.1:${!p}" health >/dev/null 2>&1; do sleep 0.2; done
+  for _ in $(seq 600); do
+    "$target/release/candela" --server "http://127.0.0.1:${!p}" health >/dev/null 2>&1 && continue 2
+    sleep 0.2
+  done
+  echo "compare: the $build server never became SERVING; see $out/$build.log" >&2
+  exit 1
 done
 
 points=("predict c1|--call predict --concurrency 1"

@@ -31,8 +31,11 @@ build . after
 
 for round in $(seq "$rounds"); do
   for build in before after; do
-    # The bench loads ../models relative to its crate; both builds use this tree's models.
-    (cd server && "$out/$build" --bench 'threads-1/' --warm-up-time 1 --measurement-time 3 --noplot) \
+    # The bench loads ../models relative to its crate: each build reads its own
+    # revision's models (the same weights; model.json may gain fields).
+    dir=server
+    [ "$build" = before ] && dir=$worktree/server
+    (cd "$dir" && "$out/$build" --bench 'threads-1/' --warm-up-time 1 --measurement-time 3 --noplot) \
       >"$out/$build-$round.txt" 2>&1
   done
 done
