@@ -24,7 +24,14 @@ import yaml
 
 DEPLOY = pathlib.Path(__file__).resolve().parent
 KUBERNETES = "1.37.0"
-ENTRY_POINTS = ["k8s/base", "k8s/overlays/blue-green", "k8s/overlays/canary", "k8s/overlays/gpu", "k8s/overlays/servicemonitor"]
+ENTRY_POINTS = [
+    "k8s/base",
+    "k8s/overlays/blue-green",
+    "k8s/overlays/bucket",
+    "k8s/overlays/canary",
+    "k8s/overlays/gpu",
+    "k8s/overlays/servicemonitor",
+]
 CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"),

@@ -17,8 +17,14 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-const ENTRY_POINTS: &[&str] =
-    &["k8s/base", "k8s/overlays/blue-green", "k8s/overlays/canary", "k8s/overlays/gpu", "k8s/overlays/servicemonitor"];
+const ENTRY_POINTS: &[&str] = &[
+    "k8s/base",
+    "k8s/overlays/blue-green",
+    "k8s/overlays/bucket",
+    "k8s/overlays/canary",
+    "k8s/overlays/gpu",
+    "k8s/overlays/servicemonitor",
+];
 
 fn check_py(args: &[&str]) -> std::process::Output {
     Command::new(peers_python())
@@ -59,7 +65,9 @@ fn manifests_validate_and_dockerfiles_lint_clean() {
     let output = check_py(&["validate"]);
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "deploy/check.py validate failed:\n{text}");
-    for part in ["k8s/base", "blue-green", "canary", "overlays/gpu", "servicemonitor", "Dockerfile: hadolint clean"] {
+    for part in
+        ["k8s/base", "blue-green", "bucket", "canary", "overlays/gpu", "servicemonitor", "Dockerfile: hadolint clean"]
+    {
         assert!(text.contains(part), "`{part}` not checked:\n{text}");
     }
 }
@@ -116,7 +124,29 @@ fn every_deployment_agrees_with_the_server() {
             let volumes = pod["volumes"].as_array().unwrap();
             let secret = volumes.iter().find(|v| v["name"] == "api-keys").unwrap();
             assert_eq!(secret["secret"]["secretName"], "candela-api-keys", "{at}");
-            assert_eq!(settings.models, Path::new("/models"), "{at}: the image's models");
+            // The image's models, or a bucket mirrored into a writable emptyDir
+            // (the root filesystem is read-only), with the store's credentials from a Secret.
+            let variable = |name: &str| env.iter().find(|e| e["name"] == name).map(|e| e["value"].as_str().unwrap());
+            match variable("CANDELA_MODELS") {
+                None => assert_eq!(settings.models, "/models", "{at}: the image's models"),
+                Some(url) => {
+                    assert!(url.starts_with("s3://"), "{at}: a bucket, not `{url}`");
+                    let cache = variable("CANDELA_MODEL_CACHE").expect("a model cache");
+                    assert_eq!(cache, mount("model-cache"), "{at}: the cache is the mounted volume");
+                    let volume =
+                        pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "model-cache").unwrap();
+                    assert!(volume["emptyDir"].is_object(), "{at}: the cache is an emptyDir");
+                    let from = &container["envFrom"][0]["secretRef"]["name"];
+                    assert_eq!(from, "candela-model-store", "{at}: the store's credentials come from a Secret");
+                }
+            }
+            if let Some(admin) = variable("CANDELA_ADMIN_KEYS_FILE") {
+                assert_eq!(
+                    Path::new(admin).parent().unwrap(),
+                    Path::new(mount("admin-keys")),
+                    "{at}: admin keys mount"
+                );
+            }
             // A GPU pod runs the CUDA image on its GPU; any other pod never asks for CUDA.
             let device = env.iter().find(|e| e["name"] == "CANDELA_DEVICE").map(|e| e["value"].as_str().unwrap());
             let device: Option<DeviceSpec> = device.map(|d| d.parse().unwrap_or_else(|e| panic!("{at}: {e}")));
@@ -167,7 +197,7 @@ fn the_kserve_runtime_and_the_images_agree_with_the_server() {
     let settings = Settings::from_args(std::iter::once("candela-server").chain(args.iter().copied()))
         .expect("the runtime's args are valid server flags");
     assert!(text.contains(&format!("containerPort: {}", settings.listen.port())), "the h2c port is the listen port");
-    assert_eq!(settings.models, Path::new("/mnt/models"), "KServe's storage initializer writes /mnt/models");
+    assert_eq!(settings.models, "/mnt/models", "KServe's storage initializer writes /mnt/models");
     for dockerfile in ["deploy/Dockerfile", "deploy/Dockerfile.cuda"] {
         let text = std::fs::read_to_string(repo_root().join(dockerfile)).unwrap();
         let defaults = Settings::from_args(["candela-server"]).unwrap();

@@ -25,9 +25,16 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
-    /// The model repository: <segment>/<version>/model.json + model.safetensors.
+    /// The model repository: <segment>/<version>/model.json + model.safetensors,
+    /// in a directory or in object storage (`s3://bucket/prefix`, `gs://…`,
+    /// `az://…`, credentials from the cloud's standard environment variables).
     #[arg(long, env = "CANDELA_MODELS", default_value = "models")]
-    pub models: PathBuf,
+    pub models: String,
+
+    /// Where a repository in object storage is mirrored (downloaded files are
+    /// kept here and fetched again only when they change).
+    #[arg(long, env = "CANDELA_MODEL_CACHE", default_value_os_t = std::env::temp_dir().join("candela-model-cache"))]
+    pub model_cache: PathBuf,
 
     /// Seconds between scans of the model repository for new, changed and
     /// removed versions (a scan reads only file metadata when nothing
@@ -377,7 +384,7 @@ mod tests {
     fn zero_config_serves_models_on_port_50051() {
         let settings = Settings::from_args(["candela-server"]).unwrap();
         assert_eq!(settings.listen, "0.0.0.0:50051".parse().unwrap());
-        assert_eq!(settings.models, PathBuf::from("models"));
+        assert_eq!(settings.models, "models");
         assert_eq!(settings.device, DeviceSpec::Cpu);
         assert_eq!(settings.max_rows, 1000);
         assert_eq!(settings.default_segment, None);

@@ -40,6 +40,7 @@ use api::serving::Serving;
 use api::{auth, connections, reload, router, shutdown, tls};
 use config::{OnBrokenModel, Settings, seconds};
 use model::device;
+use model::remote::{Remote, Source};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,7 +116,7 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         }
     };
     let scheme = if settings.tls_cert.is_some() { "TLS" } else { "plaintext" };
-    tracing::info!(%address, scheme, models = %settings.models.display(), "listening; NOT_SERVING until the models are loaded");
+    tracing::info!(%address, scheme, models = %settings.models, "listening; NOT_SERVING until the models are loaded");
 
     tokio::pin!(shutdown);
     let loaded = tokio::select! {
@@ -186,8 +187,17 @@ fn connection_limits(settings: &Settings) -> connections::Limits {
 /// every model, off the reactor. With --on-broken-model refuse, any problem
 /// ends the start with every problem listed.
 async fn start_repository(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Arc<LiveRepository>> {
+    let (root, remote) = match Source::parse(&settings.models) {
+        Source::Directory(path) => (path, None),
+        Source::Remote(url) => {
+            let remote = Remote::open(&url, &settings.model_cache).map_err(anyhow::Error::msg)?;
+            tracing::info!(url, cache = %settings.model_cache.display(), "model repository in object storage");
+            (remote.cache().to_path_buf(), Some(Arc::new(remote)))
+        }
+    };
     let options = live::Options {
-        root: settings.models.clone(),
+        root,
+        remote,
         max_model_bytes: settings.max_model_bytes,
         policy: settings.version_policy,
         overrides: settings.batching_overrides(),

@@ -714,3 +714,115 @@ async fn serves_from_a_read_only_image_layout_as_a_non_root_user() {
     set_writable(root, true);
     assert_eq!(code, 0, "a clean exit:\n{}", server.transcript.lock().unwrap());
 }
+
+/// An S3-compatible server (moto, installed by scripts/install-test-tools) on a loopback port.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let binary = candela_server::testing::peers_python().with_file_name("moto_server");
+        let child = std::process::Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} does not start ({e}): run scripts/install-test-tools", binary.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// Runs tests/peers/s3.py against this server.
+    fn s3(&self, args: &[&str]) {
+        let script = candela_server::testing::repo_root().join("tests/peers/s3.py");
+        let output = std::process::Command::new(candela_server::testing::peers_python())
+            .arg(script)
+            .arg(&self.endpoint)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "s3.py {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A replica reading `s3://models/prod` through `moto`, caching in `cache`.
+fn replica(moto: &Moto, cache: &Path) -> Running {
+    let args = ["--models", "s3://models/prod", "--model-cache", cache.to_str().unwrap()];
+    let mut command = command(&[&args[..], &["--repository-poll-seconds", "0.3", "--drain-seconds", "0"]].concat());
+    command
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1");
+    Running::start(&mut command)
+}
+
+/// Waits (20 s at most) until `client`'s newest retail answer comes from `version`.
+async fn until_served(client: &mut Client, version: Option<u64>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answered = client.predict("retail", vec![0.5; 30]).await.ok().and_then(|a| a.model).map(|m| m.version);
+        if answered == version {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still answered by {answered:?}, waiting for {version:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn replicas_serve_one_bucket_and_follow_what_is_published_and_deleted() {
+    let moto = Moto::start();
+    moto.s3(&["create", "models"]);
+    let retail = demo_models().join("retail/1");
+    moto.s3(&["upload", "models", "prod/retail/1", retail.to_str().unwrap()]);
+    let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut replicas = [replica(&moto, caches[0].path()), replica(&moto, caches[1].path())];
+    let mut clients = Vec::new();
+    for replica in &mut replicas {
+        clients.push(replica.serving_client().await);
+    }
+    for client in &mut clients {
+        assert_eq!(client.predict("retail", vec![0.5; 30]).await.unwrap().model.unwrap().version, 1);
+    }
+    assert!(caches[0].path().join("retail/1/model.safetensors").is_file(), "the replica caches what it serves");
+
+    // Published: every replica serves it within a poll or so.
+    let published = Instant::now();
+    moto.s3(&["upload", "models", "prod/retail/2", retail.to_str().unwrap()]);
+    for client in &mut clients {
+        until_served(client, Some(2)).await;
+    }
+    eprintln!("object storage: version 2 served by both replicas {:?} after its upload", published.elapsed());
+    // Unchanged objects are not fetched again.
+    for replica in &mut replicas {
+        let synced = replica.log_containing("model cache synced").await;
+        assert_eq!(synced["downloaded"], 2, "only version 2's two files: {synced}");
+    }
+
+    // Deleted: drained, and version 1 answers again.
+    moto.s3(&["delete", "models", "prod/retail/2"]);
+    for client in &mut clients {
+        until_served(client, Some(1)).await;
+    }
+    assert!(!caches[0].path().join("retail/2").exists(), "the cache drops what the bucket dropped");
+    for replica in &mut replicas {
+        replica.signal("TERM");
+        assert_eq!(replica.exit_code().await, 0);
+    }
+}

@@ -13,6 +13,7 @@ use crate::core::batching::Overrides;
 use crate::core::error::ServeError;
 use crate::core::registry::{Compute, Registry, ServedModel};
 use crate::model::error::{LoadError, LoadErrors};
+use crate::model::remote::Remote;
 use crate::model::repository::{self, Fingerprint, Found};
 use crate::observe::metrics::Metrics;
 use arc_swap::ArcSwapOption;
@@ -48,9 +49,12 @@ impl FromStr for VersionPolicy {
 }
 
 /// How the live repository reads and serves models.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
+    /// The directory scanned: the repository itself, or the cache `remote` mirrors into.
     pub root: PathBuf,
+    /// The object-storage repository mirrored into `root` before each scan, if any.
+    pub remote: Option<Arc<Remote>>,
     pub max_model_bytes: u64,
     pub policy: VersionPolicy,
     pub overrides: Overrides,
@@ -240,6 +244,16 @@ impl LiveRepository {
 
     fn reload_locked(&self, books: &mut Books) -> Reloaded {
         let mut report = Reloaded::default();
+        if let Some(remote) = &self.options.remote {
+            // A failed sync leaves the cache as it was: what is served stays served.
+            match tokio::runtime::Handle::current().block_on(remote.sync()) {
+                Ok(synced) if synced.downloaded + synced.removed > 0 => {
+                    tracing::info!(downloaded = synced.downloaded, removed = synced.removed, "model cache synced");
+                }
+                Ok(_) => {}
+                Err(error) => report.problems.push(error),
+            }
+        }
         let scan = match repository::scan(&self.options.root) {
             Ok(scan) => scan,
             Err(error) => {
@@ -357,21 +371,24 @@ impl LiveRepository {
     }
 
     /// Builds the registry of every served version and publishes it.
+    /// A configured default segment that is not served (unloaded, removed,
+    /// broken) is reported, and requests naming no segment are then refused
+    /// until it is served again; the other segments serve on.
     fn publish(&self, books: &Books, report: &mut Reloaded) {
         let models: Vec<Arc<ServedModel>> = books.entries.values().filter_map(|entry| entry.served.clone()).collect();
         let count = models.len();
-        if count == 0 {
-            self.served.store(Some(Arc::new(Registry::empty())));
-        } else {
-            match Registry::new(models, self.options.default_segment.as_deref()) {
-                Ok(registry) => self.served.store(Some(Arc::new(registry))),
-                Err(reason) => {
-                    // The default segment is gone: keep what was served.
-                    report.problems.push(LoadError::Refused { path: self.options.root.clone(), reason });
-                    return;
-                }
-            }
+        let mut default = self.options.default_segment.as_deref();
+        if let Some(segment) = default
+            && !models.iter().any(|model| model.segment == segment)
+        {
+            let reason = format!(
+                "the default segment `{segment}` is not served: requests that name no segment are refused until it is"
+            );
+            report.problems.push(LoadError::Refused { path: self.options.root.clone(), reason });
+            default = None;
         }
+        let registry = Registry::new(models, default).expect("the default segment is among the models");
+        self.served.store(Some(Arc::new(registry)));
         self.count.send_replace(count);
     }
 

@@ -72,11 +72,6 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry serving nothing (every segment unloaded or broken).
-    pub fn empty() -> Registry {
-        Registry { segments: BTreeMap::new(), default_segment: None }
-    }
-
     /// Indexes `models`. The default segment is `configured` when given (it must
     /// exist), else the only segment when there is exactly one, else none.
     pub fn new(models: Vec<Arc<ServedModel>>, configured: Option<&str>) -> Result<Registry, String> {

@@ -1,5 +1,6 @@
 //! The model layer: what a model version is once loaded, and everything that
-//! happens at load time only: the repository scan (`repository`), reading
+//! happens at load time only: the repository scan (`repository`), mirroring
+//! one in object storage (`remote`), reading
 //! files within limits (`files`), the `model.json` manifest (`manifest`),
 //! building and warming the network (`network`, with `hints` for tensors
 //! that are not where the manifest says) and opening the device (`device`).
@@ -13,6 +14,7 @@ pub mod files;
 mod hints;
 pub mod manifest;
 pub mod network;
+pub mod remote;
 pub mod repository;
 
 use manifest::Manifest;
