@@ -9,8 +9,8 @@
 #   3. packages everything bench/gpu-run.sh needs into .gpu/package.tar.xz (git-ignored) and
 #      prints the exact commands that run it on the GPU host and record the results.
 # SMOKE_ONLY=1 stops after step 2 (what CI runs): it builds only the cuda server, in the dev
-# profile (dependencies optimised as in release), so it shares every dependency that does not
-# involve CUDA with the test build before it, and uses that build's `candela`. The full check
+# profile (dependencies optimised as in release), sharing what it can with the test build
+# before it, and uses that build's `candela`. The full check
 # takes ~12 min on 2 cores from a warm target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +32,8 @@ if [ "${SMOKE_ONLY:-0}" = 1 ]; then
   say "building the cuda server, dev profile (the first build compiles candle's kernels: ~10 min)"
   cargo build --locked --features cuda -p candela-server --bin candela-server
   cp "$target/debug/candela-server" "$work/candela-server-cuda"
-  cargo build --locked -p candela-client --bin candela
+  # The client of the test build before it (CI), else one built now.
+  [ -x "$target/debug/candela" ] || cargo build --locked -p candela-client --bin candela
   cp "$target/debug/candela" "$work/candela"
 else
   say "building the cuda server and the CUDA equivalence test (the first build compiles candle's kernels: ~10 min)"

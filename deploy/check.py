@@ -5,6 +5,7 @@
                       mode against Kubernetes 1.37; validate the KServe files;
                       lint the Dockerfiles with hadolint (no warnings allowed)
   check.py render DIR print DIR's kustomization, rendered, as one JSON array
+  check.py entry-points  print the kustomizations `validate` checks, as JSON
 
 The kustomizations use `resources` only (no patches or generators), so
 rendering is following `resources` recursively, as kustomize does; anything
@@ -97,6 +98,8 @@ def validate() -> None:
 def main(argv: list) -> None:
     if argv[1:] == ["validate"]:
         validate()
+    elif argv[1:] == ["entry-points"]:
+        print(json.dumps(ENTRY_POINTS))
     elif len(argv) == 3 and argv[1] == "render":
         print(json.dumps(render(DEPLOY / argv[2])))
     else:

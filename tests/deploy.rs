@@ -17,14 +17,14 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-const ENTRY_POINTS: &[&str] = &[
-    "k8s/base",
-    "k8s/overlays/blue-green",
-    "k8s/overlays/bucket",
-    "k8s/overlays/canary",
-    "k8s/overlays/gpu",
-    "k8s/overlays/servicemonitor",
-];
+/// The kustomizations check.py validates (its ENTRY_POINTS).
+fn entry_points() -> Vec<String> {
+    let output = check_py(&["entry-points"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let entries: Vec<String> = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(entries.len() >= 6 && entries.contains(&"k8s/overlays/bucket".to_string()), "{entries:?}");
+    entries
+}
 
 fn check_py(args: &[&str]) -> std::process::Output {
     Command::new(peers_python())
@@ -76,7 +76,8 @@ fn manifests_validate_and_dockerfiles_lint_clean() {
 fn every_deployment_agrees_with_the_server() {
     let defaults = Settings::from_args(["candela-server"]).unwrap();
     let default_metrics = defaults.metrics_address().unwrap().expect("metrics on by default");
-    for entry in ENTRY_POINTS {
+    for entry in entry_points() {
+        let entry = entry.as_str();
         let objects = render(entry);
         let settings = configured(&objects);
         let metrics = settings.metrics_address().unwrap().expect("the pods serve metrics");
