@@ -30,7 +30,10 @@ trap cleanup EXIT
 
 if [ "${SMOKE_ONLY:-0}" = 1 ]; then
   say "building the cuda server, dev profile (the first build compiles candle's kernels: ~10 min)"
-  cargo build --locked --features cuda -p candela-server --bin candela-server
+  # `train` as well: the test build has it (test-util), and its rand turns on features of
+  # crates deep in the tree (getrandom's std, hence ring, rustls, tonic…); with the same
+  # features this build reuses the test build's crates instead of compiling them again.
+  cargo build --locked --features cuda,train -p candela-server --bin candela-server
   cp "$target/debug/candela-server" "$work/candela-server-cuda"
   # The client of the test build before it (CI), else one built now.
   [ -x "$target/debug/candela" ] || cargo build --locked -p candela-client --bin candela
