@@ -10,7 +10,7 @@
 //! Reloads run one at a time, on blocking threads, never on the reactor.
 
 use crate::core::batching::Overrides;
-use crate::core::error::ServeError;
+use crate::core::error::{ServeError, echo};
 use crate::core::registry::{Compute, Registry, ServedModel};
 use crate::model::error::{LoadError, LoadErrors};
 use crate::model::remote::Remote;
@@ -206,7 +206,7 @@ impl LiveRepository {
         let versions: Vec<&Entry> =
             books.entries.iter().filter(|((s, _), _)| s == segment).map(|(_, entry)| entry).collect();
         if versions.is_empty() {
-            return Err(ServeError::NotFound(format!("the model repository has no segment `{segment}`")));
+            return Err(ServeError::NotFound(format!("the model repository has no segment `{}`", echo(segment))));
         }
         if versions.iter().all(|entry| entry.served.is_none()) {
             let reasons: Vec<&str> = versions.iter().filter_map(|entry| entry.failure.as_deref()).collect();
@@ -223,7 +223,7 @@ impl LiveRepository {
     pub fn unload(&self, segment: &str) -> Result<(), ServeError> {
         let mut books = lock(&self.books);
         if !books.entries.keys().any(|(s, _)| s == segment) {
-            return Err(ServeError::NotFound(format!("the server serves no segment `{segment}`")));
+            return Err(ServeError::NotFound(format!("the server serves no segment `{}`", echo(segment))));
         }
         books.unloaded.insert(segment.to_string());
         let report = self.reload_locked(&mut books);
