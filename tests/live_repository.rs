@@ -86,7 +86,7 @@ async fn versions_change_under_load_without_one_failed_call() {
     std::fs::write(&admin_keys, "admin-key-5d0e\n").unwrap();
     let flags = ["--repository-poll-seconds", "0.2", "--admin-keys-file", admin_keys.to_str().unwrap()];
     let server = TestServer::start_with(settings(&root, &flags)).await;
-    server.wait_for("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    server.wait_until_serving().await;
     let client = common::client(&server).await;
     let operator = client.clone().with_api_key("admin-key-5d0e").unwrap();
     let published = Arc::new(Published::default());
@@ -204,7 +204,7 @@ async fn broken_versions_at_start_are_skipped_and_reported_with_skip() {
     let server =
         TestServer::start_with(settings(repo.path(), &["--on-broken-model", "skip", "--default-segment", "retail"]))
             .await;
-    server.wait_for("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    server.wait_until_serving().await;
     let mut client = common::client(&server).await;
     client.predict("retail", rows("retail", 1).values).await.unwrap();
     let missing = client.predict("corporate", rows("corporate", 1).values).await.unwrap_err();
@@ -228,7 +228,7 @@ async fn broken_versions_at_start_are_skipped_and_reported_with_skip() {
 async fn a_version_is_served_only_once_its_files_match_their_digests() {
     let repo = repository(&[1]);
     let server = TestServer::start_with(settings(repo.path(), &["--repository-poll-seconds", "0.1"])).await;
-    server.wait_for("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    server.wait_until_serving().await;
     let client = common::client(&server).await;
 
     // A complete safetensors file that is not the one model.json names.
@@ -253,7 +253,7 @@ async fn a_version_is_served_only_once_its_files_match_their_digests() {
 async fn latest_n_serves_only_the_newest_versions() {
     let repo = repository(&[1, 2, 3]);
     let server = TestServer::start_with(settings(repo.path(), &["--version-policy", "latest:2"])).await;
-    server.wait_for("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    server.wait_until_serving().await;
     let mut client = common::client(&server).await;
     let index = index(&client).await;
     assert!(ready(&index, "3") && ready(&index, "2"), "{index:?}");
@@ -281,7 +281,7 @@ async fn loading_and_unloading_need_an_admin_key() {
         "0",
     ];
     let server = TestServer::start_with(settings(repo.path(), &flags)).await;
-    server.wait_for("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    server.wait_until_serving().await;
     let anonymous = common::client(&server).await;
     let inference = anonymous.clone().with_api_key("inference-key-7f3a").unwrap();
     let operator = anonymous.clone().with_api_key("admin-key-91c2").unwrap();

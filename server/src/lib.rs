@@ -40,7 +40,7 @@ use api::serving::Serving;
 use api::{auth, connections, reload, router, shutdown, tls};
 use config::{OnBrokenModel, Settings, seconds};
 use model::device;
-use model::remote::{Remote, Source};
+use model::remote::Location;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,17 +187,12 @@ fn connection_limits(settings: &Settings) -> connections::Limits {
 /// every model, off the reactor. With --on-broken-model refuse, any problem
 /// ends the start with every problem listed.
 async fn start_repository(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Arc<LiveRepository>> {
-    let (root, remote) = match Source::parse(&settings.models) {
-        Source::Directory(path) => (path, None),
-        Source::Remote(url) => {
-            let remote = Remote::open(&url, &settings.model_cache).map_err(anyhow::Error::msg)?;
-            tracing::info!(url, cache = %settings.model_cache.display(), "model repository in object storage");
-            (remote.cache().to_path_buf(), Some(Arc::new(remote)))
-        }
-    };
+    let location = Location::open(&settings.models, &settings.model_cache).map_err(anyhow::Error::msg)?;
+    if let Location::Mirrored(_) = location {
+        tracing::info!(models = settings.models, cache = %settings.model_cache.display(), "model repository in object storage");
+    }
     let options = live::Options {
-        root,
-        remote,
+        location,
         max_model_bytes: settings.max_model_bytes,
         policy: settings.version_policy,
         overrides: settings.batching_overrides(),

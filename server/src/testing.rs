@@ -3,7 +3,7 @@
 //! settings as the binary parses them, the bundled demo models, fresh demo
 //! rows, and the peer tools `scripts/install-test-tools` installs. Talking to
 //! the server is left to each suite's client (the client crate, grpcurl, a
-//! raw HTTP/2 peer).
+//! raw HTTP/2 peer); readiness is asked through the front's own probe.
 
 use crate::config::Settings;
 use crate::train::synthetic::{self, Dataset, Segment};
@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// The features of every demo model.
 pub const FEATURES: usize = synthetic::FEATURES.len();
@@ -66,27 +64,15 @@ impl TestServer {
     /// Starts on the demo models with `extra` flags and waits until it reports SERVING.
     pub async fn start(extra: &[&str]) -> TestServer {
         let server = TestServer::start_with(settings(&demo_models(), extra)).await;
-        server.wait_for("", ServingStatus::Serving).await;
+        server.wait_until_serving().await;
         server
     }
 
-    /// Polls the standard health service until `service` reports `want` (30 s at most).
-    pub async fn wait_for(&self, service: &str, want: ServingStatus) {
+    /// Polls the standard health service until the server reports SERVING (30 s at most).
+    pub async fn wait_until_serving(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let request = || HealthCheckRequest { service: service.to_string() };
-        loop {
-            let channel = tonic::transport::Endpoint::from_shared(self.url.clone()).expect("a URL").connect().await;
-            if let Ok(channel) = channel {
-                let mut health = HealthClient::new(channel);
-                while let Ok(answer) = health.check(request()).await {
-                    if answer.get_ref().status == want as i32 {
-                        return;
-                    }
-                    assert!(Instant::now() < deadline, "health of `{service}` never became {want:?}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            assert!(Instant::now() < deadline, "health of `{service}` never became {want:?}");
+        while !crate::api::router::probe_serving(&self.url).await {
+            assert!(Instant::now() < deadline, "the server at {} never became SERVING", self.url);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -15,12 +15,11 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("config", &["core", "model", "observe"]),
     ("api", &["config", "core", "model", "observe"]),
     ("train", &["model"]),
-    ("testing", &["config", "train"]),
+    ("testing", &["api", "config", "train"]),
 ];
 
-/// The layers that must not know the transport (the front and the test
-/// harness, a gRPC peer, may).
-const TRANSPORT_NEUTRAL: &[&str] = &["observe", "model", "core", "config", "train"];
+/// The layers that must not know the transport: all but the front.
+const TRANSPORT_NEUTRAL: &[&str] = &["observe", "model", "core", "config", "train", "testing"];
 
 /// Crates only the front may use.
 const TRANSPORT: &[&str] =

@@ -288,17 +288,21 @@ impl GrpcInferenceService for OpenInferenceApi {
 /// A model name and version string → the model. The version is "" (the
 /// newest) or a version number.
 fn resolve<'a>(map: &'a Registry, name: &str, version: &str) -> Result<&'a Arc<ServedModel>, ServeError> {
-    let number = match version {
-        "" => 0,
+    map.resolve(name, version_number(name, version)?)
+}
+
+/// A version string as the registry numbers it: "" (the newest) is 0.
+fn version_number(name: &str, version: &str) -> Result<u64, ServeError> {
+    match version {
+        "" => Ok(0),
         text => text.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
             ServeError::NotFound(format!(
                 "model `{}` has no version `{}`: versions are positive integers",
                 echo(name),
                 echo(text)
             ))
-        })?,
-    };
-    map.resolve(name, number)
+        }),
+    }
 }
 
 /// One ModelInfer request through the core.
@@ -308,7 +312,7 @@ async fn infer(
     call: &Call,
 ) -> Result<oip::ModelInferResponse, ServeError> {
     serving.check_message_size(request.encoded_len())?;
-    let model = resolve(&*serving.models()?, &request.model_name, &request.model_version)?.clone();
+    let model = serving.resolve(&request.model_name, version_number(&request.model_name, &request.model_version)?)?;
     call.routed(&model);
     let raw = !request.raw_input_contents.is_empty();
     let decoded = decode_input(&model, &request, serving.limits.max_rows).and_then(|rows| {

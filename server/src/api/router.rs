@@ -91,6 +91,17 @@ pub fn router(
     Ok(Routers { main, health_only, reporter })
 }
 
+/// Whether the server at `url` reports itself (service `""`) SERVING, as a
+/// Kubernetes gRPC probe asks; `false` when it cannot be reached. The test
+/// harness waits on it.
+pub async fn probe_serving(url: &str) -> bool {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response, health_client::HealthClient};
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_string()) else { return false };
+    let Ok(channel) = endpoint.connect().await else { return false };
+    let answer = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await;
+    answer.is_ok_and(|answer| answer.get_ref().status == health_check_response::ServingStatus::Serving as i32)
+}
+
 /// Sets every reported service to `status`.
 pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     for service in HEALTH_SERVICES {

@@ -15,6 +15,11 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::metadata::MetadataMap;
 
+/// The answer while no models are loaded yet.
+fn still_loading() -> ServeError {
+    ServeError::Unavailable("the server is still loading its models; retry shortly".into())
+}
+
 /// How long a refused caller is told to wait before retrying.
 const RETRY_AFTER: Duration = Duration::from_millis(50);
 
@@ -70,9 +75,7 @@ impl Serving {
 
     /// The live repository, once started.
     pub fn repository(&self) -> Result<&Arc<LiveRepository>, ServeError> {
-        self.repository
-            .get()
-            .ok_or_else(|| ServeError::Unavailable("the server is still loading its models; retry shortly".into()))
+        self.repository.get().ok_or_else(still_loading)
     }
 
     /// Marks the server as draining: still answering, no longer ready.
@@ -100,7 +103,7 @@ impl Serving {
 
     /// The model a request names (see `Registry::resolve`).
     pub fn resolve(&self, segment: &str, version: u64) -> Result<Arc<ServedModel>, ServeError> {
-        Ok(self.models()?.resolve(segment, version)?.clone())
+        self.repository()?.resolve(segment, version)?.ok_or_else(still_loading)
     }
 
     /// The context of a call arriving with `metadata` (see `Call::new`).

@@ -13,13 +13,12 @@ use crate::core::batching::Overrides;
 use crate::core::error::{ServeError, echo};
 use crate::core::registry::{Compute, Registry, ServedModel};
 use crate::model::error::{LoadError, LoadErrors};
-use crate::model::remote::Remote;
+use crate::model::remote::Location;
 use crate::model::repository::{self, Fingerprint, Found};
 use crate::observe::metrics::Metrics;
 use arc_swap::ArcSwapOption;
 use candle_core::Device;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -49,12 +48,9 @@ impl FromStr for VersionPolicy {
 }
 
 /// How the live repository reads and serves models.
-#[derive(Clone)]
 pub struct Options {
-    /// The directory scanned: the repository itself, or the cache `remote` mirrors into.
-    pub root: PathBuf,
-    /// The object-storage repository mirrored into `root` before each scan, if any.
-    pub remote: Option<Arc<Remote>>,
+    /// Where the repository is: a directory, or object storage mirrored into one.
+    pub location: Location,
     pub max_model_bytes: u64,
     pub policy: VersionPolicy,
     pub overrides: Overrides,
@@ -166,6 +162,16 @@ impl LiveRepository {
         self.served.load_full()
     }
 
+    /// The model a request names (see `Registry::resolve`), read from the
+    /// current registry without taking a reference to the registry itself:
+    /// the request path's one read of the served set.
+    pub fn resolve(&self, segment: &str, version: u64) -> Result<Option<Arc<ServedModel>>, ServeError> {
+        match &*self.served.load() {
+            Some(registry) => registry.resolve(segment, version).map(|model| Some(model.clone())),
+            None => Ok(None),
+        }
+    }
+
     /// Follows how many models are served.
     pub fn served_count(&self) -> watch::Receiver<usize> {
         self.count.subscribe()
@@ -244,17 +250,15 @@ impl LiveRepository {
 
     fn reload_locked(&self, books: &mut Books) -> Reloaded {
         let mut report = Reloaded::default();
-        if let Some(remote) = &self.options.remote {
-            // A failed sync leaves the cache as it was: what is served stays served.
-            match tokio::runtime::Handle::current().block_on(remote.sync()) {
-                Ok(synced) if synced.downloaded + synced.removed > 0 => {
-                    tracing::info!(downloaded = synced.downloaded, removed = synced.removed, "model cache synced");
-                }
-                Ok(_) => {}
-                Err(error) => report.problems.push(error),
+        // A failed sync leaves the cache as it was: what is served stays served.
+        match tokio::runtime::Handle::current().block_on(self.options.location.refresh()) {
+            Ok(synced) if synced.downloaded + synced.removed > 0 => {
+                tracing::info!(downloaded = synced.downloaded, removed = synced.removed, "model cache synced");
             }
+            Ok(_) => {}
+            Err(error) => report.problems.push(error),
         }
-        let scan = match repository::scan(&self.options.root) {
+        let scan = match repository::scan(self.options.location.dir()) {
             Ok(scan) => scan,
             Err(error) => {
                 report.problems.push(error);
@@ -384,7 +388,7 @@ impl LiveRepository {
             let reason = format!(
                 "the default segment `{segment}` is not served: requests that name no segment are refused until it is"
             );
-            report.problems.push(LoadError::Refused { path: self.options.root.clone(), reason });
+            report.problems.push(LoadError::Refused { path: self.options.location.dir().to_path_buf(), reason });
             default = None;
         }
         let registry = Registry::new(models, default).expect("the default segment is among the models");

@@ -19,22 +19,40 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Where a repository lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// A local directory (a plain path or `file://`).
+/// Where the repository is read from: a directory, or an object-storage
+/// prefix mirrored into one.
+pub enum Location {
     Directory(PathBuf),
-    /// An object-storage URL (`s3://`, `gs://`, `az://`, and their aliases).
-    Remote(String),
+    Mirrored(Remote),
 }
 
-impl Source {
-    /// Reads `--models`: an object-storage URL, `file://<path>`, or a path.
-    pub fn parse(text: &str) -> Source {
-        match text.split_once("://") {
-            Some(("file", path)) => Source::Directory(PathBuf::from(path)),
-            Some((scheme, _)) if !scheme.is_empty() && !scheme.contains('/') => Source::Remote(text.to_string()),
-            _ => Source::Directory(PathBuf::from(text)),
+impl Location {
+    /// Reads `--models`: an object-storage URL (`s3://`, `gs://`, `az://`,
+    /// mirrored into `cache`), `file://<path>`, or a path.
+    pub fn open(models: &str, cache: &Path) -> Result<Location, String> {
+        match models.split_once("://") {
+            Some(("file", path)) => Ok(Location::Directory(PathBuf::from(path))),
+            Some((scheme, _)) if !scheme.is_empty() && !scheme.contains('/') => {
+                Remote::open(models, cache).map(Location::Mirrored)
+            }
+            _ => Ok(Location::Directory(PathBuf::from(models))),
+        }
+    }
+
+    /// The directory a scan reads.
+    pub fn dir(&self) -> &Path {
+        match self {
+            Location::Directory(dir) => dir,
+            Location::Mirrored(remote) => &remote.cache,
+        }
+    }
+
+    /// Brings the directory up to date with where the repository lives (a
+    /// directory already is).
+    pub async fn refresh(&self) -> Result<Synced, LoadError> {
+        match self {
+            Location::Directory(_) => Ok(Synced::default()),
+            Location::Mirrored(remote) => remote.sync().await,
         }
     }
 }
@@ -58,7 +76,7 @@ pub struct Synced {
 
 impl Remote {
     /// Connects to `url` with the credentials in the environment, mirroring into `cache`.
-    pub fn open(url: &str, cache: &Path) -> Result<Remote, String> {
+    fn open(url: &str, cache: &Path) -> Result<Remote, String> {
         let parsed = url::Url::parse(url).map_err(|e| format!("--models {url}: not a URL: {e}"))?;
         let options = std::env::vars().map(|(key, value)| (key.to_ascii_lowercase(), value));
         let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(|e| {
@@ -75,13 +93,8 @@ impl Remote {
         })
     }
 
-    /// The local directory the repository is mirrored into.
-    pub fn cache(&self) -> &Path {
-        &self.cache
-    }
-
     /// Brings the cache up to date with the store.
-    pub async fn sync(&self) -> Result<Synced, LoadError> {
+    async fn sync(&self) -> Result<Synced, LoadError> {
         let failed = |message: String| LoadError::Refused { path: PathBuf::from(&self.url), reason: message };
         let objects: Vec<ObjectMeta> = self
             .store
