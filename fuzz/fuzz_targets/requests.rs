@@ -8,7 +8,7 @@ use candela::inference::ModelInferRequest;
 use candela::v1::{BatchPredictRequest, PredictRequest};
 use candela_server::api::v1::RowsField;
 use candela_server::api::open_inference::decode_input;
-use candela_server::core::validation::check_rows;
+use candela_server::core::scoring::check_rows;
 use candela_server::model::LoadedModel;
 use candela_server::model::repository::{DEFAULT_MAX_MODEL_BYTES, load_version};
 use libfuzzer_sys::fuzz_target;
