@@ -5,7 +5,7 @@
 use prost::Message;
 use std::{env, path::PathBuf};
 
-const PROTOS: &[&str] = &["candela/v1/inference.proto", "inference/grpc_service.proto"];
+const PROTOS: &[&str] = &["candela/v1/inference.proto", "candela/v1/rollout.proto", "inference/grpc_service.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -4,7 +4,7 @@
 //! descriptor set the server publishes through gRPC reflection. Nothing else
 //! lives here, so depending on the contract never pulls in the model runtime.
 
-/// `candela.v1`: the `Inference` service, its client and server stubs, and messages.
+/// `candela.v1`: the `Inference` and `Rollouts` services, their client and server stubs, and messages.
 pub mod v1 {
     tonic::include_proto!("candela.v1");
 }

@@ -153,34 +153,14 @@ async fn a_pass_never_exceeds_max_batch_rows_and_a_larger_request_runs_alone() {
 /// A server whose passes wait 400 ms for company, so queued work can die
 /// first, with its metrics on a loopback port.
 async fn slow_window() -> (TestServer, String) {
-    let metrics = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().to_string()
-    };
+    let metrics = common::free_port();
     let server = TestServer::start(&["--max-queue-delay-us", "400000", "--metrics-listen", &metrics]).await;
     (server, metrics)
 }
 
 /// `candela_dropped_total` for the corporate model and `reason`, from /metrics.
 async fn dropped(metrics: &str, reason: &str) -> f64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(metrics).await.unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n").await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let body = response.split_once("\r\n\r\n").expect("an HTTP response").1;
-    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == "candela_dropped_total")
-        .filter(|s| s.labels.get("segment") == Some("corporate") && s.labels.get("reason") == Some(reason))
-        .map(|s| match s.value {
-            // prometheus-parse types `_total` samples of OpenMetrics counters as untyped.
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
-            ref other => panic!("candela_dropped_total is a counter, got {other:?}"),
-        })
-        .sum()
+    common::metric(metrics, "candela_dropped_total", &[("segment", "corporate"), ("reason", reason)]).await
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! A typed Rust client for Candela's `candela.v1.Inference` API.
+//! A typed Rust client for Candela's `candela.v1.Inference` API (and, on the
+//! same connection, the Open Inference Protocol and the `Rollouts` admin API).
 //!
 //! `Client` wraps the generated stub with what callers otherwise write
 //! themselves: connecting with a timeout, routing by segment (and optional
@@ -17,6 +18,7 @@ pub use candela::inference as oip;
 pub use candela::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 pub use candela::v1 as proto;
 pub use candela::v1::inference_client::InferenceClient;
+pub use candela::v1::rollouts_client::RolloutsClient;
 
 /// Which model a request goes to: a segment and, optionally, a pinned version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,6 +87,9 @@ pub type AuthenticatedClient = InferenceClient<InterceptedService<Channel, ApiKe
 /// The generated Open Inference Protocol client, sending the API key when one is set.
 pub type OpenInferenceClient = GrpcInferenceServiceClient<InterceptedService<Channel, ApiKey>>;
 
+/// The generated `candela.v1.Rollouts` (admin) client, sending the key when one is set.
+pub type AuthenticatedRolloutsClient = RolloutsClient<InterceptedService<Channel, ApiKey>>;
+
 /// A connection to a Candela server. Cheap to clone: clones share the connection.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -132,6 +137,12 @@ impl Client {
     pub fn open_inference(&self) -> OpenInferenceClient {
         GrpcInferenceServiceClient::with_interceptor(self.channel.clone(), self.key.clone())
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// The release-safety admin client (rollout status, rollback) on the same
+    /// connection and key: it needs a client made with an admin key.
+    pub fn rollouts(&self) -> AuthenticatedRolloutsClient {
+        RolloutsClient::with_interceptor(self.channel.clone(), self.key.clone())
     }
 
     /// The generated client, for calls the wrapper does not cover.

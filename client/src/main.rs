@@ -1,8 +1,10 @@
 //! `candela`: the command line for Candela servers. Health checks, model
 //! listing, one-off predictions, batch scoring of CSV files through
-//! StreamPredict, and load generation (`bench`).
+//! StreamPredict, load generation (`bench`), repository control and
+//! rollouts (`rollout`).
 
 mod bench;
+mod rollout;
 mod score;
 
 use anyhow::{Context, bail};
@@ -25,7 +27,8 @@ struct Cli {
     /// The API key to send, when the server requires one.
     #[arg(long, env = "CANDELA_API_KEY", hide_env_values = true, global = true)]
     api_key: Option<String>,
-    /// The admin key `candela repository` sends (load, unload and reload need one).
+    /// The admin key `candela repository` and `candela rollout` send (load,
+    /// unload, reload and every rollout command need one).
     #[arg(long, env = "CANDELA_ADMIN_KEY", hide_env_values = true, global = true)]
     admin_key: Option<String>,
     #[command(subcommand)]
@@ -80,6 +83,11 @@ enum Command {
         #[command(subcommand)]
         action: RepositoryAction,
     },
+    /// See a segment's release (canary, shadow, guard, drift) and roll a canary back.
+    Rollout {
+        #[command(subcommand)]
+        action: rollout::RolloutAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -110,7 +118,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let client = Client::connect(&cli.server, Duration::from_secs_f64(cli.connect_timeout)).await?;
     // Repository commands send the admin key (which the server also accepts for reading).
     let key = match cli.command {
-        Command::Repository { .. } => cli.admin_key.as_ref().or(cli.api_key.as_ref()),
+        Command::Repository { .. } | Command::Rollout { .. } => cli.admin_key.as_ref().or(cli.api_key.as_ref()),
         _ => cli.api_key.as_ref(),
     };
     Ok(match key {
@@ -182,6 +190,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if summary.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
         Command::Repository { action } => repository(&client, action).await,
+        Command::Rollout { action } => {
+            rollout::run(&client, action).await.map_err(status_error)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

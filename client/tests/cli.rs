@@ -1,6 +1,7 @@
 //! The `candela` CLI binary against the real server (in this process, on a
 //! loopback port): health, models, predict, and CSV batch scoring through
-//! StreamPredict, including a file with bad rows, and the `bench` load generator.
+//! StreamPredict, including a file with bad rows, the `bench` load generator,
+//! and `rollout` status and rollback with an admin key.
 
 use candela_client::Client;
 use candela_server::testing::TestServer;
@@ -254,4 +255,61 @@ async fn repository_commands_show_the_index_and_reload_with_the_admin_key() {
     assert!(reload.status.success(), "{}", stderr(&reload));
     let models = candela(&url, &["models"]).await;
     assert!(stdout(&models).contains("created  2026-11-23T00:00:00Z (") && stdout(&models).contains("days old)"));
+}
+
+/// `candela rollout status` shows a canary; `candela rollout rollback` (admin
+/// key only) sends its traffic to the stable version until rollout.json changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_rolls_a_canary_back() {
+    let root = tempfile::tempdir().unwrap();
+    for version in [1, 2] {
+        let (from, to) =
+            (candela_server::testing::demo_models().join("retail/1"), root.path().join(format!("retail/{version}")));
+        std::fs::create_dir_all(&to).unwrap();
+        for file in ["model.safetensors", "model.json"] {
+            std::fs::copy(from.join(file), to.join(file)).unwrap();
+        }
+    }
+    std::fs::write(
+        root.path().join("retail/rollout.json"),
+        r#"{"stable": 1, "canary": {"version": 2, "percent": 100}}"#,
+    )
+    .unwrap();
+    let admin = root.path().join("admin-keys");
+    std::fs::write(&admin, "rollout-admin-5e1f\n").unwrap();
+    let settings = candela_server::testing::settings(root.path(), &["--admin-keys-file", admin.to_str().unwrap()]);
+    let server = TestServer::start_with(settings).await;
+    server.wait_until_serving().await;
+    let url = server.url.clone();
+    let mut client = Client::connect(&url, Duration::from_secs(5)).await.unwrap();
+    let row = candela_server::train::training::fresh_rows(Segment::Retail, 1).values;
+    let served = client.predict("retail", row.clone()).await.unwrap().model.unwrap().version;
+    assert_eq!(served, 2, "a 100 % canary takes every request");
+
+    let anonymous = candela(&url, &["rollout", "rollback", "--segment", "retail"]).await;
+    assert!(!anonymous.status.success());
+    assert!(stderr(&anonymous).contains("Unauthenticated"), "{}", stderr(&anonymous));
+    let admin = |args: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            let mut all = vec!["--admin-key", "rollout-admin-5e1f", "rollout"];
+            all.extend_from_slice(args);
+            candela(&url, &all).await
+        }
+    };
+    let shown = admin(&["status", "--segment", "retail"]).await;
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    assert!(stdout(&shown).contains("canary v2 at 100% (configured 100%)"), "{}", stdout(&shown));
+    let rolled = admin(&["rollback", "--segment", "retail"]).await;
+    assert!(rolled.status.success(), "{}", stderr(&rolled));
+    let served = client.predict("retail", row).await.unwrap().model.unwrap().version;
+    assert_eq!(served, 1, "rolled back: the stable version serves");
+    let shown = admin(&["status"]).await;
+    assert!(stdout(&shown).contains("ROLLED BACK: rolled back by an operator"), "{}", stdout(&shown));
+    assert!(stdout(&shown).contains("canary v2 at 0% (configured 100%)"), "{}", stdout(&shown));
+    let again = admin(&["rollback", "--segment", "retail"]).await;
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("already rolled back"), "{}", stderr(&again));
+    let none = admin(&["rollback", "--segment", "corporate"]).await;
+    assert!(stderr(&none).contains("no rollout policy in force"), "{}", stderr(&none));
 }

@@ -58,6 +58,16 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_MAX_MODEL_AGE", value_parser = humantime::parse_duration)]
     pub max_model_age: Option<Duration>,
 
+    /// Drift is measured over this sliding window: live rows counted into the
+    /// training statistics' bins of each model whose model.json carries them.
+    #[arg(long, env = "CANDELA_DRIFT_WINDOW_SECONDS", default_value_t = 300.0)]
+    pub drift_window_seconds: f64,
+
+    /// No drift (PSI) is reported until the window holds this many rows: PSI
+    /// on small windows false-alarms.
+    #[arg(long, env = "CANDELA_DRIFT_MIN_ROWS", default_value_t = 1000)]
+    pub drift_min_rows: u64,
+
     /// Keys (same format and reload rules as --api-keys-file) that may change
     /// what the server serves: RepositoryModelLoad and RepositoryModelUnload.
     /// Without it those calls are refused.

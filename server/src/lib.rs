@@ -32,8 +32,9 @@ pub mod testing;
 #[cfg(feature = "train")]
 pub mod train;
 
+use crate::core::drift::DriftSettings;
 use crate::core::live::{self, LiveRepository};
-use crate::core::registry::Compute;
+use crate::core::served::Compute;
 use crate::observe::metrics::{self, Metrics};
 use anyhow::Context;
 use api::serving::Serving;
@@ -143,6 +144,7 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         hangups,
         stop_signal(stopped.clone()),
     ));
+    tokio::spawn(repository.clone().supervise(stop_signal(stopped.clone())));
     tokio::spawn(follow_readiness(repository.served_count(), serving.clone(), reporter.clone(), address));
 
     tokio::select! {
@@ -196,7 +198,14 @@ async fn start_repository(settings: &Settings, metrics: Arc<Metrics>) -> anyhow:
         max_model_bytes: settings.max_model_bytes,
         policy: settings.version_policy,
         overrides: settings.batching_overrides(),
-        compute: Compute { workers: settings.compute_workers, threads: settings.compute_threads },
+        compute: Compute {
+            workers: settings.compute_workers,
+            threads: settings.compute_threads,
+            drift: DriftSettings {
+                window: Duration::from_secs_f64(settings.drift_window_seconds.max(0.1)),
+                min_rows: settings.drift_min_rows,
+            },
+        },
         default_segment: settings.default_segment.clone(),
         max_model_age: settings.max_model_age,
     };

@@ -786,7 +786,7 @@ async fn until_served(client: &mut Client, version: Option<u64>) {
 }
 
 #[tokio::test]
-async fn replicas_serve_one_bucket_and_follow_what_is_published_and_deleted() {
+async fn replicas_serve_one_bucket_and_follow_what_is_published_deleted_and_rolled_out() {
     let moto = Moto::start();
     moto.s3(&["create", "models"]);
     let retail = demo_models().join("retail/1");
@@ -819,7 +819,17 @@ async fn replicas_serve_one_bucket_and_follow_what_is_published_and_deleted() {
         assert_eq!(downloaded, 2, "only version 2's two files are fetched");
     }
 
-    // Deleted: drained, and version 1 answers again.
+    // A rollout policy in the bucket: every replica follows it (blue/green back to 1, then to 2).
+    for stable in [1, 2] {
+        let policy = tempfile::tempdir().unwrap();
+        std::fs::write(policy.path().join("rollout.json"), format!(r#"{{"stable": {stable}}}"#)).unwrap();
+        moto.s3(&["upload", "models", "prod/retail", policy.path().to_str().unwrap()]);
+        for client in &mut clients {
+            until_served(client, Some(stable)).await;
+        }
+    }
+
+    // Deleted: drained, and version 1 answers again (the policy naming 2 no longer applies).
     moto.s3(&["delete", "models", "prod/retail/2"]);
     for client in &mut clients {
         until_served(client, Some(1)).await;

@@ -1,7 +1,8 @@
 //! What the root test suites add to the shared harness
 //! (`candela_server::testing`: the real server on a loopback port, the demo
 //! models, fresh rows, the peer tools): the real client crate connected to
-//! it, a server held at its concurrency limit, and raw HTTP/2 calls.
+//! it, a server held at its concurrency limit, raw HTTP/2 calls, and
+//! reading its Prometheus metrics.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 use candela_client::Client;
@@ -103,4 +104,35 @@ pub async fn raw_status(call: h2::client::ResponseFuture) -> (Code, String) {
         }
     };
     (status.code(), status.message().to_string())
+}
+
+/// A loopback address no one listens on now (for --metrics-listen).
+pub fn free_port() -> String {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().to_string()
+}
+
+/// The sum of the samples of `name` carrying every one of `labels`, scraped
+/// from the metrics endpoint at `metrics` (0 when there is none).
+pub async fn metric(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(metrics).await.unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let body = response.split_once("\r\n\r\n").expect("an HTTP response").1;
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(label, value)| s.labels.get(label) == Some(*value)))
+        .map(|s| match s.value {
+            // prometheus-parse types `_total` samples of OpenMetrics counters as untyped.
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v)
+            | prometheus_parse::Value::Gauge(v) => v,
+            ref other => panic!("{name} is a counter or gauge, got {other:?}"),
+        })
+        .sum()
 }

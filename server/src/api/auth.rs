@@ -121,8 +121,9 @@ impl Interceptor for Authenticator {
     }
 }
 
-/// Who may change what the server serves (RepositoryModelLoad, RepositoryModelUnload):
-/// holders of a key from --admin-keys-file, and no one when there is none.
+/// Who may make admin calls (RepositoryModelLoad, RepositoryModelUnload, the
+/// Rollouts service): holders of a key from --admin-keys-file, and no one
+/// when there is none.
 #[derive(Clone)]
 pub struct AdminGuard {
     admin: Option<Arc<KeyStore>>,
@@ -138,19 +139,19 @@ impl AdminGuard {
     pub fn check(&self, headers: &http::HeaderMap) -> Result<(), Status> {
         let Some(admin) = &self.admin else {
             return Err(Status::permission_denied(
-                "repository control is off: start the server with --admin-keys-file to load and unload models by call",
+                "admin calls are off: start the server with --admin-keys-file to load and unload models and to see and roll back rollouts by call",
             ));
         };
         let key = bearer(headers.get("authorization").map(|v| v.to_str())).map_err(|_| {
             Status::unauthenticated(
-                "loading and unloading models needs an admin key: send `authorization: Bearer <admin key>`",
+                "this admin call (repository control, rollouts) needs an admin key: send `authorization: Bearer <admin key>`",
             )
         })?;
         if admin.accepts(key) {
             Ok(())
         } else if self.inference.as_ref().is_some_and(|keys| keys.accepts(key)) {
             Err(Status::permission_denied(
-                "an inference API key cannot change what the server serves; send an admin key (--admin-keys-file)",
+                "an inference API key cannot make admin calls (repository control, rollouts); send an admin key (--admin-keys-file)",
             ))
         } else {
             Err(Status::unauthenticated("invalid admin key"))

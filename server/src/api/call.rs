@@ -5,8 +5,9 @@
 
 use crate::core::batching::Timing;
 use crate::core::error::{Canonical, ServeError};
-use crate::core::registry::ServedModel;
-use crate::core::scoring::{self, Deadline, Rows, Scores};
+use crate::core::rollout::Route;
+use crate::core::scores::Scores;
+use crate::core::scoring::{self, Deadline, Rows};
 use crate::model::LoadedModel;
 use crate::observe::{metrics::Metrics, telemetry};
 use opentelemetry::propagation::Extractor;
@@ -33,6 +34,9 @@ pub struct Call {
     /// How logs name the call: a generated id as is, a caller's id only as a
     /// salted hash (it may identify a person or an order).
     pub log_id: String,
+    /// The caller's `x-routing-key` (a customer, an account), which keeps
+    /// one caller on one side of a canary split.
+    routing_key: Option<String>,
     /// When the call arrived and the caller's deadline.
     pub deadline: Deadline,
 }
@@ -49,10 +53,14 @@ impl Call {
         metrics: Arc<Metrics>,
     ) -> Call {
         let received = Instant::now();
-        let caller_id = metadata
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
+        let token = |name: &str| {
+            metadata
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        };
+        let caller_id = token("x-request-id");
+        let routing_key = token("x-routing-key").map(str::to_string);
         let (request_id, log_id) = match caller_id {
             Some(id) => {
                 let digest = Sha256::new().chain_update(log_salt).chain_update(id.as_bytes()).finalize();
@@ -75,8 +83,16 @@ impl Call {
             span: telemetry::call_span(parent, service, method, &log_id),
             request_id,
             log_id,
+            routing_key,
             deadline: Deadline { received, at },
         }
+    }
+
+    /// What draws this call's side of a canary split: the caller's
+    /// `x-routing-key`, else its request id (a fresh UUID when the caller
+    /// sent none: a random draw).
+    pub fn routing_key(&self) -> &str {
+        self.routing_key.as_deref().unwrap_or(&self.request_id)
     }
 
     /// The same call's context for one message of its stream: timed and
@@ -94,12 +110,17 @@ impl Call {
         }
     }
 
-    /// Scores `rows` with `model` for this call (see `scoring::serve`),
-    /// noting the route and where the time went.
-    pub async fn score(&self, model: &ServedModel, rows: Rows) -> Result<Scores, ServeError> {
-        self.routed(model);
-        let scored = scoring::serve(model, rows, self.deadline).await?;
+    /// Scores `rows` with the route's model for this call (see
+    /// `scoring::serve`), noting the route and where the time went; a
+    /// shadowed call's rows are then offered to the shadow.
+    pub async fn score(&self, route: &Route, rows: Rows) -> Result<Scores, ServeError> {
+        self.routed(&route.model);
+        let shadowed = route.shadow.as_ref().map(|shadow| (shadow, rows.values.clone(), rows.width));
+        let scored = scoring::serve(&route.model, rows, self.deadline).await?;
         self.scored(scored.scores.rows().len(), &scored.timing);
+        if let Some((shadow, values, width)) = shadowed {
+            shadow.offer(values, width, &scored.scores);
+        }
         Ok(scored.scores)
     }
 

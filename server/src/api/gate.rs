@@ -60,9 +60,13 @@ const METHODS: &[Method] = &[
 
 const OTHER: Method = method("", "other", "other", false);
 
-/// The methods that change what the server serves: admin keys only.
-const ADMIN_PATHS: &[&str] =
-    &["/inference.GRPCInferenceService/RepositoryModelLoad", "/inference.GRPCInferenceService/RepositoryModelUnload"];
+/// The admin methods (what the server serves, rollouts): admin keys only.
+const ADMIN_PATHS: &[&str] = &[
+    "/inference.GRPCInferenceService/RepositoryModelLoad",
+    "/inference.GRPCInferenceService/RepositoryModelUnload",
+    "/candela.v1.Rollouts/Status",
+    "/candela.v1.Rollouts/Rollback",
+];
 
 /// The size of a gRPC message's prefix: a compression flag and a 4-byte length.
 const PREFIX: usize = 5;

@@ -1,7 +1,8 @@
 //! The network front, the only code that speaks gRPC: the tonic services on
 //! one port. `candela.v1.Inference` (`v1`) and `inference.GRPCInferenceService`
 //! (`open_inference`, the Open Inference Protocol) translate requests for the
-//! same serving core; `grpc.health.v1.Health` reports readiness per service;
+//! same serving core; `candela.v1.Rollouts` (`rollouts`, admin only) reports
+//! and rolls back each segment's rollout; `grpc.health.v1.Health` reports readiness per service;
 //! reflection (v1 and v1alpha, since grpcurl 1.8 speaks only v1alpha) lets
 //! grpcurl list, describe and call everything. Around them: accepting
 //! connections within limits (`connections`, `tls`), the `gate` that admits
@@ -17,6 +18,7 @@ pub mod connections;
 pub mod gate;
 pub mod open_inference;
 pub mod reload;
+pub mod rollouts;
 pub mod router;
 pub mod serving;
 pub mod shutdown;

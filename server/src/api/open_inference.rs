@@ -11,9 +11,11 @@ use super::serving::Serving;
 use super::streams::{ResponseStream, message_stream};
 use crate::core::error::{ServeError, echo};
 use crate::core::live::State;
-use crate::core::registry::{Registry, ServedModel};
+use crate::core::registry::Registry;
+use crate::core::scores::Scores;
 use crate::core::scoring::Fields;
-use crate::core::scoring::{self, Rows, Scores};
+use crate::core::scoring::{self, Rows};
+use crate::core::served::ServedModel;
 use crate::model::LoadedModel;
 use bytes::Bytes;
 use candela::inference::{self as oip, grpc_inference_service_server::GrpcInferenceService};
@@ -312,16 +314,18 @@ async fn infer(
     call: &Call,
 ) -> Result<oip::ModelInferResponse, ServeError> {
     serving.check_message_size(request.encoded_len())?;
-    let model = serving.resolve(&request.model_name, version_number(&request.model_name, &request.model_version)?)?;
-    call.routed(&model);
+    let version = version_number(&request.model_name, &request.model_version)?;
+    let route = serving.route(call, &request.model_name, version)?;
+    let model = &route.model;
+    call.routed(model);
     let raw = !request.raw_input_contents.is_empty();
-    let decoded = decode_input(&model, &request, serving.limits.max_rows).and_then(|rows| {
+    let decoded = decode_input(model, &request, serving.limits.max_rows).and_then(|rows| {
         let outputs = requested_outputs(&request)?;
         Ok((rows, outputs))
     });
-    let (rows, outputs) = decoded.or_else(|error| scoring::recorded(&model, call.deadline, Err(error)))?;
-    let scores = call.score(&model, rows).await?;
-    Ok(encode_outputs(&model, request.id, &scores, &outputs, raw))
+    let (rows, outputs) = decoded.or_else(|error| scoring::recorded(model, call.deadline, Err(error)))?;
+    let scores = call.score(&route, rows).await?;
+    Ok(encode_outputs(model, request.id, &scores, &outputs, raw))
 }
 
 /// The request's one input tensor as rows for the core (public for the fuzz

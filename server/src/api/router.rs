@@ -4,10 +4,11 @@
 
 use super::auth::{AdminGuard, Authenticator, KeyStore};
 use super::serving::Serving;
-use super::{gate, open_inference, v1};
+use super::{gate, open_inference, rollouts, v1};
 use crate::config::{Settings, seconds};
 use candela::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use candela::v1::inference_server::InferenceServer;
+use candela::v1::rollouts_server::RolloutsServer;
 use std::sync::Arc;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
@@ -35,7 +36,7 @@ pub struct Routers {
 
 /// Builds the routers. The inference services (and reflection, with
 /// --auth-reflection) check API keys when `keys` is set (admin keys pass
-/// too); repository control needs an `admin` key; health never checks one,
+/// too); repository control and the rollouts service need an `admin` key; health never checks one,
 /// so probes need no key.
 pub fn router(
     serving: Arc<Serving>,
@@ -65,6 +66,8 @@ pub fn router(
         auth.clone(),
     );
     let serving_for_gate = serving.clone();
+    // Admin only: the gate checks the admin key before the call reaches it.
+    let rollouts = RolloutsServer::new(rollouts::RolloutsApi::new(serving.clone()));
     let open_inference = InterceptedService::new(
         GrpcInferenceServiceServer::new(open_inference::OpenInferenceApi::new(serving))
             .max_decoding_message_size(hard_limit),
@@ -87,7 +90,8 @@ pub fn router(
         .add_service(InterceptedService::new(reflection_v1, reflection_auth.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, reflection_auth))
         .add_service(inference)
-        .add_service(open_inference);
+        .add_service(open_inference)
+        .add_service(rollouts);
     Ok(Routers { main, health_only, reporter })
 }
 

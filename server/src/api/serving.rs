@@ -7,7 +7,8 @@ use super::call::Call;
 use crate::config::Settings;
 use crate::core::error::ServeError;
 use crate::core::live::LiveRepository;
-use crate::core::registry::{Registry, ServedModel};
+use crate::core::registry::Registry;
+use crate::core::rollout::Route;
 use crate::observe::metrics::Metrics;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -101,9 +102,10 @@ impl Serving {
             .ok_or_else(|| ServeError::Unavailable("the server is still loading its models; retry shortly".into()))
     }
 
-    /// The model a request names (see `Registry::resolve`).
-    pub fn resolve(&self, segment: &str, version: u64) -> Result<Arc<ServedModel>, ServeError> {
-        self.repository()?.resolve(segment, version)?.ok_or_else(still_loading)
+    /// Where `call`'s request for `segment` and `version` goes (see
+    /// `Registry::route`): the call's routing key draws the canary.
+    pub fn route(&self, call: &Call, segment: &str, version: u64) -> Result<Route, ServeError> {
+        self.repository()?.route(segment, version, call.routing_key())?.ok_or_else(still_loading)
     }
 
     /// The context of a call arriving with `metadata` (see `Call::new`).

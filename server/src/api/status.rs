@@ -58,6 +58,7 @@ mod tests {
             (Canonical::DeadlineExceeded, Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
             (Canonical::NotFound, Code::NotFound, "NOT_FOUND"),
             (Canonical::ResourceExhausted, Code::ResourceExhausted, "RESOURCE_EXHAUSTED"),
+            (Canonical::FailedPrecondition, Code::FailedPrecondition, "FAILED_PRECONDITION"),
             (Canonical::Internal, Code::Internal, "INTERNAL"),
             (Canonical::Unavailable, Code::Unavailable, "UNAVAILABLE"),
         ] {

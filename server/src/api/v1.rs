@@ -6,9 +6,11 @@ use super::call::Call;
 use super::serving::Serving;
 use super::streams::{ResponseStream, message_stream};
 use crate::core::error::ServeError;
-use crate::core::registry::{Registry, ServedModel};
+use crate::core::registry::Registry;
+use crate::core::rollout::Route;
+use crate::core::scores::Scores;
 use crate::core::scoring::Fields;
-use crate::core::scoring::{self, Rows, Scores};
+use crate::core::scoring::{self, Rows};
 use crate::model::LoadedModel;
 use candela::v1::{self, inference_server::Inference};
 use prost::Message;
@@ -39,17 +41,18 @@ impl Inference for CandelaApi {
             let _permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
             self.serving.check_message_size(request.encoded_len())?;
-            let model = self.serving.resolve(&request.segment, request.version)?;
+            let route = self.serving.route(&call, &request.segment, request.version)?;
+            let model = &route.model;
             let rows = Rows {
                 fields: &RowsField::Features,
                 width: request.features.len(),
                 values: request.features,
                 max_rows: 1,
             };
-            let scores = call.score(&model, rows).await?;
-            let prediction = predictions(&model, &scores).pop();
+            let scores = call.score(&route, rows).await?;
+            let prediction = predictions(model, &scores).pop();
             tracing::debug!(request = call.log_id, segment = model.segment, version = model.version, "predict");
-            Ok(v1::PredictResponse { prediction, model: Some(model_ref(&model)), request_id: call.request_id.clone() })
+            Ok(v1::PredictResponse { prediction, model: Some(model_ref(model)), request_id: call.request_id.clone() })
         }
         .await;
         call.finish(result).map(Response::new)
@@ -64,9 +67,10 @@ impl Inference for CandelaApi {
             let _permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
             self.serving.check_message_size(request.encoded_len())?;
-            let (model, rows) = batch_rows(&self.serving, &request.segment, request.version, request.rows)?;
-            let scores = call.score(&model, rows).await?;
-            let predictions = predictions(&model, &scores);
+            let (route, rows) = batch_rows(&self.serving, &call, &request.segment, request.version, request.rows)?;
+            let model = &route.model;
+            let scores = call.score(&route, rows).await?;
+            let predictions = predictions(model, &scores);
             let rows = predictions.len();
             tracing::debug!(
                 request = call.log_id,
@@ -77,7 +81,7 @@ impl Inference for CandelaApi {
             );
             Ok(v1::BatchPredictResponse {
                 predictions,
-                model: Some(model_ref(&model)),
+                model: Some(model_ref(model)),
                 request_id: call.request_id.clone(),
             })
         }
@@ -96,15 +100,17 @@ impl Inference for CandelaApi {
             let permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
             self.serving.check_message_size(request.encoded_len())?;
-            let (model, rows) = batch_rows(&self.serving, &request.segment, request.version, request.rows)?;
-            call.routed(&model);
+            let (route, rows) = batch_rows(&self.serving, &call, &request.segment, request.version, request.rows)?;
+            let model = &route.model;
+            call.routed(model);
             // The whole batch is checked before the first chunk, so a bad row
             // ends the call with a status rather than halfway through the results.
-            scoring::check(&model, &rows).or_else(|error| scoring::recorded(&model, call.deadline, Err(error)))?;
-            Ok((permit, model, rows))
+            scoring::check(model, &rows).or_else(|error| scoring::recorded(model, call.deadline, Err(error)))?;
+            Ok((permit, route, rows))
         }
         .await;
-        let (permit, model, rows) = started.map_err(|error| call.refuse(error))?;
+        let (permit, route, rows) = started.map_err(|error| call.refuse(error))?;
+        let model = route.model.clone();
         let chunk_rows = self.serving.limits.stream_chunk_rows;
         // Room for every chunk (at most --max-rows rows): scoring never waits
         // for the reader, so the call holds its --max-concurrent-requests slot
@@ -113,7 +119,7 @@ impl Inference for CandelaApi {
         let (sender, receiver) = mpsc::channel(chunks + 1);
         tokio::spawn(async move {
             let _permit = permit;
-            let outcome = stream_chunks(&model, rows, chunk_rows, &call, &sender).await;
+            let outcome = stream_chunks(&route, rows, chunk_rows, &call, &sender).await;
             let outcome = scoring::recorded(&model, call.deadline, outcome);
             if let Err(error) = call.finished(outcome) {
                 // The same Status, details included, as a unary call would get.
@@ -157,18 +163,23 @@ impl Inference for CandelaApi {
 }
 
 /// Scores a checked BatchPredictStream request's rows `chunk_rows` at a time,
-/// sending each chunk's predictions as soon as it is scored.
+/// sending each chunk's predictions as soon as it is scored (and offering
+/// each to the route's shadow, when the call was drawn for one).
 async fn stream_chunks(
-    model: &ServedModel,
+    route: &Route,
     rows: Rows,
     chunk_rows: usize,
     call: &Call,
     sender: &mpsc::Sender<Result<v1::BatchPredictChunk, Status>>,
 ) -> Result<(), ServeError> {
+    let model = &route.model;
     for (index, chunk) in rows.values.chunks(chunk_rows * model.network.inputs()).enumerate() {
         let first_row = index * chunk_rows;
         let scored = scoring::score(model, chunk.to_vec(), rows.fields, first_row, call.deadline).await?;
         call.scored(scored.scores.rows().len(), &scored.timing);
+        if let Some(shadow) = &route.shadow {
+            shadow.offer(chunk.to_vec(), rows.width, &scored.scores);
+        }
         let chunk = v1::BatchPredictChunk {
             first_row: first_row as u64,
             predictions: predictions(model, &scored.scores),
@@ -185,11 +196,13 @@ async fn stream_chunks(
 /// Routes a batch request and unpacks its rows for the core.
 fn batch_rows(
     serving: &Serving,
+    call: &Call,
     segment: &str,
     version: u64,
     rows: Option<v1::Rows>,
-) -> Result<(Arc<ServedModel>, Rows), ServeError> {
-    let model = serving.resolve(segment, version)?;
+) -> Result<(Route, Rows), ServeError> {
+    let route = serving.route(call, segment, version)?;
+    let model = &route.model;
     let rows = rows.ok_or_else(|| {
         ServeError::invalid(
             "rows",
@@ -202,7 +215,7 @@ fn batch_rows(
         values: rows.values,
         max_rows: serving.limits.max_rows,
     };
-    Ok((model, rows))
+    Ok((route, rows))
 }
 
 /// Scores one StreamPredict message; its failure becomes that message's error response.
@@ -215,11 +228,11 @@ async fn score_stream_message(
     let outcome = async {
         let _permit = serving.admit()?;
         serving.check_message_size(message.encoded_len())?;
-        let (model, rows) = batch_rows(serving, &message.segment, message.version, message.rows)?;
-        let scores = call.score(&model, rows).await?;
+        let (route, rows) = batch_rows(serving, call, &message.segment, message.version, message.rows)?;
+        let scores = call.score(&route, rows).await?;
         Ok::<_, ServeError>(v1::BatchResult {
-            predictions: predictions(&model, &scores),
-            model: Some(model_ref(&model)),
+            predictions: predictions(&route.model, &scores),
+            model: Some(model_ref(&route.model)),
         })
     }
     .await;

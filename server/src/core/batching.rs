@@ -273,16 +273,22 @@ impl Batcher {
             return;
         }
         let rows: usize = jobs.iter().map(|job| job.rows).sum();
-        let result = match &jobs[..] {
-            [only] => model.network.forward(&only.values),
+        let merged: Vec<f32>;
+        let values: &[f32] = match &jobs[..] {
+            [only] => &only.values,
             jobs => {
                 let mut values = Vec::with_capacity(rows * model.network.inputs());
                 for job in jobs {
                     values.extend_from_slice(&job.values);
                 }
-                model.network.forward(&values)
+                merged = values;
+                &merged
             }
         };
+        let result = model.network.forward(values);
+        if let (Ok(pass), Some(drift)) = (&result, &stats.drift) {
+            drift.record(values, model.network.inputs(), &pass.probabilities, model.network.classes());
+        }
         let stages = result.as_ref().map(|pass| pass.stages).unwrap_or_default();
         stats.record_pass(rows, stages);
         self.metrics.pass(&model.segment, model.version, rows, stages.total());

@@ -48,6 +48,9 @@ pub enum ServeError {
     /// The caller's deadline passed before the work could be done; it was dropped.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The server is not in a state the request can act on (no canary to roll back).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A bug. The front logs it with the request's id (never with feature
     /// values) and tells the caller that id.
     #[error("internal error: {0}")]
@@ -72,6 +75,7 @@ impl ServeError {
             ServeError::Unavailable(_) => Canonical::Unavailable,
             ServeError::Overloaded { .. } => Canonical::ResourceExhausted,
             ServeError::DeadlineExceeded(_) => Canonical::DeadlineExceeded,
+            ServeError::FailedPrecondition(_) => Canonical::FailedPrecondition,
             ServeError::Internal(_) => Canonical::Internal,
         }
     }
@@ -95,6 +99,7 @@ pub enum Canonical {
     DeadlineExceeded = 4,
     NotFound = 5,
     ResourceExhausted = 8,
+    FailedPrecondition = 9,
     Internal = 13,
     Unavailable = 14,
 }
@@ -113,6 +118,7 @@ impl Canonical {
             Canonical::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Canonical::NotFound => "NOT_FOUND",
             Canonical::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Canonical::FailedPrecondition => "FAILED_PRECONDITION",
             Canonical::Internal => "INTERNAL",
             Canonical::Unavailable => "UNAVAILABLE",
         }

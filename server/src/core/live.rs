@@ -11,7 +11,10 @@
 
 use crate::core::batching::Overrides;
 use crate::core::error::{ServeError, echo};
-use crate::core::registry::{Compute, Registry, ServedModel};
+use crate::core::policies::{self, Policies, SegmentStatus};
+use crate::core::registry::Registry;
+use crate::core::rollout::Route;
+use crate::core::served::{Compute, ServedModel};
 use crate::model::error::{LoadError, LoadErrors};
 use crate::model::remote::Location;
 use crate::model::repository::{self, Fingerprint, Found};
@@ -126,6 +129,8 @@ struct Books {
     logged: BTreeSet<String>,
     /// Versions already reported stale.
     stale: BTreeSet<(String, u64)>,
+    /// The segments' rollout policies.
+    policies: Policies,
 }
 
 /// The live repository and the registry it publishes.
@@ -140,6 +145,9 @@ pub struct LiveRepository {
     status: Mutex<BTreeMap<(String, u64), VersionStatus>>,
     /// How many models are served, for readiness.
     count: watch::Sender<usize>,
+    /// Why each segment's last rollout.json was refused (for status, never
+    /// held across a load).
+    refused: Mutex<BTreeMap<String, String>>,
 }
 
 impl LiveRepository {
@@ -154,6 +162,7 @@ impl LiveRepository {
             books: Mutex::new(Books::default()),
             status: Mutex::new(BTreeMap::new()),
             count: watch::channel(0).0,
+            refused: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -162,12 +171,12 @@ impl LiveRepository {
         self.served.load_full()
     }
 
-    /// The model a request names (see `Registry::resolve`), read from the
-    /// current registry without taking a reference to the registry itself:
-    /// the request path's one read of the served set.
-    pub fn resolve(&self, segment: &str, version: u64) -> Result<Option<Arc<ServedModel>>, ServeError> {
+    /// Where a request goes (see `Registry::route`), read from the current
+    /// registry without taking a reference to the registry itself: the
+    /// request path's one read of the served set.
+    pub fn route(&self, segment: &str, version: u64, key: &str) -> Result<Option<Route>, ServeError> {
         match &*self.served.load() {
-            Some(registry) => registry.resolve(segment, version).map(|model| Some(model.clone())),
+            Some(registry) => registry.route(segment, version, key).map(Some),
             None => Ok(None),
         }
     }
@@ -238,6 +247,33 @@ impl LiveRepository {
         Ok(())
     }
 
+    /// The release state of every served segment (or only `segment`).
+    pub fn rollout_status(&self, segment: Option<&str>) -> Result<Vec<SegmentStatus>, ServeError> {
+        let registry = self.current().ok_or_else(|| ServeError::Unavailable("no models are served yet".into()))?;
+        if let Some(segment) = segment
+            && !registry.models().any(|model| model.segment == segment)
+        {
+            return Err(ServeError::NotFound(format!("the server serves no segment `{}`", echo(segment))));
+        }
+        Ok(policies::status(&registry, &lock(&self.refused), segment))
+    }
+
+    /// Sets `segment`'s canary share to 0 now, on this replica, until its
+    /// rollout.json changes.
+    pub fn roll_back(&self, segment: &str) -> Result<(), ServeError> {
+        let registry = self.current().ok_or_else(|| ServeError::Unavailable("no models are served yet".into()))?;
+        let Some(rollout) = registry.rollout(segment) else {
+            return Err(ServeError::FailedPrecondition(format!(
+                "segment `{}` has no rollout policy in force: nothing to roll back",
+                echo(segment)
+            )));
+        };
+        rollout
+            .state
+            .roll_back("rolled back by an operator (candela rollout rollback)", "operator")
+            .map_err(ServeError::FailedPrecondition)
+    }
+
     /// Every version the server knows, with its state.
     pub fn index(&self) -> Vec<VersionStatus> {
         lock(&self.status).values().cloned().collect()
@@ -286,13 +322,23 @@ impl LiveRepository {
         let gone: Vec<(String, u64)> = books.entries.keys().filter(|key| !keys.contains(*key)).cloned().collect();
         for key in gone {
             if let Some(entry) = books.entries.remove(&key)
-                && entry.served.is_some()
+                && let Some(model) = entry.served
             {
                 self.metrics.model_unloaded(&key.0, key.1);
+                self.metrics.release.drift_removed(&key.0, key.1, &model.manifest.features);
                 report.removed.push(key);
             }
         }
-        if report.changed() || self.served.load().is_none() {
+        let mut served: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for ((segment, version), entry) in &books.entries {
+            if entry.served.is_some() {
+                served.entry(segment.clone()).or_default().push(*version);
+            }
+        }
+        let root = self.options.location.dir();
+        let policies_changed = books.policies.read(root, &served, &self.metrics, &mut report.problems);
+        *lock(&self.refused) = books.policies.refusals();
+        if report.changed() || policies_changed || self.served.load().is_none() {
             self.publish(books, &mut report);
         }
         // The index follows what requests see: updated after the swap.
@@ -391,7 +437,8 @@ impl LiveRepository {
             report.problems.push(LoadError::Refused { path: self.options.location.dir().to_path_buf(), reason });
             default = None;
         }
-        let registry = Registry::new(models, default).expect("the default segment is among the models");
+        let registry =
+            Registry::new(models, default, books.policies.states()).expect("the default segment is among the models");
         self.served.store(Some(Arc::new(registry)));
         self.count.send_replace(count);
     }
@@ -443,7 +490,39 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// How often the rollout guards and the drift gauges are brought up to date.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(100);
+
 impl LiveRepository {
+    /// Closes the rollout guards' windows as they end and updates the drift
+    /// gauges (each second), until `stop` resolves. Light: counters are read,
+    /// nothing is locked on the request path.
+    pub async fn supervise(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut ticks = tokio::time::interval(SUPERVISE_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_drift = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = &mut stop => return,
+            }
+            let Some(registry) = self.current() else { continue };
+            let now = std::time::Instant::now();
+            for rollout in registry.rollouts() {
+                rollout.tick(now);
+            }
+            if now.duration_since(last_drift) >= Duration::from_secs(1) {
+                last_drift = now;
+                for model in registry.models() {
+                    if let Some(report) = model.stats.drift.as_ref().and_then(|drift| drift.report()) {
+                        self.metrics.release.set_drift(&model.segment, model.version, &report.features, report.score);
+                    }
+                }
+            }
+        }
+    }
+
     /// Rescans every `poll` (none: never on a timer) and whenever `hangups`
     /// fires (SIGHUP), until `stop` resolves.
     pub async fn watch(

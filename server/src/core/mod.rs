@@ -1,15 +1,22 @@
-//! The serving core, transport-neutral: the served models and their
-//! registry (`registry`), swapped as the repository changes (`live`),
-//! scoring (`scoring`: the one path every call's rows take, validation
-//! first), dynamic batching and the compute workers, per-model
-//! statistics, and the core's error. It never imports tonic, prost or the
-//! generated protocol types; the front translates to and from them. It reads
-//! models through the model layer and reports to the observe sinks.
-
+//! The serving core, transport-neutral: the served models (`served`) and
+//! their registry (`registry`), swapped as the repository changes (`live`,
+//! with each segment's rollout policy read by `policies`), scoring
+//! (`scoring`: the one path every call's rows take, validation first;
+//! `scores`: what a model answers), release safety (`rollout`: canary
+//! split, shadow, guard) and drift (`drift`), dynamic batching and the
+//! compute workers, per-model statistics, and the core's error. It never
+//! imports tonic, prost or the generated protocol types; the front
+//! translates to and from them. It reads models through the model layer and
+//! reports to the observe sinks.
 pub mod batching;
+pub mod drift;
 pub mod error;
 pub mod live;
+pub mod policies;
 pub mod registry;
+pub mod rollout;
+pub mod scores;
 pub mod scoring;
+pub mod served;
 pub mod stats;
 pub mod workers;

@@ -1,80 +1,30 @@
-//! The served models: each loaded model with its request queue and
-//! statistics (`ServedModel`), and segment + version → model (`Registry`).
-//! The registry is built once from the loaded repository and never mutated,
-//! so every request reads it without a lock.
+//! The served set: segment + version → served model (`Registry`), with each
+//! segment's rollout policy bound to its models. The registry is built once
+//! per reload and never mutated, so every request reads it without a lock.
 
-use crate::core::batching::{Batcher, Overrides, Policy};
 use crate::core::error::{ServeError, echo};
-use crate::core::stats::ModelStats;
-use crate::core::workers::Workers;
+use crate::core::rollout::{PolicyState, Rollout, Route};
+use crate::core::served::ServedModel;
 use crate::model::LoadedModel;
-use crate::observe::metrics::Metrics;
 use std::collections::BTreeMap;
-use std::ops::Deref;
 use std::sync::Arc;
 
-/// A loaded model as the core serves it: the model, the queue its compute
-/// workers take merged forward passes from, the workers, and what it has
-/// served. Requests hold it (`Arc`) while they run; when the last holder
-/// lets go (the registry dropped it and its requests finished), its queue
-/// closes and its workers finish what is queued and exit, releasing the
-/// model's memory.
-pub struct ServedModel {
-    pub loaded: Arc<LoadedModel>,
-    pub batcher: Arc<Batcher>,
-    pub stats: Arc<ModelStats>,
-    _workers: Workers,
-}
-
-/// How many compute workers each model gets, and how many threads each.
-#[derive(Debug, Clone, Copy)]
-pub struct Compute {
-    pub workers: usize,
-    pub threads: usize,
-}
-
-impl ServedModel {
-    /// Serves `loaded` under its manifest's batching policy as `overrides`
-    /// change it, on `compute` workers of its own, reporting to `metrics`.
-    pub fn new(
-        loaded: LoadedModel,
-        overrides: &Overrides,
-        compute: Compute,
-        metrics: Arc<Metrics>,
-    ) -> Result<ServedModel, rayon::ThreadPoolBuildError> {
-        let policy = Policy::resolve(&loaded.manifest.batching, overrides);
-        let (loaded, stats) = (Arc::new(loaded), Arc::new(ModelStats::default()));
-        let batcher = Arc::new(Batcher::new(policy, metrics));
-        let workers = Workers::start(&loaded, &batcher, &stats, compute.workers, compute.threads)?;
-        Ok(ServedModel { loaded, batcher, stats, _workers: workers })
-    }
-}
-
-impl Drop for ServedModel {
-    fn drop(&mut self) {
-        self.batcher.close();
-    }
-}
-
-/// A served model is its loaded model (segment, version, manifest, network)
-/// plus serving state; requests read both through it.
-impl Deref for ServedModel {
-    type Target = LoadedModel;
-    fn deref(&self) -> &LoadedModel {
-        &self.loaded
-    }
-}
-
-/// Every served model, by segment then version.
+/// Every served model, by segment then version, and the segments' rollouts.
 pub struct Registry {
     segments: BTreeMap<String, BTreeMap<u64, Arc<ServedModel>>>,
     default_segment: Option<String>,
+    rollouts: BTreeMap<String, Rollout>,
 }
 
 impl Registry {
-    /// Indexes `models`. The default segment is `configured` when given (it must
-    /// exist), else the only segment when there is exactly one, else none.
-    pub fn new(models: Vec<Arc<ServedModel>>, configured: Option<&str>) -> Result<Registry, String> {
+    /// Indexes `models` and binds `policies` (checked against them) to them.
+    /// The default segment is `configured` when given (it must exist), else
+    /// the only segment when there is exactly one, else none.
+    pub fn new(
+        models: Vec<Arc<ServedModel>>,
+        configured: Option<&str>,
+        policies: Vec<Arc<PolicyState>>,
+    ) -> Result<Registry, String> {
         let mut segments: BTreeMap<String, BTreeMap<u64, Arc<ServedModel>>> = BTreeMap::new();
         for model in models {
             segments.entry(model.segment.clone()).or_default().insert(model.version, model);
@@ -90,22 +40,36 @@ impl Registry {
             None if segments.len() == 1 => segments.keys().next().cloned(),
             None => None,
         };
-        Ok(Registry { segments, default_segment })
+        let mut rollouts = BTreeMap::new();
+        for state in policies {
+            let Some(versions) = segments.get(&state.segment) else { continue };
+            let find = |version: u64| versions.get(&version).cloned();
+            let policy = &state.policy;
+            let Some(stable) = find(policy.stable) else { continue };
+            let canary = policy.canary.and_then(|share| find(share.version));
+            let shadow = policy.shadow.and_then(|share| find(share.version));
+            rollouts.insert(state.segment.clone(), Rollout::new(state.clone(), stable, canary, shadow));
+        }
+        Ok(Registry { segments, default_segment, rollouts })
     }
 
-    /// The model for a request: `segment` empty → the default segment,
-    /// `version` 0 → the newest version.
+    /// Where a request goes: a pinned version, else, under a rollout policy,
+    /// the canary or the stable version as the routing `key` draws (see
+    /// `Rollout::route`), else the newest version.
+    pub fn route(&self, segment: &str, version: u64, key: &str) -> Result<Route, ServeError> {
+        let name = self.segment_name(segment)?;
+        if version == 0
+            && let Some(rollout) = self.rollouts.get(name)
+        {
+            return Ok(rollout.route(key));
+        }
+        self.resolve(name, version).map(|model| Route::to(model.clone()))
+    }
+
+    /// The model a request names: `segment` empty → the default segment,
+    /// `version` 0 → the stable version of a rollout policy, else the newest.
     pub fn resolve(&self, segment: &str, version: u64) -> Result<&Arc<ServedModel>, ServeError> {
-        let segment = if segment.is_empty() {
-            self.default_segment.as_deref().ok_or_else(|| {
-                ServeError::invalid(
-                    "segment",
-                    format!("is required: this server has no default segment; name one of: {}", self.segment_list()),
-                )
-            })?
-        } else {
-            segment
-        };
+        let segment = self.segment_name(segment)?;
         let versions = self.segments.get(segment).ok_or_else(|| {
             ServeError::NotFound(format!(
                 "unknown segment `{}`; this server serves: {}",
@@ -113,7 +77,11 @@ impl Registry {
                 self.segment_list()
             ))
         })?;
-        let found = if version == 0 { versions.values().next_back() } else { versions.get(&version) };
+        let found = match (version, self.rollouts.get(segment)) {
+            (0, Some(rollout)) => Some(&rollout.stable),
+            (0, None) => versions.values().next_back(),
+            _ => versions.get(&version),
+        };
         found.ok_or_else(|| {
             let known: Vec<String> = versions.keys().map(u64::to_string).collect();
             ServeError::NotFound(format!(
@@ -121,6 +89,30 @@ impl Registry {
                 known.join(", ")
             ))
         })
+    }
+
+    /// The segment a request names (`""`: the default segment).
+    fn segment_name<'a>(&'a self, segment: &'a str) -> Result<&'a str, ServeError> {
+        if segment.is_empty() {
+            self.default_segment.as_deref().ok_or_else(|| {
+                ServeError::invalid(
+                    "segment",
+                    format!("is required: this server has no default segment; name one of: {}", self.segment_list()),
+                )
+            })
+        } else {
+            Ok(segment)
+        }
+    }
+
+    /// Every segment's rollout.
+    pub fn rollouts(&self) -> impl Iterator<Item = &Rollout> {
+        self.rollouts.values()
+    }
+
+    /// The rollout of `segment`, if it has a policy in force.
+    pub fn rollout(&self, segment: &str) -> Option<&Rollout> {
+        self.rollouts.get(segment)
     }
 
     /// Every model, ordered by segment then version.
@@ -133,8 +125,12 @@ impl Registry {
         self.segments.get(segment).into_iter().flat_map(|versions| versions.keys().copied())
     }
 
-    /// Whether `model` is the version a request pinning none would get.
+    /// Whether `model` is the version a request pinning none would get
+    /// (the stable version, under a rollout policy).
     pub fn is_latest(&self, model: &LoadedModel) -> bool {
+        if let Some(rollout) = self.rollouts.get(&model.segment) {
+            return rollout.stable.version == model.version;
+        }
         self.segments
             .get(&model.segment)
             .and_then(|v| v.keys().next_back())

@@ -11,28 +11,10 @@
 
 use crate::core::batching::{Blamed, Outcome, Timing};
 use crate::core::error::{MAX_VIOLATIONS, ServeError, Violation};
-use crate::core::registry::ServedModel;
+use crate::core::scores::Scores;
+use crate::core::served::ServedModel;
 use crate::model::LoadedModel;
 use std::time::{Duration, Instant};
-
-/// Row-major class probabilities, `classes` per row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Scores {
-    pub probabilities: Vec<f32>,
-    pub classes: usize,
-}
-
-impl Scores {
-    /// Each row's probabilities.
-    pub fn rows(&self) -> impl ExactSizeIterator<Item = &[f32]> {
-        self.probabilities.chunks_exact(self.classes)
-    }
-
-    /// The index of a row's most probable class (the first, on a tie).
-    pub fn class_of(row: &[f32]) -> usize {
-        row.iter().enumerate().fold(0, |best, (i, p)| if *p > row[best] { i } else { best })
-    }
-}
 
 /// Scores, and where the time to compute them went.
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 //! PyTorch's `nn.Sequential` names them (`{index}.weight`), so this file only
 //! says *which* layers exist, never their sizes: sizes are read from the tensors.
 
+use super::monitoring::Monitoring;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -36,6 +37,9 @@ pub struct Manifest {
     /// every file matches: a copy still in progress is never served.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, String>,
+    /// Training statistics of the features and the score, for drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<Monitoring>,
 }
 
 /// A model's dynamic-batching preferences.

@@ -1,7 +1,9 @@
 //! The model layer: what a model version is once loaded, and everything that
 //! happens at load time only: the repository scan (`repository`), mirroring
 //! one in object storage (`remote`), reading
-//! files within limits (`files`), the `model.json` manifest (`manifest`),
+//! files within limits (`files`), the `model.json` manifest (`manifest`,
+//! with its training statistics in `monitoring`), a segment's rollout
+//! policy file (`rollout`),
 //! building and warming the network (`network`, with `hints` for tensors
 //! that are not where the manifest says) and opening the device (`device`).
 //! The network's forward pass is the one model interface the serving core
@@ -13,9 +15,11 @@ pub mod error;
 pub mod files;
 mod hints;
 pub mod manifest;
+pub mod monitoring;
 pub mod network;
 pub mod remote;
 pub mod repository;
+pub mod rollout;
 
 use manifest::Manifest;
 use network::Network;

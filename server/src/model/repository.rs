@@ -214,6 +214,12 @@ pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
     if manifest.layers.is_empty() {
         return Err("`layers` is empty: list the network's layers in order".into());
     }
+    if let Some(monitoring) = &manifest.monitoring {
+        monitoring.check(&manifest.features)?;
+    }
+    if let Some(monitoring) = &manifest.monitoring {
+        monitoring.check(&manifest.features)?;
+    }
     for (name, digest) in &manifest.files {
         if name == MANIFEST_FILE || name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
             return Err(format!(

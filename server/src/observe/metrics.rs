@@ -6,6 +6,7 @@
 //! Labels are bounded: segments and versions come from the repository, never
 //! from what a caller typed. A leaf: callers pass plain labels.
 
+use super::release::ReleaseMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -95,6 +96,8 @@ pub struct Metrics {
     max_model_age: Mutex<Option<Duration>>,
     reloads: Family<ReloadLabels, Counter>,
     last_reload: Family<ReloadLabels, Gauge<f64, AtomicU64>>,
+    /// Canary, shadow, guard and drift series.
+    pub release: ReleaseMetrics,
 }
 
 impl Metrics {
@@ -117,6 +120,7 @@ impl Metrics {
             max_model_age: Mutex::new(None),
             reloads: Family::default(),
             last_reload: Family::default(),
+            release: ReleaseMetrics::new(),
             registry: Registry::default(),
         };
         registry.register(
@@ -172,6 +176,7 @@ impl Metrics {
         let build: Family<BuildLabels, Gauge> = Family::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("candela_build_info", "The running build (value 1)", build);
+        metrics.release.register(&mut registry);
         Metrics { registry, ..metrics }
     }
 

@@ -5,6 +5,7 @@
 
 use super::synthetic::{self, FEATURES, LABELS, Segment};
 use crate::model::manifest::{DTypeName, LayerSpec, Manifest, Provenance};
+use crate::model::monitoring::{Bins, Monitoring, decile_edges};
 use crate::model::{MANIFEST_FILE, WEIGHTS_FILE};
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
@@ -135,6 +136,7 @@ pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> 
         tensor_prefix: String::new(),
         batching: Default::default(),
         files: BTreeMap::new(),
+        monitoring: Some(monitoring(&train.values, n, &fraud_scores)),
         layers: vec![
             LayerSpec::Standardize,
             LayerSpec::Linear { bias: true },
@@ -160,6 +162,29 @@ pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> 
         },
     };
     Ok(Trained { manifest, tensors, held_out_auc })
+}
+
+/// The training statistics drift is measured against: each feature's
+/// deciles over the training rows (row-major `values`, `n` per row) and the
+/// share of rows in each bin, and the same for the held-out fraud `scores`.
+fn monitoring(values: &[f32], n: usize, scores: &[f32]) -> Monitoring {
+    let histogram = |column: Vec<f64>| {
+        let mut sorted = column.clone();
+        let edges = decile_edges(&mut sorted);
+        let bins = Bins::of(column.into_iter(), edges);
+        // Six significant digits keep model.json readable; shares still sum to 1 within 1e-5.
+        let round = |v: f64| format!("{v:.6e}").parse::<f64>().unwrap_or(v);
+        Bins {
+            edges: bins.edges.into_iter().map(round).collect(),
+            shares: bins.shares.into_iter().map(round).collect(),
+        }
+    };
+    let features = synthetic::feature_names(n)
+        .into_iter()
+        .enumerate()
+        .map(|(col, name)| (name, histogram(values.iter().skip(col).step_by(n).map(|v| f64::from(*v)).collect())))
+        .collect();
+    Monitoring { features, score: Some(histogram(scores.iter().map(|v| f64::from(*v)).collect())) }
 }
 
 /// Writes `trained` as `dir/model.safetensors`, then `dir/model.json`
