@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The cost of release safety on the request path, from one run of the release
-# server over three segments serving the same demo model: `plain` (no policy),
-# `routed` (a rollout policy with a 10 % canary of an identical copy, so every
-# call is drawn by hash) and `shadowed` (a 100 % shadow: every row scored
-# again by another model after the caller's answer). `candela bench` loads
-# each in turn, interleaved, ROUNDS times, for Predict at concurrency 8 and
-# BatchPredict of 64 rows at concurrency 8; reports medians of the rounds and
-# the same-run ratios routed/plain and shadowed/plain (throughput, p50, p99),
-# and what the shadow scored and dropped.
+# server over four segments serving the same demo model: `bare` (no training
+# statistics, no policy), `drift` (the demo model.json's statistics: drift
+# counted in every pass), `routed` (drift + a rollout policy with a 10 %
+# canary of an identical copy, so every call is drawn by hash) and `shadowed`
+# (drift + a 100 % shadow: every row scored again by another model after the
+# caller's answer). `candela bench` loads each in turn, interleaved, ROUNDS
+# times, for Predict at concurrency 8 and BatchPredict of 64 rows at
+# concurrency 8; reports medians of the rounds and the same-run ratios to
+# `bare` (throughput, p50, p99), and what the shadow scored and dropped.
 # Usage: bench/rollout.sh      (ROUNDS=5 SECONDS_PER_RUN=5 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,10 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$repo"; }
 trap cleanup EXIT
 copy() { mkdir -p "$repo/$3/$4" && cp "models/$1/1/model.safetensors" "models/$1/1/model.json" "$repo/$3/$4/"; }
-copy retail 1 plain 1
+copy retail 1 bare 1
+python3 -c 'import json,sys; p=sys.argv[1]; m=json.load(open(p)); m.pop("monitoring"); json.dump(m, open(p, "w"))' \
+  "$repo/bare/1/model.json"
+copy retail 1 drift 1
 copy retail 1 routed 1
 copy retail 1 routed 2
 echo '{"stable": 1, "canary": {"version": 2, "percent": 10}}' >"$repo/routed/rollout.json"
@@ -40,7 +44,7 @@ until "$target/release/candela" --server "$url" health >/dev/null 2>&1; do sleep
 
 for round in $(seq "$rounds"); do
   for load in predict batch64; do
-    for segment in plain routed shadowed; do
+    for segment in bare drift routed shadowed; do
       case $load in
         predict) args=(--call predict) ;;
         batch64) args=(--call batch-predict --rows 64) ;;
@@ -59,11 +63,11 @@ import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 def runs(load, segment):
     return [json.load(open(f"{out}/{load}-{segment}-{r}.json")) for r in range(1, rounds + 1)]
-print("| load | segment | rows/s | p50 µs | p99 µs | errors | rows/s vs plain | p50 vs plain | p99 vs plain |")
+print("| load | segment | rows/s | p50 µs | p99 µs | errors | rows/s vs bare | p50 vs bare | p99 vs bare |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for load in ("predict", "batch64"):
     base = {}
-    for segment in ("plain", "routed", "shadowed"):
+    for segment in ("bare", "drift", "routed", "shadowed"):
         rs = runs(load, segment)
         rate = statistics.median(r["rows_per_second"] for r in rs)
         p50 = statistics.median(r["latency_us"]["p50"] for r in rs)
