@@ -317,8 +317,11 @@ async fn a_full_shadow_queue_drops_and_counts_rows_and_callers_never_notice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shifted_feature_drifts_and_the_others_do_not() {
-    let (server, mut client, operator, metrics, _keys) =
-        start(&demo_models(), &["--drift-min-rows", "3000", "--drift-window-seconds", "300"]).await;
+    let (server, mut client, operator, metrics, _keys) = start(
+        &demo_models(),
+        &["--drift-min-rows", "3000", "--drift-window-seconds", "300", "--drift-max-rows", "1000000"],
+    )
+    .await;
     let mut data = rows("retail", 4_000);
     let shifted = 0; // amount_log, the first feature
     for row in data.values.chunks_mut(FEATURES) {

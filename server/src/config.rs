@@ -68,6 +68,12 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_DRIFT_MIN_ROWS", default_value_t = 1000)]
     pub drift_min_rows: u64,
 
+    /// About how many rows a drift window counts at most (at least twice
+    /// --drift-min-rows); above it, a random sample, so drift costs the same
+    /// at any rate. 20,000 rows keep the PSI's sampling noise near 0.0005.
+    #[arg(long, env = "CANDELA_DRIFT_MAX_ROWS", default_value_t = 20_000)]
+    pub drift_max_rows: u64,
+
     /// Keys (same format and reload rules as --api-keys-file) that may change
     /// what the server serves: RepositoryModelLoad and RepositoryModelUnload.
     /// Without it those calls are refused.

@@ -204,6 +204,7 @@ async fn start_repository(settings: &Settings, metrics: Arc<Metrics>) -> anyhow:
             drift: DriftSettings {
                 window: Duration::from_secs_f64(settings.drift_window_seconds.max(0.1)),
                 min_rows: settings.drift_min_rows,
+                max_rows: settings.drift_max_rows,
             },
         },
         default_segment: settings.default_segment.clone(),

@@ -3,11 +3,16 @@
 //! Population Stability Index of each feature and of the score, once the
 //! window holds enough rows (PSI on small windows false-alarms). The compute
 //! workers count each forward pass's rows (a local tally, then one short lock
-//! per pass, never per row).
+//! per pass, never per row). Above a budget of rows per window they count a
+//! random sample (gaps drawn uniformly around a mean `stride` that follows
+//! the rate each second, so no batch layout can alias with it), so drift costs
+//! the same at any request rate: a pass with no sampled row costs two
+//! atomic operations.
 
 use crate::core::scores::Scores;
 use crate::model::monitoring::{Bins, Monitoring};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// The sliding window is this many slots; a slot older than the window is reset.
@@ -16,11 +21,18 @@ const SLOTS: u64 = 10;
 /// Shares are floored here in the PSI, so an empty bin does not make it infinite.
 const FLOOR: f64 = 1e-4;
 
-/// How drift is measured (`--drift-window-seconds`, `--drift-min-rows`).
+/// How often the sampling stride follows the rate.
+const RATE_EVERY: Duration = Duration::from_secs(1);
+
+/// How drift is measured (`--drift-window-seconds`, `--drift-min-rows`,
+/// `--drift-max-rows`).
 #[derive(Debug, Clone, Copy)]
 pub struct DriftSettings {
     pub window: Duration,
     pub min_rows: u64,
+    /// About how many rows a window counts at most (at least twice
+    /// `min_rows`); above it, a sample.
+    pub max_rows: u64,
 }
 
 /// One served version's live histograms.
@@ -33,8 +45,39 @@ pub struct Drift {
     width: usize,
     slot: Duration,
     min_rows: u64,
+    max_rows: u64,
     started: Instant,
-    slots: Mutex<Vec<Slot>>,
+    /// Rows served since start, and the index of the next row to count (a
+    /// copy of `Slots::next`, read without the lock).
+    seen: AtomicU64,
+    next: AtomicU64,
+    slots: Mutex<Slots>,
+}
+
+/// The window's slots, and the sampling.
+struct Slots {
+    slots: Vec<Slot>,
+    /// When the stride was last set, and the rows seen then.
+    rated_at: (Instant, u64),
+    /// One row in about `stride` is counted.
+    stride: u64,
+    /// The index (in rows served) of the next row to count.
+    next: u64,
+    /// The sampling's random state (xorshift).
+    random: u64,
+}
+
+impl Slots {
+    /// The gap to the next counted row: uniform in 1..=2·stride−1, mean `stride`.
+    fn gap(&mut self) -> u64 {
+        if self.stride <= 1 {
+            return 1;
+        }
+        self.random ^= self.random << 13;
+        self.random ^= self.random >> 7;
+        self.random ^= self.random << 17;
+        1 + self.random % (2 * self.stride - 1)
+    }
 }
 
 #[derive(Clone, Default)]
@@ -48,6 +91,7 @@ struct Slot {
 /// The PSI of each feature with statistics, and of the score, over the window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriftReport {
+    /// Rows counted (all rows served, or the sample above the budget).
     pub rows: u64,
     /// Feature name and PSI, in the model's feature order.
     pub features: Vec<(String, f64)>,
@@ -82,35 +126,74 @@ impl Drift {
             width,
             slot,
             min_rows: settings.min_rows,
+            max_rows: settings.max_rows.max(2 * settings.min_rows),
             started: Instant::now(),
-            slots: Mutex::new(vec![Slot::default(); SLOTS as usize]),
+            seen: AtomicU64::new(0),
+            next: AtomicU64::new(0),
+            slots: Mutex::new(Slots {
+                slots: vec![Slot::default(); SLOTS as usize],
+                rated_at: (Instant::now(), 0),
+                stride: 1,
+                next: 0,
+                random: 0x9e37_79b9_7f4a_7c15,
+            }),
         })
     }
 
-    /// Counts a forward pass: `values` row-major, `inputs` per row, and its
-    /// `probabilities`, `classes` per row.
+    /// Counts a forward pass (its sampled rows): `values` row-major,
+    /// `inputs` per row, and its `probabilities`, `classes` per row.
     pub fn record(&self, values: &[f32], inputs: usize, probabilities: &[f32], classes: usize) {
-        let mut tally = vec![0u64; self.width];
-        for row in values.chunks_exact(inputs) {
-            for ((col, _, bins), offset) in self.columns.iter().zip(&self.offsets) {
-                tally[offset + bins.bin(f64::from(row[*col]))] += 1;
-            }
-        }
-        if let Some(bins) = &self.score {
-            let offset = self.offsets[self.columns.len()];
-            for row in probabilities.chunks_exact(classes) {
-                tally[offset + bins.bin(f64::from(row[Scores::positive_class(row)]))] += 1;
-            }
+        let rows = (values.len() / inputs.max(1)) as u64;
+        let before = self.seen.fetch_add(rows, Relaxed);
+        if self.next.load(Relaxed) >= before + rows {
+            return;
         }
         let index = self.slot_index();
         let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let slot = &mut slots[(index % SLOTS) as usize];
+        let (rated_at, rated_seen) = slots.rated_at;
+        let since = rated_at.elapsed();
+        let budget = (self.max_rows / SLOTS).max(1);
+        if since >= RATE_EVERY.min(self.slot) {
+            // The stride that keeps a slot at this rate within its share of the budget.
+            let seen = self.seen.load(Relaxed);
+            let per_slot = (seen - rated_seen) as f64 * self.slot.as_secs_f64() / since.as_secs_f64();
+            slots.stride = ((per_slot / budget as f64) as u64).max(1);
+            slots.rated_at = (Instant::now(), seen);
+        }
+        let mut sampled = Vec::new();
+        slots.next = slots.next.max(before);
+        while slots.next < before + rows {
+            sampled.push((slots.next - before) as usize);
+            slots.next += slots.gap();
+        }
+        self.next.store(slots.next, Relaxed);
+        let mut tally = vec![0u64; self.width];
+        for &row in &sampled {
+            let values = &values[row * inputs..(row + 1) * inputs];
+            for ((col, _, bins), offset) in self.columns.iter().zip(&self.offsets) {
+                tally[offset + bins.bin(f64::from(values[*col]))] += 1;
+            }
+            if let Some(bins) = &self.score {
+                let scores = &probabilities[row * classes..(row + 1) * classes];
+                let offset = self.offsets[self.columns.len()];
+                tally[offset + bins.bin(f64::from(scores[Scores::positive_class(scores)]))] += 1;
+            }
+        }
+        let slot = &mut slots.slots[(index % SLOTS) as usize];
         if slot.index != index || slot.counts.is_empty() {
             *slot = Slot { index, rows: 0, counts: vec![0; self.width] };
         }
-        slot.rows += (values.len() / inputs.max(1)) as u64;
+        slot.rows += sampled.len() as u64;
         for (count, add) in slot.counts.iter_mut().zip(tally) {
             *count += add;
+        }
+        // Over its share before the rate caught up (a burst after a quiet
+        // spell): sample half as often at once, so a slot never counts much
+        // more than its share.
+        let over = slot.rows > budget;
+        if over {
+            slots.stride = slots.stride.saturating_mul(2);
+            slots.rated_at = (Instant::now(), self.seen.load(Relaxed));
         }
     }
 
@@ -125,7 +208,7 @@ impl Drift {
         let mut rows = 0;
         {
             let slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            for slot in slots.iter().filter(|slot| !slot.counts.is_empty() && slot.index + SLOTS > now) {
+            for slot in slots.slots.iter().filter(|slot| !slot.counts.is_empty() && slot.index + SLOTS > now) {
                 rows += slot.rows;
                 for (count, add) in counts.iter_mut().zip(&slot.counts) {
                     *count += add;
@@ -179,13 +262,38 @@ mod tests {
     }
 
     #[test]
+    fn above_the_budget_an_evenly_spaced_sample_is_counted() {
+        let features = vec!["a".to_string()];
+        let monitoring = Monitoring {
+            features: [("a".to_string(), Bins { edges: vec![0.0], shares: vec![0.5, 0.5] })].into(),
+            score: None,
+        };
+        let settings = DriftSettings { window: Duration::from_millis(500), min_rows: 10, max_rows: 2_000 };
+        let drift = Drift::new(Some(&monitoring), &features, settings).unwrap();
+        // Alternating rows below and above the edge (a layout an evenly spaced
+        // sample of even stride would alias with), far more than the budget.
+        let pass: Vec<f32> = (0..1000).map(|i| if i % 2 == 0 { -1.0 } else { 1.0 }).collect();
+        let probabilities = vec![0.5; 2000];
+        let until = Instant::now() + Duration::from_millis(300);
+        let mut served = 0;
+        while Instant::now() < until {
+            drift.record(&pass, 1, &probabilities, 2);
+            served += 1000;
+        }
+        let report = drift.report().unwrap();
+        assert!(report.rows <= served, "{} counted of {served}", report.rows);
+        assert!(report.rows <= 2 * 2_000 + 2 * 1_000, "about --drift-max-rows counted: {} of {served}", report.rows);
+        assert!(report.features[0].1 < 0.01, "an unbiased sample of a 50/50 feature: {report:?}");
+    }
+
+    #[test]
     fn nothing_is_reported_below_the_minimum_and_old_rows_leave_the_window() {
         let features = vec!["a".to_string(), "b".to_string()];
         let monitoring = Monitoring {
             features: [("b".to_string(), Bins { edges: vec![0.0], shares: vec![0.5, 0.5] })].into(),
             score: Some(Bins { edges: vec![0.5], shares: vec![0.5, 0.5] }),
         };
-        let settings = DriftSettings { window: Duration::from_millis(200), min_rows: 4 };
+        let settings = DriftSettings { window: Duration::from_millis(200), min_rows: 4, max_rows: 1_000 };
         let drift = Drift::new(Some(&monitoring), &features, settings).unwrap();
         drift.record(&[9.0, -1.0, 9.0, 1.0], 2, &[0.9, 0.1, 0.2, 0.8], 2);
         assert_eq!(drift.report(), None, "2 rows < the minimum of 4");
