@@ -368,5 +368,8 @@ async fn a_policy_naming_an_unloaded_version_is_refused_and_the_old_one_serves()
     assert_eq!(versions.into_iter().collect::<Vec<_>>(), vec![1, 2], "the old split still routes");
     let refused = common::metric(&metrics, "candela_rollout_policies_refused_total", &[("segment", "retail")]).await;
     assert_eq!(refused, 1.0, "counted once, however many polls read the same file");
+    // Put back, the policy in force is no longer shown as refused.
+    write_policy(root.path(), r#"{"stable": 1, "canary": {"version": 2, "percent": 50}}"#);
+    until_status(&operator, 10, "the reverted policy still shows as refused", |r| r.refused.is_empty()).await;
     server.stop().await.unwrap();
 }

@@ -73,6 +73,8 @@ impl Policies {
             if let Some(state) = current
                 && state.policy.check(versions).is_ok()
             {
+                // The file in force (again, if a refused one was reverted).
+                books.refused = None;
                 continue;
             }
             let checked = rollout::parse(&text).and_then(|policy| policy.check(versions).map(|()| policy));
