@@ -226,6 +226,7 @@ struct Lane {
 
 /// Rows the stable version answered, to be scored by the shadow.
 struct ShadowJob {
+    rows: usize,
     values: Vec<f32>,
     width: usize,
     stable: Vec<f32>,
@@ -352,7 +353,7 @@ impl Shadow {
         let lane = &self.lane;
         let rows = scores.rows().len();
         let held = lane.held_rows.fetch_add(rows, Relaxed) + rows;
-        let job = ShadowJob { values, width, stable: scores.probabilities.clone(), classes: scores.classes };
+        let job = ShadowJob { rows, values, width, stable: scores.probabilities.clone(), classes: scores.classes };
         if held > SHADOW_QUEUE_ROWS || self.jobs.try_send(job).is_err() {
             lane.held_rows.fetch_sub(rows, Relaxed);
             lane.dropped(rows);
@@ -369,7 +370,7 @@ impl Lane {
             let Ok(permit) = running.clone().acquire_owned().await else { return };
             let lane = self.clone();
             tokio::spawn(async move {
-                let rows = job.stable.len() / job.classes.max(1);
+                let rows = job.rows;
                 lane.score(job).await;
                 lane.held_rows.fetch_sub(rows, Relaxed);
                 drop(permit);
@@ -385,7 +386,7 @@ impl Lane {
     /// Scores one job with the shadow model and compares it with the stable answer.
     async fn score(&self, job: ShadowJob) {
         let (model, state) = (&self.model, &self.state);
-        let rows = job.stable.len() / job.classes.max(1);
+        let rows = job.rows;
         let failed = |reason: &str| {
             state.shadow.errors.fetch_add(rows as u64, Relaxed);
             state.metrics.release.shadow_failed(&state.segment, model.version, rows);

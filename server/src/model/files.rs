@@ -185,3 +185,14 @@ fn missing_weights(path: std::path::PathBuf) -> LoadError {
     );
     LoadError::Refused { path, reason }
 }
+
+/// Parses a repository JSON file's text (model.json, rollout.json) into `T`,
+/// naming the path of the first field that does not fit.
+pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let deserializer = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner();
+        if at == "." { format!("invalid JSON: {inner}") } else { format!("invalid JSON at `{at}`: {inner}") }
+    })
+}

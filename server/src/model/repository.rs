@@ -193,12 +193,7 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
 /// Parses and checks the text of a `model.json`: valid JSON of the right
 /// shape, features and labels present and unique, layers listed.
 pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
-    let deserializer = &mut serde_json::Deserializer::from_str(text);
-    let manifest: Manifest = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let at = e.path().to_string();
-        let inner = e.into_inner();
-        if at == "." { format!("invalid JSON: {inner}") } else { format!("invalid JSON at `{at}`: {inner}") }
-    })?;
+    let manifest: Manifest = files::parse_json(text)?;
     if manifest.features.is_empty() {
         return Err("`features` is empty: list the input feature names in row order".into());
     }

@@ -149,12 +149,7 @@ pub fn read(segment_dir: &Path) -> Result<Option<String>, String> {
 
 /// Parses a policy file's text.
 pub fn parse(text: &str) -> Result<Policy, String> {
-    let deserializer = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let at = e.path().to_string();
-        let inner = e.into_inner();
-        if at == "." { format!("invalid JSON: {inner}") } else { format!("invalid JSON at `{at}`: {inner}") }
-    })
+    super::files::parse_json(text)
 }
 
 #[cfg(test)]
