@@ -183,8 +183,8 @@ async fn list_and_get_model_describe_schemas_and_provenance() {
     let mut client = common::client(&server).await;
     let list = client.list_models().await.unwrap();
     let names: Vec<(String, u64)> = list.models.iter().map(|m| (m.segment.clone(), m.version)).collect();
-    assert_eq!(names, [("corporate".into(), 1), ("retail".into(), 1), ("sme".into(), 1)]);
-    assert_eq!(list.default_segment, "", "three segments and none configured: no default");
+    assert_eq!(names, [("corporate".into(), 1), ("retail".into(), 1), ("retail-gbt".into(), 1), ("sme".into(), 1)]);
+    assert_eq!(list.default_segment, "", "four segments and none configured: no default");
     let retail = client.get_model("retail").await.unwrap();
     assert_eq!(retail.features.len(), FEATURES);
     assert_eq!(retail.features[0], "amount_log");
@@ -193,6 +193,11 @@ async fn list_and_get_model_describe_schemas_and_provenance() {
     assert_eq!(retail.device, "cpu");
     assert!(retail.is_latest);
     assert_eq!(retail.layers[1], "linear(30→32)");
+    assert_eq!(retail.format, "candle");
+    let trees = client.get_model("retail-gbt").await.unwrap();
+    assert_eq!((trees.format.as_str(), trees.dtype.as_str(), trees.device.as_str()), ("lightgbm", "f64", "cpu"));
+    assert_eq!(trees.features, retail.features, "the tree model scores retail's rows");
+    assert!(trees.layers[0].starts_with("lightgbm binary sigmoid:1: 200 trees"), "{:?}", trees.layers);
     let provenance = retail.provenance.unwrap();
     assert!(provenance.metrics["held_out_auc"] >= 0.9, "{provenance:?}");
     assert!(provenance.training_data.contains("synthetic"));

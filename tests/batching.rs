@@ -27,7 +27,7 @@ fn rows_with_answers(segment: &str, n: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
     .unwrap();
     let model = models.iter().find(|m| m.segment == segment).unwrap();
     let values = rows(segment, n).values;
-    let answers = values.chunks(FEATURES).map(|row| model.network.forward(row).unwrap().probabilities).collect();
+    let answers = values.chunks(FEATURES).map(|row| model.scorer.forward(row).unwrap().probabilities).collect();
     (values, answers)
 }
 

@@ -130,7 +130,7 @@ async fn unknown_segments_and_versions_are_not_found_listing_what_exists() {
     let row = rows("retail", 1).values;
     let status = client.predict("wholesale", row.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    assert_eq!(status.message(), "unknown segment `wholesale`; this server serves: corporate, retail, sme");
+    assert_eq!(status.message(), "unknown segment `wholesale`; this server serves: corporate, retail, retail-gbt, sme");
     let status = client.predict(ModelId::pinned("retail", 7), row.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains("segment `retail` has no version 7; it has versions: 1"), "{}", status.message());
@@ -150,7 +150,7 @@ async fn naming_no_segment_without_a_default_is_invalid() {
     assert_invalid(
         &status,
         "segment",
-        "is required: this server has no default segment; name one of: corporate, retail, sme",
+        "is required: this server has no default segment; name one of: corporate, retail, retail-gbt, sme",
     );
 }
 

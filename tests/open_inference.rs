@@ -72,7 +72,7 @@ async fn metadata_config_readiness_and_index_describe_the_repository() {
 
     let server_metadata = oip.server_metadata(oip::ServerMetadataRequest {}).await.unwrap().into_inner();
     assert_eq!(server_metadata.name, "candela");
-    assert_eq!(server_metadata.extensions, ["model_configuration", "model_repository", "statistics"]);
+    assert_eq!(server_metadata.extensions, ["classification", "model_configuration", "model_repository", "statistics"]);
 
     let metadata =
         oip.model_metadata(oip::ModelMetadataRequest { name: "retail".into(), version: String::new() }).await;
@@ -107,7 +107,7 @@ async fn metadata_config_readiness_and_index_describe_the_repository() {
     let index = oip.repository_index(oip::RepositoryIndexRequest::default()).await.unwrap().into_inner();
     let entries: Vec<(String, String, String)> =
         index.models.into_iter().map(|m| (m.name, m.version, m.state)).collect();
-    assert_eq!(entries.len(), 3);
+    assert_eq!(entries.len(), 4);
     assert!(entries.iter().all(|(_, v, s)| v == "1" && s == "READY"), "{entries:?}");
 
     // Repository control is off without --admin-keys-file (tests/live_repository.rs covers it on).
@@ -200,6 +200,58 @@ async fn requested_outputs_are_honoured_in_their_order() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(first_violation(&status), "outputs[2].name");
     assert!(status.message().contains("the model's outputs are `probabilities` and `prediction`"));
+}
+
+/// A requested output asking for `classification` of `k` classes.
+fn classification(name: &str, k: oip::infer_parameter::ParameterChoice) -> InferRequestedOutputTensor {
+    let parameter = oip::InferParameter { parameter_choice: Some(k) };
+    InferRequestedOutputTensor { name: name.into(), parameters: [("classification".to_string(), parameter)].into() }
+}
+
+#[tokio::test]
+async fn the_classification_extension_answers_the_top_classes_and_refuses_nonsense() {
+    use oip::infer_parameter::ParameterChoice::{Int64Param, StringParam};
+    let server = TestServer::start(&[]).await;
+    let mut oip = client(&server).await;
+    let mut request = typed_request("retail", &rows("retail", 3).values);
+    let all = probabilities(&oip.model_infer(request.clone()).await.unwrap().into_inner());
+    // More classes than the model has: all of them, most probable first.
+    request.outputs = vec![classification("probabilities", Int64Param(5))];
+    let response = oip.model_infer(request.clone()).await.unwrap().into_inner();
+    let output = &response.outputs[0];
+    assert_eq!((output.datatype.as_str(), output.shape.as_slice()), ("BYTES", &[3i64, 2][..]));
+    let top = &output.contents.as_ref().unwrap().bytes_contents;
+    for (row, pair) in top.chunks(2).enumerate() {
+        let first = String::from_utf8(pair[0].clone()).unwrap();
+        let [value, index, label] = first.split(':').collect::<Vec<_>>()[..] else { panic!("{first}") };
+        let index: usize = index.parse().unwrap();
+        let other = 1 - index;
+        assert!(all[row * 2 + index] >= all[row * 2 + other], "row {row}: {first}");
+        assert!((value.parse::<f32>().unwrap() - all[row * 2 + index]).abs() <= 1e-6, "{first}");
+        assert_eq!(label, ["legit", "fraud"][index]);
+        assert!(
+            String::from_utf8(pair[1].clone()).unwrap().ends_with(&format!(":{other}:{}", ["legit", "fraud"][other]))
+        );
+    }
+    for (output, field, says) in [
+        (
+            classification("prediction", Int64Param(1)),
+            "outputs[0].parameters[classification]",
+            "classify the probabilities",
+        ),
+        (classification("probabilities", Int64Param(0)), "outputs[0].parameters[classification]", "at least 1"),
+        (
+            classification("probabilities", StringParam("2".into())),
+            "outputs[0].parameters[classification]",
+            "as an integer",
+        ),
+    ] {
+        request.outputs = vec![output];
+        let status = oip.model_infer(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(first_violation(&status), field);
+        assert!(status.message().contains(says), "{}", status.message());
+    }
 }
 
 #[tokio::test]
@@ -337,7 +389,7 @@ async fn statistics_count_requests_rows_executions_and_batch_sizes() {
     assert_eq!(sizes, [(1, 1), (5, 3), (7, 1)]);
 
     let all = oip.model_statistics(oip::ModelStatisticsRequest::default()).await.unwrap().into_inner();
-    assert_eq!(all.model_stats.len(), 3);
+    assert_eq!(all.model_stats.len(), 4);
 }
 
 #[tokio::test]

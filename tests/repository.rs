@@ -155,7 +155,7 @@ fn every_layer_type_matches_pytorch_semantics() {
     let (manifest, tensors) = every_layer();
     write_model(dir.path(), "mixed", "1", &manifest, &tensors);
     let models = load(dir.path()).unwrap();
-    let network = &models[0].network;
+    let network = &models[0].scorer;
     assert_eq!(network.description()[2], "linear(3→4)");
     assert_eq!(network.description()[4], "dropout (identity at inference)");
     let rows = [[0.3, -1.7, 2.2], [5.0, 0.0, -3.0], [-0.4, 8.0, 0.1]];
@@ -181,9 +181,9 @@ fn other_dtypes_agree_with_f32() {
     }
     let models = load(dir.path()).unwrap();
     let row = [0.3f32, -1.7, 2.2];
-    let f32_out = models[0].network.forward(&row).unwrap().probabilities;
+    let f32_out = models[0].scorer.forward(&row).unwrap().probabilities;
     for (model, tolerance) in models[1..].iter().zip([1e-6, 2e-2, 5e-2]) {
-        let out = model.network.forward(&row).unwrap().probabilities;
+        let out = model.scorer.forward(&row).unwrap().probabilities;
         for (a, b) in out.iter().zip(&f32_out) {
             assert!((a - b).abs() < tolerance, "{:?}: {out:?} vs f32 {f32_out:?}", model.manifest.dtype);
         }
@@ -207,7 +207,7 @@ fn a_sigmoid_head_gives_two_class_probabilities_and_prefixes_are_honoured() {
         &vec![("net.0.weight", vec![1, 2], vec![2.0, -1.0]), ("net.0.bias", vec![1], vec![0.5])],
     );
     let models = load(dir.path()).unwrap();
-    let out = models[0].network.forward(&[1.0, 3.0]).unwrap().probabilities;
+    let out = models[0].scorer.forward(&[1.0, 3.0]).unwrap().probabilities;
     let p = 1.0 / (1.0 + (0.5f32).exp()); // sigmoid(2 - 3 + 0.5)
     assert!((out[1] - p).abs() < 1e-6 && (out[0] - (1.0 - p)).abs() < 1e-6, "{out:?}");
 }
@@ -377,8 +377,8 @@ fn standardization_runs_in_f32_so_large_raw_features_suit_an_f16_model() {
     write_model(dir.path(), "wide", "2", &manifest, &tensors);
     let models = load(dir.path()).unwrap();
     let row = [1.8e6f32, -3.1e5, 4.0];
-    let f32_out = models[0].network.forward(&row).unwrap().probabilities;
-    let f16_out = models[1].network.forward(&row).unwrap().probabilities;
+    let f32_out = models[0].scorer.forward(&row).unwrap().probabilities;
+    let f16_out = models[1].scorer.forward(&row).unwrap().probabilities;
     for (a, b) in f16_out.iter().zip(&f32_out) {
         assert!(a.is_finite() && (a - b).abs() < 1e-2, "f16 {f16_out:?} vs f32 {f32_out:?}");
     }
@@ -542,7 +542,7 @@ fn norm_layers_without_affine_parameters_use_weight_one_and_bias_zero() {
     );
     let models = load(dir.path()).unwrap();
     let row = [1.5f64, 0.0, 2.5];
-    let out = models[0].network.forward(&row.map(|v| v as f32)).unwrap().probabilities;
+    let out = models[0].scorer.forward(&row.map(|v| v as f32)).unwrap().probabilities;
     // PyTorch: BatchNorm1d(affine=False), LayerNorm(elementwise_affine=False), softmax.
     let bn: Vec<f64> = [(0.5, 4.0), (-1.0, 1.0), (2.0, 0.25)]
         .iter()
@@ -568,7 +568,7 @@ fn f16_and_bf16_probabilities_sum_to_one_within_f32_precision() {
     }
     for model in load(dir.path()).unwrap() {
         let rows: Vec<f32> = (0..300).map(|i| ((i * 37 % 101) as f32 - 50.0) / 10.0).collect();
-        let out = model.network.forward(&rows).unwrap().probabilities;
+        let out = model.scorer.forward(&rows).unwrap().probabilities;
         for row in out.chunks(3) {
             let sum: f32 = row.iter().sum();
             assert!((sum - 1.0).abs() < 1e-5, "{:?}: {row:?} sums to {sum}", model.manifest.dtype);

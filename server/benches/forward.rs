@@ -12,7 +12,7 @@ fn forward(c: &mut Criterion) {
     let models = repository::load(&root, &candle_core::Device::Cpu, "cpu", repository::DEFAULT_MAX_MODEL_BYTES)
         .expect("the demo models load");
     let model = models.iter().find(|m| m.segment == "retail").expect("the retail demo model");
-    let features = model.network.inputs();
+    let features = model.scorer.inputs();
     for threads in [1, 2] {
         // candle reads RAYON_NUM_THREADS on every matrix multiply; this
         // benchmark is single-threaded apart from candle's own pool.
@@ -22,7 +22,7 @@ fn forward(c: &mut Criterion) {
             let values: Vec<f32> = (0..rows * features).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect();
             group.throughput(Throughput::Elements(rows as u64));
             group.bench_with_input(BenchmarkId::from_parameter(rows), &values, |b, values| {
-                b.iter(|| model.network.forward(values).expect("forward pass"))
+                b.iter(|| model.scorer.forward(values).expect("forward pass"))
             });
         }
         group.finish();

@@ -11,8 +11,8 @@
 
 use candela_server::model::device::DeviceSpec;
 use candela_server::model::manifest::{DTypeName, Manifest};
-use candela_server::model::network::Network;
 use candela_server::model::repository;
+use candela_server::model::scorer::Scorer;
 use candela_server::train::synthetic::Segment;
 use candela_server::train::training;
 use candle_core::Device;
@@ -40,20 +40,20 @@ fn models() -> Vec<(PathBuf, Segment)> {
 }
 
 /// The model in `dir` built for `device` in `dtype`, whatever its model.json says.
-fn network(dir: &Path, dtype: DTypeName, device: &Device) -> Network {
+fn network(dir: &Path, dtype: DTypeName, device: &Device) -> Box<dyn Scorer> {
     let manifest = repository::read_manifest(&dir.join(candela_server::model::MANIFEST_FILE)).unwrap();
-    repository::build_network(dir, &Manifest { dtype, ..manifest }, device, repository::DEFAULT_MAX_MODEL_BYTES)
+    repository::build_scorer(dir, &Manifest { dtype, ..manifest }, device, repository::DEFAULT_MAX_MODEL_BYTES)
         .unwrap_or_else(|e| panic!("{}: {e}", label(dir)))
 }
 
 /// Fresh rows of `segment`, widened to what `network` reads, with labels.
-fn rows(network: &Network, segment: Segment) -> (Vec<f32>, Vec<u32>) {
+fn rows(network: &dyn Scorer, segment: Segment) -> (Vec<f32>, Vec<u32>) {
     let data = training::fresh_rows(segment, ROWS).widen(network.inputs());
     (data.values, data.labels)
 }
 
 /// Scores `values` in passes of at most `pass` rows.
-fn score(network: &Network, values: &[f32], pass: usize) -> Vec<f32> {
+fn score(network: &dyn Scorer, values: &[f32], pass: usize) -> Vec<f32> {
     values.chunks(pass * network.inputs()).flat_map(|chunk| network.forward(chunk).unwrap().probabilities).collect()
 }
 
@@ -76,13 +76,13 @@ fn reduced_precision_stays_close_to_f32_on_the_demo_data() {
     println!("| --- | --- | --- | --- | --- | --- |");
     for (dir, segment) in models() {
         let reference = network(&dir, DTypeName::F32, &device);
-        let (values, labels) = rows(&reference, segment);
-        let exact = score(&reference, &values, 1000);
+        let (values, labels) = rows(reference.as_ref(), segment);
+        let exact = score(reference.as_ref(), &values, 1000);
         let fraud = |p: &[f32]| p.chunks(2).map(|row| row[1]).collect::<Vec<f32>>();
         let auc_f32 = training::auc(&fraud(&exact), &labels);
         // f16 keeps 11 significant bits, bf16 8: their bounds differ accordingly.
         for (dtype, max_bound, changed_bound) in [(DTypeName::F16, 1e-2, 0.002), (DTypeName::Bf16, 5e-2, 0.01)] {
-            let reduced = score(&network(&dir, dtype, &device), &values, 1000);
+            let reduced = score(network(&dir, dtype, &device).as_ref(), &values, 1000);
             let max = max_difference(&reduced, &exact);
             let mean = reduced.iter().zip(&exact).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / exact.len() as f64;
             let changed = fraud(&reduced).iter().zip(fraud(&exact)).filter(|(a, b)| (**a > 0.5) != (*b > 0.5)).count();
@@ -111,12 +111,12 @@ fn the_gpu_scores_what_the_cpu_scores() {
     for (dir, segment) in models() {
         let cpu_network = network(&dir, DTypeName::F32, &Device::Cpu);
         let gpu_network = network(&dir, DTypeName::F32, &gpu);
-        let (values, _) = rows(&cpu_network, segment);
-        let expected = score(&cpu_network, &values, 1000);
+        let (values, _) = rows(cpu_network.as_ref(), segment);
+        let expected = score(cpu_network.as_ref(), &values, 1000);
         for pass in [1, 64, 1000] {
             // Single-row passes over the first 500 rows keep the test quick.
             let take = if pass == 1 { 500 } else { ROWS };
-            let got = score(&gpu_network, &values[..take * cpu_network.inputs()], pass);
+            let got = score(gpu_network.as_ref(), &values[..take * cpu_network.inputs()], pass);
             let difference = max_difference(&got, &expected[..got.len()]);
             println!("{}: cuda vs cpu, passes of {pass} rows: max abs Δp {difference:.2e}", label(&dir));
             assert!(difference <= 1e-4, "{}: passes of {pass}: cuda differs from cpu by {difference}", label(&dir));

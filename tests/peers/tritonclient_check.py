@@ -61,7 +61,8 @@ check(client.is_model_ready(model), f"{model} is not ready")
 
 metadata = client.get_server_metadata()
 check(metadata.name == "candela", f"server name {metadata.name}")
-check({"model_configuration", "model_repository", "statistics"} <= set(metadata.extensions), f"extensions {metadata.extensions}")
+check({"classification", "model_configuration", "model_repository", "statistics"} <= set(metadata.extensions),
+      f"extensions {metadata.extensions}")
 
 model_metadata = client.get_model_metadata(model)
 check(model_metadata.platform == "candela", f"platform {model_metadata.platform}")
@@ -100,6 +101,27 @@ check(float(np.max(np.abs(half - want_probabilities))) < 0.05, "FP16 probabiliti
 only = client.infer(model, [features_input(rows)], outputs=[grpcclient.InferRequestedOutput("prediction")])
 check(only.as_numpy("probabilities") is None, "an output that was not requested came back")
 check(np.array_equal(only.as_numpy("prediction")[:, 0], want_classes), "prediction-only differs")
+
+# The classification extension: the top classes as "<probability>:<index>:<label>",
+# most probable first, raw (as tritonclient asks) and typed.
+top = client.infer(model, [features_input(rows)], outputs=[grpcclient.InferRequestedOutput("probabilities", class_count=2)])
+top = top.as_numpy("probabilities")
+check(top.shape == (n, 2), f"classification shape {top.shape}")
+for row, (first, second) in enumerate(top):
+    value, index, label = first.decode().split(":")
+    check(int(index) == want_classes[row], f"row {row}: top class {index}, want {want_classes[row]}")
+    check(abs(float(value) - want_probabilities[row][int(index)]) <= 1e-6, f"row {row}: top probability {value}")
+    check(label in ("legit", "fraud"), f"row {row}: label {label}")
+    check(float(second.decode().split(":")[0]) <= float(value), f"row {row}: not in descending order")
+request = service_pb2.ModelInferRequest(model_name=model)
+typed = request.inputs.add(name="features", datatype="FP32", shape=[n, features])
+typed.contents.fp32_contents.extend(rows.flatten().tolist())
+wanted = request.outputs.add(name="probabilities")
+wanted.parameters["classification"].int64_param = 1
+response = client._client_stub.ModelInfer(request)
+check(response.outputs[0].datatype == "BYTES" and list(response.outputs[0].shape) == [n, 1], f"typed classification {response.outputs[0]}")
+check([int(b.decode().split(":")[1]) for b in response.outputs[0].contents.bytes_contents] == want_classes.tolist(),
+      "typed classification indices differ")
 
 # async_infer.
 done = queue.Queue()

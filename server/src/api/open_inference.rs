@@ -19,6 +19,7 @@ use crate::core::served::ServedModel;
 use crate::model::LoadedModel;
 use bytes::Bytes;
 use candela::inference::{self as oip, grpc_inference_service_server::GrpcInferenceService};
+use oip::infer_parameter::ParameterChoice;
 use oip::model_infer_request::InferInputTensor;
 use oip::model_infer_response::InferOutputTensor;
 use oip::model_metadata_response::TensorMetadata;
@@ -38,7 +39,9 @@ pub const PREDICTION: &str = "prediction";
 /// ModelMetadata's `platform` and ModelConfig's `platform`/`backend`.
 pub const PLATFORM: &str = "candela";
 /// Protocol extensions this server really implements (ServerMetadata).
-pub const EXTENSIONS: &[&str] = &["model_configuration", "model_repository", "statistics"];
+pub const EXTENSIONS: &[&str] = &["classification", "model_configuration", "model_repository", "statistics"];
+/// The requested-output parameter of Triton's classification extension.
+const CLASSIFICATION: &str = "classification";
 
 /// The Open Inference Protocol service.
 pub struct OpenInferenceApi {
@@ -117,8 +120,8 @@ impl GrpcInferenceService for OpenInferenceApi {
             name: model.segment.clone(),
             versions: map.versions(&model.segment).map(|v| v.to_string()).collect(),
             platform: PLATFORM.to_string(),
-            inputs: vec![tensor(INPUT, "FP32", model.network.inputs())],
-            outputs: vec![tensor(PROBABILITIES, "FP32", model.network.classes()), tensor(PREDICTION, "INT64", 1)],
+            inputs: vec![tensor(INPUT, "FP32", model.scorer.inputs())],
+            outputs: vec![tensor(PROBABILITIES, "FP32", model.scorer.classes()), tensor(PREDICTION, "INT64", 1)],
         }))
     }
 
@@ -176,14 +179,14 @@ impl GrpcInferenceService for OpenInferenceApi {
             input: vec![oip::ModelInput {
                 name: INPUT.to_string(),
                 data_type: oip::DataType::TypeFp32 as i32,
-                dims: vec![model.network.inputs() as i64],
+                dims: vec![model.scorer.inputs() as i64],
                 ..Default::default()
             }],
             output: vec![
                 oip::ModelOutput {
                     name: PROBABILITIES.to_string(),
                     data_type: oip::DataType::TypeFp32 as i32,
-                    dims: vec![model.network.classes() as i64],
+                    dims: vec![model.scorer.classes() as i64],
                     ..Default::default()
                 },
                 oip::ModelOutput {
@@ -335,7 +338,7 @@ pub fn decode_input(
     request: &oip::ModelInferRequest,
     max_rows: usize,
 ) -> Result<Rows, ServeError> {
-    let features = model.network.inputs();
+    let features = model.scorer.inputs();
     let signature = format!("model `{}` takes one input `{INPUT}`, FP32 [batch, {features}]", model.segment);
     let [input] = request.inputs.as_slice() else {
         return Err(ServeError::invalid("inputs", format!("has {} tensors; {signature}", request.inputs.len())));
@@ -442,22 +445,54 @@ fn has_contents(c: &oip::InferTensorContents) -> bool {
         && c.bytes_contents.is_empty())
 }
 
+/// One output a request wants.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Requested {
+    name: &'static str,
+    /// Triton's classification extension: the top `k` classes as BYTES
+    /// `"<probability>:<index>:<label>"` instead of the probabilities.
+    top: Option<usize>,
+}
+
 /// The outputs a request wants, in its order; none listed means all.
-fn requested_outputs(request: &oip::ModelInferRequest) -> Result<Vec<&'static str>, ServeError> {
+fn requested_outputs(request: &oip::ModelInferRequest) -> Result<Vec<Requested>, ServeError> {
     if request.outputs.is_empty() {
-        return Ok(vec![PROBABILITIES, PREDICTION]);
+        return Ok(vec![Requested { name: PROBABILITIES, top: None }, Requested { name: PREDICTION, top: None }]);
     }
     request
         .outputs
         .iter()
         .enumerate()
-        .map(|(i, output)| match output.name.as_str() {
-            PROBABILITIES => Ok(PROBABILITIES),
-            PREDICTION => Ok(PREDICTION),
-            other => Err(ServeError::invalid(
-                format!("outputs[{i}].name"),
-                format!("is `{}`; the model's outputs are `{PROBABILITIES}` and `{PREDICTION}`", echo(other)),
-            )),
+        .map(|(i, output)| {
+            let name = match output.name.as_str() {
+                PROBABILITIES => PROBABILITIES,
+                PREDICTION => PREDICTION,
+                other => {
+                    return Err(ServeError::invalid(
+                        format!("outputs[{i}].name"),
+                        format!("is `{}`; the model's outputs are `{PROBABILITIES}` and `{PREDICTION}`", echo(other)),
+                    ));
+                }
+            };
+            let field = || format!("outputs[{i}].parameters[{CLASSIFICATION}]");
+            let top = match output.parameters.get(CLASSIFICATION).and_then(|p| p.parameter_choice.as_ref()) {
+                None => None,
+                Some(_) if name == PREDICTION => {
+                    return Err(ServeError::invalid(
+                        field(),
+                        format!("applies to `{PROBABILITIES}`: classify the probabilities, not the predicted index"),
+                    ));
+                }
+                Some(ParameterChoice::Int64Param(k)) if *k >= 1 => Some(*k as usize),
+                Some(ParameterChoice::Uint64Param(k)) if *k >= 1 => Some(*k as usize),
+                Some(other) => {
+                    return Err(ServeError::invalid(
+                        field(),
+                        format!("is {other:?}; send the number of top classes wanted as an integer of at least 1"),
+                    ));
+                }
+            };
+            Ok(Requested { name, top })
         })
         .collect()
 }
@@ -467,33 +502,47 @@ fn encode_outputs(
     model: &LoadedModel,
     id: String,
     scores: &Scores,
-    outputs: &[&str],
+    outputs: &[Requested],
     raw: bool,
 ) -> oip::ModelInferResponse {
     let rows = scores.rows().len() as i64;
     let mut tensors = Vec::with_capacity(outputs.len());
     let mut raw_contents = Vec::new();
-    for name in outputs {
-        let (datatype, shape, contents) = if *name == PROBABILITIES {
-            let contents = if raw {
-                raw_contents.push(little_endian(&scores.probabilities, f32::to_le_bytes));
-                None
-            } else {
-                Some(oip::InferTensorContents { fp32_contents: scores.probabilities.clone(), ..Default::default() })
-            };
-            ("FP32", vec![rows, scores.classes as i64], contents)
-        } else {
-            let classes: Vec<i64> = scores.rows().map(|row| Scores::class_of(row) as i64).collect();
-            let contents = if raw {
-                raw_contents.push(little_endian(&classes, i64::to_le_bytes));
-                None
-            } else {
-                Some(oip::InferTensorContents { int64_contents: classes, ..Default::default() })
-            };
-            ("INT64", vec![rows, 1], contents)
+    for output in outputs {
+        let (datatype, shape, contents) = match *output {
+            Requested { top: Some(k), .. } => {
+                let top = classified(scores, k.min(scores.classes), &model.manifest.labels);
+                let shape = vec![rows, k.min(scores.classes) as i64];
+                let contents = if raw {
+                    raw_contents.push(length_prefixed(&top));
+                    None
+                } else {
+                    Some(oip::InferTensorContents { bytes_contents: top, ..Default::default() })
+                };
+                ("BYTES", shape, contents)
+            }
+            Requested { name: PROBABILITIES, .. } => {
+                let contents = if raw {
+                    raw_contents.push(little_endian(&scores.probabilities, f32::to_le_bytes));
+                    None
+                } else {
+                    Some(oip::InferTensorContents { fp32_contents: scores.probabilities.clone(), ..Default::default() })
+                };
+                ("FP32", vec![rows, scores.classes as i64], contents)
+            }
+            Requested { .. } => {
+                let classes: Vec<i64> = scores.rows().map(|row| Scores::class_of(row) as i64).collect();
+                let contents = if raw {
+                    raw_contents.push(little_endian(&classes, i64::to_le_bytes));
+                    None
+                } else {
+                    Some(oip::InferTensorContents { int64_contents: classes, ..Default::default() })
+                };
+                ("INT64", vec![rows, 1], contents)
+            }
         };
         tensors.push(InferOutputTensor {
-            name: name.to_string(),
+            name: output.name.to_string(),
             datatype: datatype.to_string(),
             shape,
             parameters: Default::default(),
@@ -508,6 +557,28 @@ fn encode_outputs(
         outputs: tensors,
         raw_output_contents: raw_contents,
     }
+}
+
+/// Each row's `k` most probable classes, most probable first (the lower
+/// index on a tie), as Triton writes them: `"<probability>:<index>:<label>"`.
+fn classified(scores: &Scores, k: usize, labels: &[String]) -> Vec<Vec<u8>> {
+    let mut top = Vec::with_capacity(scores.rows().len() * k);
+    for row in scores.rows() {
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        top.extend(order[..k].iter().map(|&i| format!("{:.6}:{i}:{}", row[i], labels[i]).into_bytes()));
+    }
+    top
+}
+
+/// BYTES elements as a raw tensor: each a 4-byte little-endian length, then its bytes.
+fn length_prefixed(elements: &[Vec<u8>]) -> Bytes {
+    let mut bytes = Vec::with_capacity(elements.iter().map(|e| e.len() + 4).sum());
+    for element in elements {
+        bytes.extend_from_slice(&(element.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(element);
+    }
+    Bytes::from(bytes)
 }
 
 /// Values as the raw little-endian bytes of a tensor's contents.

@@ -115,7 +115,7 @@ impl Inference for CandelaApi {
         // Room for every chunk (at most --max-rows rows): scoring never waits
         // for the reader, so the call holds its --max-concurrent-requests slot
         // only while it computes, and a caller that never reads holds none.
-        let chunks = rows.values.len().div_ceil(chunk_rows * model.network.inputs()).max(1);
+        let chunks = rows.values.len().div_ceil(chunk_rows * model.scorer.inputs()).max(1);
         let (sender, receiver) = mpsc::channel(chunks + 1);
         tokio::spawn(async move {
             let _permit = permit;
@@ -173,7 +173,7 @@ async fn stream_chunks(
     sender: &mpsc::Sender<Result<v1::BatchPredictChunk, Status>>,
 ) -> Result<(), ServeError> {
     let model = &route.model;
-    for (index, chunk) in rows.values.chunks(chunk_rows * model.network.inputs()).enumerate() {
+    for (index, chunk) in rows.values.chunks(chunk_rows * model.scorer.inputs()).enumerate() {
         let first_row = index * chunk_rows;
         let scored = scoring::score(model, chunk.to_vec(), rows.fields, first_row, call.deadline).await?;
         call.scored(scored.scores.rows().len(), &scored.timing);
@@ -206,7 +206,7 @@ fn batch_rows(
     let rows = rows.ok_or_else(|| {
         ServeError::invalid(
             "rows",
-            format!("is required: send `feature_count` ({}) and the row-major `values`", model.network.inputs()),
+            format!("is required: send `feature_count` ({}) and the row-major `values`", model.scorer.inputs()),
         )
     })?;
     let rows = Rows {
@@ -273,8 +273,8 @@ fn model_info(map: &Registry, model: &LoadedModel) -> v1::ModelInfo {
         is_latest: map.is_latest(model),
         features: manifest.features.clone(),
         labels: manifest.labels.clone(),
-        dtype: manifest.dtype.as_str().to_string(),
-        layers: model.network.description().to_vec(),
+        dtype: model.scorer.dtype().to_string(),
+        layers: model.scorer.description().to_vec(),
         provenance: Some(v1::Provenance {
             created: manifest.provenance.created.clone(),
             training_data: manifest.provenance.training_data.clone(),
@@ -282,6 +282,7 @@ fn model_info(map: &Registry, model: &LoadedModel) -> v1::ModelInfo {
             notes: manifest.provenance.notes.clone(),
         }),
         device: model.device.clone(),
+        format: manifest.format.as_str().to_string(),
     }
 }
 

@@ -47,6 +47,11 @@ struct Args {
     /// Write the model under this name instead of the segment's (one segment only).
     #[arg(long)]
     name: Option<String>,
+    /// Write each segment's training and held-out rows as CSV into this
+    /// directory (`<segment>-train.csv`, `<segment>-held-out.csv`) instead of
+    /// training: what models/train_trees.py trains the tree demo on.
+    #[arg(long)]
+    export_data: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,6 +73,16 @@ fn main() -> anyhow::Result<()> {
     for segment_name in &args.segments {
         let segment = Segment::from_name(segment_name)
             .ok_or_else(|| anyhow::anyhow!("unknown segment `{segment_name}`: use retail, corporate or sme"))?;
+        if let Some(dir) = &args.export_data {
+            std::fs::create_dir_all(dir)?;
+            let (train, held_out) = training::datasets(segment, &config);
+            for (data, part) in [(&train, "train"), (&held_out, "held-out")] {
+                let path = dir.join(format!("{segment_name}-{part}.csv"));
+                training::write_csv(data, config.features, &path)?;
+                println!("{segment_name}: {} {part} rows → {}", data.rows(), path.display());
+            }
+            continue;
+        }
         let mut trained = training::train(segment, &config)?;
         trained.manifest.provenance.created = args.created.clone();
         trained.manifest.dtype = args.dtype;

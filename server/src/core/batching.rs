@@ -13,7 +13,7 @@ use crate::core::error::MAX_VIOLATIONS;
 use crate::core::stats::ModelStats;
 use crate::model::LoadedModel;
 use crate::model::manifest::BatchingSpec;
-use crate::model::network::Pass;
+use crate::model::scorer::Pass;
 use crate::observe::metrics::Metrics;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -277,7 +277,7 @@ impl Batcher {
         let values: &[f32] = match &jobs[..] {
             [only] => &only.values,
             jobs => {
-                let mut values = Vec::with_capacity(rows * model.network.inputs());
+                let mut values = Vec::with_capacity(rows * model.scorer.inputs());
                 for job in jobs {
                     values.extend_from_slice(&job.values);
                 }
@@ -285,9 +285,9 @@ impl Batcher {
                 &merged
             }
         };
-        let result = model.network.forward(values);
+        let result = model.scorer.forward(values);
         if let (Ok(pass), Some(drift)) = (&result, &stats.drift) {
-            drift.record(values, model.network.inputs(), &pass.probabilities, model.network.classes());
+            drift.record(values, model.scorer.inputs(), &pass.probabilities, model.scorer.classes());
         }
         let stages = result.as_ref().map(|pass| pass.stages).unwrap_or_default();
         stats.record_pass(rows, stages);
@@ -318,7 +318,7 @@ impl Batcher {
 /// of the pass are answered as usual (rows never affect each other).
 /// `computed` records a job's share of the pass and says its timing.
 fn answer(model: &LoadedModel, jobs: Vec<Job>, pass: Pass, rows: usize, computed: impl Fn(&Job) -> Timing) {
-    let classes = model.network.classes();
+    let classes = model.scorer.classes();
     let Pass { mut probabilities, stages: _, overflowed } = pass;
     let mut end_row = rows;
     for job in jobs.into_iter().rev() {
@@ -335,9 +335,9 @@ fn answer(model: &LoadedModel, jobs: Vec<Job>, pass: Pass, rows: usize, computed
                 .take(MAX_VIOLATIONS)
                 .map(|&row| {
                     let row = row - first_row;
-                    let inputs = model.network.inputs();
+                    let inputs = model.scorer.inputs();
                     let values = &job.values[row * inputs..(row + 1) * inputs];
-                    let features = model.network.blame(values).unwrap_or_default();
+                    let features = model.scorer.blame(values);
                     Blamed { row, features: features.into_iter().map(|col| (col, values[col])).collect() }
                 })
                 .collect();

@@ -392,7 +392,7 @@ impl Lane {
             state.metrics.release.shadow_failed(&state.segment, model.version, rows);
             tracing::debug!(segment = state.segment, version = model.version, reason, "shadow scoring failed");
         };
-        if job.width != model.network.inputs() {
+        if job.width != model.scorer.inputs() {
             return failed("the shadow expects another number of features");
         }
         let started = Instant::now();
@@ -403,7 +403,7 @@ impl Lane {
             Ok(Outcome::Scored(probabilities)) => probabilities,
             _ => return failed("the shadow's forward pass failed"),
         };
-        if model.network.classes() != job.classes {
+        if model.scorer.classes() != job.classes {
             return failed("the shadow has another number of classes");
         }
         let mut agreed = 0;

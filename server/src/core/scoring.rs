@@ -101,7 +101,7 @@ pub async fn score(
     first_row: usize,
     deadline: Deadline,
 ) -> Result<Scored, ServeError> {
-    let rows = values.len() / model.network.inputs();
+    let rows = values.len() / model.scorer.inputs();
     let give_up_at = deadline.give_up_at();
     let answer = model.batcher.submit(values, rows, give_up_at).ok_or_else(|| {
         ServeError::Unavailable("the server is shutting down and no longer computes; retry on another replica".into())
@@ -118,7 +118,7 @@ pub async fn score(
     };
     match answer.outcome {
         Outcome::Scored(probabilities) => {
-            Ok(Scored { scores: Scores { probabilities, classes: model.network.classes() }, timing: answer.timing })
+            Ok(Scored { scores: Scores { probabilities, classes: model.scorer.classes() }, timing: answer.timing })
         }
         Outcome::Overflowed { rows, total } => Err(overflowed(model, &rows, total, fields, first_row)),
         Outcome::Dropped => Err(deadline.expired()),
@@ -188,7 +188,7 @@ pub fn check_rows(
     values: &[f32],
     max_rows: usize,
 ) -> Result<usize, ServeError> {
-    let expected = model.network.inputs();
+    let expected = model.scorer.inputs();
     let about_model = || {
         format!(
             "model `{}` version {} expects {expected} features per row (see GetModel for their order)",
@@ -216,7 +216,15 @@ pub fn check_rows(
             format!("holds {rows} rows; this server accepts at most {max_rows} per request: split the batch"),
         ));
     }
-    let bad: Vec<usize> = values.iter().enumerate().filter(|(_, v)| !v.is_finite()).map(|(i, _)| i).collect();
+    // Trees take NaN as a missing value; no model takes an infinity.
+    let missing = model.scorer.accepts_missing();
+    let refused = |v: f32| !(v.is_finite() || missing && v.is_nan());
+    let bad: Vec<usize> = values.iter().enumerate().filter(|(_, v)| refused(**v)).map(|(i, _)| i).collect();
+    let rule = if missing {
+        "features must be finite numbers, or NaN for a missing value"
+    } else {
+        "features must be finite numbers"
+    };
     if bad.is_empty() {
         return Ok(rows);
     }
@@ -227,10 +235,7 @@ pub fn check_rows(
             let (row, col) = (i / expected, i % expected);
             Violation {
                 field: fields.cell(row, col),
-                description: format!(
-                    "(`{}`) is {}; features must be finite numbers",
-                    model.manifest.features[col], values[i]
-                ),
+                description: format!("(`{}`) is {}; {rule}", model.manifest.features[col], values[i]),
             }
         })
         .collect();

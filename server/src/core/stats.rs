@@ -9,7 +9,7 @@
 //! windows, with no per-request clock. Drift histograms live here too.
 
 use crate::core::drift::Drift;
-use crate::model::network::Stages;
+use crate::model::scorer::Stages;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -144,11 +144,21 @@ pub fn read_weights(path: &Path, max_bytes: u64, sha256: Option<&str>) -> Result
     candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| weights(e.to_string()))
 }
 
+/// Reads a model file (an ONNX graph, a tree model) that is a regular file of
+/// at most `max_bytes`, checking its SHA-256 when `model.json` lists one.
+pub fn read_model_file(path: &Path, max_bytes: u64, sha256: Option<&str>) -> Result<Vec<u8>, LoadError> {
+    let (file, size) = open_bounded(path, max_bytes, "--max-model-bytes")?;
+    let bytes = read_exactly(path, file, size)?;
+    if let Some(expected) = sha256 {
+        check_digest(path, &bytes, expected)?;
+    }
+    Ok(bytes)
+}
+
 /// Checks that the file at `path` (a regular file of at most `max_bytes`)
 /// has the SHA-256 `expected`.
 pub fn verify(path: &Path, max_bytes: u64, expected: &str) -> Result<(), LoadError> {
-    let (file, size) = open_bounded(path, max_bytes, "--max-model-bytes")?;
-    check_digest(path, &read_exactly(path, file, size)?, expected)
+    read_model_file(path, max_bytes, Some(expected)).map(drop)
 }
 
 fn check_digest(path: &Path, bytes: &[u8], expected: &str) -> Result<(), LoadError> {

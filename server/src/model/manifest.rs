@@ -1,8 +1,11 @@
 //! `model.json`: the part of a model a person writes or a trainer emits. It names
-//! the input features in order, the output labels, the layer list and where the
-//! model came from. Weights live beside it in `model.safetensors`, named the way
-//! PyTorch's `nn.Sequential` names them (`{index}.weight`), so this file only
+//! the input features in order, the output labels, the model's format and file,
+//! and where the model came from. For a candle network (the default format) it
+//! lists the layers; weights live beside it in `model.safetensors`, named the
+//! way PyTorch's `nn.Sequential` names them (`{index}.weight`), so this file only
 //! says *which* layers exist, never their sizes: sizes are read from the tensors.
+//! An ONNX graph or an XGBoost/LightGBM model carries its own structure: the
+//! manifest then only names the file.
 
 use super::monitoring::Monitoring;
 use serde::{Deserialize, Serialize};
@@ -16,7 +19,15 @@ pub struct Manifest {
     pub features: Vec<String>,
     /// Output class labels, in the order the model's last layer emits them.
     pub labels: Vec<String>,
-    /// The dtype the network computes in; weights are converted to it at load.
+    /// What kind of model the version's `file` holds.
+    #[serde(default)]
+    pub format: Format,
+    /// The model file in the version directory; by default the format's
+    /// usual name (`Format::default_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The dtype a network computes in; weights are converted to it at load.
+    /// Trees compute in their library's own precision and take only `f32`.
     #[serde(default)]
     pub dtype: DTypeName,
     /// Prepended to every tensor name, for models saved from a submodule
@@ -24,6 +35,8 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tensor_prefix: String,
     /// The layers in order; layer `i` owns the tensors `{tensor_prefix}{i}.*`.
+    /// Candle networks only: the other formats carry their own structure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerSpec>,
     /// How concurrent requests are merged into forward passes; the server's
     /// `--max-batch-rows` / `--max-queue-delay-us` override it.
@@ -40,6 +53,54 @@ pub struct Manifest {
     /// Training statistics of the features and the score, for drift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<Monitoring>,
+}
+
+/// The formats a model version's file may be in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `model.json`'s `layers` over PyTorch-named safetensors weights.
+    #[default]
+    Candle,
+    /// An ONNX graph (opset ≥ 9), compiled into the same candle network.
+    Onnx,
+    /// An XGBoost model saved as JSON (`.json`) or UBJSON (`.ubj`).
+    Xgboost,
+    /// A LightGBM model in its text format (`save_model`).
+    Lightgbm,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Candle => "candle",
+            Format::Onnx => "onnx",
+            Format::Xgboost => "xgboost",
+            Format::Lightgbm => "lightgbm",
+        }
+    }
+
+    /// Whether the format is a tree ensemble (evaluated on the CPU, NaN as missing).
+    pub fn is_tree(self) -> bool {
+        matches!(self, Format::Xgboost | Format::Lightgbm)
+    }
+
+    /// The file a version of this format holds when `model.json` names none.
+    pub fn default_file(self) -> &'static str {
+        match self {
+            Format::Candle => super::WEIGHTS_FILE,
+            Format::Onnx => "model.onnx",
+            Format::Xgboost => "xgboost.json",
+            Format::Lightgbm => "lightgbm.txt",
+        }
+    }
+}
+
+impl Manifest {
+    /// The name of the version's model file.
+    pub fn file(&self) -> &str {
+        self.file.as_deref().unwrap_or(self.format.default_file())
+    }
 }
 
 /// A model's dynamic-batching preferences.

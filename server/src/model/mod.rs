@@ -5,9 +5,11 @@
 //! with its training statistics in `monitoring`), a segment's rollout
 //! policy file (`rollout`),
 //! building and warming the network (`network`, with `hints` for tensors
-//! that are not where the manifest says) and opening the device (`device`).
-//! The network's forward pass is the one model interface the serving core
-//! calls; nothing else here runs on the request path. This layer imports
+//! that are not where the manifest says; `onnx` turns an ONNX graph into the
+//! same network), tree ensembles (`trees`: XGBoost and LightGBM files
+//! evaluated natively) and opening the device (`device`).
+//! `scorer` is the one model interface the serving core calls, whatever the
+//! format; nothing else here runs on the request path. This layer imports
 //! nothing from the core or the front.
 
 pub mod device;
@@ -17,16 +19,20 @@ mod hints;
 pub mod manifest;
 pub mod monitoring;
 pub mod network;
+pub mod onnx;
 pub mod remote;
 pub mod repository;
 pub mod rollout;
+pub mod scorer;
+pub mod trees;
 
 use manifest::Manifest;
-use network::Network;
+use scorer::Scorer;
 
 /// The name of a model version's description file.
 pub const MANIFEST_FILE: &str = "model.json";
-/// The name of a model version's weights file.
+/// The name of a candle network's weights file (the default `file` of the
+/// `candle` format).
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 
 /// One loaded, warmed model version.
@@ -34,7 +40,9 @@ pub struct LoadedModel {
     pub segment: String,
     pub version: u64,
     pub manifest: Manifest,
-    pub network: Network,
-    /// The device the network runs on, as configured (`cpu`, `cuda:0`).
+    /// The model's forward pass, whatever its format.
+    pub scorer: Box<dyn Scorer>,
+    /// The device the model runs on, as configured (`cpu`, `cuda:0`; trees
+    /// always compute on the CPU).
     pub device: String,
 }

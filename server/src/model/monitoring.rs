@@ -3,8 +3,10 @@
 //! bin edges (e.g. the training deciles) and the share of training rows in
 //! each bin. A value falls in bin `i` when exactly `i` edges are below it
 //! (numpy's `searchsorted(edges, x, side="left")`), so `k` edges make `k + 1`
-//! bins and a 0/1 feature needs one edge, 0. Checked at load, never on the
-//! request path.
+//! bins and a 0/1 feature needs one edge, 0. A missing value (NaN, which
+//! tree models accept) has no edge below it and counts in the first bin, so
+//! statistics of features with missing values must count them there too.
+//! Checked at load, never on the request path.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -6,10 +6,11 @@
 
 use super::hints;
 use super::manifest::{DTypeName, GeluApproximation, LayerSpec};
+use super::scorer::{ComputeError, Pass, Scorer, Stages};
 
 use candle_core::{CpuStorage, DType, Device, Module, Storage, Tensor};
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Why a layer list and a set of tensors do not make a network.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,12 @@ pub enum ModelError {
     NoFeatures,
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error("the ONNX graph cannot be served: {0}")]
+    Graph(String),
+    #[error("the tree model cannot be served: {0}")]
+    Trees(String),
+    #[error("the warm-up pass failed: {0}")]
+    Compute(String),
 }
 
 /// How the last layer's output becomes one probability per class.
@@ -241,25 +248,8 @@ impl Network {
         Ok(Network { prelude, ops: placed, description, device: device.clone(), dtype, inputs, classes, head })
     }
 
-    /// Number of input features per row.
-    pub fn inputs(&self) -> usize {
-        self.inputs
-    }
-
-    /// The layers as a caller would read them, e.g. `["standardize(30)", "linear(30→32)", …]`.
-    pub fn description(&self) -> &[String] {
-        &self.description
-    }
-
-    /// Number of classes, hence probabilities per row.
-    pub fn classes(&self) -> usize {
-        self.classes
-    }
-
-    /// Scores `values` (row-major, `inputs()` per row) and returns row-major
-    /// probabilities, `classes()` per row, as f32 whatever the compute dtype.
-    /// Rows that overflowed are listed in the pass, never silently scored.
-    pub fn forward(&self, values: &[f32]) -> candle_core::Result<Pass> {
+    /// The forward pass in the model's dtype; probabilities come back as f32.
+    fn run(&self, values: &[f32]) -> candle_core::Result<Pass> {
         let start = Instant::now();
         let rows = values.len() / self.inputs;
         // One host-to-device copy of the whole (batched) input.
@@ -280,7 +270,7 @@ impl Network {
     /// reset to the training mean (0 after standardisation) lets the row
     /// through. Empty when no such set exists. Runs only on the error path:
     /// one pass of `inputs()` rows.
-    pub fn blame(&self, row: &[f32]) -> candle_core::Result<Vec<usize>> {
+    fn blamed(&self, row: &[f32]) -> candle_core::Result<Vec<usize>> {
         let x = Tensor::from_slice(row, (1, self.inputs), &self.device)?.to_dtype(wide_dtype(self.dtype))?;
         let z = self.prelude(x, &mut Overflow::new(1))?;
         let z = z.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
@@ -347,34 +337,34 @@ impl Network {
     }
 }
 
-/// Time spent in the stages of one forward pass.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Stages {
-    /// Building the input tensor from the request's values.
-    pub input: Duration,
-    /// The layers themselves.
-    pub infer: Duration,
-    /// Copying probabilities out of the output tensor.
-    pub output: Duration,
-}
-
-impl Stages {
-    /// The whole pass.
-    pub fn total(&self) -> Duration {
-        self.input + self.infer + self.output
+impl Scorer for Network {
+    fn inputs(&self) -> usize {
+        self.inputs
     }
-}
 
-/// One forward pass's result.
-#[derive(Debug)]
-pub struct Pass {
-    /// Row-major probabilities, `classes()` per row; meaningless for the
-    /// overflowed rows.
-    pub probabilities: Vec<f32>,
-    pub stages: Stages,
-    /// The rows (ascending) whose values went non-finite inside the network:
-    /// finite features beyond what the model's arithmetic can carry.
-    pub overflowed: Vec<usize>,
+    fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn description(&self) -> &[String] {
+        &self.description
+    }
+
+    fn dtype(&self) -> &'static str {
+        self.dtype.as_str()
+    }
+
+    fn accepts_missing(&self) -> bool {
+        false
+    }
+
+    fn forward(&self, values: &[f32]) -> Result<Pass, ComputeError> {
+        Ok(self.run(values)?)
+    }
+
+    fn blame(&self, row: &[f32]) -> Vec<usize> {
+        self.blamed(row).unwrap_or_default()
+    }
 }
 
 /// Tracks which rows of a pass went non-finite. The check is a scan of the

@@ -1,13 +1,14 @@
 //! The model repository on disk: `<root>/<segment>/<version>/model.json` plus
-//! `model.safetensors`. Loading scans the whole tree, builds and warms every
+//! the model file it names (`model.safetensors` for a candle network). Loading scans the whole tree, builds and warms every
 //! model, and reports *every* broken model at once (file, tensor, what was
 //! expected), so an operator fixes a repository in one pass, not one error per
 //! restart. Nothing here is on the request path.
 
 use super::error::{LoadError, LoadErrors};
-use super::manifest::Manifest;
+use super::manifest::{DTypeName, Format, LayerSpec, Manifest};
 use super::network::{ModelError, Network};
-use super::{LoadedModel, MANIFEST_FILE, WEIGHTS_FILE, files};
+use super::scorer::Scorer;
+use super::{LoadedModel, MANIFEST_FILE, files, onnx, trees};
 use candle_core::Device;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -135,53 +136,66 @@ pub fn load_version(
     max_model_bytes: u64,
 ) -> Result<LoadedModel, LoadError> {
     let manifest = read_manifest(&dir.join(MANIFEST_FILE))?;
-    let network = build_network(dir, &manifest, device, max_model_bytes)?;
-    Ok(LoadedModel { segment: segment.to_string(), version, network, device: device_name.to_string(), manifest })
+    let scorer = build_scorer(dir, &manifest, device, max_model_bytes)?;
+    let device = if manifest.format.is_tree() { "cpu" } else { device_name };
+    Ok(LoadedModel { segment: segment.to_string(), version, scorer, device: device.to_string(), manifest })
 }
 
-/// Builds the network `manifest` describes from `dir`'s weights (at most
-/// `max_model_bytes`) on `device`, in `manifest.dtype`, and warms it with one
-/// forward pass.
-pub fn build_network(
+/// Builds the model `manifest` describes from `dir`'s model file (at most
+/// `max_model_bytes`): a network on `device` in `manifest.dtype`, or a tree
+/// ensemble on the CPU; then warms it with one forward pass.
+pub fn build_scorer(
     dir: &Path,
     manifest: &Manifest,
     device: &Device,
     max_model_bytes: u64,
-) -> Result<Network, LoadError> {
+) -> Result<Box<dyn Scorer>, LoadError> {
+    let file = manifest.file();
     for (name, digest) in &manifest.files {
-        if name != WEIGHTS_FILE {
+        if name != file {
             files::verify(&dir.join(name), max_model_bytes, digest)?;
         }
     }
-    let weights_path = dir.join(WEIGHTS_FILE);
-    let sha256 = manifest.files.get(WEIGHTS_FILE).map(String::as_str);
-    let tensors = files::read_weights(&weights_path, max_model_bytes, sha256)?;
-    let network = Network::build(
-        &manifest.layers,
-        &manifest.tensor_prefix,
-        tensors,
-        manifest.features.len(),
-        manifest.labels.len(),
-        manifest.dtype,
-        device,
-    )
-    .map_err(|source| LoadError::Model { path: weights_path.clone(), source })?;
+    let path = dir.join(file);
+    let sha256 = manifest.files.get(file).map(String::as_str);
+    let (inputs, classes) = (manifest.features.len(), manifest.labels.len());
+    let model = |source: ModelError| LoadError::Model { path: path.clone(), source };
+    let network = |layers: &[LayerSpec], prefix: &str, tensors| {
+        Network::build(layers, prefix, tensors, inputs, classes, manifest.dtype, device).map_err(model)
+    };
+    let scorer: Box<dyn Scorer> = match manifest.format {
+        Format::Candle => {
+            let tensors = files::read_weights(&path, max_model_bytes, sha256)?;
+            Box::new(network(&manifest.layers, &manifest.tensor_prefix, tensors)?)
+        }
+        Format::Onnx => {
+            let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
+            let graph = onnx::import(&bytes, inputs, classes).map_err(|e| model(ModelError::Graph(e)))?;
+            Box::new(network(&graph.layers, "", graph.tensors)?)
+        }
+        Format::Xgboost => {
+            let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
+            let forest = trees::xgboost::parse(&bytes, file.ends_with(".ubj"), inputs, classes)
+                .map_err(|e| model(ModelError::Trees(e)))?;
+            Box::new(forest)
+        }
+        Format::Lightgbm => {
+            let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
+            let forest = trees::lightgbm::parse(&bytes, inputs, classes).map_err(|e| model(ModelError::Trees(e)))?;
+            Box::new(forest)
+        }
+    };
     // Warm-up: the first pass allocates and (on CUDA) compiles kernels; do it
-    // now rather than on a caller's request, and prove the network answers.
-    let pass = network
-        .forward(&vec![0.0; network.inputs()])
-        .map_err(|e| LoadError::Model { path: weights_path.clone(), source: e.into() })?;
+    // now rather than on a caller's request, and prove the model answers.
+    let pass = scorer.forward(&vec![0.0; scorer.inputs()]).map_err(|e| model(ModelError::Compute(e.0)))?;
     let probabilities = pass.probabilities;
-    if probabilities.len() != network.classes() || !pass.overflowed.is_empty() {
-        return Err(LoadError::Model {
-            path: weights_path,
-            source: ModelError::BadHead(format!(
-                "warm-up on a row of zeros gave {probabilities:?}, not {} finite probabilities",
-                network.classes()
-            )),
-        });
+    if probabilities.len() != scorer.classes() || !pass.overflowed.is_empty() {
+        return Err(model(ModelError::BadHead(format!(
+            "warm-up on a row of zeros gave {probabilities:?}, not {} finite probabilities",
+            scorer.classes()
+        ))));
     }
-    Ok(network)
+    Ok(scorer)
 }
 
 /// Reads and checks `model.json` on its own, before any tensor is read.
@@ -206,11 +220,34 @@ pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
     if let Some(name) = first_duplicate(&manifest.labels) {
         return Err(format!("`labels` names `{name}` twice: labels must be unique"));
     }
-    if manifest.layers.is_empty() {
-        return Err("`layers` is empty: list the network's layers in order".into());
+    let format = manifest.format;
+    match format {
+        Format::Candle if manifest.layers.is_empty() => {
+            return Err("`layers` is empty: list the network's layers in order".into());
+        }
+        Format::Candle => {}
+        _ if !manifest.layers.is_empty() => {
+            return Err(format!(
+                "`layers` is for candle networks; a `{}` model's structure comes from its file: remove `layers`",
+                format.as_str()
+            ));
+        }
+        Format::Xgboost | Format::Lightgbm
+            if manifest.dtype != DTypeName::F32 || !manifest.tensor_prefix.is_empty() =>
+        {
+            return Err(format!(
+                "`dtype` and `tensor_prefix` are for networks; a `{}` model computes in its library's own precision: remove them",
+                format.as_str()
+            ));
+        }
+        _ => {}
     }
-    if let Some(monitoring) = &manifest.monitoring {
-        monitoring.check(&manifest.features)?;
+    let file = manifest.file();
+    if file == MANIFEST_FILE || file.is_empty() || file.starts_with('.') || file.contains(['/', '\\']) {
+        return Err(format!(
+            "`file` is `{file}`: name the model file beside model.json (for example `{}`)",
+            format.default_file()
+        ));
     }
     if let Some(monitoring) = &manifest.monitoring {
         monitoring.check(&manifest.features)?;
@@ -218,7 +255,8 @@ pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
     for (name, digest) in &manifest.files {
         if name == MANIFEST_FILE || name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
             return Err(format!(
-                "`files` lists `{name}`: list the files beside model.json (such as {WEIGHTS_FILE}) by name, not model.json itself"
+                "`files` lists `{name}`: list the files beside model.json (such as {}) by name, not model.json itself",
+                manifest.file()
             ));
         }
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {

@@ -61,6 +61,32 @@ fn seeds(config: &TrainConfig, segment: Segment) -> (u64, u64, u64) {
     (base + 1, base + 2, base + 3)
 }
 
+/// The rows `segment`'s model trains on and is measured on (held out), as
+/// `config` makes them: the same for every trainer, so a tree model trained
+/// by another library on the exported rows (`candela-train --export-data`)
+/// is measured as the networks are.
+pub fn datasets(segment: Segment, config: &TrainConfig) -> (synthetic::Dataset, synthetic::Dataset) {
+    let (data_seed, held_out_seed, _) = seeds(config, segment);
+    let n = config.features;
+    let train = synthetic::generate(segment, config.train_rows, data_seed).widen(n);
+    let held_out = synthetic::generate(segment, config.held_out_rows, held_out_seed).widen(n);
+    (train, held_out)
+}
+
+/// Writes `data` as CSV: a header of the feature names and `label`, then
+/// one line per row (values as f32 prints them, exactly).
+pub fn write_csv(data: &synthetic::Dataset, features: usize, path: &Path) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut text = synthetic::feature_names(features).join(",") + ",label\n";
+    for (row, label) in data.values.chunks(features).zip(&data.labels) {
+        for value in row {
+            write!(text, "{value},")?;
+        }
+        writeln!(text, "{label}")?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Trains `segment`'s model with `config`.
 pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> {
     let n = config.features;
@@ -72,8 +98,7 @@ pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> 
         );
     }
     let (data_seed, held_out_seed, init_seed) = seeds(config, segment);
-    let train = synthetic::generate(segment, config.train_rows, data_seed).widen(n);
-    let held_out = synthetic::generate(segment, config.held_out_rows, held_out_seed).widen(n);
+    let (train, held_out) = datasets(segment, config);
     let device = Device::Cpu;
 
     let (mean, std) = column_stats(&train.values, n);
@@ -132,6 +157,8 @@ pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> 
     let manifest = Manifest {
         features: synthetic::feature_names(n),
         labels: LABELS.iter().map(|s| s.to_string()).collect(),
+        format: Default::default(),
+        file: None,
         dtype: DTypeName::F32,
         tensor_prefix: String::new(),
         batching: Default::default(),

@@ -1,0 +1,72 @@
+//! The one interface the serving core calls on a model version, whatever
+//! its format: candle networks (from `model.json` layers or an ONNX graph)
+//! and tree ensembles (XGBoost, LightGBM) all answer row-major feature
+//! values with row-major class probabilities. The batcher, validation and
+//! statistics see only this trait, so a caller cannot tell which format
+//! answered.
+
+use std::time::Duration;
+
+/// A loaded model's forward pass, as the core uses it.
+pub trait Scorer: Send + Sync {
+    /// Number of input features per row.
+    fn inputs(&self) -> usize;
+    /// Number of classes, hence probabilities per row.
+    fn classes(&self) -> usize;
+    /// The model's structure as a caller would read it (GetModel's `layers`),
+    /// e.g. `["standardize(30)", "linear(30→32)", …]` or `["xgboost: 100 trees, …"]`.
+    fn description(&self) -> &[String];
+    /// The arithmetic the model computes in, e.g. `f32`.
+    fn dtype(&self) -> &'static str;
+    /// Whether a NaN feature is legitimate input meaning "missing" (trees
+    /// route it by their default directions); networks refuse it.
+    fn accepts_missing(&self) -> bool;
+    /// Scores `values` (row-major, `inputs()` per row) and returns row-major
+    /// probabilities, `classes()` per row. Rows whose arithmetic overflowed
+    /// are listed in the pass, never silently scored.
+    fn forward(&self, values: &[f32]) -> Result<Pass, ComputeError>;
+    /// The features of one overflowing row to blame; empty when no single
+    /// set explains it. Runs only on the error path.
+    fn blame(&self, row: &[f32]) -> Vec<usize>;
+}
+
+/// Why a forward pass could not run at all (a device failure, say).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ComputeError(pub String);
+
+impl From<candle_core::Error> for ComputeError {
+    fn from(error: candle_core::Error) -> ComputeError {
+        ComputeError(error.to_string())
+    }
+}
+
+/// Time spent in the stages of one forward pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stages {
+    /// Building the input tensor from the request's values.
+    pub input: Duration,
+    /// The layers (or trees) themselves.
+    pub infer: Duration,
+    /// Copying probabilities out of the output tensor.
+    pub output: Duration,
+}
+
+impl Stages {
+    /// The whole pass.
+    pub fn total(&self) -> Duration {
+        self.input + self.infer + self.output
+    }
+}
+
+/// One forward pass's result.
+#[derive(Debug)]
+pub struct Pass {
+    /// Row-major probabilities, `classes()` per row; meaningless for the
+    /// overflowed rows.
+    pub probabilities: Vec<f32>,
+    pub stages: Stages,
+    /// The rows (ascending) whose values went non-finite inside the model:
+    /// finite features beyond what the model's arithmetic can carry.
+    pub overflowed: Vec<usize>,
+}

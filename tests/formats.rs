@@ -1,0 +1,156 @@
+//! Bring your own model: XGBoost (JSON and UBJSON), LightGBM and ONNX (from
+//! skl2onnx and both torch.onnx.export exporters) models, and PyTorch
+//! safetensors with the model.json `scripts/torch_to_candela.py` writes, each
+//! made by the real library
+//! (`tests/fixtures/formats/make_fixtures.py`), served from one repository
+//! and answered through gRPC within 1e-6 (trees) and 1e-5 (ONNX, against
+//! onnxruntime) of the library's own probabilities, missing values included.
+//! Also: a NaN is a missing value for trees and still refused for networks,
+//! and malformed or unsupported models are refused at load naming the cause.
+
+mod common;
+
+use candela_server::testing::{TestServer, repo_root, settings};
+use common::wait_for;
+use std::path::{Path, PathBuf};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+fn fixtures() -> PathBuf {
+    repo_root().join("tests/fixtures/formats/repo")
+}
+
+/// The rows (null: missing) and the library's probabilities for `segment`.
+fn expected(segment: &str) -> (Vec<f32>, Vec<Vec<f64>>) {
+    let text = std::fs::read_to_string(fixtures().join(segment).join("expected.json")).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rows: Vec<f32> = expected["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().map_or(f32::NAN, |v| v as f32)))
+        .collect();
+    let probabilities = serde_json::from_value(expected["probabilities"].clone()).unwrap();
+    (rows, probabilities)
+}
+
+async fn serve(root: &Path) -> TestServer {
+    let server = TestServer::start_with(settings(root, &[])).await;
+    wait_for(&mut common::client(&server).await, "", ServingStatus::Serving).await;
+    server
+}
+
+#[tokio::test]
+async fn every_format_answers_as_its_own_library_does() {
+    let server = serve(&fixtures()).await;
+    let mut client = common::client(&server).await;
+    for (segment, tolerance) in [
+        ("xgboost-binary", 1e-6),
+        ("xgboost-ubj", 1e-6),
+        ("xgboost-multi", 1e-6),
+        ("lightgbm-binary", 1e-6),
+        ("lightgbm-zero", 1e-6),
+        ("lightgbm-multi", 1e-6),
+        ("sklearn-binary", 1e-5),
+        ("sklearn-multi", 1e-5),
+        ("torch-softmax", 1e-5),
+        ("torch-sigmoid", 1e-5),
+        ("torch-dynamo", 1e-5),
+        // model.json written by scripts/torch_to_candela.py; against torch itself.
+        ("torch-safetensors", 1e-5),
+    ] {
+        let (rows, want) = expected(segment);
+        let missing = rows.iter().filter(|v| v.is_nan()).count();
+        let answer = client.batch_predict(segment, 8, rows).await.unwrap_or_else(|e| panic!("{segment}: {e:?}"));
+        assert_eq!(answer.predictions.len(), want.len(), "{segment}");
+        let mut worst = 0.0f64;
+        for (row, (got, want)) in answer.predictions.iter().zip(&want).enumerate() {
+            assert_eq!(got.probabilities.len(), want.len(), "{segment} row {row}");
+            for (g, w) in got.probabilities.iter().zip(want) {
+                worst = worst.max((f64::from(*g) - w).abs());
+            }
+            let top = (0..want.len()).max_by(|&a, &b| want[a].total_cmp(&want[b])).unwrap();
+            if (want[top] - want.iter().cloned().filter(|p| *p != want[top]).fold(0.0, f64::max)).abs() > 1e-4 {
+                assert_eq!(got.class_index as usize, top, "{segment} row {row}");
+            }
+        }
+        println!("{segment}: {} rows ({missing} missing values), largest |Δp| {worst:.2e}", want.len());
+        assert!(worst <= tolerance, "{segment}: largest difference {worst:e} > {tolerance:e}");
+        // One row at a time (Predict) answers the same as the batch.
+        let (rows, _) = expected(segment);
+        let single = client.predict(segment, rows[..8].to_vec()).await.unwrap().prediction.unwrap();
+        assert!((f64::from(single.probabilities[0]) - want[0][0]).abs() <= tolerance, "{segment}");
+    }
+    let info = client.get_model("xgboost-multi").await.unwrap();
+    assert!(info.layers[0].starts_with("xgboost multi:softprob: 120 trees"), "{:?}", info.layers);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn nan_is_missing_for_trees_and_refused_for_networks() {
+    let server = serve(&fixtures()).await;
+    let mut client = common::client(&server).await;
+    let mut row = vec![0.5f32; 8];
+    row[3] = f32::NAN;
+    client.predict("lightgbm-binary", row.clone()).await.expect("trees take NaN as missing");
+    let status = client.predict("sklearn-binary", row.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("features must be finite numbers"), "{}", status.message());
+    row[3] = f32::INFINITY;
+    let status = client.predict("xgboost-binary", row).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("or NaN for a missing value"), "{}", status.message());
+    server.stop().await.unwrap();
+}
+
+/// A one-version repository of `segment` copied from the fixtures, with
+/// `edit` applied to its directory.
+fn broken(root: &Path, segment: &str, edit: impl FnOnce(&Path)) {
+    let from = fixtures().join(segment).join("1");
+    let dir = root.join(segment).join("1");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    edit(&dir);
+}
+
+fn rewrite(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from} not in {}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn unsupported_and_malformed_models_are_refused_naming_the_cause() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    // A categorical LightGBM split (decision_type bit 0) in the first tree.
+    broken(root, "lightgbm-binary", |dir| rewrite(&dir.join("lightgbm.txt"), "decision_type=10", "decision_type=11"));
+    // An XGBoost model whose child points outside its tree.
+    broken(root, "xgboost-binary", |dir| {
+        rewrite(&dir.join("xgboost.json"), "\"left_children\":[1,", "\"left_children\":[999,")
+    });
+    // Labels that do not match the model's classes.
+    broken(root, "xgboost-multi", |dir| rewrite(&dir.join("model.json"), "\"class2\"", "\"class2\", \"class3\""));
+    // An ONNX graph with the wrong feature count for model.json.
+    broken(root, "torch-softmax", |dir| rewrite(&dir.join("model.json"), "\"f7\"", "\"f7\", \"f8\""));
+    // Not an ONNX file at all.
+    broken(root, "sklearn-binary", |dir| std::fs::write(dir.join("model.onnx"), b"not onnx").unwrap());
+    let device = candle_core::Device::Cpu;
+    let Err(errors) = candela_server::model::repository::load(root, &device, "cpu", 1 << 30) else {
+        panic!("the broken repository loaded");
+    };
+    let errors = errors.to_string();
+    for needle in [
+        "tree 0 node 0 is a categorical split",
+        "tree 0 names node 999",
+        "gives 3 class probabilities but model.json lists 4 labels",
+        "takes 8 features per row but model.json lists 9",
+        "not an ONNX model file",
+    ] {
+        assert!(errors.contains(needle), "`{needle}` not in:\n{errors}");
+    }
+    assert!(errors.contains("5 problems"), "{errors}");
+}
