@@ -28,11 +28,11 @@ def train(out):
 
     x, y = read(out / "data" / "retail-train.csv")
     features = (out / "data" / "retail-train.csv").read_text().split("\n", 1)[0].split(",")[:-1]
-    model = xgb.XGBClassifier(n_estimators=200, max_depth=6, learning_rate=0.1, n_jobs=1, random_state=2026)
-    model.fit(x, y)
+    params = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 1, "seed": 2026}
+    booster = xgb.train(params, xgb.DMatrix(x, label=y), num_boost_round=200)
     version = out / "repo" / "retail-xgb" / "1"
     version.mkdir(parents=True, exist_ok=True)
-    model.get_booster().save_model(version / "xgboost.json")
+    booster.save_model(version / "xgboost.json")
     manifest = {"features": features, "labels": ["legit", "fraud"], "format": "xgboost", "file": "xgboost.json"}
     (version / "model.json").write_text(json.dumps(manifest))
     shutil.copytree(ROOT / "models" / "retail-gbt", out / "repo" / "retail-gbt", dirs_exist_ok=True)

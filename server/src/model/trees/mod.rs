@@ -1,12 +1,17 @@
 //! Tree ensembles evaluated natively (a tree is not a tensor program):
 //! XGBoost's JSON/UBJSON models (`xgboost`, with `ubjson` decoding the
 //! binary form) and LightGBM's text models (`lightgbm`) both become one
-//! `Forest`: every tree's nodes in one flat array, each node's split and
-//! missing-value rule resolved at load to "go left when value ≤ threshold",
-//! so the request path walks compact nodes with one comparison and no
-//! format-specific branches. A pass scores rows in blocks (each tree's nodes
-//! stay in cache across a block), blocks in parallel on the model's compute
-//! threads. A NaN feature is a missing value and follows the node's default
+//! `Forest`: every tree's nodes in one flat array of 16-byte nodes, each
+//! split's rule and missing-value handling resolved at load to "go left when
+//! the f32 value ≤ an f32 threshold" plus flags, exactly, so the request path
+//! has no format-specific branches. A pass scores rows in blocks of 64 (each
+//! tree's nodes stay in cache across a block), blocks in parallel on the
+//! model's compute threads; within a block, 8 rows walk each tree in
+//! lockstep with branch-free steps, so the CPU overlaps their independent
+//! paths instead of mispredicting each split. Forests of shallow trees
+//! (depth ≤ 8, as XGBoost grows them) are also laid out as complete binary
+//! trees, where a step loads only the split and computes the child's index.
+//! A NaN feature is a missing value and follows the split's default
 //! direction, exactly as the library that trained the model.
 
 pub mod lightgbm;
@@ -19,29 +24,148 @@ use std::time::Instant;
 
 /// Rows scored together: each tree is walked for all of them before the next.
 const BLOCK_ROWS: usize = 64;
+/// Rows walked down one tree in lockstep: independent paths the CPU overlaps,
+/// each step branch-free.
+const LANES: usize = 8;
 
-/// A node's flags.
-const LEAF: u8 = 1;
+/// Flags in the high bits of `Node::feature`; the low bits are the feature index.
+const LEAF: u32 = 1 << 31;
 /// A NaN goes left.
-const NAN_LEFT: u8 = 2;
+const NAN_LEFT: u32 = 1 << 30;
 /// Values within ±1e-35 of zero are missing (LightGBM's `missing_type` Zero)
 /// and go the default direction.
-const ZERO_MISSING: u8 = 4;
+const ZERO_MISSING: u32 = 1 << 29;
 /// The default direction (for zeros under `ZERO_MISSING`) is left.
-const DEFAULT_LEFT: u8 = 8;
+const DEFAULT_LEFT: u32 = 1 << 28;
+const FEATURE: u32 = DEFAULT_LEFT - 1;
 
-/// LightGBM's `kZeroThreshold` (a float constant widened to double).
-const ZERO_THRESHOLD: f64 = 1e-35_f32 as f64;
+/// LightGBM's `kZeroThreshold` (the float 1e-35): a value `v` is zero when
+/// `-1e-35 < v <= 1e-35`.
+const ZERO_THRESHOLD: f32 = 1e-35;
 
-/// One node of one tree: a split, or a leaf holding its value in `value`.
+/// One node of one tree in 16 bytes. A split goes to `left` when the value
+/// is ≤ `threshold` (every split rule is resolved to this at load, exactly:
+/// rows are f32). A leaf points to itself both ways, so a walk may step past
+/// it; its value is in `Forest::leaves` at the node's index.
 #[derive(Debug, Clone, Copy)]
 struct Node {
-    /// A split's threshold (left when value ≤ it), or a leaf's value.
-    value: f64,
+    threshold: f32,
+    /// The feature index and the flags above.
     feature: u32,
     left: u32,
     right: u32,
-    flags: u8,
+}
+
+impl Node {
+    /// The child a row whose feature values start at `row[at]` goes to,
+    /// without a branch. `ZERO`: the forest has zero-as-missing splits
+    /// (compiled apart: XGBoost's never do).
+    #[inline(always)]
+    fn next<const ZERO: bool>(&self, row: &[f32], at: usize) -> u32 {
+        let left = goes_left::<ZERO>(self.threshold, self.feature, row, at);
+        self.right ^ ((self.left ^ self.right) & 0u32.wrapping_sub(u32::from(left)))
+    }
+}
+
+/// Whether the row whose values start at `row[at]` goes left at a split of
+/// `threshold` and `feature` (index and flags), computed without a branch.
+#[inline(always)]
+fn goes_left<const ZERO: bool>(threshold: f32, feature: u32, row: &[f32], at: usize) -> bool {
+    let value = row[at + (feature & FEATURE) as usize];
+    let nan = value.is_nan();
+    let below = value <= threshold;
+    if ZERO {
+        let zero = (feature & ZERO_MISSING != 0) & (value > -ZERO_THRESHOLD) & (value <= ZERO_THRESHOLD);
+        (nan & (feature & NAN_LEFT != 0)) | (zero & (feature & DEFAULT_LEFT != 0)) | (!zero & below)
+    } else {
+        (nan & (feature & NAN_LEFT != 0)) | below
+    }
+}
+
+/// Trees no deeper than this are also laid out as complete binary trees.
+const DENSE_DEPTH: u32 = 8;
+
+/// The forest again, every tree as a complete binary tree of its depth
+/// (XGBoost's depth-wise trees are nearly so): the children of slot `i` are
+/// `2i + 1` and `2i + 2`, so a step loads only the split (8 bytes) and
+/// computes where to go; a leaf above the bottom level is copied down
+/// through splits that always go left.
+#[derive(Debug)]
+struct Dense {
+    /// Per tree, `2^depth − 1` splits: threshold and feature (with flags).
+    splits: Vec<(f32, u32)>,
+    /// Per tree, `2^depth` leaf values.
+    leaves: Vec<f64>,
+    /// Per tree (as `Forest::trees`): where its splits and leaves start.
+    starts: Vec<(usize, usize)>,
+}
+
+impl Dense {
+    /// `forest`'s trees as complete binary trees, if none is deeper than `DENSE_DEPTH`.
+    fn of(forest: &Forest) -> Option<Dense> {
+        if forest.trees.iter().any(|t| t.depth > DENSE_DEPTH) {
+            return None;
+        }
+        let mut dense = Dense { splits: Vec::new(), leaves: Vec::new(), starts: Vec::new() };
+        for tree in &forest.trees {
+            let (splits, leaves) = (dense.splits.len(), dense.leaves.len());
+            dense.starts.push((splits, leaves));
+            dense.splits.resize(splits + (1 << tree.depth) - 1, (f32::INFINITY, NAN_LEFT));
+            dense.leaves.resize(leaves + (1 << tree.depth), 0.0);
+            dense.fill(forest, tree, tree.root, 0, 0, (splits, leaves));
+        }
+        Some(dense)
+    }
+
+    /// Places linked node `node` at slot `slot` of level `level`.
+    fn fill(
+        &mut self,
+        forest: &Forest,
+        tree: &Tree,
+        node: u32,
+        slot: usize,
+        level: u32,
+        (splits, leaves): (usize, usize),
+    ) {
+        let n = forest.nodes[node as usize];
+        if level == tree.depth {
+            self.leaves[leaves + slot - ((1 << tree.depth) - 1)] = forest.leaves[node as usize];
+            return;
+        }
+        let (left, right) = if n.feature & LEAF != 0 {
+            // A shallow leaf: an always-left pass-through (the default split), both children the leaf.
+            (node, node)
+        } else {
+            self.splits[splits + slot] = (n.threshold, n.feature);
+            (n.left, n.right)
+        };
+        self.fill(forest, tree, left, 2 * slot + 1, level + 1, (splits, leaves));
+        self.fill(forest, tree, right, 2 * slot + 2, level + 1, (splits, leaves));
+    }
+
+    /// As `Forest::walk`, for tree `index`: returns leaf values.
+    #[inline(always)]
+    fn walk<const ZERO: bool>(
+        &self,
+        tree: &Tree,
+        index: usize,
+        rows: &[f32],
+        first: usize,
+        inputs: usize,
+    ) -> [f64; LANES] {
+        let (splits, leaves) = self.starts[index];
+        let splits = &self.splits[splits..];
+        let mut at = [0usize; LANES];
+        for _ in 0..tree.depth {
+            for (lane, at) in at.iter_mut().enumerate() {
+                let (threshold, feature) = splits[*at];
+                let left = goes_left::<ZERO>(threshold, feature, rows, (first + lane) * inputs);
+                *at = 2 * *at + 2 - usize::from(left);
+            }
+        }
+        let bottom = (1 << tree.depth) - 1;
+        std::array::from_fn(|lane| self.leaves[leaves + at[lane] - bottom])
+    }
 }
 
 /// How summed margins become probabilities.
@@ -67,14 +191,29 @@ pub enum Sum {
 #[derive(Debug)]
 pub struct Forest {
     nodes: Vec<Node>,
-    /// Each tree's root in `nodes`, and the margin (class) it adds to.
-    trees: Vec<(u32, u32)>,
+    /// The leaf values, at their nodes' indices (0 for splits).
+    leaves: Vec<f64>,
+    /// Each tree's root in `nodes`, its depth, and the margin (class) it adds to.
+    trees: Vec<Tree>,
     /// The starting margin per output group.
     base: Vec<f64>,
     link: Link,
     sum: Sum,
+    /// Whether any split treats zeros as missing.
+    zero_missing: bool,
+    /// The same trees as complete binary trees, when all are shallow.
+    dense: Option<Dense>,
     inputs: usize,
     description: Vec<String>,
+}
+
+/// Where a tree starts in `Forest::nodes`.
+#[derive(Debug, Clone, Copy)]
+struct Tree {
+    root: u32,
+    /// The longest path from the root to a leaf, in steps.
+    depth: u32,
+    group: u32,
 }
 
 /// A split as a format describes it, before it is resolved into a `Node`.
@@ -142,6 +281,7 @@ impl Forest {
             return Err("the model has no trees".into());
         }
         let mut nodes = Vec::new();
+        let mut leaves = Vec::new();
         let mut roots = Vec::with_capacity(trees.len());
         let mut depth_max = 0;
         // The largest margin any row can reach: bounded, no sum overflows.
@@ -160,16 +300,21 @@ impl Forest {
                 }
                 Ok((offset + child) as u32)
             };
+            let mut largest_leaf = 0.0f64;
             for (position, node) in tree.nodes.iter().enumerate() {
-                nodes.push(match *node {
+                let here = (offset + position) as u32;
+                let (node, leaf) = match *node {
                     TreeNode::Leaf(value) if value.is_finite() => {
-                        Node { value, feature: 0, left: 0, right: 0, flags: LEAF }
+                        largest_leaf = largest_leaf.max(value.abs());
+                        (Node { threshold: 0.0, feature: LEAF, left: here, right: here }, value)
                     }
                     TreeNode::Leaf(value) => {
-                        return Err(format!("tree {index} node {position} is a leaf of value {value}; leaves must be finite"));
+                        return Err(format!(
+                            "tree {index} node {position} is a leaf of value {value}; leaves must be finite"
+                        ));
                     }
                     TreeNode::Split { split, left, right } => {
-                        if split.feature >= inputs {
+                        if split.feature >= inputs || split.feature > FEATURE as usize {
                             return Err(format!(
                                 "tree {index} node {position} splits on feature {}, but model.json lists {inputs} features",
                                 split.feature
@@ -178,18 +323,27 @@ impl Forest {
                         if split.threshold.is_nan() {
                             return Err(format!("tree {index} node {position} has a NaN threshold"));
                         }
-                        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
-                        let flags = flag(split.nan_left, NAN_LEFT)
+                        let flag = |on: bool, bit: u32| if on { bit } else { 0 };
+                        let feature = split.feature as u32
+                            | flag(split.nan_left, NAN_LEFT)
                             | flag(split.zero_missing, ZERO_MISSING)
                             | flag(split.default_left, DEFAULT_LEFT);
-                        Node { value: split.threshold, feature: split.feature as u32, left: at(left)?, right: at(right)?, flags }
+                        let node = Node {
+                            threshold: at_or_below(split.threshold),
+                            feature,
+                            left: at(left)?,
+                            right: at(right)?,
+                        };
+                        (node, 0.0)
                     }
-                });
+                };
+                nodes.push(node);
+                leaves.push(leaf);
             }
-            depth_max = depth_max.max(check_tree(&nodes[offset..], offset, index)?);
-            largest +=
-                nodes[offset..].iter().filter(|n| n.flags & LEAF != 0).map(|n| n.value.abs()).fold(0.0, f64::max);
-            roots.push((offset as u32, tree.group as u32));
+            let depth = check_tree(&nodes[offset..], offset, index)?;
+            depth_max = depth_max.max(depth);
+            largest += largest_leaf;
+            roots.push(Tree { root: offset as u32, depth: depth as u32, group: tree.group as u32 });
         }
         if largest >= f64::from(f32::MAX) / 2.0 {
             return Err(format!("its leaves can sum to {largest:e}, beyond f32's range: the model is corrupt"));
@@ -199,46 +353,85 @@ impl Forest {
             roots.len(),
             nodes.len()
         )];
-        Ok(Forest { nodes, trees: roots, base, link, sum, inputs, description })
+        let zero_missing = nodes.iter().any(|n| n.feature & (LEAF | ZERO_MISSING) == ZERO_MISSING);
+        let mut forest =
+            Forest { nodes, leaves, trees: roots, base, link, sum, zero_missing, dense: None, inputs, description };
+        forest.dense = Dense::of(&forest);
+        Ok(forest)
     }
 
-    /// The leaf value `row` reaches in the tree rooted at `root`.
-    #[inline]
-    fn leaf(&self, root: u32, row: &[f32]) -> f64 {
-        let mut node = &self.nodes[root as usize];
-        while node.flags & LEAF == 0 {
-            let value = row[node.feature as usize];
-            let left = if value.is_nan() {
-                node.flags & NAN_LEFT != 0
-            } else {
-                let value = f64::from(value);
-                if node.flags & ZERO_MISSING != 0 && value > -ZERO_THRESHOLD && value <= ZERO_THRESHOLD {
-                    node.flags & DEFAULT_LEFT != 0
-                } else {
-                    value <= node.value
-                }
-            };
-            node = &self.nodes[if left { node.left } else { node.right } as usize];
+    /// Walks `LANES` consecutive rows of `rows` (from row `first`) down
+    /// `tree` in lockstep, each step branch-free (a leaf absorbs the steps
+    /// left), until all have reached their leaves or the tree's depth is
+    /// walked; returns the leaf nodes they reach.
+    #[inline(always)]
+    fn walk<const ZERO: bool>(&self, tree: &Tree, rows: &[f32], first: usize) -> [u32; LANES] {
+        let mut at = [tree.root; LANES];
+        for _ in 0..tree.depth {
+            let mut moved = false;
+            for (lane, at) in at.iter_mut().enumerate() {
+                let next = self.nodes[*at as usize].next::<ZERO>(rows, (first + lane) * self.inputs);
+                moved |= next != *at;
+                *at = next;
+            }
+            // Every lane at its leaf: the rest of an unbalanced tree's depth is idle.
+            if !moved {
+                break;
+            }
         }
-        node.value
+        at
     }
 
     /// Scores one block of rows into `out` (`classes` probabilities per row).
     fn block(&self, rows: &[f32], out: &mut [f32]) {
+        let margins = match (self.sum, self.zero_missing) {
+            (Sum::F32, false) => self.margins::<true, false>(rows),
+            (Sum::F32, true) => self.margins::<true, true>(rows),
+            (Sum::F64, false) => self.margins::<false, false>(rows),
+            (Sum::F64, true) => self.margins::<false, true>(rows),
+        };
+        self.link(&margins, out);
+    }
+
+    /// The margins of a block of rows, `groups` per row: leaves summed in
+    /// f32 (`F32`, XGBoost) or f64 (LightGBM), compiled apart so the inner
+    /// loops carry no choice.
+    fn margins<const F32: bool, const ZERO: bool>(&self, rows: &[f32]) -> Vec<f64> {
         let groups = self.base.len();
         let count = rows.len() / self.inputs;
         let mut margins: Vec<f64> = self.base.iter().copied().cycle().take(count * groups).collect();
-        for &(root, group) in &self.trees {
-            let group = group as usize;
-            for (row, margin) in rows.chunks_exact(self.inputs).zip(margins.chunks_exact_mut(groups)) {
-                let leaf = self.leaf(root, row);
-                let margin = &mut margin[group];
-                *margin = match self.sum {
-                    Sum::F32 => f64::from(*margin as f32 + leaf as f32),
-                    Sum::F64 => *margin + leaf,
+        let add = |margin: &mut f64, leaf: f64| {
+            *margin = if F32 { f64::from(*margin as f32 + leaf as f32) } else { *margin + leaf };
+        };
+        let whole = count - count % LANES;
+        for first in (0..whole).step_by(LANES) {
+            for (index, tree) in self.trees.iter().enumerate() {
+                let values = match &self.dense {
+                    Some(dense) => dense.walk::<ZERO>(tree, index, rows, first, self.inputs),
+                    None => self.walk::<ZERO>(tree, rows, first).map(|leaf| self.leaves[leaf as usize]),
                 };
+                let group = tree.group as usize;
+                for (lane, value) in values.into_iter().enumerate() {
+                    add(&mut margins[(first + lane) * groups + group], value);
+                }
             }
         }
+        // The last rows (a single row, say) one at a time, each stopping at its leaf.
+        for r in whole..count {
+            for tree in &self.trees {
+                let mut at = tree.root;
+                while self.nodes[at as usize].feature & LEAF == 0 {
+                    at = self.nodes[at as usize].next::<ZERO>(rows, r * self.inputs);
+                }
+                add(&mut margins[r * groups + tree.group as usize], self.leaves[at as usize]);
+            }
+        }
+        margins
+    }
+
+    /// Turns margins (`groups` per row) into probabilities (`classes` per row).
+    fn link(&self, margins: &[f64], out: &mut [f32]) {
+        let groups = self.base.len();
         match self.link {
             Link::Sigmoid { scale } => {
                 for (margin, out) in margins.iter().zip(out.chunks_exact_mut(2)) {
@@ -260,6 +453,13 @@ impl Forest {
     }
 }
 
+/// The largest f32 at or below `threshold`: for an f32 value `v`,
+/// `v <= threshold` exactly when `v <= at_or_below(threshold)`.
+fn at_or_below(threshold: f64) -> f32 {
+    let nearest = threshold as f32;
+    if f64::from(nearest) > threshold { nearest.next_down() } else { nearest }
+}
+
 /// Walks one tree from its root (`nodes[0]`, absolute indices offset by
 /// `offset`): every node must be reached exactly once, so a malformed file
 /// cannot make a cycle the request path would loop in. Returns the depth.
@@ -275,7 +475,7 @@ fn check_tree(nodes: &[Node], offset: usize, index: usize) -> Result<usize, Stri
         }
         depth = depth.max(level);
         let n = nodes[node];
-        if n.flags & LEAF == 0 {
+        if n.feature & LEAF == 0 {
             stack.push((n.left as usize - offset, level + 1));
             stack.push((n.right as usize - offset, level + 1));
         }
