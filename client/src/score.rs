@@ -2,8 +2,10 @@
 //! A blocking reader thread turns the file into row batches; the stream sends
 //! them as the server takes them (a bounded channel, so memory stays flat on
 //! any file size) and the results are written in input order, each input
-//! record beside its scores. A refused batch (a NaN, say) is written with its
-//! error instead of scores, and scoring carries on.
+//! record beside its scores. A refused batch (a NaN, say) costs only its
+//! offending rows: the client isolates them by scoring the batch's halves
+//! again (BatchPredict, recursively), so every other row gets its scores and
+//! only the offending rows carry the error; scoring carries on.
 
 use anyhow::{Context, bail};
 use candela_client::{Client, ModelId, proto, stream_batch};
@@ -25,6 +27,8 @@ pub struct Summary {
 struct Pending {
     id: String,
     records: Vec<csv::StringRecord>,
+    /// The rows as sent, to isolate offending rows if the batch is refused.
+    values: Vec<f32>,
 }
 
 pub async fn score_csv(
@@ -80,8 +84,9 @@ pub async fn score_csv(
             let id = index.to_string();
             *index += 1;
             // The writer must know of a batch before its results can arrive.
-            pending_tx.blocking_send(Pending { id: id.clone(), records: batch }).ok();
-            requests.blocking_send(stream_batch(id, &reader_model, features, values)).ok();
+            let sent = stream_batch(id.clone(), &reader_model, features, values.clone());
+            pending_tx.blocking_send(Pending { id, records: batch, values }).ok();
+            requests.blocking_send(sent).ok();
             Ok(())
         };
         for record in reader.records() {
@@ -96,6 +101,7 @@ pub async fn score_csv(
         Ok(())
     });
 
+    let mut isolating = client.clone();
     let mut responses = client
         .stream_predict(ReceiverStream::new(request_stream))
         .await
@@ -107,7 +113,19 @@ pub async fn score_csv(
         if pending.id != response.id {
             bail!("response for batch {} arrived where batch {} was expected", response.id, pending.id);
         }
-        write_batch(&mut writer, pending.records, response.outcome, info.labels.len(), &mut summary)?;
+        let outcome = match response.outcome {
+            Some(proto::stream_predict_response::Outcome::Error(error))
+                if error.code == tonic::Code::InvalidArgument as i32 && pending.records.len() > 1 =>
+            {
+                Answered::Rows(isolate(&mut isolating, &model, features, &pending.values).await)
+            }
+            Some(proto::stream_predict_response::Outcome::Result(result)) => {
+                Answered::Rows(result.predictions.into_iter().map(Ok).collect())
+            }
+            Some(proto::stream_predict_response::Outcome::Error(error)) => Answered::Refused(error_text(error)),
+            None => bail!("the server sent a response with neither results nor an error"),
+        };
+        write_batch(&mut writer, pending.records, outcome, info.labels.len(), &mut summary)?;
         progress.set_position(summary.rows);
     }
     reading.await.context("the CSV reader failed")??;
@@ -116,46 +134,103 @@ pub async fn score_csv(
     Ok(summary)
 }
 
+/// A batch's answer: a prediction or an error per row, or one error for all.
+enum Answered {
+    Rows(Vec<Result<proto::Prediction, String>>),
+    Refused(String),
+}
+
+/// Scores a refused batch's rows again in halves (BatchPredict), splitting
+/// every refused part until the offending rows stand alone: each row gets
+/// its prediction, or the error that refused it alone.
+async fn isolate(
+    client: &mut Client,
+    model: &ModelId,
+    features: usize,
+    values: &[f32],
+) -> Vec<Result<proto::Prediction, String>> {
+    let rows = values.len() / features;
+    let mut answers: Vec<Option<Result<proto::Prediction, String>>> = vec![None; rows];
+    let mut parts = vec![(0, rows / 2), (rows / 2, rows)];
+    while let Some((start, end)) = parts.pop() {
+        if start == end {
+            continue;
+        }
+        let part = values[start * features..end * features].to_vec();
+        match client.batch_predict(model.clone(), features, part).await {
+            Ok(answer) if answer.predictions.len() == end - start => {
+                for (slot, prediction) in answers[start..end].iter_mut().zip(answer.predictions) {
+                    *slot = Some(Ok(prediction));
+                }
+            }
+            Err(status) if status.code() == tonic::Code::InvalidArgument && end - start > 1 => {
+                let middle = start + (end - start) / 2;
+                parts.extend([(start, middle), (middle, end)]);
+            }
+            other => {
+                let message = match other {
+                    Err(status) => status_text(&status),
+                    Ok(answer) => format!("the server answered {} rows for {}", answer.predictions.len(), end - start),
+                };
+                for slot in &mut answers[start..end] {
+                    *slot = Some(Err(message.clone()));
+                }
+            }
+        }
+    }
+    answers.into_iter().map(|a| a.unwrap_or_else(|| Err("not scored".into()))).collect()
+}
+
+/// A stream's batch error as one line: the message and its first violation.
+fn error_text(error: proto::BatchError) -> String {
+    match error.field_violations.first() {
+        Some(v) => format!("{} (first: {} {})", error.message, v.field, v.description),
+        None => error.message,
+    }
+}
+
+/// A refused call's status as one line, as `error_text` writes a stream's.
+fn status_text(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    match status.get_details_bad_request().and_then(|b| b.field_violations.into_iter().next()) {
+        Some(v) => format!("{} (first: {} {})", status.message(), v.field, v.description),
+        None => status.message().to_string(),
+    }
+}
+
 fn write_batch(
     writer: &mut csv::Writer<std::fs::File>,
     records: Vec<csv::StringRecord>,
-    outcome: Option<proto::stream_predict_response::Outcome>,
+    answered: Answered,
     labels: usize,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
-    use proto::stream_predict_response::Outcome;
-    let rows = records.len() as u64;
-    match outcome {
-        Some(Outcome::Result(result)) => {
-            if result.predictions.len() != records.len() {
-                bail!("the server answered {} rows for a batch of {}", result.predictions.len(), records.len());
-            }
-            for (mut record, prediction) in records.into_iter().zip(result.predictions) {
+    let answers = match answered {
+        Answered::Rows(rows) if rows.len() != records.len() => {
+            bail!("the server answered {} rows for a batch of {}", rows.len(), records.len());
+        }
+        Answered::Rows(rows) => rows,
+        Answered::Refused(message) => vec![Err(message); records.len()],
+    };
+    for (mut record, answer) in records.into_iter().zip(answers) {
+        match answer {
+            Ok(prediction) => {
                 record.push_field(&prediction.label);
                 for p in &prediction.probabilities {
                     record.push_field(&p.to_string());
                 }
                 record.push_field("");
-                writer.write_record(&record)?;
             }
-        }
-        Some(Outcome::Error(error)) => {
-            let message = match error.field_violations.first() {
-                Some(v) => format!("{} (first: {} {})", error.message, v.field, v.description),
-                None => error.message,
-            };
-            for mut record in records {
-                record.push_field("");
-                for _ in 0..labels {
+            Err(message) => {
+                for _ in 0..=labels {
                     record.push_field("");
                 }
                 record.push_field(&message);
-                writer.write_record(&record)?;
+                summary.refused_rows += 1;
             }
-            summary.refused_rows += rows;
         }
-        None => bail!("the server sent a response with neither results nor an error"),
+        writer.write_record(&record)?;
+        summary.rows += 1;
     }
-    summary.rows += rows;
     Ok(())
 }
