@@ -74,6 +74,10 @@ enum Command {
         /// Rows per StreamPredict message.
         #[arg(long, default_value_t = 500)]
         batch_rows: usize,
+        /// StreamPredict streams scoring at once (batches dealt in turn,
+        /// results written in input order); default: this machine's cores, at most 8.
+        #[arg(long)]
+        streams: Option<usize>,
     },
     /// Load the server (candela.v1 or Open Inference Protocol) and report
     /// throughput and latency percentiles.
@@ -167,12 +171,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("model {} v{}  request {}", model.segment, model.version, response.request_id);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Score { segment, version, input, output, batch_rows } => {
-            if batch_rows == 0 {
-                bail!("--batch-rows must be at least 1");
+        Command::Score { segment, version, input, output, batch_rows, streams } => {
+            if batch_rows == 0 || streams == Some(0) {
+                bail!("--batch-rows and --streams must be at least 1");
             }
-            let summary =
-                score::score_csv(&mut client, ModelId::pinned(segment, version), &input, &output, batch_rows).await?;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let streams = streams.unwrap_or(cores.min(8));
+            let model = ModelId::pinned(segment, version);
+            let summary = score::score_csv(&mut client, model, &input, &output, batch_rows, streams).await?;
             eprintln!("scored {} rows into {} ({} rows refused)", summary.rows, output.display(), summary.refused_rows);
             Ok(if summary.refused_rows == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }

@@ -1,7 +1,9 @@
 //! `candela score`: batch scoring of a CSV file through StreamPredict.
-//! A blocking reader thread turns the file into row batches; the stream sends
-//! them as the server takes them (a bounded channel, so memory stays flat on
-//! any file size) and the results are written in input order, each input
+//! A blocking reader thread turns the file into row batches and deals them
+//! to N streams in turn (`--streams`); each stream sends them as the server
+//! takes them (bounded channels, so memory stays flat on any file size) and
+//! the results are written in input order (batch i is the next answer on
+//! stream i mod N), each input
 //! record beside its scores. A refused batch (a NaN, say) costs only its
 //! offending rows: the client isolates them by scoring the batch's halves
 //! again (BatchPredict, recursively), so every other row gets its scores and
@@ -37,6 +39,7 @@ pub async fn score_csv(
     input: &Path,
     output: &Path,
     batch_rows: usize,
+    streams: usize,
 ) -> anyhow::Result<Summary> {
     let info = client.get_model(model.clone()).await.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
     // Pin the version GetModel resolved, so every batch is scored by the same model.
@@ -63,8 +66,9 @@ pub async fn score_csv(
         ProgressStyle::with_template("{spinner} {human_pos} rows scored ({per_sec}, {elapsed})")
             .expect("constant template is valid"),
     );
-    let (requests, request_stream) = mpsc::channel(READ_AHEAD);
-    let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(READ_AHEAD * 4);
+    let streams = streams.max(1);
+    let (requests, request_streams): (Vec<_>, Vec<_>) = (0..streams).map(|_| mpsc::channel(READ_AHEAD)).unzip();
+    let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(READ_AHEAD * 4 * streams);
     let features = info.features.len();
     let reader_model = model.clone();
     let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -82,11 +86,13 @@ pub async fn score_csv(
                 }
             }
             let id = index.to_string();
+            // Batch i goes to stream i mod N; the writer reads the streams in the same turn.
+            let stream = &requests[(*index % requests.len() as u64) as usize];
             *index += 1;
             // The writer must know of a batch before its results can arrive.
             let sent = stream_batch(id.clone(), &reader_model, features, values.clone());
             pending_tx.blocking_send(Pending { id, records: batch, values }).ok();
-            requests.blocking_send(sent).ok();
+            stream.blocking_send(sent).ok();
             Ok(())
         };
         for record in reader.records() {
@@ -102,12 +108,15 @@ pub async fn score_csv(
     });
 
     let mut isolating = client.clone();
-    let mut responses = client
-        .stream_predict(ReceiverStream::new(request_stream))
-        .await
-        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+    let mut responses = Vec::with_capacity(streams);
+    for request_stream in request_streams {
+        let opened = client.stream_predict(ReceiverStream::new(request_stream)).await;
+        responses.push(opened.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?);
+    }
     let mut summary = Summary { rows: 0, refused_rows: 0 };
-    while let Some(response) = responses.next().await {
+    // Results in input order: batch i's answer is the next on stream i mod N.
+    for turn in (0..streams).cycle() {
+        let Some(response) = responses[turn].next().await else { break };
         let response = response.map_err(|s| anyhow::anyhow!("stream broken: {:?}: {}", s.code(), s.message()))?;
         let pending = pending_rx.recv().await.context("a response arrived for a batch never sent")?;
         if pending.id != response.id {

@@ -99,6 +99,9 @@ async fn score_streams_a_csv_in_order_and_isolates_the_refused_row() {
             output.to_str().unwrap(),
             "--batch-rows",
             "100",
+            // 13 batches dealt to 3 streams: the results still come out in input order.
+            "--streams",
+            "3",
         ],
     )
     .await;
