@@ -178,8 +178,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let streams = streams.unwrap_or(cores.min(8));
             let model = ModelId::pinned(segment, version);
+            let started = std::time::Instant::now();
             let summary = score::score_csv(&mut client, model, &input, &output, batch_rows, streams).await?;
-            eprintln!("scored {} rows into {} ({} rows refused)", summary.rows, output.display(), summary.refused_rows);
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!(
+                "scored {} rows into {} ({} rows refused) in {seconds:.2} s, {:.0} rows/s",
+                summary.rows,
+                output.display(),
+                summary.refused_rows,
+                summary.rows as f64 / seconds.max(1e-9)
+            );
             Ok(if summary.refused_rows == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
         Command::Bench(ref args) => {

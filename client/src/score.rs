@@ -61,11 +61,14 @@ pub async fn score_csv(
     out_header.push_field("error");
     writer.write_record(&out_header)?;
 
-    // Hidden automatically when stderr is not a terminal.
-    let progress = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} {human_pos} rows scored ({per_sec}, {elapsed})")
+    // Hidden automatically when stderr is not a terminal. Its position is the
+    // input's bytes written back out, so the bar and the ETA need no row count.
+    let size = std::fs::metadata(input).map_or(0, |m| m.len());
+    let progress = ProgressBar::new(size).with_style(
+        ProgressStyle::with_template("{spinner} {wide_bar} {percent:>3}% · {msg} · ETA {eta}")
             .expect("constant template is valid"),
     );
+    let started = std::time::Instant::now();
     let streams = streams.max(1);
     let (requests, request_streams): (Vec<_>, Vec<_>) = (0..streams).map(|_| mpsc::channel(READ_AHEAD)).unzip();
     let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(READ_AHEAD * 4 * streams);
@@ -134,8 +137,11 @@ pub async fn score_csv(
             Some(proto::stream_predict_response::Outcome::Error(error)) => Answered::Refused(error_text(error)),
             None => bail!("the server sent a response with neither results nor an error"),
         };
+        let end = pending.records.last().and_then(|r| r.position()).map_or(0, |p| p.byte());
         write_batch(&mut writer, pending.records, outcome, info.labels.len(), &mut summary)?;
-        progress.set_position(summary.rows);
+        progress.set_position(end);
+        let rate = summary.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        progress.set_message(format!("{} rows, {rate:.0} rows/s, {} refused", summary.rows, summary.refused_rows));
     }
     reading.await.context("the CSV reader failed")??;
     writer.flush()?;
