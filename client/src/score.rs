@@ -29,8 +29,23 @@ pub struct Summary {
 struct Pending {
     id: String,
     records: Vec<csv::StringRecord>,
-    /// The rows as sent, to isolate offending rows if the batch is refused.
-    values: Vec<f32>,
+}
+
+/// The model's feature values of `records`, row-major: column `columns[j]`
+/// of each record is feature `j`.
+fn values_of(records: &[csv::StringRecord], columns: &[usize], header: &csv::StringRecord) -> anyhow::Result<Vec<f32>> {
+    let mut values = Vec::with_capacity(records.len() * columns.len());
+    for record in records {
+        for &c in columns {
+            let text = record.get(c).unwrap_or("").trim();
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            values.push(
+                text.parse::<f32>()
+                    .with_context(|| format!("line {line}: `{text}` in column `{}` is not a number", &header[c]))?,
+            );
+        }
+    }
+    Ok(values)
 }
 
 pub async fn score_csv(
@@ -74,27 +89,19 @@ pub async fn score_csv(
     let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(READ_AHEAD * 4 * streams);
     let features = info.features.len();
     let reader_model = model.clone();
+    let (reader_columns, reader_header) = (columns.clone(), header.clone());
     let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut batch = Vec::with_capacity(batch_rows);
         let mut index = 0u64;
         let send = |batch: Vec<csv::StringRecord>, index: &mut u64| -> anyhow::Result<()> {
-            let mut values = Vec::with_capacity(batch.len() * features);
-            for record in &batch {
-                for &c in &columns {
-                    let text = record.get(c).unwrap_or("").trim();
-                    let line = record.position().map(|p| p.line()).unwrap_or(0);
-                    values.push(text.parse::<f32>().with_context(|| {
-                        format!("line {line}: `{text}` in column `{}` is not a number", &header[c])
-                    })?);
-                }
-            }
+            let values = values_of(&batch, &reader_columns, &reader_header)?;
             let id = index.to_string();
             // Batch i goes to stream i mod N; the writer reads the streams in the same turn.
             let stream = &requests[(*index % requests.len() as u64) as usize];
             *index += 1;
             // The writer must know of a batch before its results can arrive.
-            let sent = stream_batch(id.clone(), &reader_model, features, values.clone());
-            pending_tx.blocking_send(Pending { id, records: batch, values }).ok();
+            let sent = stream_batch(id.clone(), &reader_model, features, values);
+            pending_tx.blocking_send(Pending { id, records: batch }).ok();
             stream.blocking_send(sent).ok();
             Ok(())
         };
@@ -129,7 +136,9 @@ pub async fn score_csv(
             Some(proto::stream_predict_response::Outcome::Error(error))
                 if error.code == tonic::Code::InvalidArgument as i32 && pending.records.len() > 1 =>
             {
-                Answered::Rows(isolate(&mut isolating, &model, features, &pending.values).await)
+                // Parsed again only on this rare path, rather than kept for every batch.
+                let values = values_of(&pending.records, &columns, &header)?;
+                Answered::Rows(isolate(&mut isolating, &model, features, &values).await)
             }
             Some(proto::stream_predict_response::Outcome::Result(result)) => {
                 Answered::Rows(result.predictions.into_iter().map(Ok).collect())

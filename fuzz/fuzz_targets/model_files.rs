@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         0 => trees::xgboost::parse(file, false, FEATURES, classes).ok().map(|f| Box::new(f) as Box<dyn Scorer>),
         1 => trees::xgboost::parse(file, true, FEATURES, classes).ok().map(|f| Box::new(f) as Box<dyn Scorer>),
         2 => trees::lightgbm::parse(file, FEATURES, classes).ok().map(|f| Box::new(f) as Box<dyn Scorer>),
-        _ => onnx::import(file, FEATURES, classes).ok().and_then(|graph| {
+        _ => onnx::import(file, FEATURES).ok().and_then(|graph| {
             let device = candle_core::Device::Cpu;
             Network::build(&graph.layers, "", graph.tensors, FEATURES, classes, DTypeName::F32, &device)
                 .ok()

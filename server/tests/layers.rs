@@ -1,8 +1,7 @@
 //! The architecture, enforced: reads `server/src` and checks the rule of the
 //! layers that `lib.rs` states. The front (`api`) alone speaks gRPC; the
 //! core, model and observe layers never import tonic, prost or the generated
-//! `candela` types (the ONNX reader decodes its protobuf file format with
-//! prost, and only it); no layer imports one above it; and no module imports
+//! `candela` types; no layer imports one above it; and no module imports
 //! another that imports it back (no import cycle between files).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,10 +24,6 @@ const TRANSPORT_NEUTRAL: &[&str] = &["observe", "model", "core", "config", "trai
 /// Crates only the front may use.
 const TRANSPORT: &[&str] =
     &["tonic", "tonic_health", "tonic_reflection", "tonic_types", "prost", "candela", "http", "h2"];
-
-/// Transport crates a module may use for a file format, not for gRPC: the
-/// ONNX model format is protobuf, decoded with `prost` at load time.
-const FILE_FORMATS: &[(&str, &str)] = &[("model::onnx", "prost")];
 
 fn sources() -> Vec<(Vec<String>, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -135,8 +130,7 @@ fn the_layers_hold_and_no_module_imports_back() {
         let layer = module.first().map(String::as_str).unwrap_or("lib");
         for path in paths(&code) {
             let first = path[0].as_str();
-            let file_format = FILE_FORMATS.contains(&(module.join("::").as_str(), first));
-            if TRANSPORT_NEUTRAL.contains(&layer) && TRANSPORT.contains(&first) && !file_format {
+            if TRANSPORT_NEUTRAL.contains(&layer) && TRANSPORT.contains(&first) {
                 problems.push(format!("{}: names `{}` (only api/ speaks gRPC)", module.join("::"), path.join("::")));
             }
             let Some(target) = resolve(module, &path, &modules) else { continue };

@@ -9,19 +9,14 @@
 //! Cast to float), and a binary head written as `Concat(1 − p, p)`. Branches
 //! that do not lead to the probabilities (skl2onnx's label: ArgMax,
 //! ArrayFeatureExtractor, …) are pruned. Anything else is refused naming the
-//! node, its op type and what is supported. The schema is decoded with the
-//! messages `build.rs` generates from `proto/onnx/onnx.proto`.
+//! node, its op type and what is supported. The file is decoded by the
+//! `onnx-schema` crate.
 
 use super::manifest::{GeluApproximation, LayerSpec};
 use candle_core::{Device, Tensor};
-use prost::Message;
-use std::collections::{HashMap, HashSet};
-
-mod proto {
-    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
-}
-
+use onnx_schema as proto;
 use proto::{AttributeProto, NodeProto, TensorProto};
+use std::collections::{HashMap, HashSet};
 
 /// What each supported op is, for refusals.
 const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Scaler, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head)";
@@ -39,9 +34,10 @@ struct Constant {
     values: Vec<f64>,
 }
 
-/// Compiles the ONNX model in `bytes` for `inputs` features and `classes` labels.
-pub fn import(bytes: &[u8], inputs: usize, classes: usize) -> Result<Imported, String> {
-    let model = proto::ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model file: {e}"))?;
+/// Compiles the ONNX model in `bytes` for `inputs` features (the head's
+/// width is checked against the labels by `Network::build`).
+pub fn import(bytes: &[u8], inputs: usize) -> Result<Imported, String> {
+    let model = proto::decode(bytes).map_err(|e| format!("not an ONNX model file: {e}"))?;
     let graph = model.graph.ok_or("the ONNX model has no graph")?;
     let mut constants = HashMap::new();
     for tensor in &graph.initializer {
@@ -86,7 +82,6 @@ pub fn import(bytes: &[u8], inputs: usize, classes: usize) -> Result<Imported, S
         }
         value = walk.step(&value)?;
     }
-    let _ = classes; // the head's width is checked by `Network::build` against the labels
     Ok(Imported { layers: walk.layers, tensors: walk.tensors })
 }
 

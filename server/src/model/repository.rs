@@ -170,7 +170,7 @@ pub fn build_scorer(
         }
         Format::Onnx => {
             let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
-            let graph = onnx::import(&bytes, inputs, classes).map_err(|e| model(ModelError::Graph(e)))?;
+            let graph = onnx::import(&bytes, inputs).map_err(|e| model(ModelError::Graph(e)))?;
             Box::new(network(&graph.layers, "", graph.tensors)?)
         }
         Format::Xgboost => {

@@ -1,7 +1,6 @@
 //! Compiles the ONNX model format's schema (`proto/onnx/onnx.proto`, the
 //! messages Candela reads from an `.onnx` file) into Rust without a system
-//! `protoc`: `protox` parses it, `prost-build` generates the messages. It is
-//! load-time code of the model layer, not part of any API.
+//! `protoc`: `protox` parses it, `prost-build` generates the messages.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
