@@ -19,6 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .bytes(".inference.ModelInferRequest.raw_input_contents")
         .bytes(".inference.ModelInferResponse.raw_output_contents")
+        // Batches of feature values are coded by hand (src/rows.rs) to copy
+        // the values in bulk; the wire format is the .proto's.
+        .extern_path(".candela.v1.Rows", "crate::rows::Rows")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -4,9 +4,12 @@
 //! descriptor set the server publishes through gRPC reflection. Nothing else
 //! lives here, so depending on the contract never pulls in the model runtime.
 
+mod rows;
+
 /// `candela.v1`: the `Inference` and `Rollouts` services, their client and server stubs, and messages.
 pub mod v1 {
     tonic::include_proto!("candela.v1");
+    pub use crate::rows::Rows;
 }
 
 /// `inference`: the Open Inference Protocol (KServe V2) `GRPCInferenceService`

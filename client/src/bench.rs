@@ -37,27 +37,27 @@ pub enum Call {
 }
 
 /// `candela bench` arguments.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// The RPC to load the server with.
     #[arg(long, value_enum, default_value_t = Call::Predict)]
-    call: Call,
+    pub call: Call,
     /// The segment (candela.v1) or model name (ModelInfer).
     #[arg(long, default_value = "retail")]
-    model: String,
+    pub model: String,
     /// Rows per request (per message for stream-predict).
     #[arg(long, default_value_t = 1)]
-    rows: usize,
+    pub rows: usize,
     /// Features per row; default: asked of the server (GetModel, or ModelMetadata for ModelInfer).
     #[arg(long)]
     features: Option<usize>,
     /// Closed loop: callers each keeping one request in flight (streams, for stream-predict).
     #[arg(long, default_value_t = 1)]
-    concurrency: usize,
+    pub concurrency: usize,
     /// Open loop: requests per second, sent on schedule whatever the latency
     /// (not for stream-predict).
     #[arg(long)]
-    rate: Option<f64>,
+    pub rate: Option<f64>,
     /// Seconds measured.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -73,6 +73,18 @@ pub struct BenchArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Capacity planning: search (open loop, each run `--duration` long) for
+    /// the highest request rate one server sustains with p95 latency within
+    /// this many milliseconds, no errors and no backlog.
+    #[arg(long)]
+    pub p95_ms: Option<f64>,
+    /// With --p95-ms: the load to size a fleet for, in requests per second;
+    /// prints the replicas it takes.
+    #[arg(long, requires = "p95_ms")]
+    pub target_qps: Option<f64>,
+    /// With --target-qps: the utilisation u of the rule of thumb ⌈QPS · t_p95 / u⌉.
+    #[arg(long, default_value_t = 0.7, requires = "target_qps")]
+    pub utilization: f64,
 }
 
 /// What one run measured.
@@ -87,7 +99,7 @@ pub struct Summary {
     seconds: f64,
     requests: u64,
     pub errors: u64,
-    requests_per_second: f64,
+    pub requests_per_second: f64,
     rows_per_second: f64,
     latency_us: Latency,
     /// The first few distinct error messages, with counts.
@@ -98,6 +110,7 @@ pub struct Summary {
 struct Latency {
     p50: u64,
     p90: u64,
+    p95: u64,
     p99: u64,
     p999: u64,
     max: u64,
@@ -204,6 +217,7 @@ pub async fn run(clients: &[Client], args: &BenchArgs) -> anyhow::Result<Summary
         latency_us: Latency {
             p50: histogram.value_at_quantile(0.5),
             p90: histogram.value_at_quantile(0.9),
+            p95: histogram.value_at_quantile(0.95),
             p99: histogram.value_at_quantile(0.99),
             p999: histogram.value_at_quantile(0.999),
             max: histogram.max(),
@@ -410,6 +424,14 @@ async fn stream_load(
 }
 
 impl Summary {
+    pub fn p95_us(&self) -> u64 {
+        self.latency_us.p95
+    }
+
+    pub fn p99_us(&self) -> u64 {
+        self.latency_us.p99
+    }
+
     /// The summary for people.
     pub fn print(&self) {
         let l = &self.latency_us;
@@ -426,8 +448,8 @@ impl Summary {
             self.requests_per_second, self.rows_per_second, self.requests, self.errors
         );
         println!(
-            "  latency µs: p50 {} p90 {} p99 {} p99.9 {} max {} (mean {:.0})",
-            l.p50, l.p90, l.p99, l.p999, l.max, l.mean
+            "  latency µs: p50 {} p90 {} p95 {} p99 {} p99.9 {} max {} (mean {:.0})",
+            l.p50, l.p90, l.p95, l.p99, l.p999, l.max, l.mean
         );
         for (message, count) in &self.error_samples {
             println!("  {count} × {message}");

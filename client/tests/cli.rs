@@ -1,6 +1,6 @@
 //! The `candela` CLI binary against the real server (in this process, on a
-//! loopback port): health, models, predict, and CSV batch scoring through
-//! StreamPredict, including a file with bad rows, the `bench` load generator,
+//! loopback port): health, models, predict, CSV and Parquet batch scoring
+//! through StreamPredict, including files with bad rows, the `bench` load generator,
 //! and `rollout` status and rollback with an admin key.
 
 use candela_client::Client;
@@ -141,6 +141,101 @@ async fn score_streams_a_csv_in_order_and_isolates_the_refused_row() {
     }
 }
 
+/// A table written by pandas (tests/fixtures/score/make_fixture.py: float64,
+/// float32 and int64 features in another order, a carried id and timestamp,
+/// one null, three row groups) scored Parquet to Parquet: every column and
+/// row group carried, rows in order, answers equal to BatchPredict's, the
+/// null row alone refused.
+#[cfg(feature = "parquet")]
+#[tokio::test]
+async fn score_reads_and_writes_parquet_from_pandas() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Float64Type, Int64Type};
+    use arrow_schema::DataType;
+    let (url, _stop) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/score/rows.parquet");
+    let output = dir.path().join("scored.parquet");
+    let args = ["score", "--segment", "sme", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let run = candela(&url, &[&args[..], &["--batch-rows", "64", "--streams", "3"]].concat()).await;
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(stderr(&run).contains("scored 600 rows") && stderr(&run).contains("(1 rows refused)"), "{}", stderr(&run));
+
+    let file = std::fs::File::open(&output).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let schema = reader.schema().clone();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(&names[..2], ["txn_id", "at"]);
+    assert_eq!(&names[names.len() - 4..], ["prediction", "p_legit", "p_fraud", "error"]);
+    assert!(matches!(schema.field(1).data_type(), DataType::Timestamp(..)), "the timestamp is carried as one");
+    let groups: Vec<i64> = reader.metadata().row_groups().iter().map(|g| g.num_rows()).collect();
+    assert_eq!(groups, [250, 250, 100], "the input's row groups are kept");
+    let (mut ids, mut labels, mut p_fraud, mut errors) = (vec![], vec![], vec![], vec![]);
+    // The model's features, as the client must have read them.
+    let mut rows = vec![];
+    for batch in reader.with_batch_size(64).build().unwrap() {
+        let batch = batch.unwrap();
+        let column = |name: &str| batch.column(schema.index_of(name).unwrap()).clone();
+        ids.extend(column("txn_id").as_string::<i64>().iter().map(|v| v.unwrap().to_string()));
+        labels.extend(column("prediction").as_string::<i32>().iter().map(|v| v.map(str::to_string)));
+        p_fraud.extend(column("p_fraud").as_primitive::<Float32Type>().iter());
+        errors.extend(column("error").as_string::<i32>().iter().map(|v| v.map(str::to_string)));
+        let mut values = vec![0f32; batch.num_rows() * FEATURES.len()];
+        for (j, name) in FEATURES.iter().enumerate() {
+            let feature: Vec<f32> = match column(name).data_type() {
+                DataType::Float64 => {
+                    column(name).as_primitive::<Float64Type>().values().iter().map(|v| *v as f32).collect()
+                }
+                DataType::Float32 => column(name).as_primitive::<Float32Type>().values().to_vec(),
+                DataType::Int64 => {
+                    column(name).as_primitive::<Int64Type>().values().iter().map(|v| *v as f32).collect()
+                }
+                other => panic!("{name} is {other}"),
+            };
+            for (i, v) in feature.into_iter().enumerate() {
+                values[i * FEATURES.len() + j] = v;
+            }
+        }
+        rows.extend(values);
+    }
+    assert_eq!(ids.len(), 600);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(*id, format!("t{i}"), "rows stay in input order");
+        if i == 123 {
+            assert!(labels[i].is_none() && p_fraud[i].is_none(), "the refused row has no scores");
+            let error = errors[i].as_deref().unwrap();
+            assert!(error.contains("`hour_cos`) is NaN") && !error.contains("(first:"), "{error}");
+        } else {
+            assert!(errors[i].is_none(), "row {i}: {:?}", errors[i]);
+        }
+    }
+    rows.drain(123 * FEATURES.len()..124 * FEATURES.len());
+    let mut client = Client::connect(&url, Duration::from_secs(5)).await.unwrap();
+    let expected = client.batch_predict("sme", FEATURES.len(), rows).await.unwrap().predictions;
+    for (i, want) in (0..600).filter(|i| *i != 123).zip(&expected) {
+        assert_eq!(labels[i].as_deref(), Some(want.label.as_str()), "row {i}");
+        assert!((p_fraud[i].unwrap() - want.probabilities[1]).abs() < 1e-6, "row {i}");
+    }
+}
+
+/// Parquet in, CSV out is refused before anything is scored.
+#[cfg(feature = "parquet")]
+#[tokio::test]
+async fn score_refuses_mixed_formats() {
+    let (url, _stop) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/score/rows.parquet");
+    let output = dir.path().join("scored.csv");
+    let run = candela(
+        &url,
+        &["score", "--segment", "sme", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()],
+    )
+    .await;
+    assert!(!run.status.success());
+    assert!(stderr(&run).contains("is Parquet but") && stderr(&run).contains("would be CSV"), "{}", stderr(&run));
+    assert!(!output.exists(), "nothing written");
+}
+
 #[tokio::test]
 async fn score_names_missing_feature_columns() {
     let (url, _stop) = server().await;
@@ -239,6 +334,46 @@ async fn bench_reports_what_it_sent_as_json() {
     assert_eq!(samples.len(), 1, "{summary}");
     assert!(samples[0][0].as_str().unwrap().contains("unknown segment `nowhere`"), "{summary}");
     assert_eq!(samples[0][1].as_u64(), Some(errors));
+}
+
+/// `candela bench --p95-ms`: a ceiling probe, then six open-loop runs; the
+/// highest passing rate sizes a fleet, measured and by the rule of thumb; an
+/// unreachable target is said so, with no plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_finds_the_rate_within_a_p95_target_and_sizes_a_fleet() {
+    let (url, _stop) = server().await;
+    let search = |p95_ms: &'static str| {
+        let url = url.clone();
+        async move {
+            let args = ["bench", "--p95-ms", p95_ms, "--target-qps", "5000", "--duration", "0.3", "--warmup", "0.1"];
+            let output = candela(&url, &[&args[..], &["--json"]].concat()).await;
+            assert!(output.status.success(), "{}", stderr(&output));
+            serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+        }
+    };
+    let found = search("50").await;
+    let ceiling = found["ceiling_requests_per_second"].as_f64().unwrap();
+    let runs = found["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 6, "{found}");
+    assert!(
+        (runs[0]["offered"].as_f64().unwrap() - 0.9 * ceiling).abs() < 1e-6,
+        "the first run is at 0.9 × the ceiling"
+    );
+    let sustained = &found["sustained"];
+    let rate = sustained["offered"].as_f64().expect("a 50 ms p95 is reachable on loopback");
+    let best = runs.iter().filter(|r| r["passed"] == true).map(|r| r["offered"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert_eq!(rate, best, "the highest passing rate is the answer");
+    for run in runs.iter().filter(|r| r["passed"] == true) {
+        assert!(run["p95_us"].as_u64().unwrap() <= 50_000 && run["errors"] == 0, "{run}");
+    }
+    let plan = &found["plan"];
+    assert_eq!(plan["replicas_measured"].as_f64().unwrap(), (5000.0 / rate).ceil());
+    let t_p95 = sustained["p95_us"].as_f64().unwrap() / 1e6;
+    assert_eq!(plan["replicas_rule_of_thumb"].as_f64().unwrap(), (5000.0 * t_p95 / 0.7).ceil());
+
+    let impossible = search("0.001").await;
+    assert!(impossible["sustained"].is_null() && impossible["plan"].is_null(), "{impossible}");
+    assert!(impossible["runs"].as_array().unwrap().iter().all(|r| r["passed"] == false));
 }
 
 #[tokio::test]

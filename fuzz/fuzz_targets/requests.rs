@@ -1,11 +1,13 @@
 //! Arbitrary bytes as a candela.v1 BatchPredictRequest / PredictRequest and
 //! as an Open Inference Protocol ModelInferRequest, through decoding and the
 //! same validation the server runs. Any panic, or an allocation sized by a
-//! declared (rather than sent) shape, is a bug.
+//! declared (rather than sent) shape, is a bug. The hand-coded `Rows`
+//! (src/rows.rs) must also agree with prost's generated code on every input:
+//! the same values or an error from both, and the same bytes re-encoded.
 #![no_main]
 
 use candela::inference::ModelInferRequest;
-use candela::v1::{BatchPredictRequest, PredictRequest};
+use candela::v1::{BatchPredictRequest, PredictRequest, Rows};
 use candela_server::api::v1::RowsField;
 use candela_server::api::open_inference::decode_input;
 use candela_server::core::scoring::check_rows;
@@ -20,7 +22,29 @@ static MODEL: LazyLock<LoadedModel> = LazyLock::new(|| {
     load_version("retail", 1, &dir, &candle_core::Device::Cpu, "cpu", DEFAULT_MAX_MODEL_BYTES).expect("the demo model loads")
 });
 
+/// What prost generates for `candela.v1.Rows`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct GeneratedRows {
+    #[prost(uint32, tag = "1")]
+    feature_count: u32,
+    #[prost(float, repeated, tag = "2")]
+    values: Vec<f32>,
+}
+
+fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|v| v.to_bits()).collect()
+}
+
 fuzz_target!(|data: &[u8]| {
+    match (Rows::decode(data), GeneratedRows::decode(data)) {
+        (Ok(ours), Ok(generated)) => {
+            assert_eq!(ours.feature_count, generated.feature_count);
+            assert_eq!(bits(&ours.values), bits(&generated.values));
+            assert_eq!(ours.encode_to_vec(), generated.encode_to_vec());
+        }
+        (Err(_), Err(_)) => {}
+        (ours, generated) => panic!("Rows decoded {:?}, prost's code {:?}", ours.is_ok(), generated.is_ok()),
+    }
     let model = &*MODEL;
     if let Ok(request) = BatchPredictRequest::decode(data)
         && let Some(rows) = &request.rows

@@ -1,0 +1,116 @@
+//! CSV for `candela score`: a header row naming (at least) the model's
+//! features, in any order, any other columns carried through as text. The
+//! output is the input's records with `prediction`, `p_<label>` and `error`
+//! appended (empty where they do not apply). Progress is counted in bytes.
+
+use super::{Answer, Batch, Schema, Sink, Source};
+use anyhow::Context;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Which columns hold the features, and the header to name them in errors.
+struct Columns {
+    features: Vec<usize>,
+    header: csv::StringRecord,
+}
+
+pub struct CsvSource {
+    records: csv::StringRecordsIntoIter<File>,
+    columns: Arc<Columns>,
+    size: u64,
+}
+
+pub struct CsvBatch {
+    records: Vec<csv::StringRecord>,
+    columns: Arc<Columns>,
+}
+
+pub struct CsvSink {
+    writer: csv::Writer<File>,
+    labels: usize,
+}
+
+/// Opens `input` against the model's schema and creates `output` with the
+/// scored header.
+pub fn open(input: &Path, output: &Path, schema: &Schema) -> anyhow::Result<(CsvSource, CsvSink)> {
+    let mut reader = csv::Reader::from_path(input).with_context(|| format!("cannot read {}", input.display()))?;
+    let header = reader.headers()?.clone();
+    let features = schema.locate(input, header.iter())?;
+    let size = std::fs::metadata(input).map_or(0, |m| m.len());
+    let mut writer = csv::Writer::from_path(output).with_context(|| format!("cannot write {}", output.display()))?;
+    let mut out_header = header.clone();
+    for name in schema.added_columns() {
+        out_header.push_field(&name);
+    }
+    writer.write_record(&out_header)?;
+    let columns = Arc::new(Columns { features, header });
+    Ok((CsvSource { records: reader.into_records(), columns, size }, CsvSink { writer, labels: schema.labels.len() }))
+}
+
+impl Source for CsvSource {
+    type Batch = CsvBatch;
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn next_batch(&mut self, rows: usize) -> anyhow::Result<Option<CsvBatch>> {
+        let records = self.records.by_ref().take(rows).collect::<Result<Vec<_>, _>>()?;
+        Ok((!records.is_empty()).then(|| CsvBatch { records, columns: self.columns.clone() }))
+    }
+}
+
+impl Batch for CsvBatch {
+    fn rows(&self) -> usize {
+        self.records.len()
+    }
+
+    fn values(&self) -> anyhow::Result<Vec<f32>> {
+        let Columns { features, header } = &*self.columns;
+        let mut values = Vec::with_capacity(self.records.len() * features.len());
+        for record in &self.records {
+            for &c in features {
+                let text = record.get(c).unwrap_or("").trim();
+                let line = record.position().map_or(0, |p| p.line());
+                values
+                    .push(text.parse::<f32>().with_context(|| {
+                        format!("line {line}: `{text}` in column `{}` is not a number", &header[c])
+                    })?);
+            }
+        }
+        Ok(values)
+    }
+
+    fn done(&self) -> u64 {
+        self.records.last().and_then(|r| r.position()).map_or(0, |p| p.byte())
+    }
+}
+
+impl Sink<CsvBatch> for CsvSink {
+    fn write(&mut self, batch: CsvBatch, answers: Vec<Answer>) -> anyhow::Result<()> {
+        for (mut record, answer) in batch.records.into_iter().zip(answers) {
+            match answer {
+                Ok(prediction) => {
+                    record.push_field(&prediction.label);
+                    for p in &prediction.probabilities {
+                        record.push_field(&p.to_string());
+                    }
+                    record.push_field("");
+                }
+                Err(message) => {
+                    for _ in 0..=self.labels {
+                        record.push_field("");
+                    }
+                    record.push_field(&message);
+                }
+            }
+            self.writer.write_record(&record)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        Ok(self.writer.flush()?)
+    }
+}

@@ -1,0 +1,348 @@
+//! `candela score`: batch scoring of a table (CSV, or Parquet with the
+//! `parquet` feature) through StreamPredict.
+//!
+//! Three stages, each on its own thread so none waits on another's work: a
+//! reader turns the file into row batches and deals them to N streams in turn
+//! (`--streams`); the ordering loop takes batch i's answer as the next one on
+//! stream i mod N, so results come out in input order; a writer writes each
+//! batch's rows beside their scores. Every hand-over is a bounded channel, so
+//! memory stays flat on any file size and a slow writer slows the reader.
+//!
+//! A refused batch (a NaN, say) costs only its offending rows: the client
+//! isolates them by scoring the batch's halves again (BatchPredict,
+//! recursively), so every other row gets its scores and only the offending
+//! rows carry the error; scoring carries on.
+//!
+//! The formats live in their own modules behind three small traits
+//! (`Source`, `Batch`, `Sink`); this module knows nothing of either format.
+
+mod csv_file;
+#[cfg(feature = "parquet")]
+mod parquet_file;
+
+use anyhow::{Context, bail};
+use candela_client::{Client, ModelId, proto, stream_batch};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::Path;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Batches read ahead of the server (per stream), and answered batches
+/// waiting for the writer, at most.
+const READ_AHEAD: usize = 8;
+
+/// What a run did.
+pub struct Summary {
+    pub rows: u64,
+    pub refused_rows: u64,
+}
+
+/// One row's answer: its prediction, or why it was refused.
+pub type Answer = Result<proto::Prediction, String>;
+
+/// What the model needs of a table: its features' names in order, and the
+/// columns a scored table gains (which the input must not have already).
+pub struct Schema {
+    pub features: Vec<String>,
+    pub labels: Vec<String>,
+}
+
+impl Schema {
+    /// The columns added to every output row: the predicted label, one
+    /// probability per label, and the refusal message.
+    pub fn added_columns(&self) -> Vec<String> {
+        let mut names = vec!["prediction".to_string()];
+        names.extend(self.labels.iter().map(|label| format!("p_{label}")));
+        names.push("error".into());
+        names
+    }
+
+    /// Where each feature is among `names` (a file's column names), or which
+    /// are missing; refuses an input that already has an output column.
+    pub fn locate<'a>(&self, file: &Path, names: impl Iterator<Item = &'a str> + Clone) -> anyhow::Result<Vec<usize>> {
+        if let Some(taken) = self.added_columns().into_iter().find(|c| names.clone().any(|n| n == c)) {
+            bail!("{} already has a column `{taken}`, which the output adds: rename it", file.display());
+        }
+        let found: Vec<Option<usize>> = self.features.iter().map(|f| names.clone().position(|n| n == f)).collect();
+        if found.iter().any(Option::is_none) {
+            let missing: Vec<&str> =
+                self.features.iter().zip(&found).filter(|(_, at)| at.is_none()).map(|(f, _)| f.as_str()).collect();
+            bail!("{} lacks columns for the model's features: {}", file.display(), missing.join(", "));
+        }
+        Ok(found.into_iter().flatten().collect())
+    }
+}
+
+/// A table read in batches, on the reader thread.
+pub trait Source: Send + 'static {
+    type Batch: Batch;
+    /// The progress bar's length, in the units of `Batch::done`.
+    fn size(&self) -> u64;
+    /// The next batch of at most `rows` rows; `None` at the end.
+    fn next_batch(&mut self, rows: usize) -> anyhow::Result<Option<Self::Batch>>;
+}
+
+/// One batch of input rows, kept until its answers are written.
+pub trait Batch: Send + 'static {
+    fn rows(&self) -> usize;
+    /// The model's feature values of every row, row-major.
+    fn values(&self) -> anyhow::Result<Vec<f32>>;
+    /// How far into the input this batch ends, in the units of `Source::size`.
+    fn done(&self) -> u64;
+}
+
+/// Where scored batches are written, on the writer thread.
+pub trait Sink<B>: Send + 'static {
+    /// Writes `batch`'s rows with their answers (one per row, in order).
+    fn write(&mut self, batch: B, answers: Vec<Answer>) -> anyhow::Result<()>;
+    /// Completes the file.
+    fn finish(self) -> anyhow::Result<()>;
+}
+
+/// The file formats `candela score` reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Csv,
+    Parquet,
+}
+
+impl Format {
+    /// `.parquet` and `.pq` files are Parquet; anything else is CSV.
+    fn of(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("parquet" | "pq") => Format::Parquet,
+            _ => Format::Csv,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "CSV",
+            Format::Parquet => "Parquet",
+        }
+    }
+}
+
+/// Scores `input` into `output` (same format, chosen by the file names) with
+/// `model`, `batch_rows` rows per message on `streams` streams.
+pub async fn score_file(
+    client: &mut Client,
+    model: ModelId,
+    input: &Path,
+    output: &Path,
+    batch_rows: usize,
+    streams: usize,
+) -> anyhow::Result<Summary> {
+    let info = client.get_model(model.clone()).await.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+    // Pin the version GetModel resolved, so every batch is scored by the same model.
+    let model = ModelId::pinned(info.segment.clone(), info.version);
+    let schema = Schema { features: info.features, labels: info.labels };
+    let job = Job { model, features: schema.features.len(), batch_rows, streams: streams.max(1) };
+    match (Format::of(input), Format::of(output)) {
+        (Format::Csv, Format::Csv) => {
+            let (source, sink) = csv_file::open(input, output, &schema)?;
+            job.run(client, source, sink).await
+        }
+        #[cfg(feature = "parquet")]
+        (Format::Parquet, Format::Parquet) => {
+            let (source, sink) = parquet_file::open(input, output, &schema, batch_rows)?;
+            job.run(client, source, sink).await
+        }
+        #[cfg(not(feature = "parquet"))]
+        (Format::Parquet, Format::Parquet) => {
+            bail!("this candela was built without Parquet support (the client crate's `parquet` feature)")
+        }
+        (from, to) => bail!(
+            "{} is {} but {} would be {}: the output is written in the input's format, so give it the same kind of name (.parquet or .pq for Parquet, anything else for CSV)",
+            input.display(),
+            from.name(),
+            output.display(),
+            to.name()
+        ),
+    }
+}
+
+/// One scoring run's settings.
+struct Job {
+    model: ModelId,
+    features: usize,
+    batch_rows: usize,
+    streams: usize,
+}
+
+/// A batch sent, waiting for its answer.
+struct Pending<B> {
+    id: String,
+    batch: B,
+}
+
+impl Job {
+    async fn run<S: Source, K: Sink<S::Batch>>(
+        self,
+        client: &mut Client,
+        source: S,
+        sink: K,
+    ) -> anyhow::Result<Summary> {
+        // Hidden automatically when stderr is not a terminal.
+        let progress = ProgressBar::new(source.size()).with_style(
+            ProgressStyle::with_template("{spinner} {wide_bar} {percent:>3}% · {msg} · ETA {eta}")
+                .expect("constant template is valid"),
+        );
+        let started = std::time::Instant::now();
+        let (requests, request_streams): (Vec<_>, Vec<_>) =
+            (0..self.streams).map(|_| mpsc::channel(READ_AHEAD)).unzip();
+        let (pending_tx, mut pending_rx) = mpsc::channel::<Pending<S::Batch>>(READ_AHEAD * 4 * self.streams);
+        let reading = tokio::task::spawn_blocking({
+            let (model, features, batch_rows) = (self.model.clone(), self.features, self.batch_rows);
+            move || read(source, model, features, batch_rows, requests, pending_tx)
+        });
+        let (written_tx, written_rx) = std::sync::mpsc::sync_channel::<(S::Batch, Vec<Answer>)>(READ_AHEAD);
+        let writing = tokio::task::spawn_blocking(move || write(sink, written_rx));
+
+        let mut isolating = client.clone();
+        let mut responses = Vec::with_capacity(self.streams);
+        for request_stream in request_streams {
+            let opened = client.stream_predict(ReceiverStream::new(request_stream)).await;
+            responses.push(opened.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?);
+        }
+        let mut summary = Summary { rows: 0, refused_rows: 0 };
+        // Results in input order: batch i's answer is the next on stream i mod N.
+        for turn in (0..self.streams).cycle() {
+            let Some(response) = responses[turn].next().await else { break };
+            let response = response.map_err(|s| anyhow::anyhow!("stream broken: {:?}: {}", s.code(), s.message()))?;
+            let pending = pending_rx.recv().await.context("a response arrived for a batch never sent")?;
+            if pending.id != response.id {
+                bail!("response for batch {} arrived where batch {} was expected", response.id, pending.id);
+            }
+            let rows = pending.batch.rows();
+            let answers: Vec<Answer> = match response.outcome {
+                Some(proto::stream_predict_response::Outcome::Error(error))
+                    if error.code == tonic::Code::InvalidArgument as i32 && rows > 1 =>
+                {
+                    // Read again only on this rare path, rather than kept for every batch.
+                    let values = pending.batch.values()?;
+                    isolate(&mut isolating, &self.model, self.features, &values).await
+                }
+                Some(proto::stream_predict_response::Outcome::Result(result)) => {
+                    result.predictions.into_iter().map(Ok).collect()
+                }
+                Some(proto::stream_predict_response::Outcome::Error(error)) => vec![Err(error_text(error)); rows],
+                None => bail!("the server sent a response with neither results nor an error"),
+            };
+            if answers.len() != rows {
+                bail!("the server answered {} rows for a batch of {rows}", answers.len());
+            }
+            summary.rows += rows as u64;
+            summary.refused_rows += answers.iter().filter(|a| a.is_err()).count() as u64;
+            progress.set_position(pending.batch.done());
+            let rate = summary.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            progress.set_message(format!("{} rows, {rate:.0} rows/s, {} refused", summary.rows, summary.refused_rows));
+            if written_tx.send((pending.batch, answers)).is_err() {
+                break; // The writer failed; its error is reported below.
+            }
+        }
+        // Whatever stopped the loop, the other stages must not wait on it.
+        drop((written_tx, responses, pending_rx));
+        let written = writing.await.context("the writer panicked")?;
+        reading.await.context("the reader panicked")?.context("reading the input")?;
+        written.context("writing the output")?;
+        progress.finish_and_clear();
+        Ok(summary)
+    }
+}
+
+/// The reader thread: batches dealt to the streams in turn, each announced
+/// to the ordering loop before it is sent.
+fn read<S: Source>(
+    mut source: S,
+    model: ModelId,
+    features: usize,
+    batch_rows: usize,
+    streams: Vec<mpsc::Sender<proto::StreamPredictRequest>>,
+    pending: mpsc::Sender<Pending<S::Batch>>,
+) -> anyhow::Result<()> {
+    let mut index = 0u64;
+    while let Some(batch) = source.next_batch(batch_rows)? {
+        let values = batch.values()?;
+        let id = index.to_string();
+        let stream = &streams[(index % streams.len() as u64) as usize];
+        index += 1;
+        let request = stream_batch(id.clone(), &model, features, values);
+        // The ordering loop must know of a batch before its answer can arrive;
+        // a closed channel means it stopped, and says why itself.
+        if pending.blocking_send(Pending { id, batch }).is_err() || stream.blocking_send(request).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The writer thread: every answered batch, in order, then the file's end.
+fn write<B, K: Sink<B>>(mut sink: K, answered: std::sync::mpsc::Receiver<(B, Vec<Answer>)>) -> anyhow::Result<()> {
+    for (batch, answers) in answered {
+        sink.write(batch, answers)?;
+    }
+    sink.finish()
+}
+
+/// Scores a refused batch's rows again in halves (BatchPredict), splitting
+/// every refused part until the offending rows stand alone: each row gets
+/// its prediction, or the error that refused it alone.
+async fn isolate(client: &mut Client, model: &ModelId, features: usize, values: &[f32]) -> Vec<Answer> {
+    let rows = values.len() / features;
+    let mut answers: Vec<Option<Answer>> = vec![None; rows];
+    let mut parts = vec![(0, rows / 2), (rows / 2, rows)];
+    while let Some((start, end)) = parts.pop() {
+        if start == end {
+            continue;
+        }
+        let part = values[start * features..end * features].to_vec();
+        match client.batch_predict(model.clone(), features, part).await {
+            Ok(answer) if answer.predictions.len() == end - start => {
+                for (slot, prediction) in answers[start..end].iter_mut().zip(answer.predictions) {
+                    *slot = Some(Ok(prediction));
+                }
+            }
+            Err(status) if status.code() == tonic::Code::InvalidArgument && end - start > 1 => {
+                let middle = start + (end - start) / 2;
+                parts.extend([(start, middle), (middle, end)]);
+            }
+            other => {
+                let message = match other {
+                    Err(status) => status_text(&status),
+                    Ok(answer) => format!("the server answered {} rows for {}", answer.predictions.len(), end - start),
+                };
+                for slot in &mut answers[start..end] {
+                    *slot = Some(Err(message.clone()));
+                }
+            }
+        }
+    }
+    answers.into_iter().map(|a| a.unwrap_or_else(|| Err("not scored".into()))).collect()
+}
+
+/// A stream's batch error as one line: the message and its first violation.
+fn error_text(error: proto::BatchError) -> String {
+    let first = error.field_violations.first().map(|v| (v.field.as_str(), v.description.as_str()));
+    one_line(&error.message, first)
+}
+
+/// A refused call's status as one line, as `error_text` writes a stream's.
+fn status_text(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    let details = status.get_details_bad_request();
+    let first =
+        details.as_ref().and_then(|b| b.field_violations.first()).map(|v| (v.field.as_str(), v.description.as_str()));
+    one_line(status.message(), first)
+}
+
+/// `message`, with the first violation unless the message already says it.
+fn one_line(message: &str, first: Option<(&str, &str)>) -> String {
+    match first {
+        Some((field, description)) if !message.contains(description) => {
+            format!("{message} (first: {field} {description})")
+        }
+        _ => message.to_string(),
+    }
+}
