@@ -49,7 +49,7 @@ def score(candela, url, out, kind):
 
 
 def stream_ceiling(candela, url, streams):
-    run = subprocess.run([candela, "--server", url, "bench", "--call", "stream-predict", "--model", "retail",
+    run = subprocess.run([candela, "--server", url, "bench", "--call", "stream-predict", "--columnar", "--model", "retail",
                           "--rows", "1000", "--concurrency", str(streams), "--duration", "5", "--warmup", "1",
                           "--json"], capture_output=True, text=True, check=True)
     return json.loads(run.stdout)["rows_per_second"]

@@ -4,7 +4,8 @@
 # written by pandas as Parquet (float64 features, a string id carried) and as
 # CSV; per round, interleaved: Parquet → Parquet and CSV → CSV with
 # `candela score` (default streams), and the server's own StreamPredict
-# ceiling (`candela bench --call stream-predict`, 1,000-row messages, 1 and 2
+# ceiling (`candela bench --call stream-predict --columnar`, 1,000-row
+# messages, as `candela score` sends them, 1 and 2
 # streams). Reports medians of the rounds, the ratios, and the peak RSS of
 # the client (per run) and of the server (over the whole run).
 # Usage: bench/score.sh      (ROUNDS=3 ROWS=5000000 by default)

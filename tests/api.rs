@@ -177,6 +177,45 @@ async fn stream_predict_handles_many_batches_from_a_fast_producer() {
     assert_eq!(expected, 400);
 }
 
+/// `columnar` asks for the same scores as two packed columns: equal to the
+/// per-row predictions, for networks and trees; a refused batch is refused
+/// the same way.
+#[tokio::test]
+async fn stream_predict_answers_in_columns_on_request() {
+    let server = TestServer::start(&[]).await;
+    let mut client = common::client(&server).await;
+    for segment in ["retail", "corporate", "retail-gbt"] {
+        let model = ModelId::latest(segment);
+        let data = rows(if segment == "retail-gbt" { "retail" } else { segment }, 50);
+        let mut columnar = stream_batch("c", &model, FEATURES, data.values.clone());
+        columnar.columnar = true;
+        let mut bad = stream_batch("bad", &model, FEATURES, vec![f32::INFINITY; FEATURES]);
+        bad.columnar = true;
+        let batches = [stream_batch("p", &model, FEATURES, data.values.clone()), columnar, bad];
+        let answers: Vec<_> =
+            client.stream_predict(futures::stream::iter(batches)).await.unwrap().map(Result::unwrap).collect().await;
+        let result = |i: usize| match answers[i].outcome.clone() {
+            Some(proto::stream_predict_response::Outcome::Result(result)) => result,
+            other => panic!("{segment} batch {i}: {other:?}"),
+        };
+        let (per_row, columns) = (result(0), result(1));
+        assert!(per_row.columns.is_none() && columns.predictions.is_empty(), "{segment}: one form each");
+        let columns = columns.columns.unwrap();
+        let labels = per_row.predictions[0].probabilities.len();
+        assert_eq!(columns.label_count as usize, labels, "{segment}");
+        assert_eq!(columns.class_index.len(), 50);
+        for (i, prediction) in per_row.predictions.iter().enumerate() {
+            assert_eq!(columns.class_index[i], prediction.class_index, "{segment} row {i}");
+            assert_eq!(&columns.probabilities[i * labels..(i + 1) * labels], &prediction.probabilities[..]);
+        }
+        assert!(
+            matches!(&answers[2].outcome, Some(proto::stream_predict_response::Outcome::Error(e)) if e.code == 3),
+            "{segment}: {:?}",
+            answers[2].outcome
+        );
+    }
+}
+
 #[tokio::test]
 async fn list_and_get_model_describe_schemas_and_provenance() {
     let server = TestServer::start(&[]).await;

@@ -70,6 +70,10 @@ pub struct BenchArgs {
     /// Messages in flight per stream (stream-predict).
     #[arg(long, default_value_t = 4)]
     stream_window: usize,
+    /// Ask for packed columns instead of a prediction per row (stream-predict;
+    /// what `candela score` does).
+    #[arg(long)]
+    columnar: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -374,8 +378,8 @@ async fn stream_load(
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|i| {
             let mut client = clients[i % clients.len()].clone();
-            let (model, values, recorder, window) =
-                (model.clone(), values.clone(), recorder.clone(), args.stream_window);
+            let (model, values, recorder, window, columnar) =
+                (model.clone(), values.clone(), recorder.clone(), args.stream_window, args.columnar);
             tokio::spawn(async move {
                 let (sender, receiver) = mpsc::channel(window);
                 let mut responses = match client.stream_predict(ReceiverStream::new(receiver)).await {
@@ -384,7 +388,11 @@ async fn stream_load(
                 };
                 let mut sent_at: HashMap<u64, Instant> = HashMap::new();
                 let mut next = 0u64;
-                let send = |id: u64| sender.try_send(stream_batch(id.to_string(), &model, features, values.clone()));
+                let send = |id: u64| {
+                    let mut batch = stream_batch(id.to_string(), &model, features, values.clone());
+                    batch.columnar = columnar;
+                    sender.try_send(batch)
+                };
                 for _ in 0..window {
                     sent_at.insert(next, Instant::now());
                     let _ = send(next);

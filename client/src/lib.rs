@@ -213,7 +213,8 @@ impl Client {
     }
 }
 
-/// One StreamPredict message: `id` comes back on its response.
+/// One StreamPredict message: `id` comes back on its response, with one
+/// `Prediction` per row (set `columnar` on it for packed columns instead).
 pub fn stream_batch(
     id: impl Into<String>,
     model: &ModelId,
@@ -225,6 +226,7 @@ pub fn stream_batch(
         segment: model.segment.clone(),
         version: model.version,
         rows: Some(proto::Rows { feature_count: feature_count as u32, values }),
+        columnar: false,
     }
 }
 

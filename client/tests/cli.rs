@@ -312,6 +312,7 @@ async fn bench_reports_what_it_sent_as_json() {
         &["--call", "predict", "--concurrency", "4"][..],
         &["--call", "model-infer", "--rows", "8", "--rate", "200"][..],
         &["--call", "stream-predict", "--rows", "100"][..],
+        &["--call", "stream-predict", "--rows", "100", "--columnar"][..],
     ] {
         let (code, summary) = run(args).await;
         assert_eq!(code, Some(0), "{args:?}: {summary}");

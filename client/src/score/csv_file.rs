@@ -3,7 +3,7 @@
 //! output is the input's records with `prediction`, `p_<label>` and `error`
 //! appended (empty where they do not apply). Progress is counted in bytes.
 
-use super::{Answer, Batch, Schema, Sink, Source};
+use super::{Answers, Batch, Schema, Sink, Source};
 use anyhow::Context;
 use std::fs::File;
 use std::path::Path;
@@ -28,7 +28,7 @@ pub struct CsvBatch {
 
 pub struct CsvSink {
     writer: csv::Writer<File>,
-    labels: usize,
+    labels: Vec<String>,
 }
 
 /// Opens `input` against the model's schema and creates `output` with the
@@ -45,7 +45,7 @@ pub fn open(input: &Path, output: &Path, schema: &Schema) -> anyhow::Result<(Csv
     }
     writer.write_record(&out_header)?;
     let columns = Arc::new(Columns { features, header });
-    Ok((CsvSource { records: reader.into_records(), columns, size }, CsvSink { writer, labels: schema.labels.len() }))
+    Ok((CsvSource { records: reader.into_records(), columns, size }, CsvSink { writer, labels: schema.labels.clone() }))
 }
 
 impl Source for CsvSource {
@@ -88,21 +88,21 @@ impl Batch for CsvBatch {
 }
 
 impl Sink<CsvBatch> for CsvSink {
-    fn write(&mut self, batch: CsvBatch, answers: Vec<Answer>) -> anyhow::Result<()> {
-        for (mut record, answer) in batch.records.into_iter().zip(answers) {
+    fn write(&mut self, batch: CsvBatch, answers: Answers) -> anyhow::Result<()> {
+        for (mut record, answer) in batch.records.into_iter().zip(answers.iter()) {
             match answer {
-                Ok(prediction) => {
-                    record.push_field(&prediction.label);
-                    for p in &prediction.probabilities {
+                Ok((class, probabilities)) => {
+                    record.push_field(&self.labels[class]);
+                    for p in probabilities {
                         record.push_field(&p.to_string());
                     }
                     record.push_field("");
                 }
                 Err(message) => {
-                    for _ in 0..=self.labels {
+                    for _ in 0..=self.labels.len() {
                         record.push_field("");
                     }
-                    record.push_field(&message);
+                    record.push_field(message);
                 }
             }
             self.writer.write_record(&record)?;

@@ -28,9 +28,13 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// Batches read ahead of the server (per stream), and answered batches
-/// waiting for the writer, at most.
-const READ_AHEAD: usize = 8;
+/// Batches read and not yet written, per stream, at most: the server's
+/// `--stream-in-flight` (4) being scored, answers in transit, and the next
+/// requests ready (12 scored 5-10 % faster than 6, for ~20 MB more; RESULTS.md).
+const IN_FLIGHT: usize = 12;
+
+/// Answered batches waiting for the writer, at most.
+const TO_WRITE: usize = 4;
 
 /// What a run did.
 pub struct Summary {
@@ -38,8 +42,85 @@ pub struct Summary {
     pub refused_rows: u64,
 }
 
-/// One row's answer: its prediction, or why it was refused.
-pub type Answer = Result<proto::Prediction, String>;
+/// One row's answer from a per-row call: its prediction, or why it was refused.
+type Answer = Result<proto::Prediction, String>;
+
+/// A batch's answers, as columns (what StreamPredict sends when asked for
+/// `columnar`): each row's class and probabilities, and the refused rows.
+pub struct Answers {
+    labels: usize,
+    class_index: Vec<u32>,
+    /// Row-major, `labels` per row; zeros for refused rows.
+    probabilities: Vec<f32>,
+    /// The refused rows, in row order, with why.
+    refused: Vec<(usize, String)>,
+}
+
+impl Answers {
+    /// Every one of `rows` rows refused for one reason.
+    fn all_refused(rows: usize, labels: usize, message: &str) -> Answers {
+        let refused = (0..rows).map(|i| (i, message.to_string())).collect();
+        Answers { labels, class_index: vec![0; rows], probabilities: vec![0.0; rows * labels], refused }
+    }
+
+    /// A batch answered in columns, checked against its `rows` and `labels`.
+    fn columns(columns: proto::PredictionColumns, rows: usize, labels: usize) -> anyhow::Result<Answers> {
+        if columns.label_count as usize != labels
+            || columns.class_index.len() != rows
+            || columns.probabilities.len() != rows * labels
+        {
+            bail!(
+                "the server answered {} classes and {} probabilities of {} labels for {rows} rows of {labels} labels",
+                columns.class_index.len(),
+                columns.probabilities.len(),
+                columns.label_count
+            );
+        }
+        Ok(Answers { labels, class_index: columns.class_index, probabilities: columns.probabilities, refused: vec![] })
+    }
+
+    /// Per-row answers (those of a refused batch's isolation).
+    fn rows(answers: Vec<Answer>, labels: usize) -> anyhow::Result<Answers> {
+        let mut all = Answers::all_refused(0, labels, "");
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer {
+                Ok(prediction) if prediction.probabilities.len() == labels => {
+                    all.class_index.push(prediction.class_index);
+                    all.probabilities.extend(prediction.probabilities);
+                }
+                Ok(prediction) => {
+                    bail!("the server answered {} probabilities for {labels} labels", prediction.probabilities.len())
+                }
+                Err(message) => {
+                    all.class_index.push(0);
+                    all.probabilities.extend(std::iter::repeat_n(0.0, labels));
+                    all.refused.push((i, message));
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    pub fn rows_answered(&self) -> usize {
+        self.class_index.len()
+    }
+
+    pub fn refused_rows(&self) -> usize {
+        self.refused.len()
+    }
+
+    /// Per row: the index of its predicted label and its probabilities, or
+    /// why it was refused.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(usize, &[f32]), &str>> {
+        let mut refused = self.refused.iter().peekable();
+        self.class_index.iter().zip(self.probabilities.chunks_exact(self.labels.max(1))).enumerate().map(
+            move |(i, (class, probabilities))| match refused.next_if(|(row, _)| *row == i) {
+                Some((_, message)) => Err(message.as_str()),
+                None => Ok((*class as usize, probabilities)),
+            },
+        )
+    }
+}
 
 /// What the model needs of a table: its features' names in order, and the
 /// columns a scored table gains (which the input must not have already).
@@ -95,7 +176,7 @@ pub trait Batch: Send + 'static {
 /// Where scored batches are written, on the writer thread.
 pub trait Sink<B>: Send + 'static {
     /// Writes `batch`'s rows with their answers (one per row, in order).
-    fn write(&mut self, batch: B, answers: Vec<Answer>) -> anyhow::Result<()>;
+    fn write(&mut self, batch: B, answers: Answers) -> anyhow::Result<()>;
     /// Completes the file.
     fn finish(self) -> anyhow::Result<()>;
 }
@@ -138,7 +219,13 @@ pub async fn score_file(
     // Pin the version GetModel resolved, so every batch is scored by the same model.
     let model = ModelId::pinned(info.segment.clone(), info.version);
     let schema = Schema { features: info.features, labels: info.labels };
-    let job = Job { model, features: schema.features.len(), batch_rows, streams: streams.max(1) };
+    let job = Job {
+        model,
+        features: schema.features.len(),
+        labels: schema.labels.len(),
+        batch_rows,
+        streams: streams.max(1),
+    };
     match (Format::of(input), Format::of(output)) {
         (Format::Csv, Format::Csv) => {
             let (source, sink) = csv_file::open(input, output, &schema)?;
@@ -167,6 +254,7 @@ pub async fn score_file(
 struct Job {
     model: ModelId,
     features: usize,
+    labels: usize,
     batch_rows: usize,
     streams: usize,
 }
@@ -190,14 +278,15 @@ impl Job {
                 .expect("constant template is valid"),
         );
         let started = std::time::Instant::now();
-        let (requests, request_streams): (Vec<_>, Vec<_>) =
-            (0..self.streams).map(|_| mpsc::channel(READ_AHEAD)).unzip();
-        let (pending_tx, mut pending_rx) = mpsc::channel::<Pending<S::Batch>>(READ_AHEAD * 4 * self.streams);
+        let (requests, request_streams): (Vec<_>, Vec<_>) = (0..self.streams).map(|_| mpsc::channel(IN_FLIGHT)).unzip();
+        // Every batch is announced here before it is sent, so this bounds
+        // the batches held between the reader and the writer.
+        let (pending_tx, mut pending_rx) = mpsc::channel::<Pending<S::Batch>>(IN_FLIGHT * self.streams);
         let reading = tokio::task::spawn_blocking({
             let (model, features, batch_rows) = (self.model.clone(), self.features, self.batch_rows);
             move || read(source, model, features, batch_rows, requests, pending_tx)
         });
-        let (written_tx, written_rx) = std::sync::mpsc::sync_channel::<(S::Batch, Vec<Answer>)>(READ_AHEAD);
+        let (written_tx, written_rx) = std::sync::mpsc::sync_channel::<(S::Batch, Answers)>(TO_WRITE);
         let writing = tokio::task::spawn_blocking(move || write(sink, written_rx));
 
         let mut isolating = client.clone();
@@ -216,25 +305,28 @@ impl Job {
                 bail!("response for batch {} arrived where batch {} was expected", response.id, pending.id);
             }
             let rows = pending.batch.rows();
-            let answers: Vec<Answer> = match response.outcome {
+            let answers = match response.outcome {
                 Some(proto::stream_predict_response::Outcome::Error(error))
                     if error.code == tonic::Code::InvalidArgument as i32 && rows > 1 =>
                 {
                     // Read again only on this rare path, rather than kept for every batch.
                     let values = pending.batch.values()?;
-                    isolate(&mut isolating, &self.model, self.features, &values).await
+                    Answers::rows(isolate(&mut isolating, &self.model, self.features, &values).await, self.labels)?
                 }
                 Some(proto::stream_predict_response::Outcome::Result(result)) => {
-                    result.predictions.into_iter().map(Ok).collect()
+                    let columns = result.columns.context("the server answered a columnar batch without columns")?;
+                    Answers::columns(columns, rows, self.labels)?
                 }
-                Some(proto::stream_predict_response::Outcome::Error(error)) => vec![Err(error_text(error)); rows],
+                Some(proto::stream_predict_response::Outcome::Error(error)) => {
+                    Answers::all_refused(rows, self.labels, &error_text(error))
+                }
                 None => bail!("the server sent a response with neither results nor an error"),
             };
-            if answers.len() != rows {
-                bail!("the server answered {} rows for a batch of {rows}", answers.len());
+            if answers.rows_answered() != rows {
+                bail!("the server answered {} rows for a batch of {rows}", answers.rows_answered());
             }
             summary.rows += rows as u64;
-            summary.refused_rows += answers.iter().filter(|a| a.is_err()).count() as u64;
+            summary.refused_rows += answers.refused_rows() as u64;
             progress.set_position(pending.batch.done());
             let rate = summary.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
             progress.set_message(format!("{} rows, {rate:.0} rows/s, {} refused", summary.rows, summary.refused_rows));
@@ -268,7 +360,8 @@ fn read<S: Source>(
         let id = index.to_string();
         let stream = &streams[(index % streams.len() as u64) as usize];
         index += 1;
-        let request = stream_batch(id.clone(), &model, features, values);
+        let mut request = stream_batch(id.clone(), &model, features, values);
+        request.columnar = true;
         // The ordering loop must know of a batch before its answer can arrive;
         // a closed channel means it stopped, and says why itself.
         if pending.blocking_send(Pending { id, batch }).is_err() || stream.blocking_send(request).is_err() {
@@ -279,7 +372,7 @@ fn read<S: Source>(
 }
 
 /// The writer thread: every answered batch, in order, then the file's end.
-fn write<B, K: Sink<B>>(mut sink: K, answered: std::sync::mpsc::Receiver<(B, Vec<Answer>)>) -> anyhow::Result<()> {
+fn write<B, K: Sink<B>>(mut sink: K, answered: std::sync::mpsc::Receiver<(B, Answers)>) -> anyhow::Result<()> {
     for (batch, answers) in answered {
         sink.write(batch, answers)?;
     }

@@ -12,7 +12,7 @@
 //! The input's key-value metadata (pandas' included) is kept, with the
 //! Arrow schema extended by the new columns. Progress is counted in rows.
 
-use super::{Answer, Batch, Schema, Sink, Source};
+use super::{Answers, Batch, Schema, Sink, Source};
 use anyhow::{Context, bail};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -70,6 +70,7 @@ pub struct ParquetSink {
     metadata: Arc<ParquetMetaData>,
     factory: ArrowRowGroupWriterFactory,
     added: Fields,
+    labels: Vec<String>,
     /// The new columns' writers for the row group being written.
     columns: Option<Vec<ArrowColumnWriter>>,
 }
@@ -139,7 +140,18 @@ pub fn open(
         rows,
         read: 0,
     };
-    Ok((source, ParquetSink { writer, input: copied_from, metadata: parquet, factory, added, columns: None }))
+    Ok((
+        source,
+        ParquetSink {
+            writer,
+            input: copied_from,
+            metadata: parquet,
+            factory,
+            added,
+            labels: schema.labels.clone(),
+            columns: None,
+        },
+    ))
 }
 
 /// The new columns' Arrow fields, all nullable.
@@ -312,14 +324,15 @@ impl ParquetSink {
 }
 
 impl Sink<ParquetBatch> for ParquetSink {
-    fn write(&mut self, batch: ParquetBatch, answers: Vec<Answer>) -> anyhow::Result<()> {
-        let labels = answers.iter().map(|a| a.as_ref().ok().map(|p| p.label.as_str()));
-        let mut arrays: Vec<ArrayRef> = vec![Arc::new(labels.collect::<StringArray>())];
-        for k in 0..self.added.len() - 2 {
-            let probability = |a: &Answer| a.as_ref().ok().and_then(|p| p.probabilities.get(k).copied());
+    fn write(&mut self, batch: ParquetBatch, answers: Answers) -> anyhow::Result<()> {
+        let labels: StringArray =
+            answers.iter().map(|a| a.ok().map(|(class, _)| self.labels[class].as_str())).collect();
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(labels)];
+        for k in 0..self.labels.len() {
+            let probability = |a: Result<(usize, &[f32]), &str>| a.ok().map(|(_, p)| p[k]);
             arrays.push(Arc::new(answers.iter().map(probability).collect::<Float32Array>()));
         }
-        arrays.push(Arc::new(answers.iter().map(|a| a.as_ref().err().map(String::as_str)).collect::<StringArray>()));
+        arrays.push(Arc::new(answers.iter().map(Result::err).collect::<StringArray>()));
         if self.columns.is_none() {
             self.columns = Some(self.factory.create_column_writers(batch.group)?);
         }

@@ -230,9 +230,11 @@ async fn score_stream_message(
         serving.check_message_size(message.encoded_len())?;
         let (route, rows) = batch_rows(serving, call, &message.segment, message.version, message.rows)?;
         let scores = call.score(&route, rows).await?;
-        Ok::<_, ServeError>(v1::BatchResult {
-            predictions: predictions(&route.model, &scores),
-            model: Some(model_ref(&route.model)),
+        let model = Some(model_ref(&route.model));
+        Ok::<_, ServeError>(if message.columnar {
+            v1::BatchResult { predictions: Vec::new(), model, columns: Some(columns(scores)) }
+        } else {
+            v1::BatchResult { predictions: predictions(&route.model, &scores), model, columns: None }
         })
     }
     .await;
@@ -259,6 +261,15 @@ fn predictions(model: &LoadedModel, scores: &Scores) -> Vec<v1::Prediction> {
             }
         })
         .collect()
+}
+
+/// Every row's prediction as two packed columns (the scores' own buffer).
+fn columns(scores: Scores) -> v1::PredictionColumns {
+    v1::PredictionColumns {
+        label_count: scores.classes as u32,
+        class_index: scores.rows().map(|row| Scores::class_of(row) as u32).collect(),
+        probabilities: scores.probabilities,
+    }
 }
 
 fn model_ref(model: &LoadedModel) -> v1::ModelRef {
