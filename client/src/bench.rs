@@ -327,6 +327,11 @@ async fn closed_loop(
 /// gives up (the server is far slower than the rate asked).
 const OPEN_LOOP_OUTSTANDING: usize = 10_000;
 
+/// Sends `prepared` at `rate` per second on schedule. A thread of its own
+/// paces the sends (the OS sleeps to within tens of microseconds; tokio's
+/// timer fires up to a millisecond late, and that lateness would have been
+/// counted as the server's latency, since every latency counts from when
+/// its request was due).
 async fn open_loop(
     clients: &[Client],
     prepared: &Prepared,
@@ -337,32 +342,41 @@ async fn open_loop(
 ) {
     let interval = Duration::from_secs_f64(1.0 / rate);
     let outstanding = Arc::new(tokio::sync::Semaphore::new(OPEN_LOOP_OUTSTANDING));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut due = Instant::now();
-    let mut sent = 0usize;
-    while due < end {
-        tokio::time::sleep_until(due.into()).await;
-        let Ok(permit) = outstanding.clone().try_acquire_owned() else {
-            recorder.record(Duration::ZERO, Err(tonic::Status::resource_exhausted("client: too many outstanding")));
-            due += interval;
-            continue;
-        };
-        let mut client = clients[sent % clients.len()].clone();
-        let mut oip = client.open_inference();
-        let (prepared, recorder) = (prepared.clone(), recorder.clone());
-        let scheduled = due;
-        tasks.spawn(async move {
-            let _permit = permit;
-            let outcome = call_once(&mut client, &mut oip, &prepared).await;
-            if scheduled >= measure_from {
-                // From when the request was due, not when it left.
-                recorder.record(scheduled.elapsed(), outcome);
+    let runtime = tokio::runtime::Handle::current();
+    let (clients, prepared, pacer_recorder, permits) =
+        (clients.to_vec(), prepared.clone(), recorder.clone(), outstanding.clone());
+    let pacing = tokio::task::spawn_blocking(move || {
+        let mut due = Instant::now();
+        let mut sent = 0usize;
+        while due < end {
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
             }
-        });
-        sent += 1;
-        due += interval;
-    }
-    while tasks.join_next().await.is_some() {}
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                let error = tonic::Status::resource_exhausted("client: too many outstanding");
+                pacer_recorder.record(Duration::ZERO, Err(error));
+                due += interval;
+                continue;
+            };
+            let mut client = clients[sent % clients.len()].clone();
+            let mut oip = client.open_inference();
+            let (prepared, recorder) = (prepared.clone(), pacer_recorder.clone());
+            let scheduled = due;
+            runtime.spawn(async move {
+                let _permit = permit;
+                let outcome = call_once(&mut client, &mut oip, &prepared).await;
+                if scheduled >= measure_from {
+                    // From when the request was due, not when it left.
+                    recorder.record(scheduled.elapsed(), outcome);
+                }
+            });
+            sent += 1;
+            due += interval;
+        }
+    });
+    let _ = pacing.await;
+    // Every call has ended once all the permits are back.
+    let _ = outstanding.acquire_many(OPEN_LOOP_OUTSTANDING as u32).await;
 }
 
 async fn stream_load(
