@@ -218,6 +218,24 @@ async fn score_reads_and_writes_parquet_from_pandas() {
     }
 }
 
+/// Feature columns in a codec this build cannot decode are refused before
+/// anything is scored, naming the column, the codec and the fix; nothing is
+/// left behind in the output's directory.
+#[cfg(feature = "parquet")]
+#[tokio::test]
+async fn score_refuses_feature_columns_it_cannot_decompress() {
+    let (url, _stop) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/score/zstd.parquet");
+    let output = dir.path().join("scored.parquet");
+    let args = ["score", "--segment", "sme", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let run = candela(&url, &args).await;
+    assert_eq!(run.status.code(), Some(1));
+    let message = stderr(&run);
+    assert!(message.contains("is compressed with ZSTD") && message.contains(r#"compression="snappy""#), "{message}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no output and no partial file");
+}
+
 /// Parquet in, CSV out is refused before anything is scored.
 #[cfg(feature = "parquet")]
 #[tokio::test]
@@ -261,6 +279,7 @@ async fn score_names_missing_feature_columns() {
         "{}",
         stderr(&run)
     );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the input: no output, no partial file");
 }
 
 #[tokio::test]

@@ -226,16 +226,20 @@ pub async fn score_file(
         batch_rows,
         streams: streams.max(1),
     };
-    match (Format::of(input), Format::of(output)) {
-        (Format::Csv, Format::Csv) => {
-            let (source, sink) = csv_file::open(input, output, &schema)?;
-            job.run(client, source, sink).await
-        }
+    // Written beside the output and renamed at the end, so a run that fails
+    // leaves no half-written output (nor clobbers an earlier one).
+    let name = output.file_name().with_context(|| format!("{} is not a file name", output.display()))?;
+    let partial = output.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    let scored = match (Format::of(input), Format::of(output)) {
+        (Format::Csv, Format::Csv) => match csv_file::open(input, &partial, &schema) {
+            Ok((source, sink)) => job.run(client, source, sink).await,
+            Err(error) => Err(error),
+        },
         #[cfg(feature = "parquet")]
-        (Format::Parquet, Format::Parquet) => {
-            let (source, sink) = parquet_file::open(input, output, &schema, batch_rows)?;
-            job.run(client, source, sink).await
-        }
+        (Format::Parquet, Format::Parquet) => match parquet_file::open(input, &partial, &schema, batch_rows) {
+            Ok((source, sink)) => job.run(client, source, sink).await,
+            Err(error) => Err(error),
+        },
         #[cfg(not(feature = "parquet"))]
         (Format::Parquet, Format::Parquet) => {
             bail!("this candela was built without Parquet support (the client crate's `parquet` feature)")
@@ -247,6 +251,16 @@ pub async fn score_file(
             output.display(),
             to.name()
         ),
+    };
+    match scored {
+        Ok(summary) => {
+            std::fs::rename(&partial, output).with_context(|| format!("cannot write {}", output.display()))?;
+            Ok(summary)
+        }
+        Err(error) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(error)
+        }
     }
 }
 

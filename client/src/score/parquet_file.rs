@@ -99,6 +99,22 @@ pub fn open(
             );
         }
     }
+    // Feature columns are decoded, so their codec must be one this build
+    // has; the other columns are only copied, whatever their codec.
+    let descriptor = metadata.parquet_schema();
+    for group in metadata.metadata().row_groups() {
+        for (leaf, chunk) in group.columns().iter().enumerate() {
+            let codec = chunk.compression().to_string();
+            let codec = codec.split('(').next().unwrap_or_default();
+            if features.contains(&descriptor.get_column_root_idx(leaf)) && !matches!(codec, "UNCOMPRESSED" | "SNAPPY") {
+                bail!(
+                    "{}: column `{}` is compressed with {codec}; this candela decodes SNAPPY (pandas' and Spark's default) or uncompressed feature columns: write the file with compression=\"snappy\"",
+                    input.display(),
+                    chunk.column_path().string()
+                );
+            }
+        }
+    }
     // Projected columns come in the file's order.
     let mut roots = features.clone();
     roots.sort_unstable();
