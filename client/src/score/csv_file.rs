@@ -19,6 +19,7 @@ pub struct CsvSource {
     records: csv::StringRecordsIntoIter<File>,
     columns: Arc<Columns>,
     size: u64,
+    batch_rows: usize,
 }
 
 pub struct CsvBatch {
@@ -31,9 +32,9 @@ pub struct CsvSink {
     labels: Vec<String>,
 }
 
-/// Opens `input` against the model's schema and creates `output` with the
-/// scored header.
-pub fn open(input: &Path, output: &Path, schema: &Schema) -> anyhow::Result<(CsvSource, CsvSink)> {
+/// Opens `input` against the model's schema, reading `batch_rows` records
+/// at a time, and creates `output` with the scored header.
+pub fn open(input: &Path, output: &Path, schema: &Schema, batch_rows: usize) -> anyhow::Result<(CsvSource, CsvSink)> {
     let mut reader = csv::Reader::from_path(input).with_context(|| format!("cannot read {}", input.display()))?;
     let header = reader.headers()?.clone();
     let features = schema.locate(input, header.iter())?;
@@ -45,7 +46,10 @@ pub fn open(input: &Path, output: &Path, schema: &Schema) -> anyhow::Result<(Csv
     }
     writer.write_record(&out_header)?;
     let columns = Arc::new(Columns { features, header });
-    Ok((CsvSource { records: reader.into_records(), columns, size }, CsvSink { writer, labels: schema.labels.clone() }))
+    Ok((
+        CsvSource { records: reader.into_records(), columns, size, batch_rows },
+        CsvSink { writer, labels: schema.labels.clone() },
+    ))
 }
 
 impl Source for CsvSource {
@@ -55,8 +59,8 @@ impl Source for CsvSource {
         self.size
     }
 
-    fn next_batch(&mut self, rows: usize) -> anyhow::Result<Option<CsvBatch>> {
-        let records = self.records.by_ref().take(rows).collect::<Result<Vec<_>, _>>()?;
+    fn next_batch(&mut self) -> anyhow::Result<Option<CsvBatch>> {
+        let records = self.records.by_ref().take(self.batch_rows).collect::<Result<Vec<_>, _>>()?;
         Ok((!records.is_empty()).then(|| CsvBatch { records, columns: self.columns.clone() }))
     }
 }
@@ -72,11 +76,10 @@ impl Batch for CsvBatch {
         for record in &self.records {
             for &c in features {
                 let text = record.get(c).unwrap_or("").trim();
-                let line = record.position().map_or(0, |p| p.line());
-                values
-                    .push(text.parse::<f32>().with_context(|| {
-                        format!("line {line}: `{text}` in column `{}` is not a number", &header[c])
-                    })?);
+                values.push(text.parse::<f32>().with_context(|| {
+                    let line = record.position().map_or(0, |p| p.line());
+                    format!("line {line}: `{text}` in column `{}` is not a number", &header[c])
+                })?);
             }
         }
         Ok(values)

@@ -81,7 +81,7 @@ impl Answers {
 
     /// Per-row answers (those of a refused batch's isolation).
     fn rows(answers: Vec<Answer>, labels: usize) -> anyhow::Result<Answers> {
-        let mut all = Answers::all_refused(0, labels, "");
+        let mut all = Answers { labels, class_index: vec![], probabilities: vec![], refused: vec![] };
         for (i, answer) in answers.into_iter().enumerate() {
             match answer {
                 Ok(prediction) if prediction.probabilities.len() == labels => {
@@ -160,8 +160,9 @@ pub trait Source: Send + 'static {
     type Batch: Batch;
     /// The progress bar's length, in the units of `Batch::done`.
     fn size(&self) -> u64;
-    /// The next batch of at most `rows` rows; `None` at the end.
-    fn next_batch(&mut self, rows: usize) -> anyhow::Result<Option<Self::Batch>>;
+    /// The next batch (of at most the rows per message it was opened
+    /// with); `None` at the end.
+    fn next_batch(&mut self) -> anyhow::Result<Option<Self::Batch>>;
 }
 
 /// One batch of input rows, kept until its answers are written.
@@ -219,19 +220,13 @@ pub async fn score_file(
     // Pin the version GetModel resolved, so every batch is scored by the same model.
     let model = ModelId::pinned(info.segment.clone(), info.version);
     let schema = Schema { features: info.features, labels: info.labels };
-    let job = Job {
-        model,
-        features: schema.features.len(),
-        labels: schema.labels.len(),
-        batch_rows,
-        streams: streams.max(1),
-    };
+    let job = Job { model, features: schema.features.len(), labels: schema.labels.len(), streams: streams.max(1) };
     // Written beside the output and renamed at the end, so a run that fails
     // leaves no half-written output (nor clobbers an earlier one).
     let name = output.file_name().with_context(|| format!("{} is not a file name", output.display()))?;
     let partial = output.with_file_name(format!(".{}.partial", name.to_string_lossy()));
     let scored = match (Format::of(input), Format::of(output)) {
-        (Format::Csv, Format::Csv) => match csv_file::open(input, &partial, &schema) {
+        (Format::Csv, Format::Csv) => match csv_file::open(input, &partial, &schema, batch_rows) {
             Ok((source, sink)) => job.run(client, source, sink).await,
             Err(error) => Err(error),
         },
@@ -269,7 +264,6 @@ struct Job {
     model: ModelId,
     features: usize,
     labels: usize,
-    batch_rows: usize,
     streams: usize,
 }
 
@@ -297,8 +291,8 @@ impl Job {
         // the batches held between the reader and the writer.
         let (pending_tx, mut pending_rx) = mpsc::channel::<Pending<S::Batch>>(IN_FLIGHT * self.streams);
         let reading = tokio::task::spawn_blocking({
-            let (model, features, batch_rows) = (self.model.clone(), self.features, self.batch_rows);
-            move || read(source, model, features, batch_rows, requests, pending_tx)
+            let (model, features) = (self.model.clone(), self.features);
+            move || read(source, model, features, requests, pending_tx)
         });
         let (written_tx, written_rx) = std::sync::mpsc::sync_channel::<(S::Batch, Answers)>(TO_WRITE);
         let writing = tokio::task::spawn_blocking(move || write(sink, written_rx));
@@ -327,10 +321,11 @@ impl Job {
                     let values = pending.batch.values()?;
                     Answers::rows(isolate(&mut isolating, &self.model, self.features, &values).await, self.labels)?
                 }
-                Some(proto::stream_predict_response::Outcome::Result(result)) => {
-                    let columns = result.columns.context("the server answered a columnar batch without columns")?;
-                    Answers::columns(columns, rows, self.labels)?
-                }
+                Some(proto::stream_predict_response::Outcome::Result(result)) => match result.columns {
+                    Some(columns) => Answers::columns(columns, rows, self.labels)?,
+                    // A server older than `columnar` answers per row.
+                    None => Answers::rows(result.predictions.into_iter().map(Ok).collect(), self.labels)?,
+                },
                 Some(proto::stream_predict_response::Outcome::Error(error)) => {
                     Answers::all_refused(rows, self.labels, &error_text(error))
                 }
@@ -364,12 +359,11 @@ fn read<S: Source>(
     mut source: S,
     model: ModelId,
     features: usize,
-    batch_rows: usize,
     streams: Vec<mpsc::Sender<proto::StreamPredictRequest>>,
     pending: mpsc::Sender<Pending<S::Batch>>,
 ) -> anyhow::Result<()> {
     let mut index = 0u64;
-    while let Some(batch) = source.next_batch(batch_rows)? {
+    while let Some(batch) = source.next_batch()? {
         let values = batch.values()?;
         let id = index.to_string();
         let stream = &streams[(index % streams.len() as u64) as usize];

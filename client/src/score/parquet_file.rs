@@ -223,7 +223,7 @@ impl Source for ParquetSource {
         self.rows
     }
 
-    fn next_batch(&mut self, _rows: usize) -> anyhow::Result<Option<ParquetBatch>> {
+    fn next_batch(&mut self) -> anyhow::Result<Option<ParquetBatch>> {
         let groups = self.metadata.metadata().row_groups();
         while self.left_in_group == 0 {
             if self.reader.is_some() {
