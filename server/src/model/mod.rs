@@ -12,6 +12,7 @@
 //! format; nothing else here runs on the request path. This layer imports
 //! nothing from the core or the front.
 
+mod columns;
 pub mod device;
 pub mod error;
 pub mod files;

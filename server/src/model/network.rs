@@ -4,11 +4,12 @@
 //! list, so a model that builds is a model that can answer; the checks' failures
 //! are `ModelError`s that name the tensor and what was expected.
 
+use super::columns;
 use super::hints;
 use super::manifest::{DTypeName, GeluApproximation, LayerSpec};
 use super::scorer::{ComputeError, Pass, Scorer, Stages};
 
-use candle_core::{CpuStorage, DType, Device, Module, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
@@ -431,8 +432,16 @@ impl Op {
 
     fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Op::Affine { scale, shift } => x.broadcast_mul(scale)?.broadcast_add(shift),
-            Op::Linear(linear) => linear.forward(x),
+            Op::Affine { scale, shift } => columns::scale_shift(x, scale, shift),
+            // Rows × features only (what `run` builds): the product, then the
+            // bias added into it in place.
+            Op::Linear(linear) => {
+                let y = x.matmul(&linear.weight().t()?)?;
+                match linear.bias() {
+                    Some(bias) => columns::add_bias(y, bias),
+                    None => Ok(y),
+                }
+            }
             // candle's fused kernel covers f32/f16/bf16; f64 takes the composed form.
             Op::LayerNorm { weight, bias, eps } if x.dtype() == DType::F64 => {
                 candle_nn::ops::layer_norm_slow(x, weight, bias, *eps)
