@@ -373,3 +373,85 @@ async fn a_policy_naming_an_unloaded_version_is_refused_and_the_old_one_serves()
     until_status(&operator, 10, "the reverted policy still shows as refused", |r| r.refused.is_empty()).await;
     server.stop().await.unwrap();
 }
+
+/// The exact AUC of `(score, positive)` pairs, ties counting half.
+fn exact_auc(scored: &[(f32, bool)]) -> f64 {
+    let mut negatives: Vec<f32> = scored.iter().filter(|s| !s.1).map(|s| s.0).collect();
+    negatives.sort_by(f32::total_cmp);
+    let positives: Vec<f32> = scored.iter().filter(|s| s.1).map(|s| s.0).collect();
+    let won: f64 = positives
+        .iter()
+        .map(|p| {
+            let below = negatives.partition_point(|n| n < p);
+            let ties = negatives.partition_point(|n| n <= p) - below;
+            below as f64 + ties as f64 / 2.0
+        })
+        .sum();
+    won / (positives.len() as f64 * negatives.len() as f64)
+}
+
+#[tokio::test]
+async fn outcomes_fed_back_give_the_serving_and_the_shadow_version_their_live_auc() {
+    let root = tempfile::tempdir().unwrap();
+    publish(root.path(), "retail", 1);
+    publish(root.path(), "sme", 5);
+    write_policy(root.path(), r#"{"stable": 1, "shadow": {"version": 5, "percent": 100}}"#);
+    let (server, mut client, operator, metrics, _keys) = start(root.path(), &["--quality-min-outcomes", "1000"]).await;
+    let labels = client.get_model("retail").await.unwrap().labels;
+
+    // 5,000 demo rows, whose true labels the generator knows, in 20 requests.
+    let data = rows("retail", 5_000);
+    let mut answered = Vec::new();
+    let mut outcomes = Vec::new();
+    for (batch, truths) in data.values.chunks(250 * FEATURES).zip(data.labels.chunks(250)) {
+        let answer = client.batch_predict("retail", FEATURES, batch.to_vec()).await.unwrap();
+        for (row, (prediction, truth)) in answer.predictions.iter().zip(truths).enumerate() {
+            answered.push((prediction.probabilities[1], *truth == 1));
+            let label = labels[*truth as usize].clone();
+            outcomes.push(proto::Outcome { request_id: answer.request_id.clone(), row: row as u64, label });
+        }
+    }
+    let accounted = |r: &proto::SegmentRollout| r.shadow.as_ref().map_or(0, |s| s.rows + s.dropped + s.errors);
+    let rollout = until_status(&operator, 20, "the shadow never caught up", |r| accounted(r) >= 5_000).await;
+    let shadowed = rollout.shadow.unwrap().rows;
+
+    let first = outcomes[0].clone();
+    let mut taken = proto::FeedbackResponse::default();
+    for chunk in outcomes.chunks(1_000) {
+        let joined = client.feedback(chunk.to_vec()).await.unwrap();
+        taken.matched += joined.matched;
+        taken.unknown_request += joined.unknown_request;
+    }
+    assert_eq!((taken.matched, taken.unknown_request), (5_000, 0));
+    // What joins nothing is counted by reason, and nothing is counted twice.
+    let bad = vec![
+        proto::Outcome { request_id: "never-answered".into(), row: 0, label: labels[0].clone() },
+        proto::Outcome { row: 250, ..first.clone() },
+        proto::Outcome { label: "maybe".into(), ..first.clone() },
+        first.clone(),
+    ];
+    let joined = client.feedback(bad).await.unwrap();
+    assert_eq!(
+        (joined.matched, joined.unknown_request, joined.row_out_of_range, joined.unknown_label, joined.duplicate),
+        (0, 1, 1, 1, 1)
+    );
+
+    let offline = exact_auc(&answered);
+    let live = common::metric(&metrics, "candela_model_auc", &[("segment", "retail"), ("version", "1")]).await;
+    println!("retail v1 AUC: live {live:.4}, offline {offline:.4}; shadow scored {shadowed} rows");
+    assert!((live - offline).abs() < 0.01, "live {live} against offline {offline}");
+    assert!(offline > 0.6, "the demo model separates the classes, so the comparison means something");
+    let outcomes_v1 =
+        common::metric(&metrics, "candela_model_outcomes", &[("segment", "retail"), ("version", "1")]).await;
+    assert_eq!(outcomes_v1, 5_000.0);
+    // The shadow served nobody, yet has its own quality from the same outcomes.
+    let shadow_outcomes =
+        common::metric(&metrics, "candela_model_outcomes", &[("segment", "retail"), ("version", "5")]).await;
+    assert_eq!(shadow_outcomes, shadowed as f64);
+    let shadow_auc = common::metric(&metrics, "candela_model_auc", &[("segment", "retail"), ("version", "5")]).await;
+    assert!(shadow_auc > 0.0 && shadow_auc < 1.0 && (shadow_auc - live).abs() > 1e-6, "shadow AUC {shadow_auc}");
+    let unmatched =
+        common::metric(&metrics, "candela_feedback_outcomes_total", &[("result", "row_out_of_range")]).await;
+    assert_eq!(unmatched, 1.0);
+    server.stop().await.unwrap();
+}

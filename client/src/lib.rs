@@ -191,6 +191,11 @@ impl Client {
         Ok(self.inference.stream_predict(Request::new(batches)).await?.into_inner())
     }
 
+    /// Reports outcomes (request id, row, true label) of rows scored earlier.
+    pub async fn feedback(&mut self, outcomes: Vec<proto::Outcome>) -> Result<proto::FeedbackResponse, Status> {
+        Ok(self.inference.feedback(proto::FeedbackRequest { outcomes }).await?.into_inner())
+    }
+
     /// Every model the server serves.
     pub async fn list_models(&mut self) -> Result<proto::ListModelsResponse, Status> {
         Ok(self.inference.list_models(proto::ListModelsRequest {}).await?.into_inner())

@@ -213,6 +213,26 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_STREAM_IDLE_SECONDS", default_value_t = 60.0)]
     pub stream_idle_seconds: f64,
 
+    /// How long the server keeps an answered row waiting for its outcome
+    /// (`Feedback`): what joining a true label needs (a digest of the request
+    /// id, the row, the version, the probabilities; never the features).
+    #[arg(long, env = "CANDELA_FEEDBACK_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub feedback_retention: Duration,
+
+    /// The most answered rows kept for `Feedback` (its memory bound; the
+    /// oldest are dropped first, and counted). 0 keeps none.
+    #[arg(long, env = "CANDELA_FEEDBACK_MAX_RECORDS", default_value_t = 250_000)]
+    pub feedback_max_records: usize,
+
+    /// Each version's live quality (AUC, log loss, precision/recall) is
+    /// measured over the outcomes joined in this sliding window.
+    #[arg(long, env = "CANDELA_QUALITY_WINDOW", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub quality_window: Duration,
+
+    /// Joined outcomes a version needs in its window before its quality is reported.
+    #[arg(long, env = "CANDELA_QUALITY_MIN_OUTCOMES", default_value_t = 100)]
+    pub quality_min_outcomes: u64,
+
     /// Bytes of request messages received but not yet complete (so not yet
     /// admitted), across all calls and connections. A message that would take
     /// more is refused with RESOURCE_EXHAUSTED, so slow or stalled uploads

@@ -5,6 +5,7 @@
 
 use crate::core::batching::Timing;
 use crate::core::error::{Canonical, ServeError};
+use crate::core::outcomes::{Outcomes, Recorded};
 use crate::core::rollout::Route;
 use crate::core::scores::Scores;
 use crate::core::scoring::{self, Deadline, Rows};
@@ -27,6 +28,9 @@ pub struct Call {
     route: OnceLock<(String, u64)>,
     /// Where the call's outcome is counted.
     metrics: Arc<Metrics>,
+    /// Where its answers are kept for `Feedback` (not for stream messages,
+    /// whose rows the request id alone does not name).
+    outcomes: Option<Arc<Outcomes>>,
     /// The call's trace span; fields are recorded as they become known.
     span: tracing::Span,
     /// The id the response carries: the caller's own, or one generated.
@@ -51,6 +55,7 @@ impl Call {
         method: &'static str,
         log_salt: &[u8],
         metrics: Arc<Metrics>,
+        outcomes: Arc<Outcomes>,
     ) -> Call {
         let received = Instant::now();
         let token = |name: &str| {
@@ -80,6 +85,7 @@ impl Call {
             method,
             route: OnceLock::new(),
             metrics,
+            outcomes: Some(outcomes),
             span: telemetry::call_span(parent, service, method, &log_id),
             request_id,
             log_id,
@@ -99,7 +105,7 @@ impl Call {
     /// routed on its own.
     pub fn message(&self) -> Call {
         let deadline = Deadline { received: Instant::now(), ..self.deadline };
-        Call { deadline, route: OnceLock::new(), ..self.clone() }
+        Call { deadline, route: OnceLock::new(), outcomes: None, ..self.clone() }
     }
 
     /// Notes the model the call was routed to.
@@ -111,17 +117,36 @@ impl Call {
     }
 
     /// Scores `rows` with the route's model for this call (see
-    /// `scoring::serve`), noting the route and where the time went; a
-    /// shadowed call's rows are then offered to the shadow.
+    /// `scoring::serve`), noting the route and where the time went, and
+    /// keeping the answer for outcomes; a shadowed call's rows are then
+    /// offered to the shadow.
     pub async fn score(&self, route: &Route, rows: Rows) -> Result<Scores, ServeError> {
         self.routed(&route.model);
         let shadowed = route.shadow.as_ref().map(|shadow| (shadow, rows.values.clone(), rows.width));
         let scored = scoring::serve(&route.model, rows, self.deadline).await?;
         self.scored(scored.scores.rows().len(), &scored.timing);
+        self.keep(&route.model, 0, &scored.scores);
         if let Some((shadow, values, width)) = shadowed {
-            shadow.offer(values, width, &scored.scores);
+            shadow.offer(values, width, &scored.scores, self.recorded(0));
         }
         Ok(scored.scores)
+    }
+
+    /// Keeps `model`'s answer to this call's rows `first_row`… for outcomes.
+    pub fn keep(&self, model: &LoadedModel, first_row: u64, scores: &Scores) {
+        if let Some(outcomes) = &self.outcomes {
+            outcomes.record(
+                &self.request_id,
+                first_row,
+                (&model.segment, model.version, &model.manifest.labels),
+                scores,
+            );
+        }
+    }
+
+    /// Where a shadow's answer to this call's rows `first_row`… is kept for outcomes, if anywhere.
+    pub fn recorded(&self, first_row: u64) -> Option<Recorded> {
+        self.outcomes.clone().map(|outcomes| (outcomes, self.request_id.clone(), first_row))
     }
 
     /// Notes where the time to score `rows` rows went.

@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod call;
 pub mod connections;
+pub mod feedback;
 pub mod gate;
 pub mod open_inference;
 pub mod reload;

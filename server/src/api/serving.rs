@@ -7,6 +7,7 @@ use super::call::Call;
 use crate::config::Settings;
 use crate::core::error::ServeError;
 use crate::core::live::LiveRepository;
+use crate::core::outcomes::{Outcomes, Settings as OutcomeSettings};
 use crate::core::registry::Registry;
 use crate::core::rollout::Route;
 use crate::observe::metrics::Metrics;
@@ -45,6 +46,8 @@ pub struct Serving {
     /// Salt for hashing callers' request ids in logs; new each start.
     log_salt: [u8; 16],
     pub metrics: Arc<Metrics>,
+    /// Answers kept for `Feedback`, and each version's live quality.
+    pub outcomes: Arc<Outcomes>,
     pub limits: Limits,
 }
 
@@ -56,6 +59,12 @@ impl Serving {
             admission: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
             log_salt: *uuid::Uuid::new_v4().as_bytes(),
             metrics: Arc::new(Metrics::new()),
+            outcomes: Arc::new(Outcomes::new(OutcomeSettings {
+                retention: settings.feedback_retention,
+                max_records: settings.feedback_max_records,
+                quality_window: settings.quality_window,
+                min_outcomes: settings.quality_min_outcomes,
+            })),
             limits: Limits {
                 max_concurrent_requests: settings.max_concurrent_requests.max(1),
                 max_rows: settings.max_rows.max(1),
@@ -110,7 +119,7 @@ impl Serving {
 
     /// The context of a call arriving with `metadata` (see `Call::new`).
     pub fn call(&self, metadata: &MetadataMap, service: &'static str, method: &'static str) -> Call {
-        Call::new(metadata, service, method, &self.log_salt, self.metrics.clone())
+        Call::new(metadata, service, method, &self.log_salt, self.metrics.clone(), self.outcomes.clone())
     }
 
     /// Inference calls being served now.

@@ -5,7 +5,9 @@
 use super::call::Call;
 use super::serving::Serving;
 use super::streams::{ResponseStream, message_stream};
+use super::{feedback, gate};
 use crate::core::error::ServeError;
+use crate::core::outcomes::Joined;
 use crate::core::registry::Registry;
 use crate::core::rollout::Route;
 use crate::core::scores::Scores;
@@ -160,6 +162,54 @@ impl Inference for CandelaApi {
         let model = map.resolve(&request.segment, request.version)?;
         Ok(Response::new(model_info(&map, model)))
     }
+
+    async fn feedback(&self, request: Request<v1::FeedbackRequest>) -> Result<Response<v1::FeedbackResponse>, Status> {
+        let call = self.serving.call(request.metadata(), SERVICE, "Feedback");
+        let result = async {
+            let _permit = self.serving.admitted(request.extensions())?;
+            let request = request.into_inner();
+            self.serving.check_message_size(request.encoded_len())?;
+            feedback::take(&self.serving, request)
+        }
+        .await;
+        call.finish(result).map(|joined| Response::new(feedback::response(joined)))
+    }
+
+    async fn feedback_stream(
+        &self,
+        request: Request<Streaming<v1::FeedbackRequest>>,
+    ) -> Result<Response<v1::FeedbackResponse>, Status> {
+        let call = self.serving.call(request.metadata(), SERVICE, "FeedbackStream");
+        let idle = self.serving.limits.stream_idle;
+        let mut inbound = request.into_inner();
+        let mut total = Joined::default();
+        let result = loop {
+            let message = match tokio::time::timeout(idle, inbound.message()).await {
+                Ok(Ok(Some(message))) => message,
+                Ok(Ok(None)) => break Ok(total),
+                Ok(Err(status)) => match gate::undecodable(&status) {
+                    Some(error) => break Err(error),
+                    None => return Err(status),
+                },
+                Err(_elapsed) => {
+                    break Err(ServeError::Unavailable(format!(
+                        "the stream sent no message for {} s (--stream-idle-seconds); the outcomes sent so far were taken: {} matched",
+                        idle.as_secs_f64(),
+                        total.matched
+                    )));
+                }
+            };
+            let joined = self.serving.admit().and_then(|_permit| {
+                self.serving.check_message_size(message.encoded_len())?;
+                feedback::take(&self.serving, message)
+            });
+            match joined {
+                Ok(joined) => feedback::add(&mut total, joined),
+                Err(error) => break Err(error),
+            }
+        };
+        call.finish(result).map(|joined| Response::new(feedback::response(joined)))
+    }
 }
 
 /// Scores a checked BatchPredictStream request's rows `chunk_rows` at a time,
@@ -177,8 +227,9 @@ async fn stream_chunks(
         let first_row = index * chunk_rows;
         let scored = scoring::score(model, chunk.to_vec(), rows.fields, first_row, call.deadline).await?;
         call.scored(scored.scores.rows().len(), &scored.timing);
+        call.keep(model, first_row as u64, &scored.scores);
         if let Some(shadow) = &route.shadow {
-            shadow.offer(chunk.to_vec(), rows.width, &scored.scores);
+            shadow.offer(chunk.to_vec(), rows.width, &scored.scores, call.recorded(first_row as u64));
         }
         let chunk = v1::BatchPredictChunk {
             first_row: first_row as u64,

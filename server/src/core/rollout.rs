@@ -14,6 +14,7 @@
 //! (`Rollout`).
 
 use crate::core::batching::Outcome;
+use crate::core::outcomes::Recorded;
 use crate::core::scores::Scores;
 use crate::core::served::ServedModel;
 use crate::core::stats::{Mark, Window};
@@ -231,6 +232,8 @@ struct ShadowJob {
     width: usize,
     stable: Vec<f32>,
     classes: usize,
+    /// Where the shadow's answer is kept for outcomes: the store, the request's id and the rows' first.
+    record: Option<Recorded>,
 }
 
 impl Rollout {
@@ -348,12 +351,14 @@ impl Rollout {
 impl Shadow {
     /// Queues rows the stable version answered (`values`, `width` features
     /// per row, and its `scores`) for the shadow, or drops them (counted)
-    /// when its queue is full. Never waits.
-    pub fn offer(&self, values: Vec<f32>, width: usize, scores: &Scores) {
+    /// when its queue is full. Never waits. With `record`, the shadow's
+    /// answer is kept for outcomes under that request id.
+    pub fn offer(&self, values: Vec<f32>, width: usize, scores: &Scores, record: Option<Recorded>) {
         let lane = &self.lane;
         let rows = scores.rows().len();
         let held = lane.held_rows.fetch_add(rows, Relaxed) + rows;
-        let job = ShadowJob { rows, values, width, stable: scores.probabilities.clone(), classes: scores.classes };
+        let job =
+            ShadowJob { rows, values, width, stable: scores.probabilities.clone(), classes: scores.classes, record };
         if held > SHADOW_QUEUE_ROWS || self.jobs.try_send(job).is_err() {
             lane.held_rows.fetch_sub(rows, Relaxed);
             lane.dropped(rows);
@@ -418,6 +423,10 @@ impl Lane {
         tally.agreed.fetch_add(agreed as u64, Relaxed);
         tally.delta_micros.fetch_add(deltas.iter().map(|d| (d * 1e6).round() as u64).sum(), Relaxed);
         state.metrics.release.shadow_scored(&state.segment, model.version, agreed, &deltas, started.elapsed());
+        if let Some((outcomes, request_id, first_row)) = job.record {
+            let scores = Scores { probabilities, classes: job.classes };
+            outcomes.record(&request_id, first_row, (&model.segment, model.version, &model.manifest.labels), &scores);
+        }
     }
 }
 

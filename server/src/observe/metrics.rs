@@ -6,6 +6,7 @@
 //! Labels are bounded: segments and versions come from the repository, never
 //! from what a caller typed. A leaf: callers pass plain labels.
 
+use super::quality::QualityMetrics;
 use super::release::ReleaseMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -98,6 +99,8 @@ pub struct Metrics {
     last_reload: Family<ReloadLabels, Gauge<f64, AtomicU64>>,
     /// Canary, shadow, guard and drift series.
     pub release: ReleaseMetrics,
+    /// Live quality from outcomes fed back.
+    pub quality: QualityMetrics,
 }
 
 impl Metrics {
@@ -121,6 +124,7 @@ impl Metrics {
             reloads: Family::default(),
             last_reload: Family::default(),
             release: ReleaseMetrics::new(),
+            quality: QualityMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -177,6 +181,7 @@ impl Metrics {
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("candela_build_info", "The running build (value 1)", build);
         metrics.release.register(&mut registry);
+        metrics.quality.register(&mut registry);
         Metrics { registry, ..metrics }
     }
 

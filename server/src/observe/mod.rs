@@ -5,5 +5,6 @@
 //! layer may report to them.
 
 pub mod metrics;
+pub mod quality;
 pub mod release;
 pub mod telemetry;

@@ -1,0 +1,352 @@
+//! Ground truth fed back: the server keeps, for each answered row, only what
+//! joining its true label needs (a digest of the request id, the row, which
+//! version answered, the probabilities; never the features), in a store
+//! bounded in records (oldest dropped first, counted) and in time (records
+//! older than the retention expire). An outcome `{request id, row, label}`
+//! is joined to every version that answered that row (the serving one, and a
+//! shadow's) and added to that version's live quality window (`quality`).
+//! Outcomes that join nothing are counted by reason.
+
+use crate::core::quality::{Quality, Summary};
+use crate::core::scores::Scores;
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The store's bounds and the quality window.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long a prediction waits for its outcome.
+    pub retention: Duration,
+    /// The most answered rows kept; the oldest are dropped for new ones.
+    pub max_records: usize,
+    /// The span of joined outcomes each version's quality is measured over.
+    pub quality_window: Duration,
+    /// Joined outcomes a version needs in its window before its quality counts.
+    pub min_outcomes: u64,
+}
+
+/// Where an answer is kept for outcomes: the store, the request id, the first row.
+pub type Recorded = (Arc<Outcomes>, String, u64);
+
+/// One outcome as a caller reports it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub request_id: String,
+    pub row: u64,
+    pub label: String,
+}
+
+/// How a batch of outcomes was taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Joined {
+    /// Joined to at least one answered row.
+    pub matched: u64,
+    /// No answer with this request id is kept (never seen, expired or dropped for room).
+    pub unknown_request: u64,
+    /// The request had fewer rows.
+    pub row_out_of_range: u64,
+    /// The label is not one of the answering model's labels.
+    pub unknown_label: u64,
+    /// The row's outcome was already joined; counted once.
+    pub duplicate: u64,
+}
+
+/// Which model answered: its segment, version and labels, shared by its records.
+struct Source {
+    segment: String,
+    version: u64,
+    labels: Vec<String>,
+}
+
+/// The answer to one request by one version.
+struct Record {
+    key: u64,
+    /// The request's row this record's first row is (chunks of a streamed answer start later).
+    first_row: u64,
+    source: Arc<Source>,
+    at: Instant,
+    /// Row-major, `labels.len()` per row.
+    probabilities: Box<[f32]>,
+    /// One bit per row: its outcome was joined.
+    joined: Box<[u64]>,
+}
+
+impl Record {
+    fn rows(&self) -> usize {
+        self.probabilities.len() / self.source.labels.len()
+    }
+}
+
+/// The records, oldest first, and the index from request id digests to them.
+struct Store {
+    records: VecDeque<Record>,
+    /// The sequence number of `records[0]`; a record's number never changes.
+    first: u64,
+    by_key: HashMap<u64, Vec<u64>>,
+    rows: usize,
+    sources: HashMap<(String, u64), Arc<Source>>,
+    quality: HashMap<(String, u64), Quality>,
+    dropped_rows: u64,
+    expired_rows: u64,
+}
+
+/// The prediction records and each version's live quality.
+pub struct Outcomes {
+    settings: Settings,
+    hasher: RandomState,
+    store: Mutex<Store>,
+}
+
+/// One version's live quality, as `Outcomes::quality` reports it.
+#[derive(Debug, Clone)]
+pub struct VersionQuality {
+    pub segment: String,
+    pub version: u64,
+    pub summary: Summary,
+    /// Whether the window holds at least `min_outcomes` joined outcomes.
+    pub enough: bool,
+}
+
+impl Outcomes {
+    pub fn new(settings: Settings) -> Outcomes {
+        Outcomes {
+            settings,
+            hasher: RandomState::new(),
+            store: Mutex::new(Store {
+                records: VecDeque::new(),
+                first: 0,
+                by_key: HashMap::new(),
+                rows: 0,
+                sources: HashMap::new(),
+                quality: HashMap::new(),
+                dropped_rows: 0,
+                expired_rows: 0,
+            }),
+        }
+    }
+
+    /// Keeps what joining outcomes to `scores` needs: the answer of
+    /// `segment` version `version` (whose labels are `labels`) to rows
+    /// `first_row`… of request `request_id`. Makes room by dropping the
+    /// oldest records.
+    pub fn record(&self, request_id: &str, first_row: u64, model: (&str, u64, &[String]), scores: &Scores) {
+        let (segment, version, labels) = model;
+        let rows = scores.rows().len();
+        if rows == 0 || labels.len() != scores.classes || self.settings.max_records == 0 {
+            return;
+        }
+        let key = self.hasher.hash_one(request_id);
+        let now = Instant::now();
+        let mut store = self.store.lock().expect("the outcome store's lock is never poisoned");
+        store.expire(now, self.settings.retention);
+        while store.rows + rows > self.settings.max_records && !store.records.is_empty() {
+            let dropped = store.pop_oldest();
+            store.dropped_rows += dropped as u64;
+        }
+        if rows > self.settings.max_records {
+            store.dropped_rows += rows as u64;
+            return;
+        }
+        let source = store
+            .sources
+            .entry((segment.to_string(), version))
+            .or_insert_with(|| Arc::new(Source { segment: segment.to_string(), version, labels: labels.to_vec() }))
+            .clone();
+        let number = store.first + store.records.len() as u64;
+        store.records.push_back(Record {
+            key,
+            first_row,
+            source,
+            at: now,
+            probabilities: scores.probabilities.clone().into_boxed_slice(),
+            joined: vec![0; rows.div_ceil(64)].into_boxed_slice(),
+        });
+        store.by_key.entry(key).or_default().push(number);
+        store.rows += rows;
+    }
+
+    /// Joins `outcomes` to the records and adds each joined row to its
+    /// version's quality window.
+    pub fn join(&self, outcomes: &[Outcome]) -> Joined {
+        let now = Instant::now();
+        let mut joined = Joined::default();
+        let mut store = self.store.lock().expect("the outcome store's lock is never poisoned");
+        store.expire(now, self.settings.retention);
+        for outcome in outcomes {
+            let key = self.hasher.hash_one(&outcome.request_id);
+            let numbers = store.by_key.get(&key).cloned().unwrap_or_default();
+            if numbers.is_empty() {
+                joined.unknown_request += 1;
+                continue;
+            }
+            // The verdict for the outcome: the best over the versions that answered it.
+            let (mut in_range, mut labelled, mut fresh) = (false, false, false);
+            for number in numbers {
+                let store = &mut *store;
+                let record = &mut store.records[(number - store.first) as usize];
+                let Some(row) = outcome.row.checked_sub(record.first_row).and_then(|r| usize::try_from(r).ok()) else {
+                    continue;
+                };
+                if row >= record.rows() {
+                    continue;
+                }
+                in_range = true;
+                let Some(truth) = record.source.labels.iter().position(|l| *l == outcome.label) else { continue };
+                labelled = true;
+                let (word, bit) = (row / 64, 1u64 << (row % 64));
+                if record.joined[word] & bit != 0 {
+                    continue;
+                }
+                record.joined[word] |= bit;
+                fresh = true;
+                let classes = record.source.labels.len();
+                let probabilities = &record.probabilities[row * classes..][..classes];
+                let source = &record.source;
+                store
+                    .quality
+                    .entry((source.segment.clone(), source.version))
+                    .or_insert_with(|| Quality::new(classes, self.settings.quality_window, now))
+                    .add(probabilities, truth, Scores::class_of(probabilities), now);
+            }
+            match (in_range, labelled, fresh) {
+                (false, _, _) => joined.row_out_of_range += 1,
+                (true, false, _) => joined.unknown_label += 1,
+                (true, true, false) => joined.duplicate += 1,
+                (true, true, true) => joined.matched += 1,
+            }
+        }
+        joined
+    }
+
+    /// Every version's quality over its window, as of now.
+    pub fn quality(&self) -> Vec<VersionQuality> {
+        let now = Instant::now();
+        let mut store = self.store.lock().expect("the outcome store's lock is never poisoned");
+        let mut all: Vec<VersionQuality> = store
+            .quality
+            .iter_mut()
+            .map(|((segment, version), quality)| VersionQuality {
+                segment: segment.clone(),
+                version: *version,
+                summary: quality.summary(now),
+                enough: false,
+            })
+            .collect();
+        for version in &mut all {
+            version.enough = version.summary.outcomes >= self.settings.min_outcomes;
+        }
+        all.sort_by(|a, b| (&a.segment, a.version).cmp(&(&b.segment, b.version)));
+        all
+    }
+
+    /// Rows held, and rows dropped for room or expired so far.
+    pub fn held(&self) -> (usize, u64, u64) {
+        let store = self.store.lock().expect("the outcome store's lock is never poisoned");
+        (store.rows, store.dropped_rows, store.expired_rows)
+    }
+}
+
+impl Store {
+    /// Drops the oldest record; returns its rows.
+    fn pop_oldest(&mut self) -> usize {
+        let Some(record) = self.records.pop_front() else { return 0 };
+        let number = self.first;
+        self.first += 1;
+        if let Some(numbers) = self.by_key.get_mut(&record.key) {
+            numbers.retain(|n| *n != number);
+            if numbers.is_empty() {
+                self.by_key.remove(&record.key);
+            }
+        }
+        let rows = record.rows();
+        self.rows -= rows;
+        rows
+    }
+
+    /// Drops the records older than `retention`.
+    fn expire(&mut self, now: Instant, retention: Duration) {
+        while self.records.front().is_some_and(|r| now.saturating_duration_since(r.at) > retention) {
+            let rows = self.pop_oldest();
+            self.expired_rows += rows as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(max_records: usize, retention: Duration) -> Outcomes {
+        Outcomes::new(Settings { retention, max_records, quality_window: Duration::from_secs(3600), min_outcomes: 1 })
+    }
+
+    fn labels() -> Vec<String> {
+        vec!["legit".to_string(), "fraud".to_string()]
+    }
+
+    fn scores(rows: &[f32]) -> Scores {
+        Scores { probabilities: rows.iter().flat_map(|p| [1.0 - p, *p]).collect(), classes: 2 }
+    }
+
+    fn outcome(id: &str, row: u64, label: &str) -> Outcome {
+        Outcome { request_id: id.to_string(), row, label: label.to_string() }
+    }
+
+    #[test]
+    fn outcomes_join_the_rows_they_name_and_the_rest_are_counted_by_reason() {
+        let outcomes = store(1000, Duration::from_secs(60));
+        outcomes.record("a", 0, ("retail", 1, &labels()), &scores(&[0.9, 0.2]));
+        let joined = outcomes.join(&[
+            outcome("a", 0, "fraud"),
+            outcome("a", 1, "legit"),
+            outcome("a", 1, "legit"),
+            outcome("a", 2, "legit"),
+            outcome("a", 0, "maybe"),
+            outcome("b", 0, "fraud"),
+        ]);
+        assert_eq!(
+            joined,
+            Joined { matched: 2, unknown_request: 1, row_out_of_range: 1, unknown_label: 1, duplicate: 1 }
+        );
+        let quality = outcomes.quality();
+        assert_eq!(quality.len(), 1);
+        assert_eq!((quality[0].segment.as_str(), quality[0].version), ("retail", 1));
+        assert_eq!(quality[0].summary.outcomes, 2);
+        assert_eq!(quality[0].summary.auc, Some(1.0));
+    }
+
+    #[test]
+    fn a_shadow_answer_to_the_same_request_gets_the_outcome_too() {
+        let outcomes = store(1000, Duration::from_secs(60));
+        outcomes.record("a", 0, ("retail", 1, &labels()), &scores(&[0.9]));
+        outcomes.record("a", 1, ("retail", 1, &labels()), &scores(&[0.1]));
+        outcomes.record("a", 0, ("retail", 2, &labels()), &scores(&[0.4]));
+        assert_eq!(outcomes.join(&[outcome("a", 0, "fraud"), outcome("a", 1, "legit")]).matched, 2);
+        let versions: Vec<(u64, u64)> = outcomes.quality().iter().map(|q| (q.version, q.summary.outcomes)).collect();
+        assert_eq!(versions, [(1, 2), (2, 1)], "the second row (a later chunk) was answered by version 1 only");
+    }
+
+    #[test]
+    fn the_store_keeps_at_most_its_bound_dropping_the_oldest_and_expires_old_records() {
+        let outcomes = store(10, Duration::from_secs(60));
+        for i in 0..8 {
+            outcomes.record(&format!("r{i}"), 0, ("retail", 1, &labels()), &scores(&[0.5, 0.5]));
+        }
+        let (held, dropped, _) = outcomes.held();
+        assert_eq!((held, dropped), (10, 6), "5 requests of 2 rows fit; the first 3 were dropped");
+        let joined = outcomes.join(&[outcome("r0", 0, "fraud"), outcome("r7", 1, "fraud")]);
+        assert_eq!((joined.unknown_request, joined.matched), (1, 1));
+        // A request larger than the whole store is not kept.
+        outcomes.record("big", 0, ("retail", 1, &labels()), &scores(&[0.5; 11]));
+        assert_eq!(outcomes.join(&[outcome("big", 0, "fraud")]).unknown_request, 1);
+
+        let short = store(100, Duration::from_millis(50));
+        short.record("old", 0, ("retail", 1, &labels()), &scores(&[0.5]));
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(short.join(&[outcome("old", 0, "fraud")]).unknown_request, 1);
+        assert_eq!(short.held(), (0, 0, 1));
+    }
+}

@@ -1,0 +1,101 @@
+//! The live-quality series: per segment and version, the AUC, log loss,
+//! precision and recall over the quality window and the joined outcomes it
+//! holds (set only once a version has the minimum of outcomes), and the
+//! outcomes fed back, by how they were taken. Part of the server's one
+//! metrics registry.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    segment: String,
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+type Value = Family<VersionLabels, Gauge<f64, AtomicU64>>;
+
+/// The live-quality series.
+#[derive(Default)]
+pub struct QualityMetrics {
+    auc: Value,
+    log_loss: Value,
+    precision: Value,
+    recall: Value,
+    outcomes: Value,
+    fed_back: Family<ResultLabels, Counter>,
+}
+
+/// One version's measures as the series take them.
+pub struct Measured {
+    pub outcomes: u64,
+    pub auc: Option<f64>,
+    pub log_loss: f64,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+}
+
+impl QualityMetrics {
+    /// Registers the series in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        let m = self;
+        registry.register(
+            "candela_model_auc",
+            "Live AUC over the quality window (binary; mean one-vs-rest for more classes)",
+            m.auc.clone(),
+        );
+        registry.register(
+            "candela_model_log_loss",
+            "Live mean log loss of the true class over the quality window",
+            m.log_loss.clone(),
+        );
+        registry.register(
+            "candela_model_precision",
+            "Live precision of the predicted (positive) class over the quality window",
+            m.precision.clone(),
+        );
+        registry.register(
+            "candela_model_recall",
+            "Live recall of the (positive) class over the quality window",
+            m.recall.clone(),
+        );
+        registry.register("candela_model_outcomes", "Joined outcomes in the quality window", m.outcomes.clone());
+        registry.register(
+            "candela_feedback_outcomes",
+            "Outcomes fed back, by result (matched, unknown_request, row_out_of_range, unknown_label, duplicate)",
+            m.fed_back.clone(),
+        );
+    }
+
+    /// Sets a version's measures: the count always, the rest once `enough` outcomes are joined.
+    pub fn measured(&self, segment: &str, version: u64, enough: bool, measured: &Measured) {
+        let labels = VersionLabels { segment: segment.to_string(), version: version.to_string() };
+        self.outcomes.get_or_create(&labels).set(measured.outcomes as f64);
+        if !enough {
+            return;
+        }
+        let set = |family: &Value, value: Option<f64>| {
+            if let Some(value) = value {
+                family.get_or_create(&labels).set(value);
+            }
+        };
+        set(&self.auc, measured.auc);
+        set(&self.log_loss, Some(measured.log_loss));
+        set(&self.precision, measured.precision);
+        set(&self.recall, measured.recall);
+    }
+
+    /// Counts outcomes fed back with `result`.
+    pub fn fed_back(&self, result: &'static str, count: u64) {
+        self.fed_back.get_or_create(&ResultLabels { result }).inc_by(count);
+    }
+}
