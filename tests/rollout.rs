@@ -455,3 +455,88 @@ async fn outcomes_fed_back_give_the_serving_and_the_shadow_version_their_live_au
     assert_eq!(unmatched, 1.0);
     server.stop().await.unwrap();
 }
+
+/// Writes `<segment>/rollout.json` whole.
+fn write_segment_policy(root: &Path, segment: &str, policy: &str) {
+    let partial = root.join(segment).join(".rollout.json.partial");
+    std::fs::write(&partial, policy).unwrap();
+    std::fs::rename(&partial, root.join(segment).join("rollout.json")).unwrap();
+}
+
+#[tokio::test]
+async fn a_canary_that_scores_worse_is_rolled_back_by_its_auc_only_where_the_guard_asks() {
+    let root = tempfile::tempdir().unwrap();
+    // In both segments: retail's model stable, another segment's model (the same
+    // features, weights fitted to other rows) as a 50 % canary that raises no error.
+    for segment in ["guarded", "unguarded"] {
+        publish_as(root.path(), "retail", segment, 1);
+        publish_as(root.path(), "corporate", segment, 2);
+    }
+    // Windows too short in requests to judge errors or latency: only quality can breach.
+    let guard = r#""window_seconds": 0.3, "min_requests": 1000000, "breaches_to_rollback": 2"#;
+    write_segment_policy(
+        root.path(),
+        "guarded",
+        &format!(
+            r#"{{"stable": 1, "canary": {{"version": 2, "percent": 50}}, "guard": {{{guard}, "min_auc_delta": -0.03, "min_outcomes": 300}}}}"#
+        ),
+    );
+    write_segment_policy(
+        root.path(),
+        "unguarded",
+        &format!(r#"{{"stable": 1, "canary": {{"version": 2, "percent": 50}}, "guard": {{{guard}}}}}"#),
+    );
+    let (server, mut client, operator, _metrics, _keys) = start(root.path(), &["--quality-min-outcomes", "300"]).await;
+    let labels = client.get_model(ModelId::pinned("guarded", 1)).await.unwrap().labels;
+
+    let data = rows("retail", 4_000);
+    let mut by_version: BTreeMap<u64, Vec<(f32, bool)>> = BTreeMap::new();
+    for segment in ["guarded", "unguarded"] {
+        let mut outcomes = Vec::new();
+        for (batch, truths) in data.values.chunks(50 * FEATURES).zip(data.labels.chunks(50)) {
+            let answer = client.batch_predict(segment, FEATURES, batch.to_vec()).await.unwrap();
+            let version = answer.model.unwrap().version;
+            for (row, (prediction, truth)) in answer.predictions.iter().zip(truths).enumerate() {
+                if segment == "guarded" {
+                    by_version.entry(version).or_default().push((prediction.probabilities[1], *truth == 1));
+                }
+                let label = labels[*truth as usize].clone();
+                outcomes.push(proto::Outcome { request_id: answer.request_id.clone(), row: row as u64, label });
+            }
+        }
+        for chunk in outcomes.chunks(1_000) {
+            assert_eq!(client.feedback(chunk.to_vec()).await.unwrap().matched, chunk.len() as u64);
+        }
+    }
+    let (stable, canary) = (exact_auc(&by_version[&1]), exact_auc(&by_version[&2]));
+    println!("offline AUC on retail rows: stable {stable:.4}, canary {canary:.4}");
+    assert!(canary - stable < -0.05, "the canary must score clearly worse for the test to mean something");
+
+    let status_of = |segment: &'static str| {
+        let operator = operator.clone();
+        async move {
+            let answer = operator.rollouts().status(proto::RolloutStatusRequest { segment: segment.into() }).await;
+            answer.unwrap().into_inner().segments.remove(0)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let guarded = loop {
+        let rollout = status_of("guarded").await;
+        if !rollout.rollback_reason.is_empty() {
+            break rollout;
+        }
+        assert!(Instant::now() < deadline, "the guard never rolled the worse canary back: {rollout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("rolled back: {}", guarded.rollback_reason);
+    assert!(guarded.rollback_reason.contains("AUC"), "{}", guarded.rollback_reason);
+    assert_eq!(guarded.canary_percent, 0.0);
+    let canary_quality = guarded.versions.iter().find(|v| v.version == 2).unwrap();
+    assert!(canary_quality.outcomes >= 300 && canary_quality.auc > 0.0, "{canary_quality:?}");
+    // The same canary where the guard has no AUC limit keeps its share.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let unguarded = status_of("unguarded").await;
+    assert!(unguarded.rollback_reason.is_empty(), "{}", unguarded.rollback_reason);
+    assert_eq!(unguarded.canary_percent, 50.0);
+    server.stop().await.unwrap();
+}

@@ -77,6 +77,19 @@ fn render(segment: &proto::SegmentRollout) -> String {
             version.window_p50_ms,
             version.window_p95_ms
         );
+        if version.outcomes > 0 {
+            let shown = |value: f64, digits: usize| {
+                if value < 0.0 { "—".to_string() } else { format!("{value:.digits$}") }
+            };
+            out += &format!(
+                "     quality over {} outcomes: AUC {}, log loss {}, precision {}, recall {}\n",
+                version.outcomes,
+                shown(version.auc, 4),
+                shown(version.log_loss, 4),
+                shown(version.precision, 3),
+                shown(version.recall, 3)
+            );
+        }
         if version.drift_rows > 0 {
             let mut drifted: Vec<&proto::FeatureDrift> = version.drift.iter().collect();
             drifted.sort_by(|a, b| b.psi.total_cmp(&a.psi));

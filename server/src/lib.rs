@@ -144,7 +144,7 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         hangups,
         stop_signal(stopped.clone()),
     ));
-    tokio::spawn(repository.clone().supervise(stop_signal(stopped.clone())));
+    tokio::spawn(repository.clone().supervise(serving.outcomes.clone(), stop_signal(stopped.clone())));
     tokio::spawn(follow_readiness(repository.served_count(), serving.clone(), reporter.clone(), address));
 
     tokio::select! {

@@ -1,9 +1,11 @@
 //! `candela.v1.Rollouts`: the admin service over release safety: each
 //! segment's rollout (policy, what each version served, the guard, the
-//! shadow's agreement, drift) and rolling a canary back by hand. The gate
+//! shadow's agreement, drift, live quality from outcomes) and rolling a
+//! canary back by hand. The gate
 //! admits only admin keys to it; the core does the work.
 
 use super::serving::Serving;
+use crate::core::outcomes::VersionQuality;
 use crate::core::policies::{SegmentStatus, VersionStatus};
 use candela::v1::{self, rollouts_server::Rollouts};
 use std::sync::Arc;
@@ -29,7 +31,10 @@ impl Rollouts for RolloutsApi {
         let segment = request.into_inner().segment;
         let only = (!segment.is_empty()).then_some(segment.as_str());
         let segments = self.serving.repository()?.rollout_status(only)?;
-        Ok(Response::new(v1::RolloutStatusResponse { segments: segments.into_iter().map(segment_rollout).collect() }))
+        let quality = self.serving.outcomes.quality();
+        Ok(Response::new(v1::RolloutStatusResponse {
+            segments: segments.into_iter().map(|segment| segment_rollout(segment, &quality)).collect(),
+        }))
     }
 
     async fn rollback(&self, request: Request<v1::RollbackRequest>) -> Result<Response<v1::RollbackResponse>, Status> {
@@ -39,14 +44,20 @@ impl Rollouts for RolloutsApi {
     }
 }
 
-fn segment_rollout(status: SegmentStatus) -> v1::SegmentRollout {
+fn segment_rollout(status: SegmentStatus, quality: &[VersionQuality]) -> v1::SegmentRollout {
     let mut answer = v1::SegmentRollout {
         segment: status.segment,
         refused: status.refused.unwrap_or_default(),
         ..Default::default()
     };
     let windows = status.rollout.as_ref().map(|rollout| rollout.windows.clone()).unwrap_or_default();
-    answer.versions = status.versions.into_iter().map(|version| version_rollout(version, &windows)).collect();
+    let segment = answer.segment.clone();
+    let quality_of = |version: u64| quality.iter().find(|q| q.segment == segment && q.version == version);
+    answer.versions = status
+        .versions
+        .into_iter()
+        .map(|version| version_rollout(quality_of(version.version), version, &windows))
+        .collect();
     if let Some(rollout) = status.rollout {
         let policy = &rollout.policy;
         answer.policy = rollout.text.trim().to_string();
@@ -76,13 +87,21 @@ fn segment_rollout(status: SegmentStatus) -> v1::SegmentRollout {
 }
 
 fn version_rollout(
+    quality: Option<&VersionQuality>,
     status: VersionStatus,
     windows: &std::collections::BTreeMap<u64, crate::core::stats::Window>,
 ) -> v1::VersionRollout {
     let window = windows.get(&status.version).copied().unwrap_or_default();
     let ms = |at: Option<std::time::Duration>| at.map_or(0.0, |d| d.as_secs_f64() * 1e3);
     let drift = status.drift;
+    let reported = quality.filter(|q| q.enough).map(|q| &q.summary);
+    let measure = |value: Option<f64>| value.unwrap_or(-1.0);
     v1::VersionRollout {
+        outcomes: quality.map_or(0, |q| q.summary.outcomes),
+        auc: measure(reported.and_then(|s| s.auc)),
+        log_loss: measure(reported.map(|s| s.log_loss)),
+        precision: measure(reported.and_then(|s| s.precision)),
+        recall: measure(reported.and_then(|s| s.recall)),
         version: status.version,
         role: status.role.to_string(),
         requests: status.requests,

@@ -11,6 +11,7 @@
 
 use crate::core::batching::Overrides;
 use crate::core::error::{ServeError, echo};
+use crate::core::outcomes::Outcomes;
 use crate::core::policies::{self, Policies, SegmentStatus};
 use crate::core::registry::Registry;
 use crate::core::rollout::Route;
@@ -494,10 +495,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 const SUPERVISE_EVERY: Duration = Duration::from_millis(100);
 
 impl LiveRepository {
-    /// Closes the rollout guards' windows as they end and updates the drift
+    /// Closes the rollout guards' windows as they end (judging canaries by their
+    /// requests and their live quality in `outcomes`) and updates the drift
     /// gauges (each second), until `stop` resolves. Light: counters are read,
     /// nothing is locked on the request path.
-    pub async fn supervise(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+    pub async fn supervise(self: Arc<Self>, outcomes: Arc<Outcomes>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut ticks = tokio::time::interval(SUPERVISE_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -510,7 +512,7 @@ impl LiveRepository {
             let Some(registry) = self.current() else { continue };
             let now = std::time::Instant::now();
             for rollout in registry.rollouts() {
-                rollout.tick(now);
+                rollout.tick(now, &outcomes);
             }
             if now.duration_since(last_drift) >= Duration::from_secs(1) {
                 last_drift = now;

@@ -242,6 +242,12 @@ impl Outcomes {
         all
     }
 
+    /// One version's quality over its window, as of `now`; None before its first joined outcome.
+    pub fn summary(&self, segment: &str, version: u64, now: Instant) -> Option<Summary> {
+        let mut store = self.store.lock().expect("the outcome store's lock is never poisoned");
+        store.quality.get_mut(&(segment.to_string(), version)).map(|quality| quality.summary(now))
+    }
+
     /// Rows held, and rows dropped for room or expired so far.
     pub fn held(&self) -> (usize, u64, u64) {
         let store = self.store.lock().expect("the outcome store's lock is never poisoned");

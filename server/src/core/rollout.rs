@@ -14,7 +14,7 @@
 //! (`Rollout`).
 
 use crate::core::batching::Outcome;
-use crate::core::outcomes::Recorded;
+use crate::core::outcomes::{Outcomes, Recorded};
 use crate::core::scores::Scores;
 use crate::core::served::ServedModel;
 use crate::core::stats::{Mark, Window};
@@ -281,8 +281,9 @@ impl Rollout {
     }
 
     /// Closes the guard's window when it has run its length: records each
-    /// version's window and rolls the canary back after enough breaches.
-    pub fn tick(&self, now: Instant) {
+    /// version's window, judges the canary (its requests in the window, its
+    /// live quality in `outcomes`) and rolls it back after enough breaches.
+    pub fn tick(&self, now: Instant, outcomes: &Outcomes) {
         let state = &self.state;
         let length = Duration::from_secs_f64(state.policy.window_seconds());
         let mut books = state.books();
@@ -306,11 +307,31 @@ impl Rollout {
         }
         let seen = |version: u64| books.last.get(&version).copied().unwrap_or_default();
         let (ours, theirs) = (seen(canary.version), seen(self.stable.version));
-        if ours.requests < guard.min_requests {
+        let mut breached = Vec::new();
+        let served = ours.requests >= guard.min_requests;
+        // Quality: both versions' AUC over the same quality window, each with enough outcomes.
+        let quality = guard.min_auc_delta.and_then(|limit| {
+            let enough = |version: u64| {
+                outcomes
+                    .summary(&state.segment, version, now)
+                    .filter(|s| s.outcomes >= guard.min_outcomes)
+                    .and_then(|s| Some((s.auc?, s.outcomes)))
+            };
+            Some((limit, enough(canary.version)?, enough(self.stable.version)?))
+        });
+        if !served && quality.is_none() {
             return;
         }
-        let mut breached = Vec::new();
+        if let Some((limit, (auc, n), (stable_auc, stable_n))) = quality
+            && auc - stable_auc < limit
+        {
+            breached.push(format!(
+                "AUC {auc:.4} ({n} outcomes) minus the stable version's {stable_auc:.4} ({stable_n}) is {:+.4}, below the limit {limit:+.4}",
+                auc - stable_auc
+            ));
+        }
         if let Some(max) = guard.max_error_rate
+            && served
             && ours.error_rate() > max
             && ours.error_rate() > theirs.error_rate()
         {
@@ -323,7 +344,7 @@ impl Rollout {
                 theirs.error_rate() * 100.0
             ));
         }
-        if let (Some(max_ms), Some(p95)) = (guard.max_p95_ms, ours.p95) {
+        if let (Some(max_ms), Some(p95), true) = (guard.max_p95_ms, ours.p95, served) {
             let ms = p95.as_secs_f64() * 1e3;
             if ms > max_ms && theirs.p95.is_none_or(|stable| p95 > stable) {
                 breached.push(format!("p95 {ms:.1} ms over the limit {max_ms} ms and the stable version's"));

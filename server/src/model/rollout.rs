@@ -44,9 +44,11 @@ impl Share {
 }
 
 /// When a canary is rolled back: after `breaches_to_rollback` windows in a
-/// row, each with at least `min_requests` canary requests, in which the
-/// canary's error rate or p95 latency is over its limit and over the stable
-/// version's in the same window.
+/// row in which the canary breached a limit: its error rate or p95 latency
+/// over its limit and over the stable version's in the same window (judged
+/// with at least `min_requests` canary requests), or its live AUC minus the
+/// stable version's below `min_auc_delta` over the quality window (judged
+/// once both have `min_outcomes` joined outcomes there).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Guard {
@@ -60,6 +62,14 @@ pub struct Guard {
     pub max_p95_ms: Option<f64>,
     #[serde(default = "default_breaches")]
     pub breaches_to_rollback: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_auc_delta: Option<f64>,
+    #[serde(default = "default_min_outcomes")]
+    pub min_outcomes: u64,
+}
+
+fn default_min_outcomes() -> u64 {
+    100
 }
 
 fn default_window_seconds() -> f64 {
@@ -102,6 +112,16 @@ impl Policy {
         if let Some(guard) = &self.guard {
             if !(guard.window_seconds.is_finite() && guard.window_seconds >= 0.1) {
                 return Err(format!("`guard.window_seconds` is {}: give at least 0.1", guard.window_seconds));
+            }
+            if let Some(delta) = guard.min_auc_delta
+                && !(delta.is_finite() && (-1.0..=1.0).contains(&delta))
+            {
+                return Err(format!(
+                    "`guard.min_auc_delta` is {delta}: an AUC difference is -1 to 1 (-0.03: the canary may score at most 0.03 below the stable version)"
+                ));
+            }
+            if guard.min_auc_delta.is_some() && guard.min_outcomes == 0 {
+                return Err("`guard.min_outcomes` is 0: give at least 1 (100 by default)".into());
             }
             if guard.breaches_to_rollback == 0 {
                 return Err("`guard.breaches_to_rollback` is 0: give at least 1".into());
@@ -180,5 +200,12 @@ mod tests {
         assert!(same.check(&[1]).unwrap_err().contains("stable version"));
         let rate = parse(r#"{"stable": 1, "guard": {"max_error_rate": 2}}"#).unwrap();
         assert!(rate.check(&[1]).unwrap_err().contains("0.02 is 2 %"));
+        let auc = parse(r#"{"stable": 1, "guard": {"min_auc_delta": -3}}"#).unwrap();
+        assert!(auc.check(&[1]).unwrap_err().contains("-1 to 1"));
+        let none = parse(r#"{"stable": 1, "guard": {"min_auc_delta": -0.03, "min_outcomes": 0}}"#).unwrap();
+        assert!(none.check(&[1]).unwrap_err().contains("min_outcomes"));
+        let fine = parse(r#"{"stable": 1, "guard": {"min_auc_delta": -0.03}}"#).unwrap();
+        assert_eq!(fine.guard.unwrap().min_outcomes, 100);
+        assert!(fine.check(&[1]).is_ok());
     }
 }
