@@ -453,6 +453,17 @@ async fn outcomes_fed_back_give_the_serving_and_the_shadow_version_their_live_au
     let unmatched =
         common::metric(&metrics, "candela_feedback_outcomes_total", &[("result", "row_out_of_range")]).await;
     assert_eq!(unmatched, 1.0);
+
+    // A StreamPredict message's rows are kept under `<stream request id>/<message id>`.
+    let message =
+        candela_client::stream_batch("m7", &ModelId::from("retail"), FEATURES, data.values[..3 * FEATURES].to_vec());
+    let mut request = Request::new(futures::stream::iter([message]));
+    request.metadata_mut().insert("x-request-id", "stream-42".parse().unwrap());
+    let mut answers = client.inference().stream_predict(request).await.unwrap().into_inner();
+    assert!(answers.message().await.unwrap().is_some());
+    let streamed = |row: u64| proto::Outcome { request_id: "stream-42/m7".into(), row, label: labels[1].clone() };
+    let joined = client.feedback(vec![streamed(2), streamed(3)]).await.unwrap();
+    assert_eq!((joined.matched, joined.row_out_of_range), (1, 1));
     server.stop().await.unwrap();
 }
 

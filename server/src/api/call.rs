@@ -28,9 +28,12 @@ pub struct Call {
     route: OnceLock<(String, u64)>,
     /// Where the call's outcome is counted.
     metrics: Arc<Metrics>,
-    /// Where its answers are kept for `Feedback` (not for stream messages,
-    /// whose rows the request id alone does not name).
-    outcomes: Option<Arc<Outcomes>>,
+    /// Where its answers are kept for `Feedback`, and the request id they
+    /// are kept under: the call's own; for a stream message, the stream's
+    /// and the message's id (`<stream id>/<message id>`; none for a message
+    /// without an id, whose rows no outcome could name).
+    outcomes: Arc<Outcomes>,
+    record_id: Option<String>,
     /// The call's trace span; fields are recorded as they become known.
     span: tracing::Span,
     /// The id the response carries: the caller's own, or one generated.
@@ -85,7 +88,8 @@ impl Call {
             method,
             route: OnceLock::new(),
             metrics,
-            outcomes: Some(outcomes),
+            outcomes,
+            record_id: Some(request_id.clone()),
             span: telemetry::call_span(parent, service, method, &log_id),
             request_id,
             log_id,
@@ -105,7 +109,14 @@ impl Call {
     /// routed on its own.
     pub fn message(&self) -> Call {
         let deadline = Deadline { received: Instant::now(), ..self.deadline };
-        Call { deadline, route: OnceLock::new(), outcomes: None, ..self.clone() }
+        Call { deadline, route: OnceLock::new(), record_id: None, ..self.clone() }
+    }
+
+    /// This stream message's call, its answers kept for outcomes under
+    /// `<stream request id>/<id>` (`id`: the message's own).
+    pub fn named(&self, id: &str) -> Call {
+        let record_id = (!id.is_empty()).then(|| format!("{}/{id}", self.request_id));
+        Call { record_id, ..self.clone() }
     }
 
     /// Notes the model the call was routed to.
@@ -134,19 +145,14 @@ impl Call {
 
     /// Keeps `model`'s answer to this call's rows `first_row`… for outcomes.
     pub fn keep(&self, model: &LoadedModel, first_row: u64, scores: &Scores) {
-        if let Some(outcomes) = &self.outcomes {
-            outcomes.record(
-                &self.request_id,
-                first_row,
-                (&model.segment, model.version, &model.manifest.labels),
-                scores,
-            );
+        if let Some(id) = &self.record_id {
+            self.outcomes.record(id, first_row, (&model.segment, model.version, &model.manifest.labels), scores);
         }
     }
 
     /// Where a shadow's answer to this call's rows `first_row`… is kept for outcomes, if anywhere.
     pub fn recorded(&self, first_row: u64) -> Option<Recorded> {
-        self.outcomes.clone().map(|outcomes| (outcomes, self.request_id.clone(), first_row))
+        self.record_id.clone().map(|id| (self.outcomes.clone(), id, first_row))
     }
 
     /// Notes where the time to score `rows` rows went.

@@ -147,6 +147,7 @@ impl GrpcInferenceService for OpenInferenceApi {
         let stream = self.serving.call(request.metadata(), SERVICE, "ModelStreamInfer");
         let answers =
             message_stream(&self.serving, stream, request.into_inner(), |serving, message, call| async move {
+                let call = call.named(&message.id);
                 let result = async {
                     let _permit = serving.admit()?;
                     infer(&serving, message, &call).await

@@ -276,6 +276,7 @@ async fn score_stream_message(
     call: &Call,
 ) -> v1::StreamPredictResponse {
     let id = message.id.clone();
+    let call = &call.named(&id);
     let outcome = async {
         let _permit = serving.admit()?;
         serving.check_message_size(message.encoded_len())?;
