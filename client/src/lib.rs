@@ -196,6 +196,14 @@ impl Client {
         Ok(self.inference.feedback(proto::FeedbackRequest { outcomes }).await?.into_inner())
     }
 
+    /// Reports outcomes in bulk: every message of `messages`, one total.
+    pub async fn feedback_stream<S>(&mut self, messages: S) -> Result<proto::FeedbackResponse, Status>
+    where
+        S: futures::Stream<Item = proto::FeedbackRequest> + Send + 'static,
+    {
+        Ok(self.inference.feedback_stream(Request::new(messages)).await?.into_inner())
+    }
+
     /// Every model the server serves.
     pub async fn list_models(&mut self) -> Result<proto::ListModelsResponse, Status> {
         Ok(self.inference.list_models(proto::ListModelsRequest {}).await?.into_inner())

@@ -1,10 +1,11 @@
 //! `candela`: the command line for Candela servers. Health checks, model
 //! listing, one-off predictions, batch scoring of CSV and Parquet
-//! files through StreamPredict, load generation (`bench`), repository control and
-//! rollouts (`rollout`).
+//! files through StreamPredict, outcomes fed back (`feedback`), load
+//! generation (`bench`), repository control and rollouts (`rollout`).
 
 mod bench;
 mod capacity;
+mod feedback;
 mod rollout;
 mod score;
 
@@ -81,6 +82,13 @@ enum Command {
         /// results written in input order).
         #[arg(long, default_value_t = 8)]
         streams: usize,
+    },
+    /// Send the true labels of rows scored earlier (a CSV or Parquet table
+    /// with columns `request_id`, `row`, `label`) and print how many joined.
+    Feedback {
+        /// The outcomes table.
+        #[arg(long)]
+        input: PathBuf,
     },
     /// Load the server (candela.v1 or Open Inference Protocol) and report
     /// throughput and latency percentiles; with --p95-ms, find the highest
@@ -179,6 +187,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{} (class {})", prediction.label, prediction.class_index);
             println!("probabilities {:?}", prediction.probabilities);
             println!("model {} v{}  request {}", model.segment, model.version, response.request_id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Feedback { input } => {
+            let totals = feedback::send(&mut client, &input).await?;
+            println!("{}", feedback::summary(&totals)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Score { segment, version, input, output, batch_rows, streams } => {

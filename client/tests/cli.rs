@@ -7,6 +7,7 @@ use candela_client::Client;
 use candela_server::testing::TestServer;
 use candela_server::train::synthetic::{FEATURES, Segment};
 use std::process::Output;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Starts the real server on the demo models; returns its URL and the
@@ -471,4 +472,56 @@ async fn an_operator_rolls_a_canary_back() {
     assert!(stderr(&again).contains("already rolled back"), "{}", stderr(&again));
     let none = admin(&["rollback", "--segment", "corporate"]).await;
     assert!(stderr(&none).contains("no rollout policy in force"), "{}", stderr(&none));
+}
+
+#[tokio::test]
+async fn feedback_sends_a_tables_outcomes_and_says_what_joined() {
+    let (url, _stop) = server().await;
+    let mut client = Client::connect(&url, Duration::from_secs(5)).await.unwrap();
+    let data = candela_server::train::training::fresh_rows(Segment::Retail, 20);
+    let answer = client.batch_predict("retail", FEATURES.len(), data.values.clone()).await.unwrap();
+    let labels = ["legit", "fraud"];
+    let dir = tempfile::tempdir().unwrap();
+
+    // CSV: 20 outcomes of the answer, columns in another order and one extra, then
+    // one of an unknown request and one row past the request's end.
+    let mut csv = String::from("label,note,request_id,row\n");
+    for (row, truth) in data.labels.iter().enumerate() {
+        csv += &format!("{},x,{},{row}\n", labels[*truth as usize], answer.request_id);
+    }
+    csv += &format!("fraud,x,never-answered,0\nfraud,x,{},20\n", answer.request_id);
+    let input = dir.path().join("outcomes.csv");
+    std::fs::write(&input, csv).unwrap();
+    let sent = candela(&url, &["feedback", "--input", input.to_str().unwrap()]).await;
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert_eq!(
+        stdout(&sent).trim(),
+        "fed back 22 outcomes: 20 matched; not matched: 1 unknown or expired request id, 1 row out of range, 0 unknown label, 0 duplicate"
+    );
+
+    // Parquet (as pandas writes it: large strings, int64): the same outcomes again are duplicates.
+    use arrow_array::{ArrayRef, Int64Array, LargeStringArray, RecordBatch};
+    let ids: ArrayRef = Arc::new(LargeStringArray::from(vec![answer.request_id.as_str(); 20]));
+    let rows: ArrayRef = Arc::new(Int64Array::from((0..20).collect::<Vec<i64>>()));
+    let truths: ArrayRef =
+        Arc::new(LargeStringArray::from(data.labels.iter().map(|t| labels[*t as usize]).collect::<Vec<&str>>()));
+    let table = RecordBatch::try_from_iter([("request_id", ids), ("row", rows), ("label", truths)]).unwrap();
+    let input = dir.path().join("outcomes.parquet");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&input).unwrap(), table.schema(), None).unwrap();
+    writer.write(&table).unwrap();
+    writer.close().unwrap();
+    let again = candela(&url, &["feedback", "--input", input.to_str().unwrap()]).await;
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("20 outcomes: 0 matched;") && stdout(&again).contains("20 duplicate"),
+        "{}",
+        stdout(&again)
+    );
+
+    // A table without the columns says which is missing.
+    std::fs::write(dir.path().join("bad.csv"), "id,row,label\nx,0,fraud\n").unwrap();
+    let bad = candela(&url, &["feedback", "--input", dir.path().join("bad.csv").to_str().unwrap()]).await;
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("no column `request_id`"), "{}", stderr(&bad));
 }

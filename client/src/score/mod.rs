@@ -206,6 +206,11 @@ impl Format {
     }
 }
 
+/// Whether `path` is read as Parquet (`.parquet`, `.pq`) rather than CSV.
+pub fn is_parquet(path: &Path) -> bool {
+    Format::of(path) == Format::Parquet
+}
+
 /// Scores `input` into `output` (same format, chosen by the file names) with
 /// `model`, `batch_rows` rows per message on `streams` streams.
 pub async fn score_file(
