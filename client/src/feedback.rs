@@ -2,6 +2,9 @@
 //! from a CSV or Parquet table with columns `request_id`, `row` and `label`
 //! (any order; other columns ignored), sent through one FeedbackStream in
 //! messages of `MESSAGE_OUTCOMES`, and the server's count of what joined.
+//! A row with no request id (one `candela score --record-ids` could not
+//! score) is skipped and counted, so a scored file with a label column
+//! added goes back as is.
 
 use anyhow::{Context, bail};
 use candela_client::{Client, proto};
@@ -12,21 +15,26 @@ use tokio_stream::wrappers::ReceiverStream;
 /// Outcomes per FeedbackStream message (the server takes at most 10,000).
 const MESSAGE_OUTCOMES: usize = 5_000;
 
-/// Sends `input`'s outcomes; the server's totals.
-pub async fn send(client: &mut Client, input: &Path) -> anyhow::Result<proto::FeedbackResponse> {
+/// Sends `input`'s outcomes; the server's totals and the rows skipped for having no request id.
+pub async fn send(client: &mut Client, input: &Path) -> anyhow::Result<(proto::FeedbackResponse, u64)> {
     let (messages, stream) = mpsc::channel(4);
     let input = input.to_path_buf();
     // Read on a thread of its own: the file is read while the stream sends.
     let reading = tokio::task::spawn_blocking(move || read(&input, &messages));
     let sent = client.feedback_stream(ReceiverStream::new(stream)).await;
-    reading.await.context("the reader panicked")??;
-    sent.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))
+    let skipped = reading.await.context("the reader panicked")??;
+    Ok((sent.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?, skipped))
 }
 
-/// Reads `input` (by its extension) into messages.
-fn read(input: &Path, messages: &mpsc::Sender<proto::FeedbackRequest>) -> anyhow::Result<()> {
+/// Reads `input` (by its extension) into messages; the rows skipped for having no request id.
+fn read(input: &Path, messages: &mpsc::Sender<proto::FeedbackRequest>) -> anyhow::Result<u64> {
     let mut batch = Vec::with_capacity(MESSAGE_OUTCOMES);
-    let mut send = |outcome: proto::Outcome| -> anyhow::Result<()> {
+    let mut skipped = 0;
+    let mut send = |outcome: Option<proto::Outcome>| -> anyhow::Result<()> {
+        let Some(outcome) = outcome else {
+            skipped += 1;
+            return Ok(());
+        };
         batch.push(outcome);
         if batch.len() == MESSAGE_OUTCOMES {
             let outcomes = std::mem::replace(&mut batch, Vec::with_capacity(MESSAGE_OUTCOMES));
@@ -42,7 +50,7 @@ fn read(input: &Path, messages: &mpsc::Sender<proto::FeedbackRequest>) -> anyhow
     if !batch.is_empty() {
         messages.blocking_send(proto::FeedbackRequest { outcomes: batch }).context("the stream ended early")?;
     }
-    Ok(())
+    Ok(skipped)
 }
 
 /// The three columns' positions among `names`, or which is missing.
@@ -61,26 +69,34 @@ fn locate<'a>(input: &Path, names: impl Iterator<Item = &'a str>) -> anyhow::Res
     Ok(found)
 }
 
-fn read_csv(input: &Path, send: &mut dyn FnMut(proto::Outcome) -> anyhow::Result<()>) -> anyhow::Result<()> {
+/// Where `read_csv` and `read_parquet` hand each row: an outcome, or none for a row without a request id.
+type Send<'a> = &'a mut dyn FnMut(Option<proto::Outcome>) -> anyhow::Result<()>;
+
+fn read_csv(input: &Path, send: Send) -> anyhow::Result<()> {
     let mut reader = csv::Reader::from_path(input).with_context(|| format!("cannot read {}", input.display()))?;
     let [id, row, label] = locate(input, reader.headers()?.iter())?;
     for (line, record) in reader.records().enumerate() {
         let record = record.with_context(|| format!("{}: line {}", input.display(), line + 2))?;
+        let request_id = record.get(id).unwrap_or_default();
+        if request_id.is_empty() {
+            send(None)?;
+            continue;
+        }
         let row_text = record.get(row).unwrap_or_default();
         let row_number = row_text.trim().parse().with_context(|| {
             format!("{}: line {}: `row` is `{row_text}`, not a row number", input.display(), line + 2)
         })?;
-        send(proto::Outcome {
-            request_id: record.get(id).unwrap_or_default().to_string(),
+        send(Some(proto::Outcome {
+            request_id: request_id.to_string(),
             row: row_number,
             label: record.get(label).unwrap_or_default().to_string(),
-        })?;
+        }))?;
     }
     Ok(())
 }
 
 #[cfg(feature = "parquet")]
-fn read_parquet(input: &Path, send: &mut dyn FnMut(proto::Outcome) -> anyhow::Result<()>) -> anyhow::Result<()> {
+fn read_parquet(input: &Path, send: Send) -> anyhow::Result<()> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Int32Type, Int64Type, UInt32Type, UInt64Type};
     use arrow_array::{Array, ArrayRef};
@@ -126,11 +142,15 @@ fn read_parquet(input: &Path, send: &mut dyn FnMut(proto::Outcome) -> anyhow::Re
         let [id, row, label] = columns.map(|c| batch.column(position(c)).clone());
         for i in 0..batch.num_rows() {
             let at = || format!("{}: table row {}", input.display(), seen + i);
+            if id.is_null(i) {
+                send(None)?;
+                continue;
+            }
             let request_id = text(&id, i).with_context(|| format!("{}: `request_id` must be a string", at()))?;
             let label = text(&label, i).with_context(|| format!("{}: `label` must be a string", at()))?;
             let row = number(&row, i)
                 .with_context(|| format!("{}: `row` must be a non-negative integer ({})", at(), row.data_type()))?;
-            send(proto::Outcome { request_id, row, label })?;
+            send(Some(proto::Outcome { request_id, row, label }))?;
         }
         seen += batch.num_rows();
     }
@@ -138,19 +158,23 @@ fn read_parquet(input: &Path, send: &mut dyn FnMut(proto::Outcome) -> anyhow::Re
 }
 
 #[cfg(not(feature = "parquet"))]
-fn read_parquet(input: &Path, _send: &mut dyn FnMut(proto::Outcome) -> anyhow::Result<()>) -> anyhow::Result<()> {
+fn read_parquet(input: &Path, _send: Send) -> anyhow::Result<()> {
     bail!("{}: this candela was built without Parquet (the `parquet` feature); use CSV", input.display())
 }
 
 /// The summary line of a run.
-pub fn summary(totals: &proto::FeedbackResponse) -> anyhow::Result<String> {
+pub fn summary(totals: &proto::FeedbackResponse, skipped: u64) -> anyhow::Result<String> {
     let all =
         totals.matched + totals.unknown_request + totals.row_out_of_range + totals.unknown_label + totals.duplicate;
     if all == 0 {
-        bail!("the input holds no outcomes");
+        bail!("the input holds no outcomes with a request id");
     }
-    Ok(format!(
+    let mut line = format!(
         "fed back {all} outcomes: {} matched; not matched: {} unknown or expired request id, {} row out of range, {} unknown label, {} duplicate",
         totals.matched, totals.unknown_request, totals.row_out_of_range, totals.unknown_label, totals.duplicate
-    ))
+    );
+    if skipped > 0 {
+        line += &format!("; {skipped} rows without a request id skipped");
+    }
+    Ok(line)
 }

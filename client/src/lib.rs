@@ -204,6 +204,22 @@ impl Client {
         Ok(self.inference.feedback_stream(Request::new(messages)).await?.into_inner())
     }
 
+    /// `stream_predict`, the stream sent with `x-request-id: request_id`
+    /// (its messages' answers are kept for outcomes under `<request_id>/<message id>`).
+    pub async fn stream_predict_as<S>(
+        &mut self,
+        request_id: &str,
+        batches: S,
+    ) -> Result<Streaming<proto::StreamPredictResponse>, Status>
+    where
+        S: futures::Stream<Item = proto::StreamPredictRequest> + Send + 'static,
+    {
+        let mut request = Request::new(batches);
+        let id = request_id.parse().map_err(|_| Status::invalid_argument("a request id must be visible ASCII"))?;
+        request.metadata_mut().insert("x-request-id", id);
+        Ok(self.inference.stream_predict(request).await?.into_inner())
+    }
+
     /// Every model the server serves.
     pub async fn list_models(&mut self) -> Result<proto::ListModelsResponse, Status> {
         Ok(self.inference.list_models(proto::ListModelsRequest {}).await?.into_inner())

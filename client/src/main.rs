@@ -82,6 +82,11 @@ enum Command {
         /// results written in input order).
         #[arg(long, default_value_t = 8)]
         streams: usize,
+        /// Add `request_id` and `row` columns: under which request id and row
+        /// the server keeps each answer, so the true labels can be sent later
+        /// (`candela feedback` reads exactly these columns, plus `label`).
+        #[arg(long)]
+        record_ids: bool,
     },
     /// Send the true labels of rows scored earlier (a CSV or Parquet table
     /// with columns `request_id`, `row`, `label`) and print how many joined.
@@ -190,17 +195,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Feedback { input } => {
-            let totals = feedback::send(&mut client, &input).await?;
-            println!("{}", feedback::summary(&totals)?);
+            let (totals, skipped) = feedback::send(&mut client, &input).await?;
+            println!("{}", feedback::summary(&totals, skipped)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Score { segment, version, input, output, batch_rows, streams } => {
+        Command::Score { segment, version, input, output, batch_rows, streams, record_ids } => {
             if batch_rows == 0 || streams == 0 {
                 bail!("--batch-rows and --streams must be at least 1");
             }
             let model = ModelId::pinned(segment, version);
             let started = std::time::Instant::now();
-            let summary = score::score_file(&mut client, model, &input, &output, batch_rows, streams).await?;
+            let summary =
+                score::score_file(&mut client, model, &input, &output, batch_rows, streams, record_ids).await?;
             let seconds = started.elapsed().as_secs_f64();
             eprintln!(
                 "scored {} rows into {} ({} rows refused) in {seconds:.2} s, {:.0} rows/s",

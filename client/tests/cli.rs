@@ -525,3 +525,69 @@ async fn feedback_sends_a_tables_outcomes_and_says_what_joined() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("no column `request_id`"), "{}", stderr(&bad));
 }
+
+#[tokio::test]
+async fn score_records_ids_that_feedback_joins_back() {
+    let (url, _stop) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = candela_server::train::training::fresh_rows(Segment::Retail, 300);
+    // CSV: 300 rows, row 123 refused (a NaN), scored in batches of 40 on 3 streams.
+    let input = dir.path().join("rows.csv");
+    let mut writer = csv::Writer::from_path(&input).unwrap();
+    writer.write_record(FEATURES).unwrap();
+    for (i, row) in data.values.chunks(FEATURES.len()).enumerate() {
+        writer
+            .write_record(
+                row.iter().enumerate().map(|(j, v)| if i == 123 && j == 0 { "NaN".into() } else { v.to_string() }),
+            )
+            .unwrap();
+    }
+    writer.flush().unwrap();
+    let output = dir.path().join("scored.csv");
+    let args = ["score", "--segment", "retail", "--record-ids", "--batch-rows", "40", "--streams", "3"];
+    let paths = ["--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let run = candela(&url, &[&args[..], &paths[..]].concat()).await;
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+
+    // The producer adds the true labels to the scored file and sends it back as is.
+    let mut scored = csv::Reader::from_path(&output).unwrap();
+    let header = scored.headers().unwrap().clone();
+    assert_eq!(&header.iter().collect::<Vec<_>>()[header.len() - 3..], ["error", "request_id", "row"]);
+    let outcomes = dir.path().join("outcomes.csv");
+    let mut labelled = csv::Writer::from_path(&outcomes).unwrap();
+    labelled.write_record(header.iter().chain(["label"])).unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    for (record, truth) in scored.records().zip(&data.labels) {
+        let record = record.unwrap();
+        ids.insert(record[header.len() - 2].to_string());
+        labelled.write_record(record.iter().chain([["legit", "fraud"][*truth as usize]])).unwrap();
+    }
+    labelled.flush().unwrap();
+    // 8 messages on 3 streams, and the refused batch's rows scored again apart.
+    assert!(ids.len() > 8 && ids.contains(""), "{ids:?}");
+    let sent = candela(&url, &["feedback", "--input", outcomes.to_str().unwrap()]).await;
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    // The refused row has no id: skipped, and every other row joins.
+    assert_eq!(
+        stdout(&sent).trim(),
+        "fed back 299 outcomes: 299 matched; not matched: 0 unknown or expired request id, 0 row out of range, 0 unknown label, 0 duplicate; 1 rows without a request id skipped"
+    );
+
+    // Parquet: the two columns are a string and an int64, set for every row.
+    let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/score/rows.parquet");
+    let output = dir.path().join("scored.parquet");
+    let paths = ["--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let run = candela(&url, &[&["score", "--segment", "sme", "--record-ids"][..], &paths[..]].concat()).await;
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    let file = std::fs::File::open(&output).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let (mut with_id, mut rows) = (0, 0);
+    for batch in reader {
+        let batch = batch.unwrap();
+        let ids = batch.column_by_name("request_id").unwrap();
+        assert_eq!(batch.column_by_name("row").unwrap().data_type(), &arrow_schema::DataType::Int64);
+        with_id += ids.len() - ids.null_count();
+        rows += batch.num_rows();
+    }
+    assert_eq!((rows, with_id), (600, 599), "every answered row has an id; the refused one none");
+}

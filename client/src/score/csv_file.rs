@@ -30,6 +30,7 @@ pub struct CsvBatch {
 pub struct CsvSink {
     writer: csv::Writer<File>,
     labels: Vec<String>,
+    record_ids: bool,
 }
 
 /// Opens `input` against the model's schema, reading `batch_rows` records
@@ -48,7 +49,7 @@ pub fn open(input: &Path, output: &Path, schema: &Schema, batch_rows: usize) -> 
     let columns = Arc::new(Columns { features, header });
     Ok((
         CsvSource { records: reader.into_records(), columns, size, batch_rows },
-        CsvSink { writer, labels: schema.labels.clone() },
+        CsvSink { writer, labels: schema.labels.clone(), record_ids: schema.record_ids },
     ))
 }
 
@@ -92,7 +93,7 @@ impl Batch for CsvBatch {
 
 impl Sink<CsvBatch> for CsvSink {
     fn write(&mut self, batch: CsvBatch, answers: Answers) -> anyhow::Result<()> {
-        for (mut record, answer) in batch.records.into_iter().zip(answers.iter()) {
+        for ((mut record, answer), id) in batch.records.into_iter().zip(answers.iter()).zip(answers.ids()) {
             match answer {
                 Ok((class, probabilities)) => {
                     record.push_field(&self.labels[class]);
@@ -107,6 +108,12 @@ impl Sink<CsvBatch> for CsvSink {
                     }
                     record.push_field(message);
                 }
+            }
+            if self.record_ids {
+                let (request_id, row) =
+                    id.map_or((String::new(), String::new()), |(i, r)| (i.to_string(), r.to_string()));
+                record.push_field(&request_id);
+                record.push_field(&row);
             }
             self.writer.write_record(&record)?;
         }

@@ -42,8 +42,9 @@ pub struct Summary {
     pub refused_rows: u64,
 }
 
-/// One row's answer from a per-row call: its prediction, or why it was refused.
-type Answer = Result<proto::Prediction, String>;
+/// One row's answer from a per-row call: its prediction and the request id
+/// and row it is kept under for outcomes, or why it was refused.
+type Answer = Result<(proto::Prediction, String, u64), String>;
 
 /// A batch's answers, as columns (what StreamPredict sends when asked for
 /// `columnar`): each row's class and probabilities, and the refused rows.
@@ -54,17 +55,28 @@ pub struct Answers {
     probabilities: Vec<f32>,
     /// The refused rows, in row order, with why.
     refused: Vec<(usize, String)>,
+    /// The request id and row each answered row is kept under for outcomes.
+    ids: Ids,
+}
+
+/// Where a batch's answers are kept for outcomes (`Feedback`).
+enum Ids {
+    /// Row i of the message kept under this id (`<stream id>/<message id>`).
+    Message(String),
+    /// Each row's own (the rows of a refused batch, scored again apart).
+    Rows(Vec<Option<(String, u64)>>),
 }
 
 impl Answers {
     /// Every one of `rows` rows refused for one reason.
     fn all_refused(rows: usize, labels: usize, message: &str) -> Answers {
         let refused = (0..rows).map(|i| (i, message.to_string())).collect();
-        Answers { labels, class_index: vec![0; rows], probabilities: vec![0.0; rows * labels], refused }
+        let ids = Ids::Rows(vec![None; rows]);
+        Answers { labels, class_index: vec![0; rows], probabilities: vec![0.0; rows * labels], refused, ids }
     }
 
-    /// A batch answered in columns, checked against its `rows` and `labels`.
-    fn columns(columns: proto::PredictionColumns, rows: usize, labels: usize) -> anyhow::Result<Answers> {
+    /// A batch answered in columns (kept under request id `id`), checked against its `rows` and `labels`.
+    fn columns(columns: proto::PredictionColumns, rows: usize, labels: usize, id: String) -> anyhow::Result<Answers> {
         if columns.label_count as usize != labels
             || columns.class_index.len() != rows
             || columns.probabilities.len() != rows * labels
@@ -76,28 +88,34 @@ impl Answers {
                 columns.label_count
             );
         }
-        Ok(Answers { labels, class_index: columns.class_index, probabilities: columns.probabilities, refused: vec![] })
+        let (class_index, probabilities) = (columns.class_index, columns.probabilities);
+        Ok(Answers { labels, class_index, probabilities, refused: vec![], ids: Ids::Message(id) })
     }
 
     /// Per-row answers (those of a refused batch's isolation).
     fn rows(answers: Vec<Answer>, labels: usize) -> anyhow::Result<Answers> {
-        let mut all = Answers { labels, class_index: vec![], probabilities: vec![], refused: vec![] };
+        let mut all =
+            Answers { labels, class_index: vec![], probabilities: vec![], refused: vec![], ids: Ids::Rows(vec![]) };
+        let mut ids = Vec::with_capacity(answers.len());
         for (i, answer) in answers.into_iter().enumerate() {
             match answer {
-                Ok(prediction) if prediction.probabilities.len() == labels => {
+                Ok((prediction, id, row)) if prediction.probabilities.len() == labels => {
                     all.class_index.push(prediction.class_index);
                     all.probabilities.extend(prediction.probabilities);
+                    ids.push(Some((id, row)));
                 }
-                Ok(prediction) => {
+                Ok((prediction, ..)) => {
                     bail!("the server answered {} probabilities for {labels} labels", prediction.probabilities.len())
                 }
                 Err(message) => {
                     all.class_index.push(0);
                     all.probabilities.extend(std::iter::repeat_n(0.0, labels));
                     all.refused.push((i, message));
+                    ids.push(None);
                 }
             }
         }
+        all.ids = Ids::Rows(ids);
         Ok(all)
     }
 
@@ -107,6 +125,17 @@ impl Answers {
 
     pub fn refused_rows(&self) -> usize {
         self.refused.len()
+    }
+
+    /// Per row: the request id and row its answer is kept under for
+    /// outcomes; none for a refused row.
+    pub fn ids(&self) -> impl Iterator<Item = Option<(&str, u64)>> {
+        let refused: std::collections::BTreeSet<usize> = self.refused.iter().map(|(row, _)| *row).collect();
+        (0..self.class_index.len()).map(move |i| match &self.ids {
+            _ if refused.contains(&i) => None,
+            Ids::Message(id) => Some((id.as_str(), i as u64)),
+            Ids::Rows(rows) => rows.get(i).and_then(|r| r.as_ref()).map(|(id, row)| (id.as_str(), *row)),
+        })
     }
 
     /// Per row: the index of its predicted label and its probabilities, or
@@ -127,15 +156,22 @@ impl Answers {
 pub struct Schema {
     pub features: Vec<String>,
     pub labels: Vec<String>,
+    /// Whether the output gains `request_id` and `row` (`--record-ids`).
+    pub record_ids: bool,
 }
 
 impl Schema {
     /// The columns added to every output row: the predicted label, one
-    /// probability per label, and the refusal message.
+    /// probability per label, and the refusal message; with `record_ids`,
+    /// the request id and row its answer is kept under for outcomes (the
+    /// columns `candela feedback` reads).
     pub fn added_columns(&self) -> Vec<String> {
         let mut names = vec!["prediction".to_string()];
         names.extend(self.labels.iter().map(|label| format!("p_{label}")));
         names.push("error".into());
+        if self.record_ids {
+            names.extend(["request_id".to_string(), "row".to_string()]);
+        }
         names
     }
 
@@ -220,11 +256,12 @@ pub async fn score_file(
     output: &Path,
     batch_rows: usize,
     streams: usize,
+    record_ids: bool,
 ) -> anyhow::Result<Summary> {
     let info = client.get_model(model.clone()).await.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
     // Pin the version GetModel resolved, so every batch is scored by the same model.
     let model = ModelId::pinned(info.segment.clone(), info.version);
-    let schema = Schema { features: info.features, labels: info.labels };
+    let schema = Schema { features: info.features, labels: info.labels, record_ids };
     let job = Job { model, features: schema.features.len(), labels: schema.labels.len(), streams: streams.max(1) };
     // Written beside the output and renamed at the end, so a run that fails
     // leaves no half-written output (nor clobbers an earlier one).
@@ -304,8 +341,11 @@ impl Job {
 
         let mut isolating = client.clone();
         let mut responses = Vec::with_capacity(self.streams);
-        for request_stream in request_streams {
-            let opened = client.stream_predict(ReceiverStream::new(request_stream)).await;
+        // Each stream's own request id: the server keeps a message's answers
+        // for outcomes under `<stream id>/<message id>`.
+        let stream_ids: Vec<String> = (0..self.streams).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+        for (request_stream, id) in request_streams.into_iter().zip(&stream_ids) {
+            let opened = client.stream_predict_as(id, ReceiverStream::new(request_stream)).await;
             responses.push(opened.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?);
         }
         let mut summary = Summary { rows: 0, refused_rows: 0 };
@@ -318,6 +358,7 @@ impl Job {
                 bail!("response for batch {} arrived where batch {} was expected", response.id, pending.id);
             }
             let rows = pending.batch.rows();
+            let kept_as = format!("{}/{}", stream_ids[turn], pending.id);
             let answers = match response.outcome {
                 Some(proto::stream_predict_response::Outcome::Error(error))
                     if error.code == tonic::Code::InvalidArgument as i32 && rows > 1 =>
@@ -327,9 +368,12 @@ impl Job {
                     Answers::rows(isolate(&mut isolating, &self.model, self.features, &values).await, self.labels)?
                 }
                 Some(proto::stream_predict_response::Outcome::Result(result)) => match result.columns {
-                    Some(columns) => Answers::columns(columns, rows, self.labels)?,
+                    Some(columns) => Answers::columns(columns, rows, self.labels, kept_as)?,
                     // A server older than `columnar` answers per row.
-                    None => Answers::rows(result.predictions.into_iter().map(Ok).collect(), self.labels)?,
+                    None => {
+                        let answers = result.predictions.into_iter().enumerate();
+                        Answers::rows(answers.map(|(i, p)| Ok((p, kept_as.clone(), i as u64))).collect(), self.labels)?
+                    }
                 },
                 Some(proto::stream_predict_response::Outcome::Error(error)) => {
                     Answers::all_refused(rows, self.labels, &error_text(error))
@@ -406,8 +450,8 @@ async fn isolate(client: &mut Client, model: &ModelId, features: usize, values: 
         let part = values[start * features..end * features].to_vec();
         match client.batch_predict(model.clone(), features, part).await {
             Ok(answer) if answer.predictions.len() == end - start => {
-                for (slot, prediction) in answers[start..end].iter_mut().zip(answer.predictions) {
-                    *slot = Some(Ok(prediction));
+                for (row, (slot, prediction)) in answers[start..end].iter_mut().zip(answer.predictions).enumerate() {
+                    *slot = Some(Ok((prediction, answer.request_id.clone(), row as u64)));
                 }
             }
             Err(status) if status.code() == tonic::Code::InvalidArgument && end - start > 1 => {

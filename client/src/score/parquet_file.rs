@@ -18,7 +18,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
-use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Fields, Schema as ArrowSchema};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
@@ -71,6 +71,7 @@ pub struct ParquetSink {
     factory: ArrowRowGroupWriterFactory,
     added: Fields,
     labels: Vec<String>,
+    record_ids: bool,
     /// The new columns' writers for the row group being written.
     columns: Option<Vec<ArrowColumnWriter>>,
 }
@@ -134,7 +135,7 @@ pub fn open(
     columns.extend(added_parquet.root_schema().get_fields().iter().cloned());
     let output_parquet = Arc::new(Type::group_type_builder(root.name()).with_fields(columns).build()?);
 
-    let properties = Arc::new(properties(&parquet, &output_schema, &added));
+    let properties = Arc::new(properties(&parquet, &output_schema));
     let out = File::create(output).with_context(|| format!("cannot write {}", output.display()))?;
     let writer = SerializedFileWriter::new(out, output_parquet, properties.clone())?;
     // The new columns' writers are made against a schema of those columns
@@ -165,6 +166,7 @@ pub fn open(
             factory,
             added,
             labels: schema.labels.clone(),
+            record_ids: schema.record_ids,
             columns: None,
         },
     ))
@@ -172,13 +174,18 @@ pub fn open(
 
 /// The new columns' Arrow fields, all nullable.
 fn added_fields(schema: &Schema) -> Fields {
-    let names = schema.added_columns();
-    let last = names.len() - 1;
-    names
+    let labels = schema.labels.len();
+    schema
+        .added_columns()
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let data_type = if i == 0 || i == last { DataType::Utf8 } else { DataType::Float32 };
+            // prediction, p_<label>…, error, then request_id and row.
+            let data_type = match i {
+                i if (1..=labels).contains(&i) => DataType::Float32,
+                i if i == labels + 3 => DataType::Int64,
+                _ => DataType::Utf8,
+            };
             Field::new(name, data_type, true)
         })
         .collect()
@@ -187,7 +194,7 @@ fn added_fields(schema: &Schema) -> Fields {
 /// SNAPPY (pandas' default), statistics per chunk, dictionaries only for the
 /// few labels and messages; the input's key-value metadata with the Arrow
 /// schema replaced by the output's.
-fn properties(input: &ParquetMetaData, output_schema: &ArrowSchema, added: &Fields) -> WriterProperties {
+fn properties(input: &ParquetMetaData, output_schema: &ArrowSchema) -> WriterProperties {
     let kept: Vec<_> = input
         .file_metadata()
         .key_value_metadata()
@@ -201,8 +208,8 @@ fn properties(input: &ParquetMetaData, output_schema: &ArrowSchema, added: &Fiel
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_dictionary_enabled(false)
         .set_key_value_metadata(Some(kept));
-    for field in [added.first(), added.last()].into_iter().flatten() {
-        builder = builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+    for name in ["prediction", "error"] {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(name), true);
     }
     let mut properties = builder.build();
     add_encoded_arrow_schema_to_metadata(output_schema, &mut properties);
@@ -349,6 +356,10 @@ impl Sink<ParquetBatch> for ParquetSink {
             arrays.push(Arc::new(answers.iter().map(probability).collect::<Float32Array>()));
         }
         arrays.push(Arc::new(answers.iter().map(Result::err).collect::<StringArray>()));
+        if self.record_ids {
+            arrays.push(Arc::new(answers.ids().map(|id| id.map(|(id, _)| id)).collect::<StringArray>()));
+            arrays.push(Arc::new(answers.ids().map(|id| id.map(|(_, row)| row as i64)).collect::<Int64Array>()));
+        }
         if self.columns.is_none() {
             self.columns = Some(self.factory.create_column_writers(batch.group)?);
         }
