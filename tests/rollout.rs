@@ -551,3 +551,48 @@ async fn a_canary_that_scores_worse_is_rolled_back_by_its_auc_only_where_the_gua
     assert_eq!(unguarded.canary_percent, 50.0);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_prediction_store_keeps_its_bound_under_a_flood_and_lets_old_records_expire() {
+    let root = tempfile::tempdir().unwrap();
+    publish(root.path(), "retail", 1);
+    let flags = ["--feedback-max-records", "1000", "--feedback-retention", "2s"];
+    let (server, client, _operator, metrics, _keys) = start(root.path(), &flags).await;
+    // 8 callers, 4,000 one-row predictions, no feedback: the store never holds more than 1,000.
+    let row = rows("retail", 1).values;
+    let mut callers = Vec::new();
+    for _ in 0..8 {
+        let (mut client, row) = (client.clone(), row.clone());
+        callers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..500 {
+                ids.push(client.predict("retail", row.clone()).await.unwrap().request_id);
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for caller in callers {
+        ids.extend(caller.await.unwrap());
+    }
+    let gauge = |name: &'static str, labels: &'static [(&'static str, &'static str)]| {
+        let metrics = metrics.clone();
+        async move { common::metric(&metrics, name, labels).await }
+    };
+    // The gauges follow each second.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let held = gauge("candela_feedback_records", &[]).await;
+    let dropped = gauge("candela_feedback_records_released_total", &[("reason", "room")]).await;
+    println!("held {held}, dropped for room {dropped}");
+    assert_eq!((held, dropped), (1_000.0, 3_000.0));
+    // The newest are kept, the oldest were dropped.
+    let mut client = client.clone();
+    let outcome = |id: &String| proto::Outcome { request_id: id.clone(), row: 0, label: "fraud".into() };
+    let joined = client.feedback(vec![outcome(ids.last().unwrap()), outcome(&ids[0])]).await.unwrap();
+    assert_eq!((joined.matched, joined.unknown_request), (1, 1));
+    // After the retention, everything has expired.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(gauge("candela_feedback_records", &[]).await, 0.0);
+    assert_eq!(gauge("candela_feedback_records_released_total", &[("reason", "expired")]).await, 1_000.0);
+    server.stop().await.unwrap();
+}

@@ -516,6 +516,8 @@ impl LiveRepository {
             }
             if now.duration_since(last_drift) >= Duration::from_secs(1) {
                 last_drift = now;
+                let (rows, dropped, expired) = outcomes.held();
+                self.metrics.quality.held(rows, dropped, expired);
                 for model in registry.models() {
                     if let Some(report) = model.stats.drift.as_ref().and_then(|drift| drift.report()) {
                         self.metrics.release.set_drift(&model.segment, model.version, &report.features, report.score);

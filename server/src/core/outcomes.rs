@@ -87,7 +87,8 @@ struct Store {
     first: u64,
     by_key: HashMap<u64, Vec<u64>>,
     rows: usize,
-    sources: HashMap<(String, u64), Arc<Source>>,
+    /// By segment, then version (looked up by `&str`: no allocation per record).
+    sources: HashMap<String, HashMap<u64, Arc<Source>>>,
     quality: HashMap<(String, u64), Quality>,
     dropped_rows: u64,
     expired_rows: u64,
@@ -150,11 +151,12 @@ impl Outcomes {
             store.dropped_rows += rows as u64;
             return;
         }
-        let source = store
-            .sources
-            .entry((segment.to_string(), version))
-            .or_insert_with(|| Arc::new(Source { segment: segment.to_string(), version, labels: labels.to_vec() }))
-            .clone();
+        let known = store.sources.get(segment).and_then(|versions| versions.get(&version)).cloned();
+        let source = known.unwrap_or_else(|| {
+            let source = Arc::new(Source { segment: segment.to_string(), version, labels: labels.to_vec() });
+            store.sources.entry(segment.to_string()).or_default().insert(version, source.clone());
+            source
+        });
         let number = store.first + store.records.len() as u64;
         store.records.push_back(Record {
             key,
@@ -248,9 +250,11 @@ impl Outcomes {
         store.quality.get_mut(&(segment.to_string(), version)).map(|quality| quality.summary(now))
     }
 
-    /// Rows held, and rows dropped for room or expired so far.
+    /// Rows held, and rows dropped for room or expired so far, after
+    /// dropping those older than the retention.
     pub fn held(&self) -> (usize, u64, u64) {
-        let store = self.store.lock().expect("the outcome store's lock is never poisoned");
+        let mut store = self.store.lock().expect("the outcome store's lock is never poisoned");
+        store.expire(Instant::now(), self.settings.retention);
         (store.rows, store.dropped_rows, store.expired_rows)
     }
 }

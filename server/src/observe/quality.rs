@@ -1,8 +1,8 @@
 //! The live-quality series: per segment and version, the AUC, log loss,
 //! precision and recall over the quality window and the joined outcomes it
 //! holds (set only once a version has the minimum of outcomes), and the
-//! outcomes fed back, by how they were taken. Part of the server's one
-//! metrics registry.
+//! outcomes fed back, by how they were taken; and the prediction records
+//! the store holds and has let go. Part of the server's one metrics registry.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +33,13 @@ pub struct QualityMetrics {
     recall: Value,
     outcomes: Value,
     fed_back: Family<ResultLabels, Counter>,
+    records: Gauge<i64>,
+    let_go: Family<ReasonLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 /// One version's measures as the series take them.
@@ -70,6 +77,16 @@ impl QualityMetrics {
         );
         registry.register("candela_model_outcomes", "Joined outcomes in the quality window", m.outcomes.clone());
         registry.register(
+            "candela_feedback_records",
+            "Answered rows kept for Feedback (bounded by --feedback-max-records)",
+            m.records.clone(),
+        );
+        registry.register(
+            "candela_feedback_records_released",
+            "Answered rows no longer kept, by reason (room: dropped for newer ones; expired: older than --feedback-retention)",
+            m.let_go.clone(),
+        );
+        registry.register(
             "candela_feedback_outcomes",
             "Outcomes fed back, by result (matched, unknown_request, row_out_of_range, unknown_label, duplicate)",
             m.fed_back.clone(),
@@ -92,6 +109,15 @@ impl QualityMetrics {
         set(&self.log_loss, Some(measured.log_loss));
         set(&self.precision, measured.precision);
         set(&self.recall, measured.recall);
+    }
+
+    /// The store's rows held now, and its totals of rows dropped for room and expired.
+    pub fn held(&self, rows: usize, dropped: u64, expired: u64) {
+        self.records.set(rows as i64);
+        for (reason, total) in [("room", dropped), ("expired", expired)] {
+            let counter = self.let_go.get_or_create(&ReasonLabels { reason });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// Counts outcomes fed back with `result`.
