@@ -8,7 +8,16 @@ use prost::Message;
 use prost_types::FileDescriptorProto;
 use tonic::transport::Channel;
 
-const METHODS: [&str; 6] = ["Predict", "BatchPredict", "BatchPredictStream", "StreamPredict", "ListModels", "GetModel"];
+const METHODS: [&str; 8] = [
+    "Predict",
+    "BatchPredict",
+    "BatchPredictStream",
+    "StreamPredict",
+    "ListModels",
+    "GetModel",
+    "Feedback",
+    "FeedbackStream",
+];
 
 /// The services listed and the descriptor of the file defining `candela.v1.Inference`.
 macro_rules! reflect {

@@ -54,6 +54,8 @@ const METHODS: &[Method] = &[
     method("/candela.v1.Inference/BatchPredict", CANDELA, "BatchPredict", true),
     method("/candela.v1.Inference/BatchPredictStream", CANDELA, "BatchPredictStream", true),
     method("/candela.v1.Inference/StreamPredict", CANDELA, "StreamPredict", false),
+    method("/candela.v1.Inference/Feedback", CANDELA, "Feedback", true),
+    method("/candela.v1.Inference/FeedbackStream", CANDELA, "FeedbackStream", false),
     method("/inference.GRPCInferenceService/ModelInfer", OIP, "ModelInfer", true),
     method("/inference.GRPCInferenceService/ModelStreamInfer", OIP, "ModelStreamInfer", false),
 ];
