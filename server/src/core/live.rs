@@ -516,8 +516,10 @@ impl LiveRepository {
             }
             if now.duration_since(last_drift) >= Duration::from_secs(1) {
                 last_drift = now;
-                let (rows, dropped, expired) = outcomes.held();
-                self.metrics.quality.held(rows, dropped, expired);
+                let held = outcomes.held();
+                self.metrics
+                    .quality
+                    .held(held.rows, [("room", held.dropped), ("expired", held.expired), ("reused_id", held.reused)]);
                 for model in registry.models() {
                     if let Some(report) = model.stats.drift.as_ref().and_then(|drift| drift.report()) {
                         self.metrics.release.set_drift(&model.segment, model.version, &report.features, report.score);

@@ -28,6 +28,11 @@ pub struct Settings {
     pub min_outcomes: u64,
 }
 
+/// The most answers kept under one request id: a stream's chunks and a
+/// shadow's answers need a few; a caller that sends the same `x-request-id`
+/// with every call must not make one outcome's join walk the whole store.
+pub const MAX_PER_REQUEST: usize = 64;
+
 /// Where an answer is kept for outcomes: the store, the request id, the first row.
 pub type Recorded = (Arc<Outcomes>, String, u64);
 
@@ -92,6 +97,8 @@ struct Store {
     quality: HashMap<(String, u64), Quality>,
     dropped_rows: u64,
     expired_rows: u64,
+    /// Rows not kept: their request id already had `MAX_PER_REQUEST` answers.
+    reused_rows: u64,
 }
 
 /// The prediction records and each version's live quality.
@@ -99,6 +106,15 @@ pub struct Outcomes {
     settings: Settings,
     hasher: RandomState,
     store: Mutex<Store>,
+}
+
+/// The store's size and what it let go, as `Outcomes::held` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub rows: usize,
+    pub dropped: u64,
+    pub expired: u64,
+    pub reused: u64,
 }
 
 /// One version's live quality, as `Outcomes::quality` reports it.
@@ -125,6 +141,7 @@ impl Outcomes {
                 quality: HashMap::new(),
                 dropped_rows: 0,
                 expired_rows: 0,
+                reused_rows: 0,
             }),
         }
     }
@@ -143,6 +160,10 @@ impl Outcomes {
         let now = Instant::now();
         let mut store = self.store.lock().expect("the outcome store's lock is never poisoned");
         store.expire(now, self.settings.retention);
+        if store.by_key.get(&key).is_some_and(|numbers| numbers.len() >= MAX_PER_REQUEST) {
+            store.reused_rows += rows as u64;
+            return;
+        }
         while store.rows + rows > self.settings.max_records && !store.records.is_empty() {
             let dropped = store.pop_oldest();
             store.dropped_rows += dropped as u64;
@@ -250,12 +271,13 @@ impl Outcomes {
         store.quality.get_mut(&(segment.to_string(), version)).map(|quality| quality.summary(now))
     }
 
-    /// Rows held, and rows dropped for room or expired so far, after
-    /// dropping those older than the retention.
-    pub fn held(&self) -> (usize, u64, u64) {
+    /// Rows held, and rows let go so far: dropped for room, expired, and
+    /// never kept for a reused request id; after dropping those older than
+    /// the retention.
+    pub fn held(&self) -> Held {
         let mut store = self.store.lock().expect("the outcome store's lock is never poisoned");
         store.expire(Instant::now(), self.settings.retention);
-        (store.rows, store.dropped_rows, store.expired_rows)
+        Held { rows: store.rows, dropped: store.dropped_rows, expired: store.expired_rows, reused: store.reused_rows }
     }
 }
 
@@ -340,13 +362,23 @@ mod tests {
     }
 
     #[test]
+    fn one_request_id_keeps_a_bounded_number_of_answers() {
+        let outcomes = store(10_000, Duration::from_secs(60));
+        for _ in 0..MAX_PER_REQUEST + 5 {
+            outcomes.record("same", 0, ("retail", 1, &labels()), &scores(&[0.5]));
+        }
+        let held = outcomes.held();
+        assert_eq!((held.rows, held.reused), (MAX_PER_REQUEST, 5));
+    }
+
+    #[test]
     fn the_store_keeps_at_most_its_bound_dropping_the_oldest_and_expires_old_records() {
         let outcomes = store(10, Duration::from_secs(60));
         for i in 0..8 {
             outcomes.record(&format!("r{i}"), 0, ("retail", 1, &labels()), &scores(&[0.5, 0.5]));
         }
-        let (held, dropped, _) = outcomes.held();
-        assert_eq!((held, dropped), (10, 6), "5 requests of 2 rows fit; the first 3 were dropped");
+        let held = outcomes.held();
+        assert_eq!((held.rows, held.dropped), (10, 6), "5 requests of 2 rows fit; the first 3 were dropped");
         let joined = outcomes.join(&[outcome("r0", 0, "fraud"), outcome("r7", 1, "fraud")]);
         assert_eq!((joined.unknown_request, joined.matched), (1, 1));
         // A request larger than the whole store is not kept.
@@ -357,6 +389,6 @@ mod tests {
         short.record("old", 0, ("retail", 1, &labels()), &scores(&[0.5]));
         std::thread::sleep(Duration::from_millis(80));
         assert_eq!(short.join(&[outcome("old", 0, "fraud")]).unknown_request, 1);
-        assert_eq!(short.held(), (0, 0, 1));
+        assert_eq!(short.held(), Held { rows: 0, dropped: 0, expired: 1, reused: 0 });
     }
 }

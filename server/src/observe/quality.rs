@@ -83,7 +83,7 @@ impl QualityMetrics {
         );
         registry.register(
             "candela_feedback_records_released",
-            "Answered rows no longer kept, by reason (room: dropped for newer ones; expired: older than --feedback-retention)",
+            "Answered rows not kept, by reason (room: dropped for newer ones; expired: older than --feedback-retention; reused_id: their request id already had 64 answers)",
             m.let_go.clone(),
         );
         registry.register(
@@ -111,10 +111,10 @@ impl QualityMetrics {
         set(&self.recall, measured.recall);
     }
 
-    /// The store's rows held now, and its totals of rows dropped for room and expired.
-    pub fn held(&self, rows: usize, dropped: u64, expired: u64) {
+    /// The store's rows held now, and its totals of rows let go by reason.
+    pub fn held(&self, rows: usize, released: [(&'static str, u64); 3]) {
         self.records.set(rows as i64);
-        for (reason, total) in [("room", dropped), ("expired", expired)] {
+        for (reason, total) in released {
             let counter = self.let_go.get_or_create(&ReasonLabels { reason });
             counter.inc_by(total.saturating_sub(counter.get()));
         }
