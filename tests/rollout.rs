@@ -436,6 +436,14 @@ async fn outcomes_fed_back_give_the_serving_and_the_shadow_version_their_live_au
         (0, 1, 1, 1, 1)
     );
 
+    // The quality gauges are published each second.
+    let published = Instant::now() + Duration::from_secs(5);
+    while common::metric(&metrics, "candela_model_outcomes", &[("segment", "retail"), ("version", "5")]).await
+        < shadowed as f64
+    {
+        assert!(Instant::now() < published, "the quality gauges were never published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let offline = exact_auc(&answered);
     let live = common::metric(&metrics, "candela_model_auc", &[("segment", "retail"), ("version", "1")]).await;
     println!("retail v1 AUC: live {live:.4}, offline {offline:.4}; shadow scored {shadowed} rows");

@@ -94,29 +94,27 @@ impl Answers {
 
     /// Per-row answers (those of a refused batch's isolation).
     fn rows(answers: Vec<Answer>, labels: usize) -> anyhow::Result<Answers> {
-        let mut all =
-            Answers { labels, class_index: vec![], probabilities: vec![], refused: vec![], ids: Ids::Rows(vec![]) };
+        let (mut class_index, mut probabilities, mut refused) = (vec![], vec![], vec![]);
         let mut ids = Vec::with_capacity(answers.len());
         for (i, answer) in answers.into_iter().enumerate() {
             match answer {
                 Ok((prediction, id, row)) if prediction.probabilities.len() == labels => {
-                    all.class_index.push(prediction.class_index);
-                    all.probabilities.extend(prediction.probabilities);
+                    class_index.push(prediction.class_index);
+                    probabilities.extend(prediction.probabilities);
                     ids.push(Some((id, row)));
                 }
                 Ok((prediction, ..)) => {
                     bail!("the server answered {} probabilities for {labels} labels", prediction.probabilities.len())
                 }
                 Err(message) => {
-                    all.class_index.push(0);
-                    all.probabilities.extend(std::iter::repeat_n(0.0, labels));
-                    all.refused.push((i, message));
+                    class_index.push(0);
+                    probabilities.extend(std::iter::repeat_n(0.0, labels));
+                    refused.push((i, message));
                     ids.push(None);
                 }
             }
         }
-        all.ids = Ids::Rows(ids);
-        Ok(all)
+        Ok(Answers { labels, class_index, probabilities, refused, ids: Ids::Rows(ids) })
     }
 
     pub fn rows_answered(&self) -> usize {
@@ -128,13 +126,12 @@ impl Answers {
     }
 
     /// Per row: the request id and row its answer is kept under for
-    /// outcomes; none for a refused row.
+    /// outcomes; none for a refused row (a message answered in columns has
+    /// none; per-row answers hold `None` for theirs).
     pub fn ids(&self) -> impl Iterator<Item = Option<(&str, u64)>> {
-        let refused: std::collections::BTreeSet<usize> = self.refused.iter().map(|(row, _)| *row).collect();
         (0..self.class_index.len()).map(move |i| match &self.ids {
-            _ if refused.contains(&i) => None,
             Ids::Message(id) => Some((id.as_str(), i as u64)),
-            Ids::Rows(rows) => rows.get(i).and_then(|r| r.as_ref()).map(|(id, row)| (id.as_str(), *row)),
+            Ids::Rows(rows) => rows[i].as_ref().map(|(id, row)| (id.as_str(), *row)),
         })
     }
 

@@ -204,7 +204,7 @@ impl Inference for CandelaApi {
                 feedback::take(&self.serving, message)
             });
             match joined {
-                Ok(joined) => feedback::add(&mut total, joined),
+                Ok(joined) => total += joined,
                 Err(error) => break Err(error),
             }
         };

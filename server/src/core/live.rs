@@ -20,6 +20,7 @@ use crate::model::error::{LoadError, LoadErrors};
 use crate::model::remote::Location;
 use crate::model::repository::{self, Fingerprint, Found};
 use crate::observe::metrics::Metrics;
+use crate::observe::quality::Measured;
 use arc_swap::ArcSwapOption;
 use candle_core::Device;
 use std::collections::{BTreeMap, BTreeSet};
@@ -496,8 +497,8 @@ const SUPERVISE_EVERY: Duration = Duration::from_millis(100);
 
 impl LiveRepository {
     /// Closes the rollout guards' windows as they end (judging canaries by their
-    /// requests and their live quality in `outcomes`) and updates the drift
-    /// gauges (each second), until `stop` resolves. Light: counters are read,
+    /// requests and their live quality in `outcomes`) and updates the drift,
+    /// live-quality and prediction-store gauges (each second), until `stop` resolves. Light: counters are read,
     /// nothing is locked on the request path.
     pub async fn supervise(self: Arc<Self>, outcomes: Arc<Outcomes>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
@@ -517,9 +518,21 @@ impl LiveRepository {
             if now.duration_since(last_drift) >= Duration::from_secs(1) {
                 last_drift = now;
                 let held = outcomes.held();
-                self.metrics
-                    .quality
+                let quality = &self.metrics.quality;
+                quality
                     .held(held.rows, [("room", held.dropped), ("expired", held.expired), ("reused_id", held.reused)]);
+                // Published here, not as outcomes arrive: the window slides with time too.
+                for version in outcomes.quality() {
+                    let s = &version.summary;
+                    let measured = Measured {
+                        outcomes: s.outcomes,
+                        auc: s.auc,
+                        log_loss: s.log_loss,
+                        precision: s.precision,
+                        recall: s.recall,
+                    };
+                    quality.measured(&version.segment, version.version, version.enough, &measured);
+                }
                 for model in registry.models() {
                     if let Some(report) = model.stats.drift.as_ref().and_then(|drift| drift.report()) {
                         self.metrics.release.set_drift(&model.segment, model.version, &report.features, report.score);

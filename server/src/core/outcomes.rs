@@ -59,6 +59,29 @@ pub struct Joined {
     pub duplicate: u64,
 }
 
+impl Joined {
+    /// Each count with the name metrics give its result.
+    pub fn by_result(&self) -> [(&'static str, u64); 5] {
+        [
+            ("matched", self.matched),
+            ("unknown_request", self.unknown_request),
+            ("row_out_of_range", self.row_out_of_range),
+            ("unknown_label", self.unknown_label),
+            ("duplicate", self.duplicate),
+        ]
+    }
+}
+
+impl std::ops::AddAssign for Joined {
+    fn add_assign(&mut self, more: Joined) {
+        self.matched += more.matched;
+        self.unknown_request += more.unknown_request;
+        self.row_out_of_range += more.row_out_of_range;
+        self.unknown_label += more.unknown_label;
+        self.duplicate += more.duplicate;
+    }
+}
+
 /// Which model answered: its segment, version and labels, shared by its records.
 struct Source {
     segment: String,
@@ -85,6 +108,13 @@ impl Record {
     }
 }
 
+/// A version that answered: what its records share, and its live quality
+/// once an outcome joined one of them.
+struct Version {
+    source: Arc<Source>,
+    quality: Option<Quality>,
+}
+
 /// The records, oldest first, and the index from request id digests to them.
 struct Store {
     records: VecDeque<Record>,
@@ -92,9 +122,9 @@ struct Store {
     first: u64,
     by_key: HashMap<u64, Vec<u64>>,
     rows: usize,
-    /// By segment, then version (looked up by `&str`: no allocation per record).
-    sources: HashMap<String, HashMap<u64, Arc<Source>>>,
-    quality: HashMap<(String, u64), Quality>,
+    /// By segment, then version (looked up by `&str`: nothing allocated per
+    /// record or outcome).
+    versions: HashMap<String, HashMap<u64, Version>>,
     dropped_rows: u64,
     expired_rows: u64,
     /// Rows not kept: their request id already had `MAX_PER_REQUEST` answers.
@@ -137,8 +167,7 @@ impl Outcomes {
                 first: 0,
                 by_key: HashMap::new(),
                 rows: 0,
-                sources: HashMap::new(),
-                quality: HashMap::new(),
+                versions: HashMap::new(),
                 dropped_rows: 0,
                 expired_rows: 0,
                 reused_rows: 0,
@@ -172,12 +201,16 @@ impl Outcomes {
             store.dropped_rows += rows as u64;
             return;
         }
-        let known = store.sources.get(segment).and_then(|versions| versions.get(&version)).cloned();
-        let source = known.unwrap_or_else(|| {
-            let source = Arc::new(Source { segment: segment.to_string(), version, labels: labels.to_vec() });
-            store.sources.entry(segment.to_string()).or_default().insert(version, source.clone());
-            source
-        });
+        let known = store.versions.get(segment).and_then(|versions| versions.get(&version));
+        let source = match known {
+            Some(known) => known.source.clone(),
+            None => {
+                let source = Arc::new(Source { segment: segment.to_string(), version, labels: labels.to_vec() });
+                let versions = store.versions.entry(segment.to_string()).or_default();
+                versions.insert(version, Version { source: source.clone(), quality: None });
+                source
+            }
+        };
         let number = store.first + store.records.len() as u64;
         store.records.push_back(Record {
             key,
@@ -198,18 +231,16 @@ impl Outcomes {
         let mut joined = Joined::default();
         let mut store = self.store.lock().expect("the outcome store's lock is never poisoned");
         store.expire(now, self.settings.retention);
+        let Store { records, first, by_key, versions, .. } = &mut *store;
         for outcome in outcomes {
-            let key = self.hasher.hash_one(&outcome.request_id);
-            let numbers = store.by_key.get(&key).cloned().unwrap_or_default();
-            if numbers.is_empty() {
+            let Some(numbers) = by_key.get(&self.hasher.hash_one(&outcome.request_id)) else {
                 joined.unknown_request += 1;
                 continue;
-            }
+            };
             // The verdict for the outcome: the best over the versions that answered it.
             let (mut in_range, mut labelled, mut fresh) = (false, false, false);
             for number in numbers {
-                let store = &mut *store;
-                let record = &mut store.records[(number - store.first) as usize];
+                let record = &mut records[(number - *first) as usize];
                 let Some(row) = outcome.row.checked_sub(record.first_row).and_then(|r| usize::try_from(r).ok()) else {
                     continue;
                 };
@@ -228,11 +259,16 @@ impl Outcomes {
                 let classes = record.source.labels.len();
                 let probabilities = &record.probabilities[row * classes..][..classes];
                 let source = &record.source;
-                store
-                    .quality
-                    .entry((source.segment.clone(), source.version))
-                    .or_insert_with(|| Quality::new(classes, self.settings.quality_window, now))
-                    .add(probabilities, truth, Scores::class_of(probabilities), now);
+                let version = versions
+                    .get_mut(&source.segment)
+                    .and_then(|versions| versions.get_mut(&source.version))
+                    .expect("a record's version is kept while the record is");
+                version.quality.get_or_insert_with(|| Quality::new(classes, self.settings.quality_window, now)).add(
+                    probabilities,
+                    truth,
+                    Scores::class_of(probabilities),
+                    now,
+                );
             }
             match (in_range, labelled, fresh) {
                 (false, _, _) => joined.row_out_of_range += 1,
@@ -249,18 +285,20 @@ impl Outcomes {
         let now = Instant::now();
         let mut store = self.store.lock().expect("the outcome store's lock is never poisoned");
         let mut all: Vec<VersionQuality> = store
-            .quality
-            .iter_mut()
-            .map(|((segment, version), quality)| VersionQuality {
-                segment: segment.clone(),
-                version: *version,
-                summary: quality.summary(now),
-                enough: false,
+            .versions
+            .values_mut()
+            .flat_map(HashMap::values_mut)
+            .filter_map(|version| {
+                let summary = version.quality.as_mut()?.summary(now);
+                let enough = summary.outcomes >= self.settings.min_outcomes;
+                Some(VersionQuality {
+                    segment: version.source.segment.clone(),
+                    version: version.source.version,
+                    summary,
+                    enough,
+                })
             })
             .collect();
-        for version in &mut all {
-            version.enough = version.summary.outcomes >= self.settings.min_outcomes;
-        }
         all.sort_by(|a, b| (&a.segment, a.version).cmp(&(&b.segment, b.version)));
         all
     }
@@ -268,7 +306,8 @@ impl Outcomes {
     /// One version's quality over its window, as of `now`; None before its first joined outcome.
     pub fn summary(&self, segment: &str, version: u64, now: Instant) -> Option<Summary> {
         let mut store = self.store.lock().expect("the outcome store's lock is never poisoned");
-        store.quality.get_mut(&(segment.to_string(), version)).map(|quality| quality.summary(now))
+        let known = store.versions.get_mut(segment).and_then(|versions| versions.get_mut(&version));
+        known.and_then(|version| version.quality.as_mut()).map(|quality| quality.summary(now))
     }
 
     /// Rows held, and rows let go so far: dropped for room, expired, and
