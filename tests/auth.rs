@@ -161,3 +161,21 @@ async fn a_missing_or_empty_keys_file_stops_the_server_at_start() {
         .to_string();
     assert!(error.contains("holds no key"), "{error}");
 }
+
+#[tokio::test]
+async fn feedback_takes_an_inference_key_and_no_admin_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, admin) = (dir.path().join("keys"), dir.path().join("admin"));
+    write_keys(&keys, &[KEY_A]);
+    write_keys(&admin, &[KEY_C]);
+    let server = start(&keys, &["--admin-keys-file", admin.to_str().unwrap()]).await;
+    let mut client = common::client(&server).await.with_api_key(KEY_A).unwrap();
+    let answer = client.predict("retail", rows("retail", 1).values).await.unwrap();
+    let outcome = candela_client::proto::Outcome { request_id: answer.request_id, row: 0, label: "fraud".into() };
+
+    let mut anonymous = common::client(&server).await;
+    let status = anonymous.feedback(vec![outcome.clone()]).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    // The inference key is enough: no admin key is needed.
+    assert_eq!(client.feedback(vec![outcome]).await.unwrap().matched, 1);
+}
