@@ -35,7 +35,7 @@ for build in before after; do
   # Each build serves its own revision's demo models (the same weights; model.json may gain fields).
   models=models
   [ "$build" = before ] && models=$worktree/models
-  "$out/$build" --listen "127.0.0.1:$port" --models "$models" --metrics-listen off --log-format json 2>"$out/$build.log" &
+  "$out/$build" --listen "127.0.0.1:$port" --models "$models" --metrics-listen off --http-listen off --log-format json 2>"$out/$build.log" &
   pids+=($!)
   eval "port_$build=$port"
   port=$((port + 1))

@@ -60,7 +60,7 @@ fi
 say "smoke test: the cuda binary on this GPU-less machine, the stubs standing in for libcuda (the CUDA runtime from the nvcc wheels)"
 stubs=$cuda_home/lib/stubs
 cuda_server=(env "LD_LIBRARY_PATH=$stubs:$cuda_home/lib" "$work/candela-server-cuda" --models models
-  --metrics-listen off --drain-seconds 0)
+  --metrics-listen off --http-listen off --drain-seconds 0)
 if "${cuda_server[@]}" --device cuda:0 --listen 127.0.0.1:0 >"$work/refused.log" 2>&1; then
   say "FAILED: --device cuda:0 started without a GPU"; exit 1
 fi

@@ -62,7 +62,7 @@ server() {
   local name=$1 binary=$2 port=$3
   shift 3
   local start=$SECONDS
-  "$binary" --models repo --listen "127.0.0.1:$port" --metrics-listen off --log-format json \
+  "$binary" --models repo --listen "127.0.0.1:$port" --metrics-listen off --http-listen off --log-format json \
     --max-rows 1000 "$@" 2>"$out/$name.log" &
   pids+=($!)
   for _ in $(seq 1800); do

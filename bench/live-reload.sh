@@ -22,7 +22,7 @@ trap cleanup EXIT
 cp -r models/retail "$repo/retail"
 port=${PORT:-50371}
 url=http://127.0.0.1:$port
-"$target/release/candela-server" --listen "127.0.0.1:$port" --models "$repo" --metrics-listen off \
+"$target/release/candela-server" --listen "127.0.0.1:$port" --models "$repo" --metrics-listen off --http-listen off \
   --repository-poll-seconds 0.1 --log-format json 2>"$out/server.log" &
 pid=$!
 until "$target/release/candela" --server "$url" health >/dev/null 2>&1; do sleep 0.1; done

@@ -33,7 +33,7 @@ trap cleanup EXIT
 
 $bin/transport-baseline --listen 127.0.0.1:50261 2>"$out/baseline.log" &
 pids+=($!)
-$bin/candela-server --listen 127.0.0.1:50262 --metrics-listen off --log-format json 2>"$out/bare.log" &
+$bin/candela-server --listen 127.0.0.1:50262 --metrics-listen off --http-listen off --log-format json 2>"$out/bare.log" &
 pids+=($!)
 $bin/candela-server --listen 127.0.0.1:50263 --metrics-listen 127.0.0.1:50264 --api-keys-file "$out/keys" \
   --log-format json 2>"$out/production.log" &

@@ -28,7 +28,7 @@ fi
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null' EXIT
 port=${PORT:-50391}
-"$target/release/candela-server" --listen "127.0.0.1:$port" --models "$out/repo" --metrics-listen off \
+"$target/release/candela-server" --listen "127.0.0.1:$port" --models "$out/repo" --metrics-listen off --http-listen off \
   --repository-poll-seconds 0 --log-format json 2>"$out/server.log" &
 pid=$!
 until "$target/release/candela" --server "http://127.0.0.1:$port" health >/dev/null 2>&1; do sleep 0.1; done

@@ -194,6 +194,17 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: String,
 
+    /// Where to serve the HTTP/JSON API (HTTP/1.1: the Open Inference
+    /// Protocol's REST routes under /v2 and the `/score` contract), with the
+    /// gRPC port's keys, limits and TLS; `off` disables.
+    #[arg(long, env = "CANDELA_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: String,
+
+    /// Seconds an HTTP connection may wait between requests, and a request
+    /// may take to send its headers and its body, before it is closed.
+    #[arg(long, env = "CANDELA_HTTP_IDLE_SECONDS", default_value_t = 30.0)]
+    pub http_idle_seconds: f64,
+
     /// Inference calls (unary calls and open streams) served at once, across
     /// all connections. One more is refused at once with RESOURCE_EXHAUSTED and
     /// a RetryInfo, never queued.
@@ -310,13 +321,23 @@ impl Settings {
 
     /// The metrics address, or `None` when metrics are off.
     pub fn metrics_address(&self) -> Result<Option<SocketAddr>, String> {
-        match self.metrics_listen.as_str() {
-            "off" => Ok(None),
-            text => text
-                .parse()
-                .map(Some)
-                .map_err(|_| format!("--metrics-listen `{text}` is neither an address (e.g. 0.0.0.0:9090) nor `off`")),
-        }
+        optional_address("--metrics-listen", &self.metrics_listen, "0.0.0.0:9090")
+    }
+
+    /// The HTTP API's address, or `None` when it is off.
+    pub fn http_address(&self) -> Result<Option<SocketAddr>, String> {
+        optional_address("--http-listen", &self.http_listen, "0.0.0.0:8080")
+    }
+}
+
+/// A listening address that may be `off`; `flag` and `example` for the error.
+fn optional_address(flag: &str, text: &str, example: &str) -> Result<Option<SocketAddr>, String> {
+    match text {
+        "off" => Ok(None),
+        text => text
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{flag} `{text}` is neither an address (e.g. {example}) nor `off`")),
     }
 }
 

@@ -38,7 +38,7 @@ use crate::core::served::Compute;
 use crate::observe::metrics::{self, Metrics};
 use anyhow::Context;
 use api::serving::Serving;
-use api::{auth, connections, reload, router, shutdown, tls};
+use api::{auth, connections, gate, http, reload, router, shutdown, tls};
 use config::{OnBrokenModel, Settings, seconds};
 use model::device;
 use model::remote::Location;
@@ -85,7 +85,10 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         }
         None => None,
     };
-    let router::Routers { main, health_only, reporter } = router::router(serving.clone(), &settings, keys, admin)?;
+    // One budget of incomplete request bodies for both ports.
+    let budget = gate::Budget::new(settings.max_pending_request_bytes);
+    let router::Routers { main, health_only, reporter } =
+        router::router(serving.clone(), &settings, keys.clone(), admin.clone(), budget.clone())?;
     // tonic-health reports "" as SERVING from the start; a probe without a
     // service name must not pass before the models are ready.
     router::set_health(&reporter, ServingStatus::NotServing).await;
@@ -104,11 +107,39 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         let incoming = connections::incoming(listener, connection_limits(&settings), connections::plaintext());
         tokio::spawn(health_only.serve_with_incoming_shutdown(incoming, stop_signal(stopped.clone())));
     }
+    let mut http_server = match settings.http_address().map_err(anyhow::Error::msg)? {
+        Some(address) => {
+            let listener =
+                TcpListener::bind(address).await.with_context(|| format!("cannot serve HTTP on {address}"))?;
+            let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
+            tracing::info!(address = %listener.local_addr()?, scheme, "HTTP API listening");
+            let idle = Duration::from_secs_f64(settings.http_idle_seconds.max(0.001));
+            let front = Arc::new(http::Front {
+                serving: serving.clone(),
+                auth: auth::Authenticator::new(keys.clone(), admin.clone()),
+                admin: auth::AdminGuard::new(admin, keys),
+                bounds: http::body::Bounds { max_bytes: settings.max_message_bytes, budget, within: idle },
+            });
+            let app = http::router(front);
+            let (limits, stopped) = (connection_limits(&settings), stop_signal(stopped.clone()));
+            Some(match &tls {
+                Some(tls) => {
+                    let incoming = connections::incoming(listener, limits, tls.clone().handshake(tls::Protocol::Http));
+                    tokio::spawn(http::serve(incoming, app, idle, stopped))
+                }
+                None => {
+                    let incoming = connections::incoming(listener, limits, connections::plaintext_http());
+                    tokio::spawn(http::serve(incoming, app, idle, stopped))
+                }
+            })
+        }
+        None => None,
+    };
     let address = listener.local_addr()?;
     let limits = connection_limits(&settings);
     let mut server = match tls {
         Some(tls) => {
-            let incoming = connections::incoming(listener, limits, tls.handshake());
+            let incoming = connections::incoming(listener, limits, tls.handshake(tls::Protocol::Grpc));
             tokio::spawn(main.serve_with_incoming_shutdown(incoming, stop_signal(stopped.clone())))
         }
         None => {
@@ -158,7 +189,14 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
     tracing::info!("drain period over: closing the listener, finishing in-flight requests");
     let _ = stop.send(());
     let grace = Duration::from_secs_f64(settings.drain_grace_seconds.max(0.0));
-    match tokio::time::timeout(grace, &mut server).await {
+    let ended = async {
+        let ended = (&mut server).await;
+        if let Some(http_server) = &mut http_server {
+            let _ = http_server.await;
+        }
+        ended
+    };
+    match tokio::time::timeout(grace, ended).await {
         Ok(ended) => {
             ended.context("server task failed")?.context("gRPC server failed")?;
             tracing::info!("stopped");
@@ -168,6 +206,9 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
             // a stream open would hold shutdown forever: past the grace period,
             // the remaining connections are dropped (callers see UNAVAILABLE).
             server.abort();
+            if let Some(http_server) = &http_server {
+                http_server.abort();
+            }
             tracing::warn!(
                 grace_seconds = grace.as_secs_f64(),
                 "calls still open after the grace period were cut off; stopped"

@@ -27,10 +27,20 @@ pub fn demo_models() -> PathBuf {
 }
 
 /// Settings as the binary would parse them, over `models`, with no drain
-/// delay and no metrics port unless `extra` sets them.
+/// delay and no metrics or HTTP port unless `extra` sets them.
 pub fn settings(models: &Path, extra: &[&str]) -> Settings {
     let models = models.to_str().expect("a UTF-8 path");
-    let mut args = vec!["candela-server", "--models", models, "--drain-seconds", "0", "--metrics-listen", "off"];
+    let mut args = vec![
+        "candela-server",
+        "--models",
+        models,
+        "--drain-seconds",
+        "0",
+        "--metrics-listen",
+        "off",
+        "--http-listen",
+        "off",
+    ];
     args.extend_from_slice(extra);
     Settings::from_args(args).expect("test settings parse")
 }

@@ -24,7 +24,8 @@ struct Running {
 fn command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_candela-server"));
     command
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--log-format", "json"])
         .args(args)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
@@ -231,6 +232,8 @@ fn help_documents_every_setting() {
         "--api-keys-file",
         "--auth-reflection",
         "--metrics-listen",
+        "--http-listen",
+        "--http-idle-seconds",
         "--tls-cert",
         "--tls-key",
         "--tls-client-ca",
@@ -410,7 +413,7 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_instead_of_spinning()
     let mut command = Command::new("sh");
     command
         .args(["-c", &format!("ulimit -n 48 && exec {binary} \"$@\"", binary = binary), "sh"])
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log-format", "json"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--http-listen", "off", "--log-format", "json"])
         .args(["--models", models.to_str().unwrap(), "--drain-seconds", "0", "--handshake-timeout-seconds", "30"])
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
@@ -698,7 +701,7 @@ async fn serves_from_a_read_only_image_layout_as_a_non_root_user() {
     std::fs::write(root.join("etc/candela/config.toml"), config).unwrap();
     set_writable(root, false);
 
-    let server_args = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+    let server_args = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
     let mut command = if as_root {
         let chroot =
             ["/usr/sbin/chroot", "/usr/bin/chroot", "/sbin/chroot"].into_iter().find(|p| Path::new(p).exists());

@@ -107,17 +107,23 @@ impl Authenticator {
     pub fn new(keys: Option<Arc<KeyStore>>, admin: Option<Arc<KeyStore>>) -> Authenticator {
         Authenticator { keys, admin }
     }
+
+    /// Admits a call whose `authorization` header carries a valid key (any
+    /// call while the server runs open).
+    pub fn check(&self, headers: &http::HeaderMap) -> Result<(), Status> {
+        let Some(keys) = &self.keys else { return Ok(()) };
+        let key = bearer(headers.get("authorization").map(|v| v.to_str()))?;
+        if keys.accepts(key) || self.admin.as_ref().is_some_and(|admin| admin.accepts(key)) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("invalid API key"))
+        }
+    }
 }
 
 impl Interceptor for Authenticator {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(keys) = &self.keys else { return Ok(request) };
-        let key = bearer(request.metadata().get("authorization").map(|v| v.to_str()))?;
-        if keys.accepts(key) || self.admin.as_ref().is_some_and(|admin| admin.accepts(key)) {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated("invalid API key"))
-        }
+        self.check(request.metadata().as_ref()).map(|()| request)
     }
 }
 

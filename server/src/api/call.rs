@@ -1,7 +1,8 @@
 //! The front's context of one call (or one message of a stream): its
-//! service and method, request id, deadline (`grpc-timeout`) and trace span,
-//! built from gRPC metadata; and recording its outcome once, in the metrics
-//! and the span, as it is answered. The core sees only the deadline.
+//! service and method, request id, deadline and trace span, built from the
+//! request's headers (gRPC metadata is HTTP/2 headers; the HTTP front's
+//! are HTTP/1.1's); and recording its outcome once, in the metrics and the
+//! span, as it is answered. The core sees only the deadline.
 
 use crate::core::batching::Timing;
 use crate::core::error::{Canonical, ServeError};
@@ -11,12 +12,12 @@ use crate::core::scores::Scores;
 use crate::core::scoring::{self, Deadline, Rows};
 use crate::model::LoadedModel;
 use crate::observe::{metrics::Metrics, telemetry};
+use http::HeaderMap;
 use opentelemetry::propagation::Extractor;
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tonic::Status;
-use tonic::metadata::{KeyRef, MetadataMap};
 
 /// One call being served.
 #[derive(Clone)]
@@ -49,11 +50,12 @@ pub struct Call {
 }
 
 impl Call {
-    /// The context of a call arriving with `metadata`: its request id (the
+    /// The context of a call arriving with `headers`: its request id (the
     /// caller's `x-request-id` when it is a sane token, else a fresh UUID),
-    /// how logs name it (hashed with `log_salt`), its deadline and its span.
+    /// how logs name it (hashed with `log_salt`), its deadline (see
+    /// `requested_timeout`) and its span.
     pub fn new(
-        metadata: &MetadataMap,
+        headers: &HeaderMap,
         service: &'static str,
         method: &'static str,
         log_salt: &[u8],
@@ -62,7 +64,7 @@ impl Call {
     ) -> Call {
         let received = Instant::now();
         let token = |name: &str| {
-            metadata
+            headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
@@ -80,9 +82,8 @@ impl Call {
                 (id.clone(), id)
             }
         };
-        let at =
-            metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout).map(|t| received + t);
-        let parent = || opentelemetry::global::get_text_map_propagator(|p| p.extract(&TraceHeaders(metadata)));
+        let at = requested_timeout(headers).map(|t| received + t);
+        let parent = || opentelemetry::global::get_text_map_propagator(|p| p.extract(&TraceHeaders(headers)));
         Call {
             service,
             method,
@@ -202,6 +203,22 @@ impl Call {
     }
 }
 
+/// How long the caller will wait: gRPC's `grpc-timeout`, else (the HTTP
+/// front's callers) `x-request-timeout` or `request-timeout`, in seconds
+/// (`0.25`) or with a unit (`250ms`, `2s`). A value that does not parse is
+/// no deadline.
+pub fn requested_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(value) = header("grpc-timeout") {
+        return grpc_timeout(value);
+    }
+    let value = header("x-request-timeout").or_else(|| header("request-timeout"))?;
+    match value.parse::<f64>() {
+        Ok(seconds) => Duration::try_from_secs_f64(seconds).ok(),
+        Err(_) => humantime::parse_duration(value).ok(),
+    }
+}
+
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
 pub fn grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
@@ -220,8 +237,8 @@ pub fn grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// Reads W3C trace context (`traceparent`) from gRPC metadata.
-struct TraceHeaders<'a>(&'a MetadataMap);
+/// Reads W3C trace context (`traceparent`) from the request's headers.
+struct TraceHeaders<'a>(&'a HeaderMap);
 
 impl Extractor for TraceHeaders<'_> {
     fn get(&self, key: &str) -> Option<&str> {
@@ -229,20 +246,33 @@ impl Extractor for TraceHeaders<'_> {
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0
-            .keys()
-            .filter_map(|k| match k {
-                KeyRef::Ascii(key) => Some(key.as_str()),
-                KeyRef::Binary(_) => None,
-            })
-            .collect()
+        self.0.keys().map(http::HeaderName::as_str).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::grpc_timeout;
+    use super::{grpc_timeout, requested_timeout};
+    use http::HeaderMap;
     use std::time::Duration;
+
+    #[test]
+    fn http_callers_say_their_timeout_in_seconds_or_with_a_unit() {
+        let timeout = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, value.parse().unwrap());
+            }
+            requested_timeout(&headers)
+        };
+        assert_eq!(timeout(&[("x-request-timeout", "0.25")]), Some(Duration::from_millis(250)));
+        assert_eq!(timeout(&[("request-timeout", "250ms")]), Some(Duration::from_millis(250)));
+        assert_eq!(timeout(&[("x-request-timeout", "2")]), Some(Duration::from_secs(2)));
+        assert_eq!(timeout(&[("grpc-timeout", "5m"), ("x-request-timeout", "9")]), Some(Duration::from_millis(5)));
+        assert_eq!(timeout(&[("x-request-timeout", "-1")]), None);
+        assert_eq!(timeout(&[("x-request-timeout", "soon")]), None);
+        assert_eq!(timeout(&[]), None);
+    }
 
     #[test]
     fn grpc_timeouts_parse_as_the_spec_writes_them() {

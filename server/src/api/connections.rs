@@ -1,7 +1,8 @@
-//! Accepting connections on the gRPC port so that nobody can exhaust the
+//! Accepting connections on the gRPC and HTTP ports so that nobody can exhaust the
 //! server with connections alone: at most `--max-connections` are open at once
 //! (beyond that, new ones wait in the kernel's accept queue), a connection
-//! must send its first bytes (the HTTP/2 preface, or the TLS handshake)
+//! must send its first bytes (the HTTP/2 preface, an HTTP/1.1 request, or
+//! the TLS handshake)
 //! within `--handshake-timeout-seconds`, and running out of file descriptors
 //! backs the accept loop off instead of spinning on the error. Handshakes run
 //! concurrently, so one slow peer never holds up the others.
@@ -35,18 +36,29 @@ pub struct Limits {
 /// (itself, or a TLS session); runs under the handshake timeout.
 pub type Handshake<IO> = Arc<dyn Fn(TcpStream) -> BoxFuture<'static, io::Result<IO>> + Send + Sync>;
 
-/// The plaintext handshake: waits until the peer has sent the whole HTTP/2
-/// preface (or closed), so a connection that never speaks is not handed to
-/// the HTTP/2 server, which would keep it until --max-connection-age.
+/// The plaintext handshake of the gRPC port: waits until the peer has sent
+/// the whole HTTP/2 preface (or closed), so a connection that never speaks
+/// is not handed to the HTTP/2 server, which would keep it until
+/// --max-connection-age.
 pub fn plaintext() -> Handshake<TcpStream> {
-    Arc::new(|tcp: TcpStream| {
+    first_bytes(PREFACE_LEN)
+}
+
+/// The plaintext handshake of the HTTP port: the request's first byte.
+pub fn plaintext_http() -> Handshake<TcpStream> {
+    first_bytes(1)
+}
+
+/// A handshake that waits for the peer's first `count` bytes (or its close).
+fn first_bytes(count: usize) -> Handshake<TcpStream> {
+    Arc::new(move |tcp: TcpStream| {
         Box::pin(async move {
             let mut preface = [0u8; PREFACE_LEN];
             loop {
                 tcp.readable().await?;
-                match tcp.peek(&mut preface).await? {
-                    0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the HTTP/2 preface")),
-                    n if n >= PREFACE_LEN => return Ok(tcp),
+                match tcp.peek(&mut preface[..count]).await? {
+                    0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before speaking")),
+                    n if n >= count => return Ok(tcp),
                     // Part of the preface: it is still arriving.
                     _ => tokio::time::sleep(Duration::from_millis(5)).await,
                 }

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tonic::body::Body;
-use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 /// An inference method the gate knows: how metrics name it, and whether it
@@ -84,7 +83,13 @@ impl Budget {
         Arc::new(Budget { held: AtomicUsize::new(0), limit })
     }
 
-    fn charge(&self, bytes: usize) -> bool {
+    /// The most bytes held at once (--max-pending-request-bytes).
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Takes `bytes` from the budget; `false` (nothing taken) when that would overdraw it.
+    pub fn charge(&self, bytes: usize) -> bool {
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
                 held.checked_add(bytes).filter(|total| *total <= self.limit)
@@ -92,7 +97,8 @@ impl Budget {
             .is_ok()
     }
 
-    fn release(&self, bytes: usize) {
+    /// Returns `bytes` charged before.
+    pub fn release(&self, bytes: usize) {
         self.held.fetch_sub(bytes, Ordering::AcqRel);
     }
 }
@@ -158,8 +164,7 @@ where
                     request.extensions_mut().insert(Admitted::new(permit));
                 }
                 Err(error) => {
-                    let call =
-                        self.serving.call(&MetadataMap::from_headers(request.headers().clone()), service, method);
+                    let call = self.serving.call(request.headers(), service, method);
                     let status = call.refuse(error);
                     return Box::pin(async move { Ok(status.into_http()) });
                 }
@@ -176,7 +181,7 @@ where
             // A trailers-only answer of tonic's to undecodable bytes: the
             // handler never ran, so the call is recorded here.
             if let Some(error) = Status::from_header_map(response.headers()).as_ref().and_then(undecodable) {
-                let status = serving.call(&MetadataMap::new(), service, method).refuse(error);
+                let status = serving.call(&http::HeaderMap::new(), service, method).refuse(error);
                 let headers = response.headers_mut();
                 for header in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
                     headers.remove(header);

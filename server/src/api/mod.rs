@@ -1,5 +1,5 @@
-//! The network front, the only code that speaks gRPC: the tonic services on
-//! one port. `candela.v1.Inference` (`v1`) and `inference.GRPCInferenceService`
+//! The network front, the only code that speaks gRPC (and HTTP): the tonic
+//! services on one port, and the HTTP/JSON API on another (`http`). `candela.v1.Inference` (`v1`) and `inference.GRPCInferenceService`
 //! (`open_inference`, the Open Inference Protocol) translate requests for the
 //! same serving core; `candela.v1.Rollouts` (`rollouts`, admin only) reports
 //! and rolls back each segment's rollout; `grpc.health.v1.Health` reports readiness per service;
@@ -17,6 +17,7 @@ pub mod call;
 pub mod connections;
 pub mod feedback;
 pub mod gate;
+pub mod http;
 pub mod open_inference;
 pub mod reload;
 pub mod rollouts;

@@ -52,12 +52,6 @@ impl OpenInferenceApi {
     pub fn new(serving: Arc<Serving>) -> OpenInferenceApi {
         OpenInferenceApi { serving }
     }
-
-    /// Whether the repository holds model `name` (version `version`, or any when "").
-    fn knows(&self, name: &str, version: &str) -> Result<bool, ServeError> {
-        let index = self.serving.repository()?.index();
-        Ok(index.iter().any(|v| v.segment == name && (version.is_empty() || v.version.to_string() == version)))
-    }
 }
 
 #[tonic::async_trait]
@@ -81,16 +75,8 @@ impl GrpcInferenceService for OpenInferenceApi {
         request: Request<oip::ModelReadyRequest>,
     ) -> Result<Response<oip::ModelReadyResponse>, Status> {
         let request = request.into_inner();
-        match resolve(&*self.serving.models()?, &request.name, &request.version) {
-            Ok(_) => Ok(Response::new(oip::ModelReadyResponse { ready: self.serving.is_ready() })),
-            // A model the repository holds but does not serve now (unloaded,
-            // failed to load, outside the version policy) is not ready; one
-            // it has never heard of is NOT_FOUND.
-            Err(ServeError::NotFound(_)) if self.knows(&request.name, &request.version)? => {
-                Ok(Response::new(oip::ModelReadyResponse { ready: false }))
-            }
-            Err(error) => Err(error.into()),
-        }
+        let ready = model_ready(&self.serving, &request.name, &request.version)?;
+        Ok(Response::new(oip::ModelReadyResponse { ready }))
     }
 
     async fn server_metadata(
@@ -109,30 +95,19 @@ impl GrpcInferenceService for OpenInferenceApi {
         request: Request<oip::ModelMetadataRequest>,
     ) -> Result<Response<oip::ModelMetadataResponse>, Status> {
         let request = request.into_inner();
-        let map = self.serving.models()?;
-        let model = resolve(&map, &request.name, &request.version)?;
-        let tensor = |name: &str, datatype: &str, width: usize| TensorMetadata {
-            name: name.to_string(),
-            datatype: datatype.to_string(),
-            shape: vec![-1, width as i64],
-        };
-        Ok(Response::new(oip::ModelMetadataResponse {
-            name: model.segment.clone(),
-            versions: map.versions(&model.segment).map(|v| v.to_string()).collect(),
-            platform: PLATFORM.to_string(),
-            inputs: vec![tensor(INPUT, "FP32", model.scorer.inputs())],
-            outputs: vec![tensor(PROBABILITIES, "FP32", model.scorer.classes()), tensor(PREDICTION, "INT64", 1)],
-        }))
+        Ok(Response::new(model_metadata(&self.serving, &request.name, &request.version)?))
     }
 
     async fn model_infer(
         &self,
         request: Request<oip::ModelInferRequest>,
     ) -> Result<Response<oip::ModelInferResponse>, Status> {
-        let call = self.serving.call(request.metadata(), SERVICE, "ModelInfer");
+        let call = self.serving.call(request.metadata().as_ref(), SERVICE, "ModelInfer");
         let result = async {
             let _permit = self.serving.admitted(request.extensions())?;
-            infer(&self.serving, request.into_inner(), &call).await
+            let request = request.into_inner();
+            let raw = !request.raw_input_contents.is_empty();
+            infer(&self.serving, request, &call, raw).await
         }
         .await;
         call.finish(result).map(Response::new)
@@ -144,13 +119,14 @@ impl GrpcInferenceService for OpenInferenceApi {
         &self,
         request: Request<Streaming<oip::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        let stream = self.serving.call(request.metadata(), SERVICE, "ModelStreamInfer");
+        let stream = self.serving.call(request.metadata().as_ref(), SERVICE, "ModelStreamInfer");
         let answers =
             message_stream(&self.serving, stream, request.into_inner(), |serving, message, call| async move {
                 let call = call.named(&message.id);
                 let result = async {
                     let _permit = serving.admit()?;
-                    infer(&serving, message, &call).await
+                    let raw = !message.raw_input_contents.is_empty();
+                    infer(&serving, message, &call, raw).await
                 }
                 .await;
                 match call.finished(result) {
@@ -170,43 +146,7 @@ impl GrpcInferenceService for OpenInferenceApi {
         request: Request<oip::ModelConfigRequest>,
     ) -> Result<Response<oip::ModelConfigResponse>, Status> {
         let request = request.into_inner();
-        let map = self.serving.models()?;
-        let model = resolve(&map, &request.name, &request.version)?;
-        let config = oip::ModelConfig {
-            name: model.segment.clone(),
-            platform: PLATFORM.to_string(),
-            backend: PLATFORM.to_string(),
-            max_batch_size: i32::try_from(self.serving.limits.max_rows).unwrap_or(i32::MAX),
-            input: vec![oip::ModelInput {
-                name: INPUT.to_string(),
-                data_type: oip::DataType::TypeFp32 as i32,
-                dims: vec![model.scorer.inputs() as i64],
-                ..Default::default()
-            }],
-            output: vec![
-                oip::ModelOutput {
-                    name: PROBABILITIES.to_string(),
-                    data_type: oip::DataType::TypeFp32 as i32,
-                    dims: vec![model.scorer.classes() as i64],
-                    ..Default::default()
-                },
-                oip::ModelOutput {
-                    name: PREDICTION.to_string(),
-                    data_type: oip::DataType::TypeInt64 as i32,
-                    dims: vec![1],
-                    ..Default::default()
-                },
-            ],
-            dynamic_batching: {
-                let policy = model.batcher.policy();
-                policy.enabled.then(|| oip::ModelDynamicBatching {
-                    preferred_batch_size: Vec::new(),
-                    max_queue_delay_microseconds: policy.max_queue_delay.as_micros() as u64,
-                    preserve_ordering: true,
-                })
-            },
-            model_transaction_policy: Some(oip::ModelTransactionPolicy { decoupled: false }),
-        };
+        let config = model_config(&self.serving, &request.name, &request.version)?;
         Ok(Response::new(oip::ModelConfigResponse { config: Some(config) }))
     }
 
@@ -233,62 +173,154 @@ impl GrpcInferenceService for OpenInferenceApi {
         &self,
         request: Request<oip::RepositoryIndexRequest>,
     ) -> Result<Response<oip::RepositoryIndexResponse>, Status> {
-        let only_ready = request.into_inner().ready;
-        let repository = self.serving.repository()?;
-        let draining = self.serving.is_draining();
-        let models = repository
-            .index()
-            .into_iter()
-            .map(|status| {
-                let (state, reason) = match (draining, status.state) {
-                    (true, State::Ready) => (State::Unavailable, "the server is draining".to_string()),
-                    (_, state) => (state, status.reason),
-                };
-                let index = oip::repository_index_response::ModelIndex {
-                    name: status.segment,
-                    version: status.version.to_string(),
-                    state: state.name().to_string(),
-                    reason,
-                };
-                (state, index)
-            })
-            .filter(|(state, _)| !only_ready || *state == State::Ready)
-            .map(|(_, index)| index)
-            .collect();
+        let models = repository_index(&self.serving, request.into_inner().ready)?;
         Ok(Response::new(oip::RepositoryIndexResponse { models }))
     }
 
-    /// Rescans the repository now and serves `model_name` again if it was
-    /// unloaded (an empty name: the whole repository); fails, keeping what
-    /// was served, when none of the segment's versions can be served.
     async fn repository_model_load(
         &self,
         request: Request<oip::RepositoryModelLoadRequest>,
     ) -> Result<Response<oip::RepositoryModelLoadResponse>, Status> {
-        let name = request.into_inner().model_name;
-        let repository = self.serving.repository()?.clone();
-        let reloaded = tokio::task::spawn_blocking(move || match name.as_str() {
-            "" => Ok(repository.reload()),
-            segment => repository.load(segment),
-        })
-        .await
-        .map_err(|_| Status::internal("the repository reload failed; the served models are unchanged"))?;
-        reloaded?;
+        load(&self.serving, request.into_inner().model_name).await?;
         Ok(Response::new(oip::RepositoryModelLoadResponse {}))
     }
 
-    /// Stops serving `model_name` until it is loaded again; its calls in flight finish.
     async fn repository_model_unload(
         &self,
         request: Request<oip::RepositoryModelUnloadRequest>,
     ) -> Result<Response<oip::RepositoryModelUnloadResponse>, Status> {
-        let name = request.into_inner().model_name;
-        let repository = self.serving.repository()?.clone();
-        tokio::task::spawn_blocking(move || repository.unload(&name))
-            .await
-            .map_err(|_| Status::internal("the unload failed; the served models are unchanged"))??;
+        unload(&self.serving, request.into_inner().model_name).await?;
         Ok(Response::new(oip::RepositoryModelUnloadResponse {}))
     }
+}
+
+/// Every version the repository holds, with its state (`only_ready`: the
+/// ready ones); while draining, none is ready.
+pub fn repository_index(
+    serving: &Serving,
+    only_ready: bool,
+) -> Result<Vec<oip::repository_index_response::ModelIndex>, ServeError> {
+    let repository = serving.repository()?;
+    let draining = serving.is_draining();
+    Ok(repository
+        .index()
+        .into_iter()
+        .map(|status| {
+            let (state, reason) = match (draining, status.state) {
+                (true, State::Ready) => (State::Unavailable, "the server is draining".to_string()),
+                (_, state) => (state, status.reason),
+            };
+            let index = oip::repository_index_response::ModelIndex {
+                name: status.segment,
+                version: status.version.to_string(),
+                state: state.name().to_string(),
+                reason,
+            };
+            (state, index)
+        })
+        .filter(|(state, _)| !only_ready || *state == State::Ready)
+        .map(|(_, index)| index)
+        .collect())
+}
+
+/// Rescans the repository now and serves model `name` again if it was
+/// unloaded (an empty name: the whole repository); fails, keeping what was
+/// served, when none of the segment's versions can be served.
+pub async fn load(serving: &Serving, name: String) -> Result<(), ServeError> {
+    let repository = serving.repository()?.clone();
+    tokio::task::spawn_blocking(move || match name.as_str() {
+        "" => Ok(repository.reload()),
+        segment => repository.load(segment),
+    })
+    .await
+    .map_err(|_| ServeError::Internal("the repository reload failed; the served models are unchanged".into()))?
+    .map(|_| ())
+}
+
+/// Stops serving model `name` until it is loaded again; its calls in flight finish.
+pub async fn unload(serving: &Serving, name: String) -> Result<(), ServeError> {
+    let repository = serving.repository()?.clone();
+    tokio::task::spawn_blocking(move || repository.unload(&name))
+        .await
+        .map_err(|_| ServeError::Internal("the unload failed; the served models are unchanged".into()))?
+}
+
+/// Whether model `name` (version `version`, "" for the newest) is ready:
+/// served and the server ready; `false` for one the repository holds but does
+/// not serve now (unloaded, failed to load, outside the version policy);
+/// NOT_FOUND for one it has never heard of.
+pub fn model_ready(serving: &Serving, name: &str, version: &str) -> Result<bool, ServeError> {
+    match resolve(&*serving.models()?, name, version) {
+        Ok(_) => Ok(serving.is_ready()),
+        Err(ServeError::NotFound(_)) if knows(serving, name, version)? => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether the repository holds model `name` (version `version`, or any when "").
+fn knows(serving: &Serving, name: &str, version: &str) -> Result<bool, ServeError> {
+    let index = serving.repository()?.index();
+    Ok(index.iter().any(|v| v.segment == name && (version.is_empty() || v.version.to_string() == version)))
+}
+
+/// Model `name`'s metadata (version `version`, "" for the newest): its
+/// versions, its input tensor and its outputs.
+pub fn model_metadata(serving: &Serving, name: &str, version: &str) -> Result<oip::ModelMetadataResponse, ServeError> {
+    let map = serving.models()?;
+    let model = resolve(&map, name, version)?;
+    let tensor = |name: &str, datatype: &str, width: usize| TensorMetadata {
+        name: name.to_string(),
+        datatype: datatype.to_string(),
+        shape: vec![-1, width as i64],
+    };
+    Ok(oip::ModelMetadataResponse {
+        name: model.segment.clone(),
+        versions: map.versions(&model.segment).map(|v| v.to_string()).collect(),
+        platform: PLATFORM.to_string(),
+        inputs: vec![tensor(INPUT, "FP32", model.scorer.inputs())],
+        outputs: vec![tensor(PROBABILITIES, "FP32", model.scorer.classes()), tensor(PREDICTION, "INT64", 1)],
+    })
+}
+
+/// Model `name`'s configuration as Triton's model configuration extension describes it.
+pub fn model_config(serving: &Serving, name: &str, version: &str) -> Result<oip::ModelConfig, ServeError> {
+    let map = serving.models()?;
+    let model = resolve(&map, name, version)?;
+    Ok(oip::ModelConfig {
+        name: model.segment.clone(),
+        platform: PLATFORM.to_string(),
+        backend: PLATFORM.to_string(),
+        max_batch_size: i32::try_from(serving.limits.max_rows).unwrap_or(i32::MAX),
+        input: vec![oip::ModelInput {
+            name: INPUT.to_string(),
+            data_type: oip::DataType::TypeFp32 as i32,
+            dims: vec![model.scorer.inputs() as i64],
+            ..Default::default()
+        }],
+        output: vec![
+            oip::ModelOutput {
+                name: PROBABILITIES.to_string(),
+                data_type: oip::DataType::TypeFp32 as i32,
+                dims: vec![model.scorer.classes() as i64],
+                ..Default::default()
+            },
+            oip::ModelOutput {
+                name: PREDICTION.to_string(),
+                data_type: oip::DataType::TypeInt64 as i32,
+                dims: vec![1],
+                ..Default::default()
+            },
+        ],
+        dynamic_batching: {
+            let policy = model.batcher.policy();
+            policy.enabled.then(|| oip::ModelDynamicBatching {
+                preferred_batch_size: Vec::new(),
+                max_queue_delay_microseconds: policy.max_queue_delay.as_micros() as u64,
+                preserve_ordering: true,
+            })
+        },
+        model_transaction_policy: Some(oip::ModelTransactionPolicy { decoupled: false }),
+    })
 }
 
 /// A model name and version string → the model. The version is "" (the
@@ -311,18 +343,19 @@ fn version_number(name: &str, version: &str) -> Result<u64, ServeError> {
     }
 }
 
-/// One ModelInfer request through the core.
-async fn infer(
+/// One ModelInfer request through the core; the outputs as raw bytes
+/// (`raw_output_contents`) when `raw`, typed contents otherwise.
+pub async fn infer(
     serving: &Serving,
     request: oip::ModelInferRequest,
     call: &Call,
+    raw: bool,
 ) -> Result<oip::ModelInferResponse, ServeError> {
     serving.check_message_size(request.encoded_len())?;
     let version = version_number(&request.model_name, &request.model_version)?;
     let route = serving.route(call, &request.model_name, version)?;
     let model = &route.model;
     call.routed(model);
-    let raw = !request.raw_input_contents.is_empty();
     let decoded = decode_input(model, &request, serving.limits.max_rows).and_then(|rows| {
         let outputs = requested_outputs(&request)?;
         Ok((rows, outputs))
@@ -573,7 +606,7 @@ fn classified(scores: &Scores, k: usize, labels: &[String]) -> Vec<Vec<u8>> {
 }
 
 /// BYTES elements as a raw tensor: each a 4-byte little-endian length, then its bytes.
-fn length_prefixed(elements: &[Vec<u8>]) -> Bytes {
+pub fn length_prefixed(elements: &[Vec<u8>]) -> Bytes {
     let mut bytes = Vec::with_capacity(elements.iter().map(|e| e.len() + 4).sum());
     for element in elements {
         bytes.extend_from_slice(&(element.len() as u32).to_le_bytes());
@@ -583,7 +616,7 @@ fn length_prefixed(elements: &[Vec<u8>]) -> Bytes {
 }
 
 /// Values as the raw little-endian bytes of a tensor's contents.
-fn little_endian<T: Copy, const N: usize>(values: &[T], to_bytes: fn(T) -> [u8; N]) -> Bytes {
+pub fn little_endian<T: Copy, const N: usize>(values: &[T], to_bytes: fn(T) -> [u8; N]) -> Bytes {
     let mut bytes = Vec::with_capacity(values.len() * N);
     for value in values {
         bytes.extend_from_slice(&to_bytes(*value));

@@ -34,7 +34,8 @@ pub struct Routers {
     pub reporter: HealthReporter,
 }
 
-/// Builds the routers. The inference services (and reflection, with
+/// Builds the routers (request bodies charged to `budget`, which the HTTP
+/// port shares). The inference services (and reflection, with
 /// --auth-reflection) check API keys when `keys` is set (admin keys pass
 /// too); repository control and the rollouts service need an `admin` key; health never checks one,
 /// so probes need no key.
@@ -43,6 +44,7 @@ pub fn router(
     settings: &Settings,
     keys: Option<Arc<KeyStore>>,
     admin: Option<Arc<KeyStore>>,
+    budget: Arc<gate::Budget>,
 ) -> anyhow::Result<Routers> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
@@ -73,7 +75,6 @@ pub fn router(
             .max_decoding_message_size(hard_limit),
         auth,
     );
-    let budget = gate::Budget::new(settings.max_pending_request_bytes);
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(settings.max_concurrent_streams)
         .http2_keepalive_interval(seconds(settings.keepalive_seconds))

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::metadata::MetadataMap;
 
 /// The answer while no models are loaded yet.
 fn still_loading() -> ServeError {
@@ -117,9 +116,9 @@ impl Serving {
         self.repository()?.route(segment, version, call.routing_key())?.ok_or_else(still_loading)
     }
 
-    /// The context of a call arriving with `metadata` (see `Call::new`).
-    pub fn call(&self, metadata: &MetadataMap, service: &'static str, method: &'static str) -> Call {
-        Call::new(metadata, service, method, &self.log_salt, self.metrics.clone(), self.outcomes.clone())
+    /// The context of a call arriving with `headers` (see `Call::new`).
+    pub fn call(&self, headers: &http::HeaderMap, service: &'static str, method: &'static str) -> Call {
+        Call::new(headers, service, method, &self.log_salt, self.metrics.clone(), self.outcomes.clone())
     }
 
     /// Inference calls being served now.

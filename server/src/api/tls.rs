@@ -1,8 +1,9 @@
-//! TLS termination for the gRPC port, with rustls: the certificate and key
-//! come from PEM files and are reloaded without a restart (SIGHUP, or when the
-//! files change: see `reload`); with a client CA, callers must present a
-//! certificate it signed (mTLS). Connections are accepted by `connections`,
-//! which runs the handshakes concurrently under a timeout.
+//! TLS termination for the gRPC port and the HTTP port, with rustls: the
+//! certificate and key come from PEM files and are reloaded without a restart
+//! (SIGHUP, or when the files change: see `reload`); with a client CA, callers
+//! must present a certificate it signed (mTLS). Each port offers its own
+//! protocol in ALPN (`h2`, `http/1.1`). Connections are accepted by
+//! `connections`, which runs the handshakes concurrently under a timeout.
 
 use super::connections::Handshake;
 use super::reload::Reload;
@@ -21,7 +22,7 @@ use tokio_rustls::server::TlsStream;
 /// The current TLS configuration, swapped whole on reload.
 pub struct Tls {
     files: TlsFiles,
-    acceptor: ArcSwap<TlsAcceptor>,
+    acceptors: ArcSwap<Acceptors>,
     /// The file contents the acceptor was built from, to notice changes.
     loaded: Mutex<Vec<u8>>,
 }
@@ -29,18 +30,37 @@ pub struct Tls {
 impl Tls {
     /// Builds the configuration; fails with a message naming the bad file.
     pub fn open(files: TlsFiles) -> Result<Arc<Tls>, String> {
-        let (contents, acceptor) = build(&files)?;
-        Ok(Arc::new(Tls { files, acceptor: ArcSwap::from_pointee(acceptor), loaded: Mutex::new(contents) }))
+        let (contents, acceptors) = build(&files)?;
+        Ok(Arc::new(Tls { files, acceptors: ArcSwap::from_pointee(acceptors), loaded: Mutex::new(contents) }))
     }
 
-    /// The TLS handshake for `connections::incoming`, with the certificates
-    /// current when each connection arrives.
-    pub fn handshake(self: Arc<Self>) -> Handshake<TlsStream<TcpStream>> {
+    /// The TLS handshake for `connections::incoming` on a port speaking
+    /// `protocol`, with the certificates current when each connection arrives.
+    pub fn handshake(self: Arc<Self>, protocol: Protocol) -> Handshake<TlsStream<TcpStream>> {
         Arc::new(move |tcp: TcpStream| {
-            let acceptor = self.acceptor.load_full();
+            let acceptors = self.acceptors.load();
+            let acceptor = match protocol {
+                Protocol::Grpc => acceptors.grpc.clone(),
+                Protocol::Http => acceptors.http.clone(),
+            };
             Box::pin(async move { acceptor.accept(tcp).await })
         })
     }
+}
+
+/// What a TLS port speaks inside the session.
+#[derive(Debug, Clone, Copy)]
+pub enum Protocol {
+    /// gRPC: HTTP/2 (ALPN `h2`).
+    Grpc,
+    /// The HTTP API: HTTP/1.1 (ALPN `http/1.1`).
+    Http,
+}
+
+/// One configuration, offered with each port's protocol.
+struct Acceptors {
+    grpc: TlsAcceptor,
+    http: TlsAcceptor,
 }
 
 impl Reload for Tls {
@@ -52,8 +72,8 @@ impl Reload for Tls {
         let mut loaded = self.loaded.lock().expect("TLS lock poisoned; this is a bug");
         match build(&self.files) {
             Ok((contents, _)) if contents == *loaded => {}
-            Ok((contents, acceptor)) => {
-                self.acceptor.store(Arc::new(acceptor));
+            Ok((contents, acceptors)) => {
+                self.acceptors.store(Arc::new(acceptors));
                 *loaded = contents;
                 tracing::info!(cert = %self.files.cert.display(), "TLS certificates reloaded; new connections use them");
             }
@@ -76,8 +96,8 @@ fn certificates(pem: &[u8], path: &Path, what: &str) -> Result<Vec<CertificateDe
     Ok(certs)
 }
 
-/// Reads the files and builds an acceptor; also returns the files' contents.
-fn build(files: &TlsFiles) -> Result<(Vec<u8>, TlsAcceptor), String> {
+/// Reads the files and builds the acceptors; also returns the files' contents.
+fn build(files: &TlsFiles) -> Result<(Vec<u8>, Acceptors), String> {
     let cert_pem = read(&files.cert, "--tls-cert")?;
     let key_pem = read(&files.key, "--tls-key")?;
     let certs = certificates(&cert_pem, &files.cert, "--tls-cert")?;
@@ -106,6 +126,9 @@ fn build(files: &TlsFiles) -> Result<(Vec<u8>, TlsAcceptor), String> {
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("--tls-cert {} and --tls-key {}: {e}", files.cert.display(), files.key.display()))?;
+    let mut http = config.clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok((contents, TlsAcceptor::from(Arc::new(config))))
+    http.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptors = Acceptors { grpc: TlsAcceptor::from(Arc::new(config)), http: TlsAcceptor::from(Arc::new(http)) };
+    Ok((contents, acceptors))
 }

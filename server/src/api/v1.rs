@@ -38,7 +38,7 @@ impl CandelaApi {
 #[tonic::async_trait]
 impl Inference for CandelaApi {
     async fn predict(&self, request: Request<v1::PredictRequest>) -> Result<Response<v1::PredictResponse>, Status> {
-        let call = self.serving.call(request.metadata(), SERVICE, "Predict");
+        let call = self.serving.call(request.metadata().as_ref(), SERVICE, "Predict");
         let result = async {
             let _permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
@@ -64,7 +64,7 @@ impl Inference for CandelaApi {
         &self,
         request: Request<v1::BatchPredictRequest>,
     ) -> Result<Response<v1::BatchPredictResponse>, Status> {
-        let call = self.serving.call(request.metadata(), SERVICE, "BatchPredict");
+        let call = self.serving.call(request.metadata().as_ref(), SERVICE, "BatchPredict");
         let result = async {
             let _permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
@@ -97,7 +97,7 @@ impl Inference for CandelaApi {
         &self,
         request: Request<v1::BatchPredictRequest>,
     ) -> Result<Response<Self::BatchPredictStreamStream>, Status> {
-        let call = self.serving.call(request.metadata(), SERVICE, "BatchPredictStream");
+        let call = self.serving.call(request.metadata().as_ref(), SERVICE, "BatchPredictStream");
         let started = async {
             let permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
@@ -137,7 +137,7 @@ impl Inference for CandelaApi {
         &self,
         request: Request<Streaming<v1::StreamPredictRequest>>,
     ) -> Result<Response<Self::StreamPredictStream>, Status> {
-        let stream = self.serving.call(request.metadata(), SERVICE, "StreamPredict");
+        let stream = self.serving.call(request.metadata().as_ref(), SERVICE, "StreamPredict");
         let answers =
             message_stream(&self.serving, stream, request.into_inner(), |serving, message, call| async move {
                 score_stream_message(&serving, message, &call).await
@@ -164,7 +164,7 @@ impl Inference for CandelaApi {
     }
 
     async fn feedback(&self, request: Request<v1::FeedbackRequest>) -> Result<Response<v1::FeedbackResponse>, Status> {
-        let call = self.serving.call(request.metadata(), SERVICE, "Feedback");
+        let call = self.serving.call(request.metadata().as_ref(), SERVICE, "Feedback");
         let result = async {
             let _permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
@@ -179,7 +179,7 @@ impl Inference for CandelaApi {
         &self,
         request: Request<Streaming<v1::FeedbackRequest>>,
     ) -> Result<Response<v1::FeedbackResponse>, Status> {
-        let call = self.serving.call(request.metadata(), SERVICE, "FeedbackStream");
+        let call = self.serving.call(request.metadata().as_ref(), SERVICE, "FeedbackStream");
         let idle = self.serving.limits.stream_idle;
         let mut inbound = request.into_inner();
         let mut total = Joined::default();

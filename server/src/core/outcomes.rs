@@ -44,8 +44,8 @@ pub struct Outcome {
     pub label: String,
 }
 
-/// How a batch of outcomes was taken.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How a batch of outcomes was taken (serialized as the HTTP front answers it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Joined {
     /// Joined to at least one answered row.
     pub matched: u64,

@@ -1,0 +1,575 @@
+//! The Open Inference Protocol's REST API (KServe V2, with the Triton
+//! extensions Triton's HTTP client uses): health, server and model metadata,
+//! model readiness and configuration, the repository index (and, with an
+//! admin key, load and unload), and inference with JSON tensors (`data` flat
+//! or nested) or Triton's binary tensor data (`Inference-Header-Content-Length`:
+//! a JSON header, then each binary tensor's bytes). A thin translation onto
+//! `open_inference`, which answers the same requests over gRPC: the same
+//! decoding, the same outputs (`classification` included), the same errors.
+
+use super::super::open_inference::{self as oip_api, PLATFORM};
+use super::answer::{self, Refused};
+use super::{Front, SERVICE, body};
+use crate::core::error::{ServeError, echo};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use candela::inference as oip;
+use oip::infer_parameter::ParameterChoice;
+use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// The header that splits a binary-data request or answer: the JSON part's length.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// Protocol extensions this port really implements (`GET /v2`).
+pub const EXTENSIONS: &[&str] = &["classification", "binary_tensor_data", "model_configuration", "model_repository"];
+
+type Shared = State<Arc<Front>>;
+
+/// The REST routes.
+pub fn routes() -> Router<Arc<Front>> {
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{model}", get(|s: Shared, h: HeaderMap, Path(m): Path<String>| metadata(s, h, m, None)))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(|s: Shared, h: HeaderMap, Path((m, v)): Path<(String, String)>| metadata(s, h, m, Some(v))),
+        )
+        .route(
+            "/v2/models/{model}/ready",
+            get(|s: Shared, h: HeaderMap, Path(m): Path<String>| model_ready(s, h, m, None)),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(|s: Shared, h: HeaderMap, Path((m, v)): Path<(String, String)>| model_ready(s, h, m, Some(v))),
+        )
+        .route("/v2/models/{model}/config", get(|s: Shared, h: HeaderMap, Path(m): Path<String>| config(s, h, m, None)))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(|s: Shared, h: HeaderMap, Path((m, v)): Path<(String, String)>| config(s, h, m, Some(v))),
+        )
+        .route(
+            "/v2/models/{model}/infer",
+            post(|s: Shared, h: HeaderMap, Path(m): Path<String>, b: Body| infer(s, h, m, None, b)),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(|s: Shared, h: HeaderMap, Path((m, v)): Path<(String, String)>, b: Body| infer(s, h, m, Some(v), b)),
+        )
+        .route("/v2/repository/index", post(repository_index))
+        .route(
+            "/v2/repository/models/{model}/load",
+            post(|s: Shared, h: HeaderMap, Path(m): Path<String>| repository(s, h, m, Change::Load)),
+        )
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(|s: Shared, h: HeaderMap, Path(m): Path<String>| repository(s, h, m, Change::Unload)),
+        )
+}
+
+/// Any other path: 404, saying what is served.
+pub async fn no_route(uri: Uri) -> Response {
+    Refused::from(ServeError::NotFound(format!(
+        "no route `{}`: this port serves /v2/… (the Open Inference Protocol), POST /score and POST /feedback",
+        echo(uri.path())
+    )))
+    .into_response()
+}
+
+/// The process is up (no key needed).
+async fn live() -> Response {
+    answer::json(StatusCode::OK, &json!({"live": true}))
+}
+
+/// 200 while the server serves models and is not draining, 503 otherwise
+/// (no key needed: this is the readiness probe).
+async fn ready(State(front): Shared) -> Response {
+    let ready = front.serving.is_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    answer::json(status, &json!({"ready": ready}))
+}
+
+async fn server_metadata(State(front): Shared, headers: HeaderMap) -> Response {
+    if let Some(refused) = front.refusal(&headers) {
+        return refused;
+    }
+    let metadata = json!({"name": PLATFORM, "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS});
+    answer::json(StatusCode::OK, &metadata)
+}
+
+/// Answers a request for information about model `name` (and version) with
+/// `answer`'s JSON, after the key check.
+fn about(
+    front: &Front,
+    headers: &HeaderMap,
+    answer: impl FnOnce(&Front) -> Result<(StatusCode, Value), ServeError>,
+) -> Response {
+    if let Some(refused) = front.refusal(headers) {
+        return refused;
+    }
+    match answer(front) {
+        Ok((status, value)) => answer::json(status, &value),
+        Err(error) => Refused::from(error).into_response(),
+    }
+}
+
+async fn metadata(State(front): Shared, headers: HeaderMap, model: String, version: Option<String>) -> Response {
+    about(&front, &headers, |front| {
+        let metadata = oip_api::model_metadata(&front.serving, &model, version.as_deref().unwrap_or(""))?;
+        let tensors = |tensors: &[oip::model_metadata_response::TensorMetadata]| -> Vec<Value> {
+            tensors.iter().map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape})).collect()
+        };
+        Ok((
+            StatusCode::OK,
+            json!({
+                "name": metadata.name,
+                "versions": metadata.versions,
+                "platform": metadata.platform,
+                "inputs": tensors(&metadata.inputs),
+                "outputs": tensors(&metadata.outputs),
+            }),
+        ))
+    })
+}
+
+/// 200 when the model is ready; 503 when the repository holds it but does not
+/// serve it now (or the server is not ready); 404 when it has never heard of it.
+async fn model_ready(State(front): Shared, headers: HeaderMap, model: String, version: Option<String>) -> Response {
+    about(&front, &headers, |front| {
+        let ready = oip_api::model_ready(&front.serving, &model, version.as_deref().unwrap_or(""))?;
+        let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        Ok((status, json!({"name": model, "ready": ready})))
+    })
+}
+
+/// The model's configuration as Triton's `GET …/config` answers it.
+async fn config(State(front): Shared, headers: HeaderMap, model: String, version: Option<String>) -> Response {
+    about(&front, &headers, |front| {
+        let config = oip_api::model_config(&front.serving, &model, version.as_deref().unwrap_or(""))?;
+        let data_type = |code: i32| oip::DataType::try_from(code).map_or("TYPE_INVALID", |t| t.as_str_name());
+        let mut value = json!({
+            "name": config.name,
+            "platform": config.platform,
+            "backend": config.backend,
+            "max_batch_size": config.max_batch_size,
+            "input": config.input.iter().map(|i| json!({"name": i.name, "data_type": data_type(i.data_type), "dims": i.dims})).collect::<Vec<_>>(),
+            "output": config.output.iter().map(|o| json!({"name": o.name, "data_type": data_type(o.data_type), "dims": o.dims})).collect::<Vec<_>>(),
+            "model_transaction_policy": {"decoupled": false},
+        });
+        if let Some(batching) = config.dynamic_batching {
+            value["dynamic_batching"] = json!({
+                "max_queue_delay_microseconds": batching.max_queue_delay_microseconds,
+                "preserve_ordering": batching.preserve_ordering,
+            });
+        }
+        Ok((StatusCode::OK, value))
+    })
+}
+
+/// `POST /v2/repository/index` with an optional `{"ready": true}`.
+async fn repository_index(State(front): Shared, headers: HeaderMap, body: Body) -> Response {
+    if let Some(refused) = front.refusal(&headers) {
+        return refused;
+    }
+    let listed = async {
+        let bytes = body::read(&headers, body, &front.bounds).await?;
+        #[derive(Deserialize, Default)]
+        struct IndexRequest {
+            #[serde(default)]
+            ready: bool,
+        }
+        let request: IndexRequest =
+            if bytes.iter().all(u8::is_ascii_whitespace) { Default::default() } else { parse(&bytes)? };
+        let models = oip_api::repository_index(&front.serving, request.ready)?;
+        let models: Vec<Value> = models
+            .into_iter()
+            .map(|m| json!({"name": m.name, "version": m.version, "state": m.state, "reason": m.reason}))
+            .collect();
+        Ok::<_, Refused>(answer::json(StatusCode::OK, &models))
+    };
+    listed.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// What an admin asks of the repository.
+enum Change {
+    Load,
+    Unload,
+}
+
+/// Loads or unloads a model: admin keys only (403 for an inference key).
+async fn repository(State(front): Shared, headers: HeaderMap, model: String, change: Change) -> Response {
+    if let Err(status) = front.admin.check(&headers) {
+        return answer::unauthorized(status);
+    }
+    let changed = match change {
+        Change::Load => oip_api::load(&front.serving, model).await,
+        Change::Unload => oip_api::unload(&front.serving, model).await,
+    };
+    match changed {
+        Ok(()) => answer::json(StatusCode::OK, &json!({})),
+        Err(error) => Refused::from(error).into_response(),
+    }
+}
+
+/// `body` as JSON of type `T`; a violation names the field that does not
+/// fit (`inputs[0].shape`), or the body when it is not JSON at all.
+pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refused> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|error| {
+        let path = error.path().to_string();
+        unparsed(path, error.into_inner())
+    })?;
+    json.end().map_err(|error| unparsed(".".to_string(), error))?;
+    Ok(value)
+}
+
+/// Why a body did not parse, naming the field at `path` (`.`: the body).
+fn unparsed(path: String, error: serde_json::Error) -> Refused {
+    let field = if path == "." { "(body)".to_string() } else { path };
+    let description = match error.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => format!("is not valid JSON: {error}"),
+        _ => format!("is invalid: {error}"),
+    };
+    Refused::from(ServeError::invalid(field, description))
+}
+
+/// An inference request's JSON.
+#[derive(Deserialize)]
+struct InferRequest {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    inputs: Vec<InputTensor>,
+    #[serde(default)]
+    outputs: Vec<OutputTensor>,
+}
+
+#[derive(Deserialize)]
+struct InputTensor {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    #[serde(default)]
+    data: Option<Flat>,
+}
+
+#[derive(Deserialize)]
+struct OutputTensor {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+/// A tensor's `data`: numbers, in row-major order, flat or nested to any depth.
+struct Flat(Vec<f64>);
+
+impl<'de> Deserialize<'de> for Flat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Flat, D::Error> {
+        let mut values = Vec::new();
+        deserializer.deserialize_any(Flatten(&mut values))?;
+        Ok(Flat(values))
+    }
+}
+
+/// Appends numbers (and the numbers of nested lists) to a flat list.
+struct Flatten<'a>(&'a mut Vec<f64>);
+
+impl<'de> Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("numbers, in a list (nested lists allowed)")
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<(), E> {
+        self.0.push(value);
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<(), E> {
+        self.0.push(value as f64);
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<(), E> {
+        self.0.push(value as f64);
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Flatten(self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// `POST /v2/models/{model}[/versions/{version}]/infer`.
+async fn infer(
+    State(front): Shared,
+    headers: HeaderMap,
+    model: String,
+    version: Option<String>,
+    body: Body,
+) -> Response {
+    if let Some(refused) = front.refusal(&headers) {
+        return refused;
+    }
+    let call = front.serving.call(&headers, SERVICE, "infer");
+    let result = async {
+        let _permit = front.serving.admit()?;
+        let bytes = body::read(&headers, body, &front.bounds).await?;
+        let (request, binary) = decode(&headers, bytes, model, version.unwrap_or_default())?;
+        let response = oip_api::infer(&front.serving, request, &call, false).await?;
+        Ok(encode(response, &binary))
+    }
+    .await;
+    let response = match answer::finish(&call, result) {
+        Ok(response) => response,
+        Err(refused) => refused.into_response(),
+    };
+    answer::with_request_id(&call, response)
+}
+
+/// Which outputs travel as binary data.
+enum Binary {
+    /// Each requested output's own `binary_data`, in the request's order.
+    Each(Vec<bool>),
+    /// No output requested: all of them, binary or not.
+    All(bool),
+}
+
+/// The request's JSON (and binary data) as the protocol's request message.
+fn decode(
+    headers: &HeaderMap,
+    bytes: Bytes,
+    model_name: String,
+    model_version: String,
+) -> Result<(oip::ModelInferRequest, Binary), Refused> {
+    let header_length = match headers.get(HEADER_LENGTH) {
+        None => bytes.len(),
+        Some(value) => {
+            value.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|n| *n <= bytes.len()).ok_or_else(
+                || {
+                    ServeError::invalid(
+                        "Inference-Header-Content-Length",
+                        format!(
+                            "is {value:?}; it must be the length of the JSON part, at most the body's {} bytes",
+                            bytes.len()
+                        ),
+                    )
+                },
+            )?
+        }
+    };
+    let request: InferRequest = parse(&bytes[..header_length])?;
+    let mut binary = bytes.slice(header_length..);
+    let mut inputs = Vec::with_capacity(request.inputs.len());
+    let mut raw = Vec::new();
+    for (i, input) in request.inputs.into_iter().enumerate() {
+        let size = input.parameters.get("binary_data_size");
+        let contents = match (size, input.data) {
+            (Some(size), None) => {
+                let size = size.as_u64().map(|s| s as usize).filter(|s| *s <= binary.len()).ok_or_else(|| {
+                    ServeError::invalid(
+                        format!("inputs[{i}].parameters.binary_data_size"),
+                        format!("is {size}; {} bytes of binary data follow the JSON", binary.len()),
+                    )
+                })?;
+                raw.push(binary.split_to(size));
+                None
+            }
+            (None, Some(Flat(values))) => Some(typed(i, &input.datatype, &input.shape, values)?),
+            (Some(_), Some(_)) => {
+                return Err(ServeError::invalid(
+                    format!("inputs[{i}]"),
+                    "has both `data` and `parameters.binary_data_size`; send the tensor one way or the other",
+                )
+                .into());
+            }
+            (None, None) => {
+                return Err(ServeError::invalid(
+                    format!("inputs[{i}].data"),
+                    "is missing: send the values, or binary data with `parameters.binary_data_size`",
+                )
+                .into());
+            }
+        };
+        inputs.push(oip::model_infer_request::InferInputTensor {
+            name: input.name,
+            datatype: input.datatype,
+            shape: input.shape,
+            parameters: Default::default(),
+            contents,
+        });
+    }
+    if !binary.is_empty() {
+        return Err(ServeError::invalid(
+            "(body)",
+            format!(
+                "has {} bytes of binary data after the JSON that no input claims (`parameters.binary_data_size`)",
+                binary.len()
+            ),
+        )
+        .into());
+    }
+    if !raw.is_empty() && raw.len() != inputs.len() {
+        return Err(ServeError::invalid("inputs", "mixes JSON and binary tensors; send them all one way").into());
+    }
+    let binary_all = request.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);
+    let mut binary = Vec::with_capacity(request.outputs.len());
+    let outputs = request
+        .outputs
+        .into_iter()
+        .map(|output| {
+            binary.push(output.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(false));
+            let parameters = output
+                .parameters
+                .iter()
+                .filter(|(name, _)| name.as_str() == "classification")
+                .map(|(name, value)| (name.clone(), parameter(value)))
+                .collect();
+            oip::model_infer_request::InferRequestedOutputTensor { name: output.name, parameters }
+        })
+        .collect::<Vec<_>>();
+    let binary = if outputs.is_empty() { Binary::All(binary_all) } else { Binary::Each(binary) };
+    let request = oip::ModelInferRequest {
+        model_name,
+        model_version,
+        id: request.id,
+        parameters: Default::default(),
+        inputs,
+        outputs,
+        raw_input_contents: raw,
+    };
+    Ok((request, binary))
+}
+
+/// A JSON tensor's values as the protocol's typed contents: FP32 or FP64
+/// (the other types travel as binary data), as many as the shape says.
+fn typed(i: usize, datatype: &str, shape: &[i64], values: Vec<f64>) -> Result<oip::InferTensorContents, ServeError> {
+    let elements = shape.iter().try_fold(1usize, |n, d| n.checked_mul(usize::try_from(*d).ok()?));
+    if let Some(elements) = elements.filter(|n| *n != values.len()) {
+        return Err(ServeError::invalid(
+            format!("inputs[{i}].data"),
+            format!("has {} values; shape {shape:?} needs {elements}", values.len()),
+        ));
+    }
+    match datatype {
+        "FP32" => Ok(oip::InferTensorContents {
+            fp32_contents: values.into_iter().map(|v| v as f32).collect(),
+            ..Default::default()
+        }),
+        "FP64" => Ok(oip::InferTensorContents { fp64_contents: values, ..Default::default() }),
+        other => Err(ServeError::invalid(
+            format!("inputs[{i}].datatype"),
+            format!(
+                "is `{}`; JSON data must be FP32 or FP64 (FP16 and BF16 travel as binary data: Inference-Header-Content-Length)",
+                echo(other)
+            ),
+        )),
+    }
+}
+
+/// A JSON parameter as the protocol's parameter.
+fn parameter(value: &Value) -> oip::InferParameter {
+    let choice = match value {
+        Value::Bool(b) => ParameterChoice::BoolParam(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => ParameterChoice::Int64Param(i),
+            (None, Some(u)) => ParameterChoice::Uint64Param(u),
+            _ => ParameterChoice::DoubleParam(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => ParameterChoice::StringParam(s.clone()),
+        other => ParameterChoice::StringParam(other.to_string()),
+    };
+    oip::InferParameter { parameter_choice: Some(choice) }
+}
+
+/// One output in the answer's JSON.
+#[derive(Serialize)]
+struct OutputJson {
+    name: String,
+    datatype: String,
+    shape: Vec<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Value>,
+}
+
+/// The protocol's answer as JSON, with the outputs asked for as binary
+/// data after it.
+fn encode(response: oip::ModelInferResponse, binary: &Binary) -> Response {
+    let mut tail: Vec<Bytes> = Vec::new();
+    let outputs: Vec<OutputJson> = response
+        .outputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, output)| {
+            let contents = output.contents.unwrap_or_default();
+            let as_binary = match binary {
+                Binary::Each(each) => each.get(i).copied().unwrap_or(false),
+                Binary::All(all) => *all,
+            };
+            let (data, bytes) = match output.datatype.as_str() {
+                "FP32" => {
+                    (json!(contents.fp32_contents), oip_api::little_endian(&contents.fp32_contents, f32::to_le_bytes))
+                }
+                "INT64" => {
+                    (json!(contents.int64_contents), oip_api::little_endian(&contents.int64_contents, i64::to_le_bytes))
+                }
+                _ => {
+                    let strings: Vec<String> =
+                        contents.bytes_contents.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+                    (json!(strings), oip_api::length_prefixed(&contents.bytes_contents))
+                }
+            };
+            let (parameters, data) = if as_binary {
+                let size = bytes.len();
+                tail.push(bytes);
+                (Some(json!({"binary_data_size": size})), None)
+            } else {
+                (None, Some(data))
+            };
+            OutputJson { name: output.name, datatype: output.datatype, shape: output.shape, parameters, data }
+        })
+        .collect();
+    let mut head =
+        json!({"model_name": response.model_name, "model_version": response.model_version, "outputs": outputs});
+    if !response.id.is_empty() {
+        head["id"] = json!(response.id);
+    }
+    if tail.is_empty() {
+        return answer::json(StatusCode::OK, &head);
+    }
+    let head = serde_json::to_vec(&head).expect("answers always serialize");
+    let length = head.len();
+    let mut whole = head;
+    for bytes in tail {
+        whole.extend_from_slice(&bytes);
+    }
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+        (header::HeaderName::from_static(HEADER_LENGTH), HeaderValue::from(length)),
+    ];
+    (StatusCode::OK, headers, whole).into_response()
+}

@@ -1,0 +1,243 @@
+//! The scoring contract teams already call over HTTP: `POST /score` with
+//! `{"segment": "retail", "version": 2, "features": [[…], …]}` (segment and
+//! version optional: the default segment, the served version; a row may also
+//! be an object of feature name → value), answered
+//! `{"prediction": [class index, …], "labels": […], "probability": [[…], …],
+//! "segment": …, "version": …, "request_id": …}`; and `POST /feedback` with
+//! `{"outcomes": [{"request_id", "row", "label"}, …]}`, the outcomes of
+//! answered rows, answered with the counts `candela.v1.Inference/Feedback`
+//! gives.
+
+use super::super::feedback;
+use super::answer::{self, Refused};
+use super::rest::parse;
+use super::{Front, SERVICE, body};
+use crate::core::error::{ServeError, echo};
+use crate::core::scores::Scores;
+use crate::core::scoring::{self, Fields, Rows};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use candela::v1;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The contract's routes.
+pub fn routes() -> Router<Arc<Front>> {
+    Router::new().route("/score", post(score)).route("/feedback", post(feedback))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScoreRequest {
+    #[serde(default)]
+    segment: String,
+    #[serde(default)]
+    version: u64,
+    features: Vec<Row>,
+}
+
+/// One row of features: values in the model's feature order, or by name.
+enum Row {
+    Values(Vec<f64>),
+    Named(Vec<(String, f64)>),
+}
+
+impl<'de> Deserialize<'de> for Row {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Row, D::Error> {
+        deserializer.deserialize_any(RowVisitor)
+    }
+}
+
+struct RowVisitor;
+
+impl<'de> Visitor<'de> for RowVisitor {
+    type Value = Row;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a row: a list of numbers in the model's feature order, or an object of feature name → number")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Row, A::Error> {
+        let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(value) = seq.next_element::<f64>()? {
+            values.push(value);
+        }
+        Ok(Row::Values(values))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
+        let mut values = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(pair) = map.next_entry::<String, f64>()? {
+            values.push(pair);
+        }
+        Ok(Row::Named(values))
+    }
+}
+
+/// The contract's answer; the keys in this order.
+#[derive(Serialize)]
+struct ScoreResponse<'a> {
+    prediction: Vec<usize>,
+    labels: &'a [String],
+    probability: Vec<&'a [f32]>,
+    segment: &'a str,
+    version: u64,
+    request_id: &'a str,
+}
+
+/// `POST /score`.
+async fn score(State(front): State<Arc<Front>>, headers: HeaderMap, body: Body) -> Response {
+    if let Some(refused) = front.refusal(&headers) {
+        return refused;
+    }
+    let call = front.serving.call(&headers, SERVICE, "score");
+    let result = async {
+        let _permit = front.serving.admit()?;
+        let bytes = body::read(&headers, body, &front.bounds).await?;
+        let request: ScoreRequest = parse(&bytes)?;
+        let max_rows = front.serving.limits.max_rows;
+        if request.features.len() > max_rows {
+            return Err(ServeError::invalid(
+                "features",
+                format!(
+                    "has {} rows; this server scores at most {max_rows} per request (--max-rows): split the batch",
+                    request.features.len()
+                ),
+            )
+            .into());
+        }
+        let route = front.serving.route(&call, &request.segment, request.version)?;
+        let model = &route.model;
+        call.routed(model);
+        let rows = rows(&model.manifest.features, &model.segment, request.features, max_rows)
+            .or_else(|error| scoring::recorded(model, call.deadline, Err(error)))?;
+        let scores = call.score(&route, rows).await?;
+        let answer = ScoreResponse {
+            prediction: scores.rows().map(Scores::class_of).collect(),
+            labels: &model.manifest.labels,
+            probability: scores.rows().collect(),
+            segment: &model.segment,
+            version: model.version,
+            request_id: &call.request_id,
+        };
+        Ok::<_, Refused>(answer::json(StatusCode::OK, &answer))
+    }
+    .await;
+    let response = match answer::finish(&call, result) {
+        Ok(response) => response,
+        Err(refused) => refused.into_response(),
+    };
+    answer::with_request_id(&call, response)
+}
+
+/// The rows for the core: each row's values in the model's feature order
+/// (`features`: the model's names, for rows sent by name).
+fn rows(features: &[String], segment: &str, rows: Vec<Row>, max_rows: usize) -> Result<Rows, ServeError> {
+    let width = features.len();
+    let mut values = Vec::with_capacity(rows.len() * width);
+    let mut index: Option<HashMap<&str, usize>> = None;
+    for (r, row) in rows.into_iter().enumerate() {
+        match row {
+            Row::Values(row) => {
+                if row.len() != width {
+                    return Err(ServeError::invalid(
+                        format!("features[{r}]"),
+                        format!("has {} values; model `{segment}` takes {width} (its features, in order)", row.len()),
+                    ));
+                }
+                values.extend(row.into_iter().map(|v| v as f32));
+            }
+            Row::Named(pairs) => {
+                let index =
+                    index.get_or_insert_with(|| features.iter().enumerate().map(|(i, f)| (f.as_str(), i)).collect());
+                let start = values.len();
+                values.resize(start + width, f32::NAN);
+                let mut seen = vec![false; width];
+                for (name, value) in pairs {
+                    let Some(&column) = index.get(name.as_str()) else {
+                        return Err(ServeError::invalid(
+                            format!("features[{r}].{}", echo(&name)),
+                            format!("is not a feature of model `{segment}`"),
+                        ));
+                    };
+                    if std::mem::replace(&mut seen[column], true) {
+                        return Err(ServeError::invalid(format!("features[{r}].{name}"), "is given twice"));
+                    }
+                    values[start + column] = value as f32;
+                }
+                if let Some(missing) = seen.iter().position(|seen| !seen) {
+                    let count = seen.iter().filter(|seen| !**seen).count();
+                    return Err(ServeError::invalid(
+                        format!("features[{r}].{}", features[missing]),
+                        format!("is missing ({count} of model `{segment}`'s {width} features are)"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Rows { fields: &ScoreFields, width, values, max_rows })
+}
+
+/// How the contract names the parts of `features`, in violations.
+struct ScoreFields;
+
+impl Fields for ScoreFields {
+    fn width(&self, declared: usize) -> (&'static str, String) {
+        ("features", format!("rows have {declared} values"))
+    }
+
+    fn values(&self) -> &'static str {
+        "features"
+    }
+
+    fn row(&self, row: usize) -> String {
+        format!("features[{row}]")
+    }
+
+    fn cell(&self, row: usize, col: usize) -> String {
+        format!("features[{row}][{col}]")
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackRequest {
+    outcomes: Vec<OutcomeJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutcomeJson {
+    request_id: String,
+    #[serde(default)]
+    row: u64,
+    label: String,
+}
+
+/// `POST /feedback`: outcomes joined to the answers they belong to.
+async fn feedback(State(front): State<Arc<Front>>, headers: HeaderMap, body: Body) -> Response {
+    if let Some(refused) = front.refusal(&headers) {
+        return refused;
+    }
+    let call = front.serving.call(&headers, SERVICE, "feedback");
+    let result = async {
+        let _permit = front.serving.admit()?;
+        let bytes = body::read(&headers, body, &front.bounds).await?;
+        let request: FeedbackRequest = parse(&bytes)?;
+        let outcomes = request
+            .outcomes
+            .into_iter()
+            .map(|o| v1::Outcome { request_id: o.request_id, row: o.row, label: o.label })
+            .collect();
+        let joined = feedback::take(&front.serving, v1::FeedbackRequest { outcomes })?;
+        Ok::<_, Refused>(answer::json(StatusCode::OK, &joined))
+    }
+    .await;
+    answer::finish(&call, result).unwrap_or_else(IntoResponse::into_response)
+}
