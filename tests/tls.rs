@@ -129,6 +129,53 @@ async fn mtls_refuses_clients_without_a_certificate_from_the_client_ca() {
     }
 }
 
+/// curl's HTTP status for `url` with `args` (0 when no TLS session or answer came).
+async fn curl_status(url: &str, args: &[&str]) -> u16 {
+    let output = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .await
+        .expect("curl runs");
+    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_http_port_serves_tls_from_the_same_certificates_with_the_same_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new("server CA");
+    let clients = Authority::new("client CA");
+    let (cert, key) = ca.issue(&["localhost"]);
+    let http = common::free_port();
+    let port = http.rsplit_once(':').unwrap().1.to_string();
+    let args = [
+        "--tls-cert".to_string(),
+        write(dir.path(), "cert.pem", &cert),
+        "--tls-key".to_string(),
+        write(dir.path(), "key.pem", &key),
+        "--tls-client-ca".to_string(),
+        write(dir.path(), "clients.pem", &clients.pem),
+        "--http-listen".to_string(),
+        http.clone(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = TestServer::start_with(settings(&demo_models(), &args)).await;
+    let good = clients.issue(&["caller"]);
+    let mut client = Client::from_channel(tls_channel(server.addr.port(), &ca.pem, Some(&good)).await.unwrap());
+    wait_for(&mut client, "", ServingStatus::Serving).await;
+
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem);
+    let (client_cert, client_key) = (write(dir.path(), "c.pem", &good.0), write(dir.path(), "c.key", &good.1));
+    let url = format!("https://localhost:{port}/v2/health/ready");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let trusted = ["--resolve", &resolve, "--cacert", &ca_file];
+    let identity = ["--cert", client_cert.as_str(), "--key", client_key.as_str()];
+    assert_eq!(curl_status(&url, &[&trusted[..], &identity].concat()).await, 200, "HTTPS with a client certificate");
+    assert_eq!(curl_status(&url, &trusted).await, 0, "HTTPS without a client certificate is refused");
+    assert_eq!(curl_status(&format!("http://{http}/v2/health/ready"), &[]).await, 0, "plaintext to the TLS port");
+}
+
 #[tokio::test]
 async fn certificates_reload_without_a_restart_and_probes_use_the_plaintext_health_port() {
     let dir = tempfile::tempdir().unwrap();

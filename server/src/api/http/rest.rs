@@ -232,14 +232,17 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refused> 
     Ok(value)
 }
 
-/// Why a body did not parse, naming the field at `path` (`.`: the body).
+/// Why a body did not parse: the body when it is not JSON, else the field
+/// at `path` (`.`: the body itself).
 fn unparsed(path: String, error: serde_json::Error) -> Refused {
-    let field = if path == "." { "(body)".to_string() } else { path };
-    let description = match error.classify() {
-        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => format!("is not valid JSON: {error}"),
-        _ => format!("is invalid: {error}"),
+    let violation = match error.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            ("(body)".to_string(), format!("is not valid JSON: {error}"))
+        }
+        _ if path == "." => ("(body)".to_string(), format!("is invalid: {error}")),
+        _ => (path, format!("is invalid: {error}")),
     };
-    Refused::from(ServeError::invalid(field, description))
+    Refused::from(ServeError::invalid(violation.0, violation.1))
 }
 
 /// An inference request's JSON.
