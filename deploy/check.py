@@ -31,6 +31,7 @@ ENTRY_POINTS = [
     "k8s/overlays/bucket",
     "k8s/overlays/canary",
     "k8s/overlays/gpu",
+    "k8s/overlays/http-probes",
     "k8s/overlays/servicemonitor",
 ]
 CUSTOM_KINDS = {

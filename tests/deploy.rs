@@ -1,7 +1,8 @@
 //! deploy/ checked without a cluster: every kustomization renders and
 //! validates against Kubernetes' schemas, the Dockerfiles lint clean
 //! (`deploy/check.py`), and the manifests agree with the server they deploy:
-//! probe ports and health service names are what the server registers,
+//! probe ports, health service names and HTTP health routes are what the
+//! server registers,
 //! container ports are its configured and default ports, the drain fits in
 //! the termination grace period, the keys file lies in the Secret's mount, and
 //! the pods run non-root on a read-only root filesystem; a pod given a GPU
@@ -9,6 +10,7 @@
 
 mod common;
 
+use candela_server::api::http::rest::{LIVE, READY};
 use candela_server::api::router::HEALTH_SERVICES;
 use candela_server::config::Settings;
 use candela_server::model::device::DeviceSpec;
@@ -65,9 +67,16 @@ fn manifests_validate_and_dockerfiles_lint_clean() {
     let output = check_py(&["validate"]);
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "deploy/check.py validate failed:\n{text}");
-    for part in
-        ["k8s/base", "blue-green", "bucket", "canary", "overlays/gpu", "servicemonitor", "Dockerfile: hadolint clean"]
-    {
+    for part in [
+        "k8s/base",
+        "blue-green",
+        "bucket",
+        "canary",
+        "overlays/gpu",
+        "http-probes",
+        "servicemonitor",
+        "Dockerfile: hadolint clean",
+    ] {
         assert!(text.contains(part), "`{part}` not checked:\n{text}");
     }
 }
@@ -76,12 +85,15 @@ fn manifests_validate_and_dockerfiles_lint_clean() {
 fn every_deployment_agrees_with_the_server() {
     let defaults = Settings::from_args(["candela-server"]).unwrap();
     let default_metrics = defaults.metrics_address().unwrap().expect("metrics on by default");
+    let default_http = defaults.http_address().unwrap().expect("the HTTP API on by default");
     for entry in entry_points() {
         let entry = entry.as_str();
         let objects = render(entry);
         let settings = configured(&objects);
         let metrics = settings.metrics_address().unwrap().expect("the pods serve metrics");
+        let http = settings.http_address().unwrap().expect("the pods serve the HTTP API");
         assert_eq!(settings.listen.port(), defaults.listen.port(), "{entry}: the default gRPC port");
+        assert_eq!(http.port(), default_http.port(), "{entry}: the default HTTP port");
         assert_eq!(metrics.port(), default_metrics.port(), "{entry}: the default metrics port");
         let deployments = of_kind(&objects, "Deployment");
         assert!(!deployments.is_empty(), "{entry} deploys the server");
@@ -92,18 +104,29 @@ fn every_deployment_agrees_with_the_server() {
             let container = &pod["containers"][0];
             assert_eq!(port_named(container, "grpc"), settings.listen.port(), "{at}: gRPC port");
             assert_eq!(port_named(container, "metrics"), metrics.port(), "{at}: metrics port");
-            for (probe, wanted) in
-                [("startupProbe", None), ("readinessProbe", Some("candela.v1.Inference")), ("livenessProbe", None)]
-            {
+            assert_eq!(port_named(container, "http"), http.port(), "{at}: HTTP port");
+            // Probes ask gRPC health (a registered service) or the HTTP port's health routes.
+            for (probe, wanted, path) in [
+                ("startupProbe", None, READY),
+                ("readinessProbe", Some("candela.v1.Inference"), READY),
+                ("livenessProbe", None, LIVE),
+            ] {
+                let probe_at = format!("{at}: {probe}");
+                let get = &container[probe]["httpGet"];
+                if get.is_object() {
+                    assert_eq!(get["port"], "http", "{probe_at}: the HTTP port, by name");
+                    assert_eq!(get["path"], path, "{probe_at}: the server's health route");
+                    continue;
+                }
                 let grpc = &container[probe]["grpc"];
-                assert_eq!(grpc["port"].as_u64(), Some(settings.listen.port() as u64), "{at}: {probe} port");
+                assert_eq!(grpc["port"].as_u64(), Some(settings.listen.port() as u64), "{probe_at}: port");
                 let service = grpc["service"].as_str().unwrap();
                 assert!(
                     HEALTH_SERVICES.contains(&service),
-                    "{at}: {probe} asks for `{service}`, not a registered health service"
+                    "{probe_at} asks for `{service}`, not a registered service"
                 );
                 if let Some(wanted) = wanted {
-                    assert_eq!(service, wanted, "{at}: {probe} follows the inference API's readiness");
+                    assert_eq!(service, wanted, "{probe_at} follows the inference API's readiness");
                 }
             }
             let grace = pod["terminationGracePeriodSeconds"].as_f64().unwrap();
@@ -172,6 +195,7 @@ fn every_deployment_agrees_with_the_server() {
                 let wanted = match port["targetPort"].as_str().unwrap() {
                     "grpc" => settings.listen.port(),
                     "metrics" => metrics.port(),
+                    "http" => http.port(),
                     other => panic!("{entry}: Service port targets unknown container port `{other}`"),
                 };
                 assert_eq!(port["port"].as_u64(), Some(wanted as u64), "{entry}: Service ports mirror the server's");
@@ -203,7 +227,8 @@ fn the_kserve_runtime_and_the_images_agree_with_the_server() {
         let text = std::fs::read_to_string(repo_root().join(dockerfile)).unwrap();
         let defaults = Settings::from_args(["candela-server"]).unwrap();
         let metrics = defaults.metrics_address().unwrap().unwrap();
-        let expose = format!("EXPOSE {} {}", defaults.listen.port(), metrics.port());
+        let http = defaults.http_address().unwrap().unwrap();
+        let expose = format!("EXPOSE {} {} {}", defaults.listen.port(), metrics.port(), http.port());
         assert!(text.contains(&expose), "{dockerfile} must `{expose}`");
         assert!(text.contains("COPY --chown=0:0 models /models"), "{dockerfile} ships the models at /models");
         let user = text.lines().find_map(|l| l.strip_prefix("USER ")).expect("a USER line");

@@ -28,6 +28,11 @@ use std::sync::Arc;
 /// The header that splits a binary-data request or answer: the JSON part's length.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
+/// The liveness route (open: no key).
+pub const LIVE: &str = "/v2/health/live";
+/// The readiness route (open: no key), the one HTTP readiness probes ask.
+pub const READY: &str = "/v2/health/ready";
+
 /// Protocol extensions this port really implements (`GET /v2`).
 pub const EXTENSIONS: &[&str] = &["classification", "binary_tensor_data", "model_configuration", "model_repository"];
 
@@ -36,8 +41,8 @@ type Shared = State<Arc<Front>>;
 /// The REST routes.
 pub fn routes() -> Router<Arc<Front>> {
     Router::new()
-        .route("/v2/health/live", get(live))
-        .route("/v2/health/ready", get(ready))
+        .route(LIVE, get(live))
+        .route(READY, get(ready))
         .route("/v2", get(server_metadata))
         .route("/v2/models/{model}", get(|s: Shared, h: HeaderMap, Path(m): Path<String>| metadata(s, h, m, None)))
         .route(
