@@ -22,8 +22,18 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
 const TRANSPORT_NEUTRAL: &[&str] = &["observe", "model", "core", "config", "train", "testing"];
 
 /// Crates only the front may use.
-const TRANSPORT: &[&str] =
-    &["tonic", "tonic_health", "tonic_reflection", "tonic_types", "prost", "candela", "http", "h2"];
+const TRANSPORT: &[&str] = &[
+    "tonic",
+    "tonic_health",
+    "tonic_reflection",
+    "tonic_types",
+    "prost",
+    "candela",
+    "http",
+    "h2",
+    "hyper",
+    "hyper_util",
+];
 
 fn sources() -> Vec<(Vec<String>, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
