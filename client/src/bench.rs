@@ -7,6 +7,7 @@
 //! cannot hide its stall by slowing the client (no coordinated omission).
 //! Latencies go into an HDR histogram; the summary is text or JSON.
 
+use crate::http_load::{self, HttpRequest};
 use anyhow::{Context, bail};
 use candela_client::{Client, ModelId, OpenInferenceClient, oip, proto, stream_batch};
 use clap::ValueEnum;
@@ -34,6 +35,12 @@ pub enum Call {
     StreamPredict,
     /// Open Inference Protocol ModelInfer, FP32 raw contents, `--rows` rows.
     ModelInfer,
+    /// HTTP `POST /score` (JSON rows) to `--http-url`.
+    HttpScore,
+    /// HTTP Open Inference Protocol infer with JSON tensors, to `--http-url`.
+    HttpInferJson,
+    /// HTTP Open Inference Protocol infer with binary tensor data, to `--http-url`.
+    HttpInferBinary,
 }
 
 /// `candela bench` arguments.
@@ -67,6 +74,9 @@ pub struct BenchArgs {
     /// HTTP/2 connections the callers share (round robin).
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
+    /// The server's HTTP API, for the http-* calls.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    http_url: String,
     /// Messages in flight per stream (stream-predict).
     #[arg(long, default_value_t = 4)]
     stream_window: usize,
@@ -127,6 +137,7 @@ enum Prepared {
     Predict(proto::PredictRequest),
     BatchPredict(proto::BatchPredictRequest),
     ModelInfer(oip::ModelInferRequest),
+    Http(Box<HttpRequest>),
 }
 
 /// The shared record of a run: latencies and outcomes.
@@ -187,7 +198,7 @@ pub async fn run(clients: &[Client], args: &BenchArgs) -> anyhow::Result<Summary
         None => features_of(client, args).await?,
     };
     let values: Vec<f32> = (0..args.rows * features).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect();
-    let prepared = prepare(args, features, values.clone());
+    let prepared = prepare(args, features, values.clone())?;
 
     let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
     let measure = Duration::from_secs_f64(args.duration.max(0.1));
@@ -248,8 +259,15 @@ async fn features_of(client: &Client, args: &BenchArgs) -> anyhow::Result<usize>
     }
 }
 
-fn prepare(args: &BenchArgs, features: usize, values: Vec<f32>) -> Prepared {
-    match args.call {
+fn prepare(args: &BenchArgs, features: usize, values: Vec<f32>) -> anyhow::Result<Prepared> {
+    let http = |kind| -> anyhow::Result<Prepared> {
+        let request = HttpRequest::new(kind, &args.http_url, &args.model, args.rows, features, &values)?;
+        Ok(Prepared::Http(Box::new(request)))
+    };
+    Ok(match args.call {
+        Call::HttpScore => http(http_load::Kind::Score)?,
+        Call::HttpInferJson => http(http_load::Kind::InferJson)?,
+        Call::HttpInferBinary => http(http_load::Kind::InferBinary)?,
         Call::Predict => {
             Prepared::Predict(proto::PredictRequest { segment: args.model.clone(), version: 0, features: values })
         }
@@ -275,7 +293,7 @@ fn prepare(args: &BenchArgs, features: usize, values: Vec<f32>) -> Prepared {
                 ..Default::default()
             })
         }
-    }
+    })
 }
 
 /// One call; Ok when the server answered it successfully.
@@ -288,6 +306,7 @@ async fn call_once(
         Prepared::Predict(request) => client.inference().predict(request.clone()).await.map(drop),
         Prepared::BatchPredict(request) => client.inference().batch_predict(request.clone()).await.map(drop),
         Prepared::ModelInfer(request) => oip.model_infer(request.clone()).await.map(drop),
+        Prepared::Http(request) => request.send().await,
     }
 }
 

@@ -6,6 +6,7 @@
 mod bench;
 mod capacity;
 mod feedback;
+mod http_load;
 mod rollout;
 mod score;
 

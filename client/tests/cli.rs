@@ -357,6 +357,24 @@ async fn bench_reports_what_it_sent_as_json() {
     assert_eq!(samples[0][1].as_u64(), Some(errors));
 }
 
+/// `candela bench` loads the HTTP API with the same generator: /score and
+/// the Open Inference Protocol's REST infer, JSON and binary, all answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_loads_the_http_api_too() {
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let (url, _stop) = server_with(&["--http-listen", &http]).await;
+    let http_url = format!("http://{http}");
+    for call in ["http-score", "http-infer-json", "http-infer-binary"] {
+        let args = ["bench", "--call", call, "--http-url", &http_url, "--rows", "8", "--concurrency", "2"];
+        let output = candela(&url, &[&args[..], &["--duration", "0.5", "--warmup", "0.1", "--json"]].concat()).await;
+        let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("bench {call} printed no JSON ({e}): {}", stderr(&output)));
+        assert_eq!(output.status.code(), Some(0), "{call}: {summary}");
+        assert!(summary["requests"].as_u64().unwrap() > 0, "{call}: {summary}");
+        assert_eq!(summary["errors"], 0, "{call}: {summary}");
+    }
+}
+
 /// `candela bench --p95-ms`: a ceiling probe, then six open-loop runs; the
 /// highest passing rate sizes a fleet, measured and by the rule of thumb; an
 /// unreachable target is said so, with no plan.
