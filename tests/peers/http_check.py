@@ -10,34 +10,22 @@ computed through candela.v1.Inference/BatchPredict over gRPC, to a JSON file):
 Exits non-zero at the first check that fails; prints how many checks passed.
 """
 
-import json
 import sys
 
 import numpy as np
 import requests
 import tritonclient.http as httpclient
+from expected import Expected
 from tritonclient.utils import InferenceServerException
 
 address, expected_path = sys.argv[1], sys.argv[2]
 base = f"http://{address}"
 
-with open(expected_path) as f:
-    expected = json.load(f)
-model = expected["model"]
-feature_names = expected["features"]
-labels = expected["labels"]
-rows = np.array(expected["rows"], dtype=np.float32)
-want_probabilities = np.array(expected["probabilities"], dtype=np.float32)
-want_classes = np.array(expected["classes"], dtype=np.int64)
+expected = Expected(expected_path)
+model, rows, check = expected.model, expected.rows, expected.check
+want_probabilities, want_classes = expected.probabilities, expected.classes
+feature_names, labels = expected.extra["features"], expected.extra["labels"]
 n, width = rows.shape
-checks = 0
-
-
-def check(condition, message):
-    global checks
-    if not condition:
-        raise AssertionError(message)
-    checks += 1
 
 
 def close(probabilities, label, tolerance=1e-6):
@@ -171,4 +159,4 @@ fed = requests.post(f"{base}/feedback", json={"outcomes": outcomes}, timeout=10)
 check(fed.status_code == 200, f"/feedback: {fed.status_code} {fed.text}")
 check(fed.json() == {"matched": n, "unknown_request": 1, "row_out_of_range": 0, "unknown_label": 0, "duplicate": 0}, f"feedback {fed.json()}")
 
-print(f"http_check: {checks} checks passed")
+print(f"http_check: {expected.checks} checks passed")

@@ -8,33 +8,22 @@ answers, computed through candela.v1.Inference/BatchPredict, to a JSON file):
 Exits non-zero at the first check that fails.
 """
 
-import json
 import queue
 import sys
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from expected import Expected
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 url, expected_path = sys.argv[1], sys.argv[2]
 
 
-with open(expected_path) as f:
-    expected = json.load(f)
-model = expected["model"]
-rows = np.array(expected["rows"], dtype=np.float32)
-want_probabilities = np.array(expected["probabilities"], dtype=np.float32)
-want_classes = np.array(expected["classes"], dtype=np.int64)
+expected = Expected(expected_path)
+model, rows, check = expected.model, expected.rows, expected.check
+want_probabilities, want_classes = expected.probabilities, expected.classes
 n, features = rows.shape
-checks = 0
-
-
-def check(condition, message):
-    global checks
-    if not condition:
-        raise AssertionError(message)
-    checks += 1
 
 
 def check_result(result, label, tolerance=1e-6):
@@ -167,7 +156,7 @@ check(stats.inference_stats.compute_infer.ns > 0, "no compute time recorded")
 check(any(b.batch_size == n for b in stats.batch_stats), f"no batch stats for batch size {n}")
 
 # Repository control (EXPLICIT-mode semantics), with the admin key the test passed.
-admin = {"authorization": f"Bearer {expected['admin_key']}"}
+admin = {"authorization": f"Bearer {expected.extra['admin_key']}"}
 index = client.get_model_repository_index().models
 check(any(m.name == model and m.state == "READY" for m in index), f"repository index {index}")
 try:
@@ -183,4 +172,4 @@ client.load_model(model, headers=admin)
 check(client.is_model_ready(model), f"{model} is not ready after load")
 check_result(client.infer(model, [features_input(rows)]), "infer after reload")
 
-print(f"tritonclient: {checks} checks passed")
+print(f"tritonclient: {expected.checks} checks passed")

@@ -16,11 +16,16 @@ pub mod rest;
 pub mod score;
 
 use super::auth::{AdminGuard, Authenticator};
+use super::call::Call;
 use super::connections::Counted;
 use super::serving::Serving;
+use answer::Refused;
+use axum::body::Body;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
@@ -54,6 +59,32 @@ impl Front {
     /// valid key; `None` admits it.
     pub fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
         self.auth.check(headers).err().map(answer::unauthorized)
+    }
+
+    /// Answers one call whose body the core scores or joins (`method`, as
+    /// metrics name it): checks the key, admits it against
+    /// --max-concurrent-requests (429), reads its body within bounds, hands
+    /// it to `handle`, records the outcome once, and answers with the
+    /// call's request id.
+    pub async fn answer(
+        &self,
+        method: &'static str,
+        headers: &HeaderMap,
+        body: Body,
+        handle: impl for<'a> FnOnce(Bytes, &'a Call) -> BoxFuture<'a, Result<Response, Refused>>,
+    ) -> Response {
+        if let Some(refused) = self.refusal(headers) {
+            return refused;
+        }
+        let call = self.serving.call(headers, SERVICE, method);
+        let result = async {
+            let _permit = self.serving.admit()?;
+            let bytes = body::read(headers, body, &self.bounds).await?;
+            handle(bytes, &call).await
+        }
+        .await;
+        let response = answer::finish(&call, result).unwrap_or_else(IntoResponse::into_response);
+        answer::with_request_id(&call, response)
     }
 }
 

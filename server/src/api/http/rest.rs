@@ -9,7 +9,7 @@
 
 use super::super::open_inference::{self as oip_api, PLATFORM};
 use super::answer::{self, Refused};
-use super::{Front, SERVICE, body};
+use super::{Front, body};
 use crate::core::error::{ServeError, echo};
 use axum::Router;
 use axum::body::Body;
@@ -338,23 +338,16 @@ async fn infer(
     version: Option<String>,
     body: Body,
 ) -> Response {
-    if let Some(refused) = front.refusal(&headers) {
-        return refused;
-    }
-    let call = front.serving.call(&headers, SERVICE, "infer");
-    let result = async {
-        let _permit = front.serving.admit()?;
-        let bytes = body::read(&headers, body, &front.bounds).await?;
-        let (request, binary) = decode(&headers, bytes, model, version.unwrap_or_default())?;
-        let response = oip_api::infer(&front.serving, request, &call, false).await?;
-        Ok(encode(response, &binary))
-    }
-    .await;
-    let response = match answer::finish(&call, result) {
-        Ok(response) => response,
-        Err(refused) => refused.into_response(),
-    };
-    answer::with_request_id(&call, response)
+    let (serving, split) = (front.serving.clone(), headers.get(HEADER_LENGTH).cloned());
+    front
+        .answer("infer", &headers, body, |bytes, call| {
+            Box::pin(async move {
+                let (request, binary) = decode(split, bytes, model, version.unwrap_or_default())?;
+                let response = oip_api::infer(&serving, request, call, false).await?;
+                Ok(encode(response, &binary))
+            })
+        })
+        .await
 }
 
 /// Which outputs travel as binary data.
@@ -365,14 +358,15 @@ enum Binary {
     All(bool),
 }
 
-/// The request's JSON (and binary data) as the protocol's request message.
+/// The request's JSON (and binary data, after the JSON's `split` bytes when
+/// the request says so) as the protocol's request message.
 fn decode(
-    headers: &HeaderMap,
+    split: Option<HeaderValue>,
     bytes: Bytes,
     model_name: String,
     model_version: String,
 ) -> Result<(oip::ModelInferRequest, Binary), Refused> {
-    let header_length = match headers.get(HEADER_LENGTH) {
+    let header_length = match split {
         None => bytes.len(),
         Some(value) => {
             value.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|n| *n <= bytes.len()).ok_or_else(

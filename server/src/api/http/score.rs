@@ -9,9 +9,9 @@
 //! gives.
 
 use super::super::feedback;
-use super::answer::{self, Refused};
+use super::Front;
+use super::answer;
 use super::rest::parse;
-use super::{Front, SERVICE, body};
 use crate::core::error::{ServeError, echo};
 use crate::core::scores::Scores;
 use crate::core::scoring::{self, Fields, Rows};
@@ -19,7 +19,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use candela::v1;
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
@@ -93,47 +93,40 @@ struct ScoreResponse<'a> {
 
 /// `POST /score`.
 async fn score(State(front): State<Arc<Front>>, headers: HeaderMap, body: Body) -> Response {
-    if let Some(refused) = front.refusal(&headers) {
-        return refused;
-    }
-    let call = front.serving.call(&headers, SERVICE, "score");
-    let result = async {
-        let _permit = front.serving.admit()?;
-        let bytes = body::read(&headers, body, &front.bounds).await?;
-        let request: ScoreRequest = parse(&bytes)?;
-        let max_rows = front.serving.limits.max_rows;
-        if request.features.len() > max_rows {
-            return Err(ServeError::invalid(
-                "features",
-                format!(
-                    "has {} rows; this server scores at most {max_rows} per request (--max-rows): split the batch",
-                    request.features.len()
-                ),
-            )
-            .into());
-        }
-        let route = front.serving.route(&call, &request.segment, request.version)?;
-        let model = &route.model;
-        call.routed(model);
-        let rows = rows(&model.manifest.features, &model.segment, request.features, max_rows)
-            .or_else(|error| scoring::recorded(model, call.deadline, Err(error)))?;
-        let scores = call.score(&route, rows).await?;
-        let answer = ScoreResponse {
-            prediction: scores.rows().map(Scores::class_of).collect(),
-            labels: &model.manifest.labels,
-            probability: scores.rows().collect(),
-            segment: &model.segment,
-            version: model.version,
-            request_id: &call.request_id,
-        };
-        Ok::<_, Refused>(answer::json(StatusCode::OK, &answer))
-    }
-    .await;
-    let response = match answer::finish(&call, result) {
-        Ok(response) => response,
-        Err(refused) => refused.into_response(),
-    };
-    answer::with_request_id(&call, response)
+    let serving = front.serving.clone();
+    front
+        .answer("score", &headers, body, |bytes, call| {
+            Box::pin(async move {
+                let request: ScoreRequest = parse(&bytes)?;
+                let max_rows = serving.limits.max_rows;
+                if request.features.len() > max_rows {
+                    return Err(ServeError::invalid(
+                        "features",
+                        format!(
+                            "has {} rows; this server scores at most {max_rows} per request (--max-rows): split the batch",
+                            request.features.len()
+                        ),
+                    )
+                    .into());
+                }
+                let route = serving.route(call, &request.segment, request.version)?;
+                let model = &route.model;
+                call.routed(model);
+                let rows = rows(&model.manifest.features, &model.segment, request.features, max_rows)
+                    .or_else(|error| scoring::recorded(model, call.deadline, Err(error)))?;
+                let scores = call.score(&route, rows).await?;
+                let answer = ScoreResponse {
+                    prediction: scores.rows().map(Scores::class_of).collect(),
+                    labels: &model.manifest.labels,
+                    probability: scores.rows().collect(),
+                    segment: &model.segment,
+                    version: model.version,
+                    request_id: &call.request_id,
+                };
+                Ok(answer::json(StatusCode::OK, &answer))
+            })
+        })
+        .await
 }
 
 /// The rows for the core: each row's values in the model's feature order
@@ -222,22 +215,19 @@ struct OutcomeJson {
 
 /// `POST /feedback`: outcomes joined to the answers they belong to.
 async fn feedback(State(front): State<Arc<Front>>, headers: HeaderMap, body: Body) -> Response {
-    if let Some(refused) = front.refusal(&headers) {
-        return refused;
-    }
-    let call = front.serving.call(&headers, SERVICE, "feedback");
-    let result = async {
-        let _permit = front.serving.admit()?;
-        let bytes = body::read(&headers, body, &front.bounds).await?;
-        let request: FeedbackRequest = parse(&bytes)?;
-        let outcomes = request
-            .outcomes
-            .into_iter()
-            .map(|o| v1::Outcome { request_id: o.request_id, row: o.row, label: o.label })
-            .collect();
-        let joined = feedback::take(&front.serving, v1::FeedbackRequest { outcomes })?;
-        Ok::<_, Refused>(answer::json(StatusCode::OK, &joined))
-    }
-    .await;
-    answer::finish(&call, result).unwrap_or_else(IntoResponse::into_response)
+    let serving = front.serving.clone();
+    front
+        .answer("feedback", &headers, body, |bytes, _call| {
+            Box::pin(async move {
+                let request: FeedbackRequest = parse(&bytes)?;
+                let outcomes = request
+                    .outcomes
+                    .into_iter()
+                    .map(|o| v1::Outcome { request_id: o.request_id, row: o.row, label: o.label })
+                    .collect();
+                let joined = feedback::take(&serving, v1::FeedbackRequest { outcomes })?;
+                Ok(answer::json(StatusCode::OK, &joined))
+            })
+        })
+        .await
 }
