@@ -1,7 +1,8 @@
 //! grpc.health.v1 and graceful shutdown: NOT_SERVING until every model is
 //! loaded and warmed (for `""` too, which tonic-health would otherwise report
 //! SERVING from the start), SERVING after, NOT_SERVING as soon as a drain
-//! begins, while requests are still answered until the drain period ends.
+//! begins, while requests are still answered until the drain period ends;
+//! the HTTP port's readiness (`/v2/health/ready`) follows the same phases.
 
 mod common;
 
@@ -36,7 +37,9 @@ async fn health_goes_not_serving_then_serving_then_not_serving_on_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     repository_that_loads_slowly(dir.path());
     let started = Instant::now();
-    let mut server = TestServer::start_with(settings(dir.path(), &["--drain-seconds", "0.5"])).await;
+    let http = common::free_port();
+    let mut server =
+        TestServer::start_with(settings(dir.path(), &["--drain-seconds", "0.5", "--http-listen", &http])).await;
     let mut client = common::client(&server).await;
     let channel = tonic::transport::Channel::from_shared(server.url.clone()).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel);
@@ -50,6 +53,9 @@ async fn health_goes_not_serving_then_serving_then_not_serving_on_shutdown() {
     let status = client.predict("retail", rows("retail", 1).values).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert!(status.message().contains("still loading"), "{}", status.message());
+    assert_eq!(http_status(&http, "GET /v2/health/ready").await, 503, "HTTP readiness while loading");
+    assert_eq!(http_status(&http, "GET /v2/health/live").await, 200, "live while loading");
+    assert_eq!(http_status(&http, "POST /score").await, 503, "HTTP scoring while loading");
 
     // Loaded and warmed: SERVING everywhere, requests answered.
     assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::Serving);
@@ -58,6 +64,7 @@ async fn health_goes_not_serving_then_serving_then_not_serving_on_shutdown() {
         assert_eq!(client.health(service).await.unwrap(), ServingStatus::Serving, "`{service}`");
     }
     assert!(client.predict("retail", rows("retail", 1).values).await.is_ok());
+    assert_eq!(http_status(&http, "GET /v2/health/ready").await, 200, "HTTP readiness once serving");
 
     // Shutdown: NOT_SERVING at once, still answering during the drain.
     let began = Instant::now();
@@ -67,6 +74,7 @@ async fn health_goes_not_serving_then_serving_then_not_serving_on_shutdown() {
         assert_eq!(client.health(service).await.unwrap(), ServingStatus::NotServing, "`{service}`");
     }
     assert!(client.predict("retail", rows("retail", 1).values).await.is_ok(), "requests are served while draining");
+    assert_eq!(http_status(&http, "GET /v2/health/ready").await, 503, "HTTP readiness while draining");
     drop((watch, health, client));
     server.stop().await.unwrap();
     assert!(began.elapsed() >= Duration::from_millis(500), "the drain period was honoured");
@@ -119,4 +127,18 @@ async fn a_shutdown_while_loading_stops_cleanly() {
     server.begin_shutdown();
     server.stop().await.expect("a shutdown before SERVING is not an error");
     assert!(began.elapsed() < Duration::from_secs(5), "nothing to drain before SERVING");
+}
+
+/// The status of `request` (`"GET /path"`; a body of no rows goes with it) to the HTTP
+/// port at `address`, over a plain HTTP/1.1 connection.
+async fn http_status(address: &str, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "{request} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-length: 15\r\n\r\n{{\"features\":[]}}"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("not HTTP: {answer}"))
 }
