@@ -352,7 +352,7 @@ async fn infer(
 
 /// Which outputs travel as binary data.
 enum Binary {
-    /// Each requested output's own `binary_data`, in the request's order.
+    /// Each requested output's `binary_data` (else the request's `binary_data_output`), in order.
     Each(Vec<bool>),
     /// No output requested: all of them, binary or not.
     All(bool),
@@ -442,7 +442,7 @@ fn decode(
         .outputs
         .into_iter()
         .map(|output| {
-            binary.push(output.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(false));
+            binary.push(output.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(binary_all));
             let parameters = output
                 .parameters
                 .iter()
