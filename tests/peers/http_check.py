@@ -10,6 +10,7 @@ computed through candela.v1.Inference/BatchPredict over gRPC, to a JSON file):
 Exits non-zero at the first check that fails; prints how many checks passed.
 """
 
+import json
 import sys
 
 import numpy as np
@@ -99,6 +100,20 @@ for binary_out in (False, True):
         check(int(index) == want_classes[row], f"row {row}: top class {index}")
         check(label == labels[int(index)], f"row {row}: label {label}")
         check(abs(float(probability) - want_probabilities[row, int(index)]) <= 1e-6, f"row {row}: {probability}")
+
+# By hand: named outputs without their own binary_data follow binary_data_output.
+infer_body = {
+    "inputs": [{"name": "features", "shape": [n, width], "datatype": "FP32", "data": rows.tolist()}],
+    "outputs": [{"name": "prediction"}],
+    "parameters": {"binary_data_output": True},
+}
+answer = requests.post(f"{base}/v2/models/{model}/infer", json=infer_body, timeout=10)
+check(answer.status_code == 200, f"binary_data_output: {answer.status_code} {answer.text[:200]}")
+length = int(answer.headers["inference-header-content-length"])
+head = json.loads(answer.content[:length])
+size = head["outputs"][0]["parameters"]["binary_data_size"]
+check(size == n * 8 and len(answer.content) == length + size, f"binary part of {size} bytes")
+check(np.array_equal(np.frombuffer(answer.content[length:], dtype="<i8"), want_classes), "binary predictions")
 
 # A refused inference: the status and the message gRPC's BadRequest carries.
 try:
