@@ -304,3 +304,30 @@ async fn readiness_is_503_while_draining_and_inference_still_answers() {
     assert_eq!(curl(&at("/score"), &["-X", "POST", "-d", &score_body(1)]).await.status, 200, "still answering");
     server.join().await.unwrap();
 }
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_until_one_closes() {
+    let (_server, http) = start(&["--max-connections", "2"]).await;
+    let request = b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n";
+    /// Sends `request` on `tcp` and reads one answer's first bytes, within `wait`.
+    async fn answered(tcp: &mut tokio::net::TcpStream, request: &[u8], wait: Duration) -> bool {
+        tcp.write_all(request).await.unwrap();
+        let mut buffer = [0u8; 12];
+        matches!(tokio::time::timeout(wait, tcp.read_exact(&mut buffer)).await, Ok(Ok(_)))
+            && buffer.starts_with(b"HTTP/1.1 200")
+    }
+    // Two kept-alive connections hold both places.
+    let mut first = tokio::net::TcpStream::connect(&http).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(&http).await.unwrap();
+    assert!(answered(&mut first, request, Duration::from_secs(5)).await);
+    assert!(answered(&mut second, request, Duration::from_secs(5)).await);
+    // A third waits in the accept queue, unanswered…
+    let mut third = tokio::net::TcpStream::connect(&http).await.unwrap();
+    assert!(!answered(&mut third, request, Duration::from_millis(500)).await, "a third connection was served");
+    // …until one of the two closes.
+    drop(first);
+    let mut answer = [0u8; 12];
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read_exact(&mut answer)).await;
+    assert!(matches!(read, Ok(Ok(_))) && answer.starts_with(b"HTTP/1.1 200"), "the third was never served");
+    drop(second);
+}
