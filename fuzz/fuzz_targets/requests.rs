@@ -1,5 +1,7 @@
-//! Arbitrary bytes as a candela.v1 BatchPredictRequest / PredictRequest and
-//! as an Open Inference Protocol ModelInferRequest, through decoding and the
+//! Arbitrary bytes as a candela.v1 BatchPredictRequest / PredictRequest, as
+//! an Open Inference Protocol ModelInferRequest, and as the HTTP port's
+//! bodies (a REST infer request, JSON or with binary tensor data after a
+//! split the first byte picks; a `/score` request), through decoding and the
 //! same validation the server runs. Any panic, or an allocation sized by a
 //! declared (rather than sent) shape, is a bug. The hand-coded `Rows`
 //! (src/rows.rs) must also agree with prost's generated code on every input:
@@ -8,8 +10,9 @@
 
 use candela::inference::ModelInferRequest;
 use candela::v1::{BatchPredictRequest, PredictRequest, Rows};
-use candela_server::api::v1::RowsField;
+use candela_server::api::http::{rest, score};
 use candela_server::api::open_inference::decode_input;
+use candela_server::api::v1::RowsField;
 use candela_server::core::scoring::check_rows;
 use candela_server::model::LoadedModel;
 use candela_server::model::repository::{DEFAULT_MAX_MODEL_BYTES, load_version};
@@ -19,7 +22,8 @@ use std::sync::LazyLock;
 
 static MODEL: LazyLock<LoadedModel> = LazyLock::new(|| {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/retail/1");
-    load_version("retail", 1, &dir, &candle_core::Device::Cpu, "cpu", DEFAULT_MAX_MODEL_BYTES).expect("the demo model loads")
+    load_version("retail", 1, &dir, &candle_core::Device::Cpu, "cpu", DEFAULT_MAX_MODEL_BYTES)
+        .expect("the demo model loads")
 });
 
 /// What prost generates for `candela.v1.Rows`.
@@ -56,6 +60,20 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(request) = ModelInferRequest::decode(data)
         && let Ok(rows) = decode_input(model, &request, 1000)
+    {
+        let _ = check_rows(model, rows.fields, rows.width, &rows.values, rows.max_rows);
+    }
+    let split = data.first().map(|b| http::HeaderValue::from(*b as usize % (data.len() + 1)));
+    for split in [None, split] {
+        if let Ok((request, _)) =
+            rest::decode(split, bytes::Bytes::copy_from_slice(data), "retail".into(), String::new())
+            && let Ok(rows) = decode_input(model, &request, 1000)
+        {
+            let _ = check_rows(model, rows.fields, rows.width, &rows.values, rows.max_rows);
+        }
+    }
+    if let Ok(request) = rest::parse::<score::ScoreRequest>(data)
+        && let Ok(rows) = score::rows(&model.manifest.features, "retail", request.features, 1000)
     {
         let _ = check_rows(model, rows.fields, rows.width, &rows.values, rows.max_rows);
     }

@@ -351,7 +351,7 @@ async fn infer(
 }
 
 /// Which outputs travel as binary data.
-enum Binary {
+pub enum Binary {
     /// Each requested output's `binary_data` (else the request's `binary_data_output`), in order.
     Each(Vec<bool>),
     /// No output requested: all of them, binary or not.
@@ -359,8 +359,9 @@ enum Binary {
 }
 
 /// The request's JSON (and binary data, after the JSON's `split` bytes when
-/// the request says so) as the protocol's request message.
-fn decode(
+/// the request says so) as the protocol's request message (public for the
+/// fuzz targets in `fuzz/`).
+pub fn decode(
     split: Option<HeaderValue>,
     bytes: Bytes,
     model_name: String,

@@ -32,18 +32,19 @@ pub fn routes() -> Router<Arc<Front>> {
     Router::new().route("/score", post(score)).route("/feedback", post(feedback))
 }
 
+/// A `/score` request's JSON.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ScoreRequest {
+pub struct ScoreRequest {
     #[serde(default)]
-    segment: String,
+    pub segment: String,
     #[serde(default)]
-    version: u64,
-    features: Vec<Row>,
+    pub version: u64,
+    pub features: Vec<Row>,
 }
 
 /// One row of features: values in the model's feature order, or by name.
-enum Row {
+pub enum Row {
     Values(Vec<f64>),
     Named(Vec<(String, f64)>),
 }
@@ -130,8 +131,9 @@ async fn score(State(front): State<Arc<Front>>, headers: HeaderMap, body: Body) 
 }
 
 /// The rows for the core: each row's values in the model's feature order
-/// (`features`: the model's names, for rows sent by name).
-fn rows(features: &[String], segment: &str, rows: Vec<Row>, max_rows: usize) -> Result<Rows, ServeError> {
+/// (`features`: the model's names, for rows sent by name). Public for the
+/// fuzz targets in `fuzz/`.
+pub fn rows(features: &[String], segment: &str, rows: Vec<Row>, max_rows: usize) -> Result<Rows, ServeError> {
     let width = features.len();
     let mut values = Vec::with_capacity(rows.len() * width);
     let mut index: Option<HashMap<&str, usize>> = None;
