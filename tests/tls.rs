@@ -46,6 +46,16 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// A server with a certificate for `localhost` issued by `ca` that requires
+/// client certificates from `clients` (files written to `dir`), plus `extra` flags.
+async fn start_mtls(dir: &Path, ca: &Authority, clients: &Authority, extra: &[&str]) -> TestServer {
+    let (cert, key) = ca.issue(&["localhost"]);
+    let files = [write(dir, "cert.pem", &cert), write(dir, "key.pem", &key), write(dir, "clients.pem", &clients.pem)];
+    let mut args = vec!["--tls-cert", &files[0], "--tls-key", &files[1], "--tls-client-ca", &files[2]];
+    args.extend_from_slice(extra);
+    TestServer::start_with(settings(&demo_models(), &args)).await
+}
+
 async fn tls_channel(
     port: u16,
     ca: &str,
@@ -98,17 +108,7 @@ async fn mtls_refuses_clients_without_a_certificate_from_the_client_ca() {
     let ca = Authority::new("server CA");
     let clients = Authority::new("client CA");
     let rogue = Authority::new("rogue CA");
-    let (cert, key) = ca.issue(&["localhost"]);
-    let args = [
-        "--tls-cert".to_string(),
-        write(dir.path(), "cert.pem", &cert),
-        "--tls-key".to_string(),
-        write(dir.path(), "key.pem", &key),
-        "--tls-client-ca".to_string(),
-        write(dir.path(), "clients.pem", &clients.pem),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = TestServer::start_with(settings(&demo_models(), &args)).await;
+    let server = start_mtls(dir.path(), &ca, &clients, &[]).await;
     let port = server.addr.port();
 
     let good = clients.issue(&["caller"]);
@@ -146,21 +146,9 @@ async fn the_http_port_serves_tls_from_the_same_certificates_with_the_same_clien
     let dir = tempfile::tempdir().unwrap();
     let ca = Authority::new("server CA");
     let clients = Authority::new("client CA");
-    let (cert, key) = ca.issue(&["localhost"]);
     let http = common::free_port();
     let port = http.rsplit_once(':').unwrap().1.to_string();
-    let args = [
-        "--tls-cert".to_string(),
-        write(dir.path(), "cert.pem", &cert),
-        "--tls-key".to_string(),
-        write(dir.path(), "key.pem", &key),
-        "--tls-client-ca".to_string(),
-        write(dir.path(), "clients.pem", &clients.pem),
-        "--http-listen".to_string(),
-        http.clone(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = TestServer::start_with(settings(&demo_models(), &args)).await;
+    let server = start_mtls(dir.path(), &ca, &clients, &["--http-listen", &http]).await;
     let good = clients.issue(&["caller"]);
     let mut client = Client::from_channel(tls_channel(server.addr.port(), &ca.pem, Some(&good)).await.unwrap());
     wait_for(&mut client, "", ServingStatus::Serving).await;

@@ -10,7 +10,7 @@
 
 use candela::inference::ModelInferRequest;
 use candela::v1::{BatchPredictRequest, PredictRequest, Rows};
-use candela_server::api::http::{rest, score};
+use candela_server::api::http::{body, rest, score};
 use candela_server::api::open_inference::decode_input;
 use candela_server::api::v1::RowsField;
 use candela_server::core::scoring::check_rows;
@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = check_rows(model, rows.fields, rows.width, &rows.values, rows.max_rows);
         }
     }
-    if let Ok(request) = rest::parse::<score::ScoreRequest>(data)
+    if let Ok(request) = body::parse::<score::ScoreRequest>(data)
         && let Ok(rows) = score::rows(&model.manifest.features, "retail", request.features, 1000)
     {
         let _ = check_rows(model, rows.fields, rows.width, &rows.values, rows.max_rows);

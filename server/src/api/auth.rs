@@ -14,6 +14,26 @@ use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Status, service::Interceptor};
 
+/// Why a caller's credentials were refused, for each front to answer in
+/// its protocol (gRPC UNAUTHENTICATED / PERMISSION_DENIED, HTTP 401 / 403).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Denied {
+    /// No key, a malformed header, or a key that is not valid.
+    Unauthenticated(&'static str),
+    /// A valid key without the right (an inference key on an admin call),
+    /// or admin calls are off.
+    PermissionDenied(&'static str),
+}
+
+impl From<Denied> for Status {
+    fn from(denied: Denied) -> Status {
+        match denied {
+            Denied::Unauthenticated(message) => Status::unauthenticated(message),
+            Denied::PermissionDenied(message) => Status::permission_denied(message),
+        }
+    }
+}
+
 /// The valid keys, as digests, and where they come from.
 pub struct KeyStore {
     path: PathBuf,
@@ -110,20 +130,20 @@ impl Authenticator {
 
     /// Admits a call whose `authorization` header carries a valid key (any
     /// call while the server runs open).
-    pub fn check(&self, headers: &http::HeaderMap) -> Result<(), Status> {
+    pub fn check(&self, headers: &http::HeaderMap) -> Result<(), Denied> {
         let Some(keys) = &self.keys else { return Ok(()) };
         let key = bearer(headers.get("authorization").map(|v| v.to_str()))?;
         if keys.accepts(key) || self.admin.as_ref().is_some_and(|admin| admin.accepts(key)) {
             Ok(())
         } else {
-            Err(Status::unauthenticated("invalid API key"))
+            Err(Denied::Unauthenticated("invalid API key"))
         }
     }
 }
 
 impl Interceptor for Authenticator {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        self.check(request.metadata().as_ref()).map(|()| request)
+        self.check(request.metadata().as_ref()).map(|()| request).map_err(Status::from)
     }
 }
 
@@ -142,37 +162,36 @@ impl AdminGuard {
     }
 
     /// Admits a call whose `authorization` header carries an admin key.
-    pub fn check(&self, headers: &http::HeaderMap) -> Result<(), Status> {
+    pub fn check(&self, headers: &http::HeaderMap) -> Result<(), Denied> {
         let Some(admin) = &self.admin else {
-            return Err(Status::permission_denied(
+            return Err(Denied::PermissionDenied(
                 "admin calls are off: start the server with --admin-keys-file to load and unload models and to see and roll back rollouts by call",
             ));
         };
         let key = bearer(headers.get("authorization").map(|v| v.to_str())).map_err(|_| {
-            Status::unauthenticated(
+            Denied::Unauthenticated(
                 "this admin call (repository control, rollouts) needs an admin key: send `authorization: Bearer <admin key>`",
             )
         })?;
         if admin.accepts(key) {
             Ok(())
         } else if self.inference.as_ref().is_some_and(|keys| keys.accepts(key)) {
-            Err(Status::permission_denied(
+            Err(Denied::PermissionDenied(
                 "an inference API key cannot make admin calls (repository control, rollouts); send an admin key (--admin-keys-file)",
             ))
         } else {
-            Err(Status::unauthenticated("invalid admin key"))
+            Err(Denied::Unauthenticated("invalid admin key"))
         }
     }
 }
 
 /// The key in an `authorization: Bearer <key>` header.
-fn bearer<E>(header: Option<Result<&str, E>>) -> Result<&str, Status> {
-    let header = header.ok_or_else(|| {
-        Status::unauthenticated("missing credentials: send metadata `authorization: Bearer <api key>`")
-    })?;
+fn bearer<E>(header: Option<Result<&str, E>>) -> Result<&str, Denied> {
+    let header = header
+        .ok_or(Denied::Unauthenticated("missing credentials: send metadata `authorization: Bearer <api key>`"))?;
     header
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .ok_or_else(|| Status::unauthenticated("malformed `authorization` metadata: expected `Bearer <api key>`"))
+        .ok_or(Denied::Unauthenticated("malformed `authorization` metadata: expected `Bearer <api key>`"))
 }

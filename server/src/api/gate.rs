@@ -154,9 +154,9 @@ where
         let known = METHODS.iter().find(|m| m.path == path).unwrap_or(&OTHER);
         let (service, method) = (known.service, known.method);
         if ADMIN_PATHS.contains(&path)
-            && let Err(status) = self.admin.check(request.headers())
+            && let Err(denied) = self.admin.check(request.headers())
         {
-            return Box::pin(async move { Ok(status.into_http()) });
+            return Box::pin(async move { Ok(Status::from(denied).into_http()) });
         }
         if known.admitted_here {
             match self.serving.admit() {

@@ -7,6 +7,7 @@
 //! (`WWW-Authenticate: Bearer`) or 403. Every HTTP path that answers an error
 //! goes through here.
 
+use super::super::auth::Denied;
 use super::super::call::Call;
 use crate::core::error::{Canonical, ServeError};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -92,15 +93,14 @@ impl IntoResponse for Refused {
     }
 }
 
-/// An API-key refusal (`auth`'s answer, which speaks gRPC codes) as HTTP:
-/// 401 with a `WWW-Authenticate: Bearer` challenge for a missing or invalid
-/// key, 403 for a key without the right.
-pub fn unauthorized(status: tonic::Status) -> Response {
-    let code = match status.code() {
-        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
-        _ => StatusCode::UNAUTHORIZED,
+/// An API-key refusal as HTTP: 401 with a `WWW-Authenticate: Bearer`
+/// challenge for a missing or invalid key, 403 for a key without the right.
+pub fn unauthorized(denied: Denied) -> Response {
+    let (code, message) = match denied {
+        Denied::Unauthenticated(message) => (StatusCode::UNAUTHORIZED, message),
+        Denied::PermissionDenied(message) => (StatusCode::FORBIDDEN, message),
     };
-    let mut response = json(code, &ErrorBody { error: status.message().to_string(), violations: Vec::new() });
+    let mut response = json(code, &ErrorBody { error: message.to_string(), violations: Vec::new() });
     if code == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"candela\""));
     }

@@ -1,4 +1,5 @@
-//! Reading an HTTP request body whole, within the gRPC port's bounds: at
+//! Reading an HTTP request body whole, and parsing it as JSON with errors
+//! that name the field (`parse`). Bodies are read within the gRPC port's bounds: at
 //! most --max-message-bytes (413 beyond; refused before a byte is read when
 //! `Content-Length` says so), charged while it arrives against the
 //! server-wide budget of incomplete request bodies that gRPC messages share
@@ -85,4 +86,29 @@ pub async fn read(headers: &HeaderMap, body: Body, bounds: &Bounds) -> Result<By
         )))
         .with_status(StatusCode::REQUEST_TIMEOUT)),
     }
+}
+
+/// `body` as JSON of type `T`; a violation names the field that does not
+/// fit (`inputs[0].shape`), or the body when it is not JSON at all.
+pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refused> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|error| {
+        let path = error.path().to_string();
+        unparsed(path, error.into_inner())
+    })?;
+    json.end().map_err(|error| unparsed(".".to_string(), error))?;
+    Ok(value)
+}
+
+/// Why a body did not parse: the body when it is not JSON, else the field
+/// at `path` (`.`: the body itself).
+fn unparsed(path: String, error: serde_json::Error) -> Refused {
+    let violation = match error.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            ("(body)".to_string(), format!("is not valid JSON: {error}"))
+        }
+        _ if path == "." => ("(body)".to_string(), format!("is invalid: {error}")),
+        _ => (path, format!("is invalid: {error}")),
+    };
+    Refused::from(ServeError::invalid(violation.0, violation.1))
 }

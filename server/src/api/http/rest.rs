@@ -193,7 +193,7 @@ async fn repository_index(State(front): Shared, headers: HeaderMap, body: Body) 
             ready: bool,
         }
         let request: IndexRequest =
-            if bytes.iter().all(u8::is_ascii_whitespace) { Default::default() } else { parse(&bytes)? };
+            if bytes.iter().all(u8::is_ascii_whitespace) { Default::default() } else { body::parse(&bytes)? };
         let models = oip_api::repository_index(&front.serving, request.ready)?;
         let models: Vec<Value> = models
             .into_iter()
@@ -212,8 +212,8 @@ enum Change {
 
 /// Loads or unloads a model: admin keys only (403 for an inference key).
 async fn repository(State(front): Shared, headers: HeaderMap, model: String, change: Change) -> Response {
-    if let Err(status) = front.admin.check(&headers) {
-        return answer::unauthorized(status);
+    if let Err(denied) = front.admin.check(&headers) {
+        return answer::unauthorized(denied);
     }
     let changed = match change {
         Change::Load => oip_api::load(&front.serving, model).await,
@@ -223,31 +223,6 @@ async fn repository(State(front): Shared, headers: HeaderMap, model: String, cha
         Ok(()) => answer::json(StatusCode::OK, &json!({})),
         Err(error) => Refused::from(error).into_response(),
     }
-}
-
-/// `body` as JSON of type `T`; a violation names the field that does not
-/// fit (`inputs[0].shape`), or the body when it is not JSON at all.
-pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refused> {
-    let mut json = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut json).map_err(|error| {
-        let path = error.path().to_string();
-        unparsed(path, error.into_inner())
-    })?;
-    json.end().map_err(|error| unparsed(".".to_string(), error))?;
-    Ok(value)
-}
-
-/// Why a body did not parse: the body when it is not JSON, else the field
-/// at `path` (`.`: the body itself).
-fn unparsed(path: String, error: serde_json::Error) -> Refused {
-    let violation = match error.classify() {
-        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-            ("(body)".to_string(), format!("is not valid JSON: {error}"))
-        }
-        _ if path == "." => ("(body)".to_string(), format!("is invalid: {error}")),
-        _ => (path, format!("is invalid: {error}")),
-    };
-    Refused::from(ServeError::invalid(violation.0, violation.1))
 }
 
 /// An inference request's JSON.
@@ -350,12 +325,19 @@ async fn infer(
         .await
 }
 
-/// Which outputs travel as binary data.
-pub enum Binary {
-    /// Each requested output's `binary_data` (else the request's `binary_data_output`), in order.
-    Each(Vec<bool>),
-    /// No output requested: all of them, binary or not.
-    All(bool),
+/// Which outputs travel as binary data: each requested output's own
+/// `binary_data`, in order, else (and for every output when none is named)
+/// the request's `binary_data_output`.
+pub struct Binary {
+    each: Vec<bool>,
+    otherwise: bool,
+}
+
+impl Binary {
+    /// Whether the answer's `i`th output travels as binary data.
+    fn of(&self, i: usize) -> bool {
+        self.each.get(i).copied().unwrap_or(self.otherwise)
+    }
 }
 
 /// The request's JSON (and binary data, after the JSON's `split` bytes when
@@ -383,7 +365,7 @@ pub fn decode(
             )?
         }
     };
-    let request: InferRequest = parse(&bytes[..header_length])?;
+    let request: InferRequest = body::parse(&bytes[..header_length])?;
     let mut binary = bytes.slice(header_length..);
     let mut inputs = Vec::with_capacity(request.inputs.len());
     let mut raw = Vec::new();
@@ -437,13 +419,13 @@ pub fn decode(
     if !raw.is_empty() && raw.len() != inputs.len() {
         return Err(ServeError::invalid("inputs", "mixes JSON and binary tensors; send them all one way").into());
     }
-    let binary_all = request.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);
-    let mut binary = Vec::with_capacity(request.outputs.len());
+    let otherwise = request.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);
+    let mut each = Vec::with_capacity(request.outputs.len());
     let outputs = request
         .outputs
         .into_iter()
         .map(|output| {
-            binary.push(output.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(binary_all));
+            each.push(output.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(otherwise));
             let parameters = output
                 .parameters
                 .iter()
@@ -453,7 +435,7 @@ pub fn decode(
             oip::model_infer_request::InferRequestedOutputTensor { name: output.name, parameters }
         })
         .collect::<Vec<_>>();
-    let binary = if outputs.is_empty() { Binary::All(binary_all) } else { Binary::Each(binary) };
+    let binary = Binary { each, otherwise };
     let request = oip::ModelInferRequest {
         model_name,
         model_version,
@@ -529,28 +511,21 @@ fn encode(response: oip::ModelInferResponse, binary: &Binary) -> Response {
         .enumerate()
         .map(|(i, output)| {
             let contents = output.contents.unwrap_or_default();
-            let as_binary = match binary {
-                Binary::Each(each) => each.get(i).copied().unwrap_or(false),
-                Binary::All(all) => *all,
-            };
-            let (data, bytes) = match output.datatype.as_str() {
-                "FP32" => {
-                    (json!(contents.fp32_contents), oip_api::little_endian(&contents.fp32_contents, f32::to_le_bytes))
-                }
-                "INT64" => {
-                    (json!(contents.int64_contents), oip_api::little_endian(&contents.int64_contents, i64::to_le_bytes))
-                }
-                _ => {
-                    let strings: Vec<String> =
-                        contents.bytes_contents.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
-                    (json!(strings), oip_api::length_prefixed(&contents.bytes_contents))
-                }
-            };
-            let (parameters, data) = if as_binary {
+            let (parameters, data) = if binary.of(i) {
+                let bytes = match output.datatype.as_str() {
+                    "FP32" => oip_api::little_endian(&contents.fp32_contents, f32::to_le_bytes),
+                    "INT64" => oip_api::little_endian(&contents.int64_contents, i64::to_le_bytes),
+                    _ => oip_api::length_prefixed(&contents.bytes_contents),
+                };
                 let size = bytes.len();
                 tail.push(bytes);
                 (Some(json!({"binary_data_size": size})), None)
             } else {
+                let data = match output.datatype.as_str() {
+                    "FP32" => json!(contents.fp32_contents),
+                    "INT64" => json!(contents.int64_contents),
+                    _ => json!(contents.bytes_contents.iter().map(|b| String::from_utf8_lossy(b)).collect::<Vec<_>>()),
+                };
                 (None, Some(data))
             };
             OutputJson { name: output.name, datatype: output.datatype, shape: output.shape, parameters, data }

@@ -9,9 +9,8 @@
 //! gives.
 
 use super::super::feedback;
-use super::Front;
 use super::answer;
-use super::rest::parse;
+use super::{Front, body};
 use crate::core::error::{ServeError, echo};
 use crate::core::scores::Scores;
 use crate::core::scoring::{self, Fields, Rows};
@@ -98,7 +97,7 @@ async fn score(State(front): State<Arc<Front>>, headers: HeaderMap, body: Body) 
     front
         .answer("score", &headers, body, |bytes, call| {
             Box::pin(async move {
-                let request: ScoreRequest = parse(&bytes)?;
+                let request: ScoreRequest = body::parse(&bytes)?;
                 let max_rows = serving.limits.max_rows;
                 if request.features.len() > max_rows {
                     return Err(ServeError::invalid(
@@ -221,7 +220,7 @@ async fn feedback(State(front): State<Arc<Front>>, headers: HeaderMap, body: Bod
     front
         .answer("feedback", &headers, body, |bytes, _call| {
             Box::pin(async move {
-                let request: FeedbackRequest = parse(&bytes)?;
+                let request: FeedbackRequest = body::parse(&bytes)?;
                 let outcomes = request
                     .outcomes
                     .into_iter()
