@@ -38,8 +38,17 @@ async fn health_goes_not_serving_then_serving_then_not_serving_on_shutdown() {
     repository_that_loads_slowly(dir.path());
     let started = Instant::now();
     let http = common::free_port();
-    let mut server =
-        TestServer::start_with(settings(dir.path(), &["--drain-seconds", "0.5", "--http-listen", &http])).await;
+    let flags = [
+        "--drain-seconds",
+        "0.5",
+        "--http-listen",
+        &http,
+        "--max-versions-per-segment",
+        "1000",
+        "--max-loaded-versions",
+        "1000",
+    ];
+    let mut server = TestServer::start_with(settings(dir.path(), &flags)).await;
     let mut client = common::client(&server).await;
     let channel = tonic::transport::Channel::from_shared(server.url.clone()).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel);
@@ -53,9 +62,13 @@ async fn health_goes_not_serving_then_serving_then_not_serving_on_shutdown() {
     let status = client.predict("retail", rows("retail", 1).values).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert!(status.message().contains("still loading"), "{}", status.message());
+    use tonic_types::StatusExt;
+    let retry = status.get_details_retry_info().expect("UNAVAILABLE carries a RetryInfo");
+    assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
     assert_eq!(http_status(&http, "GET /v2/health/ready").await, 503, "HTTP readiness while loading");
     assert_eq!(http_status(&http, "GET /v2/health/live").await, 200, "live while loading");
-    assert_eq!(http_status(&http, "POST /score").await, 503, "HTTP scoring while loading");
+    let scoring = http_answer(&http, "POST /score").await.to_lowercase();
+    assert!(scoring.starts_with("http/1.1 503") && scoring.contains("retry-after: 1\r\n"), "{scoring}");
 
     // Loaded and warmed: SERVING everywhere, requests answered.
     assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::Serving);
@@ -132,6 +145,12 @@ async fn a_shutdown_while_loading_stops_cleanly() {
 /// The status of `request` (`"GET /path"`; a body of no rows goes with it) to the HTTP
 /// port at `address`, over a plain HTTP/1.1 connection.
 async fn http_status(address: &str, request: &str) -> u16 {
+    let answer = http_answer(address, request).await;
+    answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("not HTTP: {answer}"))
+}
+
+/// The whole HTTP answer (head and body) to `request` with a small JSON body.
+async fn http_answer(address: &str, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let head = format!(
@@ -140,5 +159,5 @@ async fn http_status(address: &str, request: &str) -> u16 {
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.unwrap();
-    answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("not HTTP: {answer}"))
+    answer
 }

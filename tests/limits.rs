@@ -187,3 +187,35 @@ async fn a_stream_deadline_applies_to_each_of_its_batches() {
     }
     assert_eq!(answered_by_server, 10, "only {answered_by_server} of 100 streams got the server's answer");
 }
+
+/// A Predict on `client`'s connection carrying `padding` bytes of extra metadata.
+async fn predict_with_metadata(
+    mut client: candela_client::Client,
+    padding: usize,
+) -> Result<proto::PredictResponse, tonic::Status> {
+    let request = proto::PredictRequest { segment: "retail".into(), version: 0, features: rows("retail", 1).values };
+    let mut request = tonic::Request::new(request);
+    if padding > 0 {
+        request.metadata_mut().insert("x-padding", "p".repeat(padding).parse().unwrap());
+    }
+    client.inference().predict(request).await.map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_header_fails_its_own_call_and_not_its_connection() {
+    // Calls wait 400 ms in the batching window, so four are in flight on the
+    // connection when the oversized ones arrive.
+    let server = TestServer::start(&["--max-queue-delay-us", "400000"]).await;
+    let client = common::client(&server).await;
+    let in_flight: Vec<_> = (0..4).map(|_| tokio::spawn(predict_with_metadata(client.clone(), 0))).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for padding in [20_000, 65_000, 200_000] {
+        let refused = predict_with_metadata(client.clone(), padding).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{padding} bytes: {refused:?}");
+        assert!(refused.message().contains("--max-header-bytes"), "{}", refused.message());
+    }
+    for call in in_flight {
+        call.await.unwrap().expect("the calls beside the oversized ones are answered");
+    }
+    predict_with_metadata(client, 0).await.expect("the connection still serves");
+}

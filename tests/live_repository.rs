@@ -224,6 +224,48 @@ async fn broken_versions_at_start_are_skipped_and_reported_with_skip() {
     }
 }
 
+/// An ONNX graph (the torch fixture) whose first initializer declares
+/// `[8, 2^40]` values and holds none.
+fn hostile_onnx(dir: &Path) {
+    let fixture = candela_server::testing::repo_root().join("tests/fixtures/formats/repo/torch-softmax/1");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(fixture.join("model.json"), dir.join("model.json")).unwrap();
+    let mut model = onnx_schema::decode(&std::fs::read(fixture.join("model.onnx")).unwrap()).unwrap();
+    let weight = &mut model.graph.as_mut().unwrap().initializer[0];
+    weight.dims = vec![8, 1 << 40];
+    weight.raw_data.clear();
+    weight.float_data.clear();
+    std::fs::write(dir.join("model.onnx"), prost::Message::encode_to_vec(&model)).unwrap();
+}
+
+#[tokio::test]
+async fn a_hostile_onnx_shape_is_refused_alone_at_start_and_live() {
+    let repo = repository(&[1]);
+    hostile_onnx(&repo.path().join("torch/1"));
+    let refused = TestServer::start_with(settings(repo.path(), &[])).await.join().await.unwrap_err();
+    let refused = format!("{refused:#}");
+    assert!(refused.contains("torch/1/model.onnx") && refused.contains("holds 0 values for shape"), "{refused}");
+
+    let flags = ["--on-broken-model", "skip", "--default-segment", "retail", "--repository-poll-seconds", "0.1"];
+    let server = TestServer::start_with(settings(repo.path(), &flags)).await;
+    server.wait_until_serving().await;
+    let client = common::client(&server).await;
+    let index = index(&client).await;
+    let torch = index.iter().find(|(name, ..)| name == "torch").expect("torch is listed");
+    assert_eq!(torch.2, "UNAVAILABLE", "{torch:?}");
+    assert!(torch.3.contains("torch/1/model.onnx"), "{torch:?}");
+    // The reason names the file inside the repository, never the server's own paths.
+    assert!(!torch.3.contains(&repo.path().display().to_string()), "{torch:?}");
+    // Live: a second hostile version does not hold back a change elsewhere.
+    hostile_onnx(&repo.path().join("torch/2"));
+    publish(repo.path(), 2);
+    until_index(&client, "retail 2 is served beside the hostile versions", |index| {
+        ready(index, "2")
+            && index.iter().any(|(name, v, state, _)| name == "torch" && v == "2" && state == "UNAVAILABLE")
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_version_is_served_only_once_its_files_match_their_digests() {
     let repo = repository(&[1]);
@@ -263,6 +305,82 @@ async fn latest_n_serves_only_the_newest_versions() {
     let pinned = client.predict(candela_client::ModelId::pinned("retail", 1), rows("retail", 1).values).await;
     assert_eq!(pinned.unwrap_err().code(), Code::NotFound);
     assert_eq!(client.predict("retail", vec![0.5; FEATURES]).await.unwrap().model.unwrap().version, 3);
+}
+
+#[tokio::test]
+async fn versions_loaded_are_bounded_per_segment_and_in_all() {
+    let repo = repository(&[1, 2, 3, 4, 5, 6]);
+    let corporate = repo.path().join("corporate/1");
+    std::fs::create_dir_all(&corporate).unwrap();
+    for file in ["model.json", "model.safetensors"] {
+        std::fs::copy(demo_models().join("corporate/1").join(file), corporate.join(file)).unwrap();
+    }
+    let flags = ["--max-versions-per-segment", "4", "--max-loaded-versions", "3", "--default-segment", "retail"];
+    let server = TestServer::start_with(settings(repo.path(), &flags)).await;
+    server.wait_until_serving().await;
+    let client = common::client(&server).await;
+    let index = index(&client).await;
+    let state = |name: &str, version: &str| {
+        index
+            .iter()
+            .find(|(n, v, ..)| n == name && v == version)
+            .map(|(_, _, state, reason)| (state.clone(), reason.clone()))
+            .unwrap()
+    };
+    // Each segment's newest first (retail 6, corporate 1), then retail's second newest (5).
+    for (name, version) in [("retail", "6"), ("retail", "5"), ("corporate", "1")] {
+        assert_eq!(state(name, version).0, "READY", "{name} {version}: {index:?}");
+    }
+    let (over, reason) = state("retail", "4");
+    assert!(over == "UNAVAILABLE" && reason.contains("--max-loaded-versions 3"), "{index:?}");
+    for version in ["1", "2"] {
+        let (old, reason) = state("retail", version);
+        assert!(old == "UNAVAILABLE" && reason.contains("--max-versions-per-segment 4"), "{index:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_publish_steps_are_no_errors_and_removing_model_json_unpublishes() {
+    let repo = repository(&[1]);
+    let metrics = common::free_port();
+    let flags = ["--repository-poll-seconds", "0.1", "--metrics-listen", &metrics];
+    let server = TestServer::start_with(settings(repo.path(), &flags)).await;
+    server.wait_until_serving().await;
+    let client = common::client(&server).await;
+    let mut calls = client.clone();
+    // The documented first step: the weights, model.json not yet.
+    let dir = repo.path().join("retail/2");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(demo_models().join("retail/1/model.safetensors"), dir.join("model.safetensors")).unwrap();
+    until_index(&client, "version 2 is listed as waiting", |index| {
+        index.iter().any(|(_, v, state, reason)| {
+            v == "2" && state == "UNAVAILABLE" && reason.contains("waiting for model.json")
+        })
+    })
+    .await;
+    assert_eq!(calls.predict("retail", rows("retail", 1).values).await.unwrap().model.unwrap().version, 1);
+    // The last step, model.json: served.
+    std::fs::copy(demo_models().join("retail/1/model.json"), dir.join("model.json")).unwrap();
+    until_index(&client, "version 2 is served once published", |index| ready(index, "2")).await;
+    assert_eq!(calls.predict("retail", rows("retail", 1).values).await.unwrap().model.unwrap().version, 2);
+    // Unpublishing starts with model.json: version 2 stops serving, and the index says so.
+    std::fs::remove_file(dir.join("model.json")).unwrap();
+    until_index(&client, "version 2 is unpublished", |index| {
+        index.iter().any(|(_, v, state, reason)| v == "2" && state == "UNAVAILABLE" && reason.contains("waiting"))
+    })
+    .await;
+    assert_eq!(calls.predict("retail", rows("retail", 1).values).await.unwrap().model.unwrap().version, 1);
+    let pinned = calls.predict(candela_client::ModelId::pinned("retail", 2), rows("retail", 1).values).await;
+    assert_eq!(pinned.unwrap_err().code(), Code::NotFound);
+    let failed = common::metric(&metrics, "candela_repository_reloads_total", &[("result", "failed")]).await;
+    assert_eq!(failed, 0.0, "no publish step is a failed reload");
+    // A file where a version directory belongs is reported, not ignored.
+    std::fs::write(repo.path().join("retail/3"), b"not a directory").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::metric(&metrics, "candela_repository_refusals_total", &[("reason", "refused")]).await < 1.0 {
+        assert!(Instant::now() < deadline, "a file named like a version was never reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -374,6 +374,84 @@ async fn a_policy_naming_an_unloaded_version_is_refused_and_the_old_one_serves()
     server.stop().await.unwrap();
 }
 
+/// Makes something at a path (a file, a link, a FIFO, a directory).
+type Make = dyn Fn(&Path);
+
+/// The resident memory of this process (the in-process server's), in MiB.
+fn resident_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_file_that_cannot_be_read_is_refused_counted_once_and_the_pinned_policy_stays() {
+    let root = tempfile::tempdir().unwrap();
+    publish(root.path(), "retail", 1);
+    publish(root.path(), "retail", 2);
+    write_policy(root.path(), r#"{"stable": 1}"#);
+    let (server, client, operator, metrics, _keys) = start(root.path(), &["--repository-poll-seconds", "0.1"]).await;
+    let row = rows("retail", 1).values;
+    let policy = root.path().join("retail/rollout.json");
+    let before = resident_mib();
+    // Each made beside the policy and renamed over it, so no scan sees it missing.
+    let replace = |make: &Make| {
+        let partial = root.path().join("retail/.rollout.json.partial");
+        make(&partial);
+        std::fs::rename(&partial, &policy).unwrap();
+    };
+    let cases: [(&str, &Make); 7] = [
+        ("is not a regular file (a device, by a symbolic link to `/dev/zero`)", &|p| {
+            std::os::unix::fs::symlink("/dev/zero", p).unwrap()
+        }),
+        ("is not a regular file (a device, by a symbolic link to `/dev/urandom`)", &|p| {
+            std::os::unix::fs::symlink("/dev/urandom", p).unwrap()
+        }),
+        ("is not a regular file (a FIFO)", &|p| {
+            assert!(std::process::Command::new("mkfifo").arg(p).status().unwrap().success())
+        }),
+        ("is a symbolic link to `nowhere.json`, which does not exist", &|p| {
+            std::os::unix::fs::symlink("nowhere.json", p).unwrap()
+        }),
+        ("over the limit of 65536 bytes", &|p| {
+            std::fs::write(p, format!("{{\"stable\": 2{}}}", " ".repeat(70_000))).unwrap()
+        }),
+        ("is not UTF-8 text", &|p| std::fs::write(p, b"{\"stable\": 2, \"x\": \"\xff\xfe\"}").unwrap()),
+        // A directory in its place (a link to one: a directory cannot be renamed over a file).
+        ("is not a regular file (a directory, by a symbolic link to `.policy.d`)", &|p| {
+            std::fs::create_dir_all(p.with_file_name(".policy.d")).unwrap();
+            std::os::unix::fs::symlink(".policy.d", p).unwrap()
+        }),
+    ];
+    for (expected, make) in cases {
+        replace(make);
+        let rollout = until_status(&operator, 10, expected, |r| {
+            r.refused.contains(expected) && r.refused.contains("rollout.json")
+        })
+        .await;
+        assert!(rollout.refused.contains("the previous policy stays in force"), "{rollout:?}");
+        assert_eq!(rollout.stable_version, 1, "the pinned policy stays: {rollout:?}");
+        // Reloads go on: a reader blocked on a FIFO would never get here.
+        let mut client = client.clone();
+        for i in 0..20 {
+            assert_eq!(predict_keyed(&mut client, &row, &format!("k{i}")).await.unwrap(), 1, "{expected}");
+        }
+    }
+    let grown = resident_mib() - before;
+    assert!(grown < 150.0, "reading /dev/zero or /dev/urandom grew the server by {grown:.0} MiB");
+    let refused = common::metric(&metrics, "candela_rollout_policies_refused_total", &[("segment", "retail")]).await;
+    assert_eq!(refused, 7.0, "each unreadable file counted once, however many polls met it");
+    let counted = common::metric(&metrics, "candela_repository_refusals_total", &[("reason", "refused")]).await;
+    assert!(counted >= 7.0, "each refusal counted with its reason: {counted}");
+    // Only an explicit removal drops the policy: the newest version then serves.
+    std::fs::remove_file(&policy).unwrap();
+    until_status(&operator, 10, "the policy was never dropped", |r| r.refused.is_empty() && r.stable_version == 0)
+        .await;
+    let mut client = client.clone();
+    assert_eq!(predict_keyed(&mut client, &row, "k").await.unwrap(), 2);
+    server.stop().await.unwrap();
+}
+
 /// The exact AUC of `(score, positive)` pairs, ties counting half.
 fn exact_auc(scored: &[(f32, bool)]) -> f64 {
     let mut negatives: Vec<f32> = scored.iter().filter(|s| !s.1).map(|s| s.0).collect();

@@ -142,6 +142,91 @@ async fn score_streams_a_csv_in_order_and_isolates_the_refused_row() {
     }
 }
 
+/// The README's `candela score` examples, run as written (from the
+/// repository's root; the outputs land in a scratch directory).
+#[tokio::test]
+async fn the_readmes_score_examples_run_as_written() {
+    let (url, _stop) = server().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let examples: Vec<&str> = readme
+        .lines()
+        .filter_map(|line| line.strip_prefix("cargo run --release -p candela-client -- score "))
+        .collect();
+    assert_eq!(examples.len(), 2, "the README shows a CSV and a Parquet example");
+    let scratch = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(root.join("tests"), scratch.path().join("tests")).unwrap();
+    for example in examples {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_candela"));
+        command.arg("--server").arg(&url).arg("score").args(example.split_whitespace()).current_dir(scratch.path());
+        let run = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+        // The Parquet table's row with a missing value is refused by the network alone.
+        let (code, rows) = if example.contains(".parquet") { (2, 600) } else { (0, 599) };
+        assert_eq!(run.status.code(), Some(code), "`candela score {example}`: {}", stderr(&run));
+        assert!(stderr(&run).contains(&format!("scored {rows} rows")), "{}", stderr(&run));
+    }
+    assert!(scratch.path().join("scored.csv").is_file() && scratch.path().join("scored.parquet").is_file());
+}
+
+#[tokio::test]
+async fn score_a_bad_cell_costs_its_row_and_duplicate_feature_columns_are_refused() {
+    let (url, _stop) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("rows.csv"), dir.path().join("scored.csv"));
+    let data = candela_server::train::training::fresh_rows(Segment::Sme, 20);
+    let write = |header: Vec<String>, cell: &dyn Fn(usize, usize, f32) -> String| {
+        let mut writer = csv::Writer::from_path(&input).unwrap();
+        writer.write_record(&header).unwrap();
+        for (i, row) in data.values.chunks(FEATURES.len()).enumerate() {
+            let mut record: Vec<String> = row.iter().enumerate().map(|(j, v)| cell(i, j, *v)).collect();
+            record.resize(header.len(), "0".into());
+            writer.write_record(&record).unwrap();
+        }
+        writer.flush().unwrap();
+    };
+    let names: Vec<String> = FEATURES.iter().map(|f| f.to_string()).collect();
+    // Row 5 has one bad cell; rows 8 to 11 (a whole batch of 4) have nothing but bad cells.
+    write(names.clone(), &|i, j, v| match (i, j) {
+        (5, 7) => "n/a".into(),
+        (8..=11, _) => "?".into(),
+        _ => v.to_string(),
+    });
+    let args = ["score", "--segment", "sme", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let mut batched = args.to_vec();
+    batched.extend(["--batch-rows", "4", "--streams", "2"]);
+    let run = candela(&url, &batched).await;
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(stderr(&run).contains("scored 20 rows") && stderr(&run).contains("(5 rows refused)"), "{}", stderr(&run));
+    let expected = Client::connect(&url, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .batch_predict("sme", FEATURES.len(), data.values.clone())
+        .await
+        .unwrap();
+    let mut reader = csv::Reader::from_path(&output).unwrap();
+    let n = reader.headers().unwrap().len();
+    let records: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(records.len(), 20);
+    for (i, record) in records.iter().enumerate() {
+        if i == 5 || (8..=11).contains(&i) {
+            assert!(record[n - 1].contains("is not a number"), "row {i}: {:?}", &record[n - 1]);
+            assert_eq!(&record[n - 4], "", "row {i} has no prediction");
+        } else {
+            assert_eq!(&record[n - 1], "", "row {i}");
+            assert_eq!(&record[n - 4], expected.predictions[i].label, "row {i}");
+        }
+    }
+    assert!(records[5][n - 1].contains(&format!("`n/a` in column `{}`", FEATURES[7])), "{:?}", &records[5]);
+
+    // The same feature twice: which one is meant is ambiguous, so nothing is scored.
+    let mut doubled = names.clone();
+    doubled.push(FEATURES[2].to_string());
+    write(doubled, &|_, _, v| v.to_string());
+    let run = candela(&url, &args).await;
+    assert!(!run.status.success());
+    assert!(stderr(&run).contains(&format!("two columns named `{}`", FEATURES[2])), "{}", stderr(&run));
+}
+
 /// A table written by pandas (tests/fixtures/score/make_fixture.py: float64,
 /// float32 and int64 features in another order, a carried id and timestamp,
 /// one null, three row groups) scored Parquet to Parquet: every column and
@@ -235,6 +320,43 @@ async fn score_refuses_feature_columns_it_cannot_decompress() {
     let message = stderr(&run);
     assert!(message.contains("is compressed with ZSTD") && message.contains(r#"compression="snappy""#), "{message}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no output and no partial file");
+}
+
+/// Pages with checksums (tests/fixtures/score/checksummed.parquet, written
+/// with pyarrow's `write_page_checksum`) are verified: the file scores, and
+/// a copy with one byte of a feature column's page flipped is refused
+/// instead of being scored from garbage.
+#[tokio::test]
+async fn score_refuses_a_parquet_page_that_fails_its_checksum() {
+    let (url, _stop) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/score/checksummed.parquet");
+    let (input, output) = (dir.path().join("rows.parquet"), dir.path().join("scored.parquet"));
+    let args = ["score", "--segment", "sme", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    std::fs::copy(&fixture, &input).unwrap();
+    let run = candela(&url, &args).await;
+    // Row 123's missing value is refused by the network; every other row is scored.
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(stderr(&run).contains("scored 200 rows") && stderr(&run).contains("(1 rows refused)"), "{}", stderr(&run));
+
+    let meta = parquet::file::reader::FileReader::metadata(
+        &parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(&fixture).unwrap()).unwrap(),
+    )
+    .clone();
+    let group = meta.row_group(0);
+    let column = (0..group.num_columns()).find(|&c| group.column(c).column_path().string() == FEATURES[0]).unwrap();
+    let chunk = group.column(column);
+    let start = chunk.dictionary_page_offset().unwrap_or(chunk.data_page_offset());
+    let mut bytes = std::fs::read(&fixture).unwrap();
+    // The last bytes of the chunk: its data page's values.
+    let at = (start + chunk.compressed_size() - 3) as usize;
+    bytes[at] ^= 0x5a;
+    std::fs::write(&input, bytes).unwrap();
+    std::fs::remove_file(&output).unwrap();
+    let run = candela(&url, &args).await;
+    assert!(!run.status.success(), "a corrupted page was scored: {}", stderr(&run));
+    assert!(stderr(&run).to_lowercase().contains("checksum"), "{}", stderr(&run));
+    assert!(!output.exists(), "no output from a corrupted input");
 }
 
 /// Parquet in, CSV out is refused before anything is scored.

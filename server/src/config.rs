@@ -40,7 +40,7 @@ pub struct Settings {
     /// removed versions (a scan reads only file metadata when nothing
     /// changed). SIGHUP and the Open Inference Protocol's RepositoryModelLoad
     /// also rescan. 0: no polling.
-    #[arg(long, env = "CANDELA_REPOSITORY_POLL_SECONDS", default_value_t = 10.0)]
+    #[arg(long, env = "CANDELA_REPOSITORY_POLL_SECONDS", value_parser = seconds_within(0.0, 86_400.0), default_value_t = 10.0)]
     pub repository_poll_seconds: f64,
 
     /// At start, a model version that cannot be loaded: `refuse` lists every
@@ -53,6 +53,20 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_VERSION_POLICY", default_value = "all")]
     pub version_policy: VersionPolicy,
 
+    /// Versions of one segment held loaded at once, whatever
+    /// --version-policy says: each holds its model and its compute threads.
+    /// The newest are loaded; older ones are listed UNAVAILABLE with the reason.
+    #[arg(long, env = "CANDELA_MAX_VERSIONS_PER_SEGMENT", value_parser = count::<usize>(1, 1000), default_value_t = 16)]
+    pub max_versions_per_segment: usize,
+
+    /// Versions held loaded across the whole repository (the bound on the
+    /// server's models and compute threads: this times --compute-workers
+    /// times --compute-threads). Each segment's newest version comes first,
+    /// then each one's second newest, and so on; the rest are listed
+    /// UNAVAILABLE with the reason.
+    #[arg(long, env = "CANDELA_MAX_LOADED_VERSIONS", value_parser = count::<usize>(1, 10_000), default_value_t = 256)]
+    pub max_loaded_versions: usize,
+
     /// Served versions older than this (from model.json's `provenance.created`,
     /// e.g. `30d`) are reported stale: a warning and `candela_model_stale`.
     #[arg(long, env = "CANDELA_MAX_MODEL_AGE", value_parser = humantime::parse_duration)]
@@ -60,18 +74,18 @@ pub struct Settings {
 
     /// Drift is measured over this sliding window: live rows counted into the
     /// training statistics' bins of each model whose model.json carries them.
-    #[arg(long, env = "CANDELA_DRIFT_WINDOW_SECONDS", default_value_t = 300.0)]
+    #[arg(long, env = "CANDELA_DRIFT_WINDOW_SECONDS", value_parser = seconds_within(0.1, 604_800.0), default_value_t = 300.0)]
     pub drift_window_seconds: f64,
 
     /// No drift (PSI) is reported until the window holds this many rows: PSI
     /// on small windows false-alarms.
-    #[arg(long, env = "CANDELA_DRIFT_MIN_ROWS", default_value_t = 1000)]
+    #[arg(long, env = "CANDELA_DRIFT_MIN_ROWS", value_parser = count::<u64>(1, 10_000_000), default_value_t = 1000)]
     pub drift_min_rows: u64,
 
     /// About how many rows a drift window counts at most (at least twice
     /// --drift-min-rows); above it, a random sample, so drift costs the same
     /// at any rate. 20,000 rows keep the PSI's sampling noise near 0.0005.
-    #[arg(long, env = "CANDELA_DRIFT_MAX_ROWS", default_value_t = 20_000)]
+    #[arg(long, env = "CANDELA_DRIFT_MAX_ROWS", value_parser = count::<u64>(2, 100_000_000), default_value_t = 20_000)]
     pub drift_max_rows: u64,
 
     /// Keys (same format and reload rules as --api-keys-file) that may change
@@ -93,7 +107,7 @@ pub struct Settings {
     /// On SIGTERM/SIGINT: seconds to keep serving while health reports
     /// NOT_SERVING, so load balancers and Kubernetes stop routing here before
     /// the listener closes. In-flight requests then finish before exit.
-    #[arg(long, env = "CANDELA_DRAIN_SECONDS", default_value_t = 5.0)]
+    #[arg(long, env = "CANDELA_DRAIN_SECONDS", value_parser = seconds_within(0.0, 3_600.0), default_value_t = 5.0)]
     pub drain_seconds: f64,
 
     /// Log format: `pretty` for people, `json` for log pipelines.
@@ -102,22 +116,22 @@ pub struct Settings {
 
     /// Most rows one request (or one StreamPredict message) may carry; more is
     /// refused with INVALID_ARGUMENT telling the caller to split the batch.
-    #[arg(long, env = "CANDELA_MAX_ROWS", default_value_t = 1000)]
+    #[arg(long, env = "CANDELA_MAX_ROWS", value_parser = count::<usize>(1, 1_000_000), default_value_t = 1000)]
     pub max_rows: usize,
 
     /// Largest request message, in bytes, the server decodes; larger ones are
     /// refused before decoding.
-    #[arg(long, env = "CANDELA_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "CANDELA_MAX_MESSAGE_BYTES", value_parser = count::<usize>(1024, 1 << 30), default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
 
     /// Rows per chunk of a BatchPredictStream response.
-    #[arg(long, env = "CANDELA_STREAM_CHUNK_ROWS", default_value_t = 256)]
+    #[arg(long, env = "CANDELA_STREAM_CHUNK_ROWS", value_parser = count::<usize>(1, 1_000_000), default_value_t = 256)]
     pub stream_chunk_rows: usize,
 
     /// Batches of one StreamPredict (or ModelStreamInfer) stream being scored
     /// at once. The stream reads no further ahead, so a fast producer is slowed
     /// by HTTP/2 flow control.
-    #[arg(long, env = "CANDELA_STREAM_IN_FLIGHT", default_value_t = 4)]
+    #[arg(long, env = "CANDELA_STREAM_IN_FLIGHT", value_parser = count::<usize>(1, 1024), default_value_t = 4)]
     pub stream_in_flight: usize,
 
     /// Merge concurrent requests for the same model version into one forward
@@ -128,26 +142,26 @@ pub struct Settings {
     /// Most rows merged into one forward pass, for every model (overrides
     /// model.json's `batching.max_batch_rows`; default 1024). A single larger
     /// request still runs, alone.
-    #[arg(long, env = "CANDELA_MAX_BATCH_ROWS")]
+    #[arg(long, env = "CANDELA_MAX_BATCH_ROWS", value_parser = count::<usize>(1, 1_000_000))]
     pub max_batch_rows: Option<usize>,
 
     /// Microseconds a forward pass may wait after its first request for more
     /// to merge, for every model (overrides model.json's
     /// `batching.max_queue_delay_us`; default 0: merge what is already queued).
-    #[arg(long, env = "CANDELA_MAX_QUEUE_DELAY_US")]
+    #[arg(long, env = "CANDELA_MAX_QUEUE_DELAY_US", value_parser = count::<u64>(0, 10_000_000))]
     pub max_queue_delay_us: Option<u64>,
 
     /// Compute threads per model version. Each runs one forward pass at a
     /// time; with batching, one per model keeps a small container's cores for
     /// merged passes and the network.
-    #[arg(long, env = "CANDELA_COMPUTE_WORKERS", default_value_t = 1)]
+    #[arg(long, env = "CANDELA_COMPUTE_WORKERS", value_parser = count::<usize>(1, 64), default_value_t = 1)]
     pub compute_workers: usize,
 
     /// Threads each compute worker's forward pass may use (candle's parallel
     /// CPU kernels). Default 1: measured on 2 cores, the demo models' passes
     /// are faster on one thread (batch 1 and 64) or no slower (batch 1000),
     /// and the other core serves the network.
-    #[arg(long, env = "CANDELA_COMPUTE_THREADS", default_value_t = 1)]
+    #[arg(long, env = "CANDELA_COMPUTE_THREADS", value_parser = count::<usize>(1, 256), default_value_t = 1)]
     pub compute_threads: usize,
 
     /// A file of API keys, one per line (blank lines and `#` comments are
@@ -202,18 +216,26 @@ pub struct Settings {
 
     /// Seconds an HTTP connection may wait between requests, and a request
     /// may take to send its headers and its body, before it is closed.
-    #[arg(long, env = "CANDELA_HTTP_IDLE_SECONDS", default_value_t = 30.0)]
+    #[arg(long, env = "CANDELA_HTTP_IDLE_SECONDS", value_parser = seconds_within(0.001, 86_400.0), default_value_t = 30.0)]
     pub http_idle_seconds: f64,
 
     /// Inference calls (unary calls and open streams) served at once, across
     /// all connections. One more is refused at once with RESOURCE_EXHAUSTED and
     /// a RetryInfo, never queued.
-    #[arg(long, env = "CANDELA_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    #[arg(long, env = "CANDELA_MAX_CONCURRENT_REQUESTS", value_parser = count::<usize>(1, 1_000_000), default_value_t = 256)]
     pub max_concurrent_requests: usize,
+
+    /// Bytes of headers (metadata) one gRPC call may carry, counted as HTTP/2
+    /// does (name + value + 32 per header); a call over it is refused with
+    /// INVALID_ARGUMENT, its connection and the other calls on it unharmed.
+    /// Header blocks over 256 KiB are refused by HTTP/2 itself, which closes
+    /// the connection (its protection against header floods).
+    #[arg(long, env = "CANDELA_MAX_HEADER_BYTES", value_parser = count::<usize>(1024, crate::api::router::MAX_HEADER_LIST_BYTES as u64), default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
 
     /// HTTP/2 streams (calls) one connection may have open at once: one
     /// connection's share of the server.
-    #[arg(long, env = "CANDELA_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    #[arg(long, env = "CANDELA_MAX_CONCURRENT_STREAMS", value_parser = count::<u32>(1, 100_000), default_value_t = 128)]
     pub max_concurrent_streams: u32,
 
     /// Seconds a streaming call (StreamPredict, ModelStreamInfer,
@@ -221,7 +243,7 @@ pub struct Settings {
     /// nothing is being scored, or a response the caller does not read) before
     /// the server ends it with UNAVAILABLE. Streams hold a
     /// --max-concurrent-requests slot only while a message is being scored.
-    #[arg(long, env = "CANDELA_STREAM_IDLE_SECONDS", default_value_t = 60.0)]
+    #[arg(long, env = "CANDELA_STREAM_IDLE_SECONDS", value_parser = seconds_within(0.001, 86_400.0), default_value_t = 60.0)]
     pub stream_idle_seconds: f64,
 
     /// How long the server keeps an answered row waiting for its outcome
@@ -232,7 +254,7 @@ pub struct Settings {
 
     /// The most answered rows kept for `Feedback` (its memory bound; the
     /// oldest are dropped first, and counted). 0 keeps none.
-    #[arg(long, env = "CANDELA_FEEDBACK_MAX_RECORDS", default_value_t = 250_000)]
+    #[arg(long, env = "CANDELA_FEEDBACK_MAX_RECORDS", value_parser = count::<usize>(0, 100_000_000), default_value_t = 250_000)]
     pub feedback_max_records: usize,
 
     /// Each version's live quality (AUC, log loss, precision/recall) is
@@ -241,54 +263,54 @@ pub struct Settings {
     pub quality_window: Duration,
 
     /// Joined outcomes a version needs in its window before its quality is reported.
-    #[arg(long, env = "CANDELA_QUALITY_MIN_OUTCOMES", default_value_t = 100)]
+    #[arg(long, env = "CANDELA_QUALITY_MIN_OUTCOMES", value_parser = count::<u64>(1, 100_000_000), default_value_t = 100)]
     pub quality_min_outcomes: u64,
 
     /// Bytes of request messages received but not yet complete (so not yet
     /// admitted), across all calls and connections. A message that would take
     /// more is refused with RESOURCE_EXHAUSTED, so slow or stalled uploads
     /// cannot exhaust the server's memory.
-    #[arg(long, env = "CANDELA_MAX_PENDING_REQUEST_BYTES", default_value_t = 128 * 1024 * 1024)]
+    #[arg(long, env = "CANDELA_MAX_PENDING_REQUEST_BYTES", value_parser = count::<usize>(1024, 1 << 40), default_value_t = 128 * 1024 * 1024)]
     pub max_pending_request_bytes: usize,
 
     /// Client connections open at once on the gRPC port; more wait in the
     /// kernel's accept queue until one closes.
-    #[arg(long, env = "CANDELA_MAX_CONNECTIONS", default_value_t = 1024)]
+    #[arg(long, env = "CANDELA_MAX_CONNECTIONS", value_parser = count::<usize>(1, 1_000_000), default_value_t = 1024)]
     pub max_connections: usize,
 
     /// Seconds a new connection has to send its first bytes (the HTTP/2
     /// preface, or the TLS handshake) before it is closed.
-    #[arg(long, env = "CANDELA_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    #[arg(long, env = "CANDELA_HANDSHAKE_TIMEOUT_SECONDS", value_parser = seconds_within(0.001, 3_600.0), default_value_t = 10.0)]
     pub handshake_timeout_seconds: f64,
 
     /// The largest model weights file loaded, in bytes; a larger one is
     /// refused at load, naming the file, before it is read.
-    #[arg(long, env = "CANDELA_MAX_MODEL_BYTES", default_value_t = crate::model::repository::DEFAULT_MAX_MODEL_BYTES)]
+    #[arg(long, env = "CANDELA_MAX_MODEL_BYTES", value_parser = count::<u64>(1, 1 << 40), default_value_t = crate::model::repository::DEFAULT_MAX_MODEL_BYTES)]
     pub max_model_bytes: u64,
 
     /// Seconds between HTTP/2 keepalive pings to each client; a peer that does
     /// not answer within --keepalive-timeout-seconds is disconnected. 0: off.
-    #[arg(long, env = "CANDELA_KEEPALIVE_SECONDS", default_value_t = 30.0)]
+    #[arg(long, env = "CANDELA_KEEPALIVE_SECONDS", value_parser = seconds_within(0.0, 86_400.0), default_value_t = 30.0)]
     pub keepalive_seconds: f64,
 
     /// Seconds to wait for a keepalive ping's answer.
-    #[arg(long, env = "CANDELA_KEEPALIVE_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    #[arg(long, env = "CANDELA_KEEPALIVE_TIMEOUT_SECONDS", value_parser = seconds_within(0.001, 3_600.0), default_value_t = 10.0)]
     pub keepalive_timeout_seconds: f64,
 
     /// Seconds after which a connection is asked to go away (GOAWAY), so
     /// long-lived clients reconnect and spread over new replicas behind a
     /// Kubernetes Service. 0: never.
-    #[arg(long, env = "CANDELA_MAX_CONNECTION_AGE_SECONDS", default_value_t = 600.0)]
+    #[arg(long, env = "CANDELA_MAX_CONNECTION_AGE_SECONDS", value_parser = seconds_within(0.0, 2_592_000.0), default_value_t = 600.0)]
     pub max_connection_age_seconds: f64,
 
     /// Seconds an aged-out connection gets to finish its calls before it is closed.
-    #[arg(long, env = "CANDELA_MAX_CONNECTION_AGE_GRACE_SECONDS", default_value_t = 30.0)]
+    #[arg(long, env = "CANDELA_MAX_CONNECTION_AGE_GRACE_SECONDS", value_parser = seconds_within(0.0, 86_400.0), default_value_t = 30.0)]
     pub max_connection_age_grace_seconds: f64,
 
     /// After the drain period: seconds in-flight calls and open streams get to
     /// finish before their connections are closed (they see UNAVAILABLE), so
     /// shutdown completes within --drain-seconds plus this.
-    #[arg(long, env = "CANDELA_DRAIN_GRACE_SECONDS", default_value_t = 10.0)]
+    #[arg(long, env = "CANDELA_DRAIN_GRACE_SECONDS", value_parser = seconds_within(0.0, 3_600.0), default_value_t = 10.0)]
     pub drain_grace_seconds: f64,
 }
 
@@ -338,6 +360,27 @@ fn optional_address(flag: &str, text: &str, example: &str) -> Result<Option<Sock
             .parse()
             .map(Some)
             .map_err(|_| format!("{flag} `{text}` is neither an address (e.g. {example}) nor `off`")),
+    }
+}
+
+/// A parser for a whole-number setting that refuses values outside
+/// `min..=max` (a zero that would stop the server working, or a value no
+/// machine has), naming the flag and the range.
+fn count<T>(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<T>
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+    <T as TryFrom<u64>>::Error: std::error::Error + Send + Sync + 'static,
+{
+    clap::builder::RangedU64ValueParser::<T>::new().range(min..=max)
+}
+
+/// A parser for a number of seconds within `min..=max` (finite; a minimum of
+/// 0 means 0 turns the feature off).
+fn seconds_within(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |text| match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && (min..=max).contains(&seconds) => Ok(seconds),
+        Ok(_) => Err(format!("give a number of seconds from {min} to {max}")),
+        Err(_) => Err(format!("`{text}` is not a number of seconds (e.g. 0.5, 30)")),
     }
 }
 

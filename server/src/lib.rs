@@ -238,6 +238,8 @@ async fn start_repository(settings: &Settings, metrics: Arc<Metrics>) -> anyhow:
         location,
         max_model_bytes: settings.max_model_bytes,
         policy: settings.version_policy,
+        max_versions_per_segment: settings.max_versions_per_segment,
+        max_loaded_versions: settings.max_loaded_versions,
         overrides: settings.batching_overrides(),
         compute: Compute {
             workers: settings.compute_workers,

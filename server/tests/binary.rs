@@ -206,6 +206,129 @@ async fn unknown_settings_in_the_file_are_refused() {
 }
 
 #[test]
+fn absurd_numeric_settings_are_refused_at_start_naming_the_flag() {
+    for (flag, value) in [
+        ("--max-rows", "0"),
+        ("--max-concurrent-requests", "0"),
+        ("--max-message-bytes", "0"),
+        ("--compute-workers", "100000"),
+        ("--compute-threads", "0"),
+        ("--stream-in-flight", "0"),
+        ("--max-connections", "0"),
+        ("--max-versions-per-segment", "0"),
+        ("--max-loaded-versions", "0"),
+        ("--drain-seconds", "-5"),
+        ("--repository-poll-seconds", "NaN"),
+        ("--stream-idle-seconds", "0"),
+        ("--keepalive-seconds", "1e30"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_candela-server"))
+            .args(["--models", "/nonexistent", &format!("{flag}={value}")])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flag} {value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag) && stderr.contains(&format!("'{value}'")), "{flag} {value}: {stderr}");
+    }
+}
+
+/// The threads of process `pid` whose name starts with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+#[tokio::test]
+async fn compute_threads_are_bounded_by_the_versions_a_segment_may_hold() {
+    let root = tempfile::tempdir().unwrap();
+    for version in 1..=40 {
+        let dir = root.path().join(format!("retail/{version}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["model.json", "model.safetensors"] {
+            std::fs::copy(demo_models().join("retail/1").join(file), dir.join(file)).unwrap();
+        }
+    }
+    let models = root.path().to_str().unwrap();
+    let mut server = Running::start(&mut command(&["--models", models, "--max-versions-per-segment", "3"]));
+    server.serving_client().await;
+    let pid = server.child.id().unwrap();
+    assert_eq!(threads_named(pid, "compute-"), 3, "40 versions under `--version-policy all`, 3 loaded");
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0);
+}
+
+#[tokio::test]
+async fn pretty_logs_written_to_a_file_carry_no_colour_codes() {
+    let models = demo_models();
+    let mut command = command(&["--models", models.to_str().unwrap()]);
+    command.args(["--log-format", "pretty"]);
+    let mut server = Running::start(&mut command);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.transcript.lock().unwrap().contains(" SERVING") {
+        assert!(Instant::now() < deadline, "never SERVING: {}", server.transcript.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0);
+    let transcript = server.transcript.lock().unwrap().clone();
+    assert!(transcript.contains("SERVING"), "{transcript}");
+    assert!(!transcript.contains('\u{1b}'), "ANSI escape codes in piped logs:\n{transcript:?}");
+}
+
+/// The peak resident memory (VmHWM) of process `pid`, in bytes.
+fn peak_resident(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() * 1024.0
+}
+
+/// The peak memory of the binary serving `models` until SERVING.
+async fn peak_serving(models: &Path) -> f64 {
+    let mut server = Running::start(&mut command(&["--models", models.to_str().unwrap()]));
+    server.serving_client().await;
+    let peak = peak_resident(server.child.id().unwrap());
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, 0);
+    peak
+}
+
+#[tokio::test]
+async fn loading_a_large_xgboost_model_peaks_at_a_small_multiple_of_its_file() {
+    let fixture = candela_server::testing::repo_root().join("tests/fixtures/formats/repo/xgboost-binary/1");
+    let small = tempfile::tempdir().unwrap();
+    let large = tempfile::tempdir().unwrap();
+    for root in [&small, &large] {
+        let dir = root.path().join("trees/1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(fixture.join("model.json"), dir.join("model.json")).unwrap();
+    }
+    std::fs::copy(fixture.join("xgboost.json"), small.path().join("trees/1/xgboost.json")).unwrap();
+    // The fixture's trees 400 times over: a real XGBoost file of about 45 MB.
+    let mut model: Value = serde_json::from_slice(&std::fs::read(fixture.join("xgboost.json")).unwrap()).unwrap();
+    let booster = &mut model["learner"]["gradient_booster"]["model"];
+    let (trees, info) =
+        (booster["trees"].as_array().unwrap().clone(), booster["tree_info"].as_array().unwrap().clone());
+    booster["trees"] = Value::Array(trees.iter().cycle().take(trees.len() * 400).cloned().collect());
+    booster["tree_info"] = Value::Array(info.iter().cycle().take(info.len() * 400).cloned().collect());
+    let file = large.path().join("trees/1/xgboost.json");
+    std::fs::write(&file, serde_json::to_vec(&model).unwrap()).unwrap();
+    drop(model);
+    let size = std::fs::metadata(&file).unwrap().len() as f64;
+    let grown = peak_serving(large.path()).await - peak_serving(small.path()).await;
+    println!(
+        "a {:.1} MB XGBoost model: peak memory {:.1} MB over a small one's ({:.2} × the file)",
+        size / 1e6,
+        grown / 1e6,
+        grown / size
+    );
+    // A generic JSON value tree took 10.7 × (an 87 MiB model peaked at 930 MiB).
+    assert!(grown <= 5.0 * size, "loading took {:.1} × the file's size", grown / size);
+}
+
+#[test]
 fn help_documents_every_setting() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_candela-server")).arg("--help").output().unwrap();
     assert!(output.status.success());
@@ -244,6 +367,8 @@ fn help_documents_every_setting() {
         "--max-connections",
         "--handshake-timeout-seconds",
         "--max-model-bytes",
+        "--max-versions-per-segment",
+        "--max-loaded-versions",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
@@ -854,4 +979,37 @@ async fn replicas_serve_one_bucket_and_follow_what_is_published_deleted_and_roll
         replica.signal("TERM");
         assert_eq!(replica.exit_code().await, 0);
     }
+}
+
+#[tokio::test]
+async fn keys_that_are_no_safe_path_are_skipped_and_everything_else_is_mirrored() {
+    let moto = Moto::start();
+    moto.s3(&["create", "models"]);
+    let (retail, corporate) = (demo_models().join("retail/1"), demo_models().join("corporate/1"));
+    moto.s3(&["upload", "models", "prod/corporate/1", corporate.to_str().unwrap()]);
+    moto.s3(&["upload", "models", "prod/retail/1", retail.to_str().unwrap()]);
+    let json = retail.join("model.json");
+    let json = json.to_str().unwrap();
+    let unsafe_keys = ["prod//retail/1/model.json", "prod/retail/1/../escape.json", "prod/./retail/9/model.json"];
+    for key in unsafe_keys {
+        moto.s3(&["put", "models", key, json]);
+    }
+    // A fresh replica serves what can be mirrored (the keys beside the bad
+    // ones in the same listing page too), and says which keys it skipped.
+    let cache = tempfile::tempdir().unwrap();
+    let mut replica = replica(&moto, cache.path());
+    let mut client = replica.serving_client().await;
+    assert_eq!(client.predict("retail", vec![0.5; 30]).await.unwrap().model.unwrap().version, 1);
+    assert_eq!(client.predict("corporate", vec![0.5; 30]).await.unwrap().model.unwrap().version, 1);
+    let transcript = replica.transcript.lock().unwrap().clone();
+    for key in unsafe_keys {
+        let reported = transcript.lines().filter(|line| line.contains(&format!("{key}: is not a safe path"))).count();
+        assert_eq!(reported, 1, "{key} reported once: {transcript}");
+    }
+    assert!(!cache.path().join("escape.json").exists() && !cache.path().parent().unwrap().join("escape.json").exists());
+    // And it keeps following the bucket.
+    moto.s3(&["upload", "models", "prod/retail/2", retail.to_str().unwrap()]);
+    until_served(&mut client, Some(2)).await;
+    replica.signal("TERM");
+    assert_eq!(replica.exit_code().await, 0);
 }

@@ -4,6 +4,7 @@ object-storage tests (server/tests/object_storage.rs):
     python tests/peers/s3.py ENDPOINT create BUCKET
     python tests/peers/s3.py ENDPOINT upload BUCKET PREFIX DIR   # DIR's files under PREFIX, model.json last
     python tests/peers/s3.py ENDPOINT delete BUCKET PREFIX       # every object under PREFIX
+    python tests/peers/s3.py ENDPOINT put BUCKET KEY FILE        # FILE's bytes at KEY, exactly as given
 
 Credentials are moto's test defaults (any key is accepted).
 """
@@ -37,5 +38,12 @@ elif command == "delete":
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")
     for item in listed.get("Contents", []):
         s3.delete_object(Bucket=bucket, Key=item["Key"])
+elif command == "put":
+    key, path = sys.argv[4], sys.argv[5]
+    with open(path, "rb") as body:
+        s3.put_object(Bucket=bucket, Key=key, Body=body.read())
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key)
+    if key not in [item["Key"] for item in listed.get("Contents", [])]:
+        sys.exit(f"the store did not keep the key {key!r} as given")
 else:
     sys.exit(f"unknown command {command}")

@@ -1,9 +1,10 @@
 //! CSV for `candela score`: a header row naming (at least) the model's
-//! features, in any order, any other columns carried through as text. The
+//! features, in any order, each once, any other columns carried through as
+//! text; a row with a feature cell that is not a number is refused alone. The
 //! output is the input's records with `prediction`, `p_<label>` and `error`
 //! appended (empty where they do not apply). Progress is counted in bytes.
 
-use super::{Answers, Batch, Schema, Sink, Source};
+use super::{Answers, Batch, Schema, Sink, Source, Values};
 use anyhow::Context;
 use std::fs::File;
 use std::path::Path;
@@ -71,19 +72,31 @@ impl Batch for CsvBatch {
         self.records.len()
     }
 
-    fn values(&self) -> anyhow::Result<Vec<f32>> {
+    fn values(&self) -> anyhow::Result<Values> {
         let Columns { features, header } = &*self.columns;
         let mut values = Vec::with_capacity(self.records.len() * features.len());
-        for record in &self.records {
+        let mut unreadable = Vec::new();
+        let mut row = Vec::with_capacity(features.len());
+        for (i, record) in self.records.iter().enumerate() {
+            row.clear();
             for &c in features {
                 let text = record.get(c).unwrap_or("").trim();
-                values.push(text.parse::<f32>().with_context(|| {
-                    let line = record.position().map_or(0, |p| p.line());
-                    format!("line {line}: `{text}` in column `{}` is not a number", &header[c])
-                })?);
+                match text.parse::<f32>() {
+                    Ok(value) => row.push(value),
+                    Err(_) => {
+                        let line = record.position().map_or(0, |p| p.line());
+                        let shown: String = text.chars().take(40).collect();
+                        unreadable
+                            .push((i, format!("line {line}: `{shown}` in column `{}` is not a number", &header[c])));
+                        break;
+                    }
+                }
+            }
+            if row.len() == features.len() {
+                values.extend_from_slice(&row);
             }
         }
-        Ok(values)
+        Ok(Values { values, unreadable })
     }
 
     fn done(&self) -> u64 {

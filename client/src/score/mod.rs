@@ -8,7 +8,9 @@
 //! batch's rows beside their scores. Every hand-over is a bounded channel, so
 //! memory stays flat on any file size and a slow writer slows the reader.
 //!
-//! A refused batch (a NaN, say) costs only its offending rows: the client
+//! A row with a cell that is not a number is never sent: it carries its
+//! error in the output and the run goes on. A refused batch (a NaN, say)
+//! costs only its offending rows: the client
 //! isolates them by scoring the batch's halves again (BatchPredict,
 //! recursively), so every other row gets its scores and only the offending
 //! rows carry the error; scoring carries on.
@@ -117,6 +119,45 @@ impl Answers {
         Ok(Answers { labels, class_index, probabilities, refused, ids: Ids::Rows(ids) })
     }
 
+    /// These answers (to the rows that were sent) with the `unreadable`
+    /// rows put back in their places, refused with their reasons.
+    fn with_unreadable(self, unreadable: Vec<(usize, String)>) -> Answers {
+        if unreadable.is_empty() {
+            return self;
+        }
+        let labels = self.labels;
+        let total = self.rows_answered() + unreadable.len();
+        let ids: Vec<Option<(String, u64)>> = self.ids().map(|id| id.map(|(id, row)| (id.to_string(), row))).collect();
+        let mut server_refused = self.refused.into_iter().peekable();
+        let mut unreadable = unreadable.into_iter().peekable();
+        let mut merged = Answers {
+            labels,
+            class_index: Vec::with_capacity(total),
+            probabilities: Vec::with_capacity(total * labels),
+            refused: Vec::new(),
+            ids: Ids::Rows(Vec::with_capacity(total)),
+        };
+        let Ids::Rows(merged_ids) = &mut merged.ids else { unreachable!("built as rows") };
+        let mut sent = 0;
+        for row in 0..total {
+            if let Some((_, why)) = unreadable.next_if(|(at, _)| *at == row) {
+                merged.class_index.push(0);
+                merged.probabilities.extend(std::iter::repeat_n(0.0, labels));
+                merged.refused.push((row, why));
+                merged_ids.push(None);
+                continue;
+            }
+            merged.class_index.push(self.class_index[sent]);
+            merged.probabilities.extend_from_slice(&self.probabilities[sent * labels..(sent + 1) * labels]);
+            if let Some((_, why)) = server_refused.next_if(|(at, _)| *at == sent) {
+                merged.refused.push((row, why));
+            }
+            merged_ids.push(ids[sent].clone());
+            sent += 1;
+        }
+        merged
+    }
+
     pub fn rows_answered(&self) -> usize {
         self.class_index.len()
     }
@@ -178,6 +219,14 @@ impl Schema {
         if let Some(taken) = self.added_columns().into_iter().find(|c| names.clone().any(|n| n == c)) {
             bail!("{} already has a column `{taken}`, which the output adds: rename it", file.display());
         }
+        for feature in &self.features {
+            if names.clone().filter(|n| n == feature).count() > 1 {
+                bail!(
+                    "{} has two columns named `{feature}`, a feature of the model: which one is meant is ambiguous; rename or drop one",
+                    file.display()
+                );
+            }
+        }
         let found: Vec<Option<usize>> = self.features.iter().map(|f| names.clone().position(|n| n == f)).collect();
         if found.iter().any(Option::is_none) {
             let missing: Vec<&str> =
@@ -198,11 +247,21 @@ pub trait Source: Send + 'static {
     fn next_batch(&mut self) -> anyhow::Result<Option<Self::Batch>>;
 }
 
+/// A batch's feature values as sent, and the rows left out of them.
+pub struct Values {
+    /// Row-major, the readable rows only.
+    pub values: Vec<f32>,
+    /// The unreadable rows (indexes into the batch, ascending), with why.
+    pub unreadable: Vec<(usize, String)>,
+}
+
 /// One batch of input rows, kept until its answers are written.
 pub trait Batch: Send + 'static {
     fn rows(&self) -> usize;
-    /// The model's feature values of every row, row-major.
-    fn values(&self) -> anyhow::Result<Vec<f32>>;
+    /// The model's feature values of every readable row, row-major, and the
+    /// rows that cannot be read (a cell that is not a number), with why:
+    /// those are never sent, and carry their error in the output.
+    fn values(&self) -> anyhow::Result<Values>;
     /// How far into the input this batch ends, in the units of `Source::size`.
     fn done(&self) -> u64;
 }
@@ -306,10 +365,13 @@ struct Job {
     streams: usize,
 }
 
-/// A batch sent, waiting for its answer.
+/// A batch read, waiting for its answer: sent as message `id` unless every
+/// row of it is `unreadable`.
 struct Pending<B> {
     id: String,
     batch: B,
+    unreadable: Vec<(usize, String)>,
+    sent: bool,
 }
 
 impl Job {
@@ -346,26 +408,38 @@ impl Job {
             responses.push(opened.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?);
         }
         let mut summary = Summary { rows: 0, refused_rows: 0 };
-        // Results in input order: batch i's answer is the next on stream i mod N.
-        for turn in (0..self.streams).cycle() {
+        // Results in input order: the i-th batch sent is answered next on stream i mod N.
+        let mut turn = 0;
+        while let Some(pending) = pending_rx.recv().await {
+            let rows = pending.batch.rows();
+            if !pending.sent {
+                let answers = Answers::all_refused(0, self.labels, "").with_unreadable(pending.unreadable);
+                summary.rows += rows as u64;
+                summary.refused_rows += answers.refused_rows() as u64;
+                if written_tx.send((pending.batch, answers)).is_err() {
+                    break;
+                }
+                continue;
+            }
             let Some(response) = responses[turn].next().await else { break };
+            let stream = turn;
+            turn = (turn + 1) % self.streams;
             let response = response.map_err(|s| anyhow::anyhow!("stream broken: {:?}: {}", s.code(), s.message()))?;
-            let pending = pending_rx.recv().await.context("a response arrived for a batch never sent")?;
             if pending.id != response.id {
                 bail!("response for batch {} arrived where batch {} was expected", response.id, pending.id);
             }
-            let rows = pending.batch.rows();
-            let kept_as = format!("{}/{}", stream_ids[turn], pending.id);
+            let sent_rows = rows - pending.unreadable.len();
+            let kept_as = format!("{}/{}", stream_ids[stream], pending.id);
             let answers = match response.outcome {
                 Some(proto::stream_predict_response::Outcome::Error(error))
-                    if error.code == tonic::Code::InvalidArgument as i32 && rows > 1 =>
+                    if error.code == tonic::Code::InvalidArgument as i32 && sent_rows > 1 =>
                 {
                     // Read again only on this rare path, rather than kept for every batch.
-                    let values = pending.batch.values()?;
+                    let values = pending.batch.values()?.values;
                     Answers::rows(isolate(&mut isolating, &self.model, self.features, &values).await, self.labels)?
                 }
                 Some(proto::stream_predict_response::Outcome::Result(result)) => match result.columns {
-                    Some(columns) => Answers::columns(columns, rows, self.labels, kept_as)?,
+                    Some(columns) => Answers::columns(columns, sent_rows, self.labels, kept_as)?,
                     // A server older than `columnar` answers per row.
                     None => {
                         let answers = result.predictions.into_iter().enumerate();
@@ -373,10 +447,11 @@ impl Job {
                     }
                 },
                 Some(proto::stream_predict_response::Outcome::Error(error)) => {
-                    Answers::all_refused(rows, self.labels, &error_text(error))
+                    Answers::all_refused(sent_rows, self.labels, &error_text(error))
                 }
                 None => bail!("the server sent a response with neither results nor an error"),
-            };
+            }
+            .with_unreadable(pending.unreadable);
             if answers.rows_answered() != rows {
                 bail!("the server answered {} rows for a batch of {rows}", answers.rows_answered());
             }
@@ -410,7 +485,15 @@ fn read<S: Source>(
 ) -> anyhow::Result<()> {
     let mut index = 0u64;
     while let Some(batch) = source.next_batch()? {
-        let values = batch.values()?;
+        let Values { values, unreadable } = batch.values()?;
+        if values.is_empty() {
+            // No row of it can be read: nothing to send, its rows carry why.
+            let unsent = Pending { id: String::new(), batch, unreadable, sent: false };
+            if pending.blocking_send(unsent).is_err() {
+                break;
+            }
+            continue;
+        }
         let id = index.to_string();
         let stream = &streams[(index % streams.len() as u64) as usize];
         index += 1;
@@ -418,7 +501,8 @@ fn read<S: Source>(
         request.columnar = true;
         // The ordering loop must know of a batch before its answer can arrive;
         // a closed channel means it stopped, and says why itself.
-        if pending.blocking_send(Pending { id, batch }).is_err() || stream.blocking_send(request).is_err() {
+        let announced = Pending { id, batch, unreadable, sent: true };
+        if pending.blocking_send(announced).is_err() || stream.blocking_send(request).is_err() {
             break;
         }
     }

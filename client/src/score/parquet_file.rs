@@ -12,7 +12,7 @@
 //! The input's key-value metadata (pandas' included) is kept, with the
 //! Arrow schema extended by the new columns. Progress is counted in rows.
 
-use super::{Answers, Batch, Schema, Sink, Source};
+use super::{Answers, Batch, Schema, Sink, Source, Values};
 use anyhow::{Context, bail};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -272,13 +272,14 @@ impl Batch for ParquetBatch {
         self.features.num_rows()
     }
 
-    fn values(&self) -> anyhow::Result<Vec<f32>> {
+    fn values(&self) -> anyhow::Result<Values> {
         let (rows, width) = (self.features.num_rows(), self.positions.len());
         let mut values = vec![0f32; rows * width];
         for (j, &c) in self.positions.iter().enumerate() {
             values_into(self.features.column(c).as_ref(), &mut values[j..], width);
         }
-        Ok(values)
+        // Typed columns: every row reads (a null is a missing value).
+        Ok(Values { values, unreadable: Vec::new() })
     }
 
     fn done(&self) -> u64 {

@@ -82,7 +82,8 @@ impl Call {
                 (id.clone(), id)
             }
         };
-        let at = requested_timeout(headers).map(|t| received + t);
+        // A malformed timeout was refused by the front before the call was made.
+        let at = requested_timeout(headers).ok().flatten().map(|t| received + t);
         let parent = || opentelemetry::global::get_text_map_propagator(|p| p.extract(&TraceHeaders(headers)));
         Call {
             service,
@@ -205,18 +206,29 @@ impl Call {
 
 /// How long the caller will wait: gRPC's `grpc-timeout`, else (the HTTP
 /// front's callers) `x-request-timeout` or `request-timeout`, in seconds
-/// (`0.25`) or with a unit (`250ms`, `2s`). A value that does not parse is
-/// no deadline.
-pub fn requested_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(value) = header("grpc-timeout") {
-        return grpc_timeout(value);
+/// (`0.25`) or with a unit (`250ms`, `2s`). A header that is present but is
+/// not a timeout is refused naming the header (the fronts check it before
+/// anything else): a caller who meant a deadline must not silently get none.
+pub fn requested_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ServeError> {
+    let header =
+        |name: &'static str| headers.get(name).map(|v| (name, v.to_str().map(str::trim).unwrap_or("\u{fffd}")));
+    let refused = |name: &str, value: &str, how: &str| {
+        let shown: String = value.chars().take(40).collect();
+        ServeError::invalid(name, format!("is `{shown}`, not a timeout: {how}"))
+    };
+    if let Some((name, value)) = header("grpc-timeout") {
+        return grpc_timeout(value).map(Some).ok_or_else(|| {
+            refused(name, value, "gRPC timeouts are up to 8 digits and a unit (H, M, S, m, u, n), e.g. 250m")
+        });
     }
-    let value = header("x-request-timeout").or_else(|| header("request-timeout"))?;
-    match value.parse::<f64>() {
+    let Some((name, value)) = header("x-request-timeout").or_else(|| header("request-timeout")) else {
+        return Ok(None);
+    };
+    let parsed = match value.parse::<f64>() {
         Ok(seconds) => Duration::try_from_secs_f64(seconds).ok(),
         Err(_) => humantime::parse_duration(value).ok(),
-    }
+    };
+    parsed.map(Some).ok_or_else(|| refused(name, value, "give seconds (0.25) or a duration with a unit (250ms, 2s)"))
 }
 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
@@ -263,15 +275,19 @@ mod tests {
             for (name, value) in pairs {
                 headers.insert(*name, value.parse().unwrap());
             }
-            requested_timeout(&headers)
+            requested_timeout(&headers).map_err(|error| error.to_string())
         };
-        assert_eq!(timeout(&[("x-request-timeout", "0.25")]), Some(Duration::from_millis(250)));
-        assert_eq!(timeout(&[("request-timeout", "250ms")]), Some(Duration::from_millis(250)));
-        assert_eq!(timeout(&[("x-request-timeout", "2")]), Some(Duration::from_secs(2)));
-        assert_eq!(timeout(&[("grpc-timeout", "5m"), ("x-request-timeout", "9")]), Some(Duration::from_millis(5)));
-        assert_eq!(timeout(&[("x-request-timeout", "-1")]), None);
-        assert_eq!(timeout(&[("x-request-timeout", "soon")]), None);
-        assert_eq!(timeout(&[]), None);
+        assert_eq!(timeout(&[("x-request-timeout", "0.25")]), Ok(Some(Duration::from_millis(250))));
+        assert_eq!(timeout(&[("request-timeout", "250ms")]), Ok(Some(Duration::from_millis(250))));
+        assert_eq!(timeout(&[("x-request-timeout", "2")]), Ok(Some(Duration::from_secs(2))));
+        assert_eq!(timeout(&[("grpc-timeout", "5m"), ("x-request-timeout", "9")]), Ok(Some(Duration::from_millis(5))));
+        assert_eq!(timeout(&[]), Ok(None));
+        for bad in ["-1", "-5", "soon", "garbage", "NaN", "1e30", "inf"] {
+            let refused = timeout(&[("x-request-timeout", bad)]).unwrap_err();
+            assert!(refused.contains("x-request-timeout") && refused.contains("not a timeout"), "{bad}: {refused}");
+        }
+        let refused = timeout(&[("grpc-timeout", "10x")]).unwrap_err();
+        assert!(refused.contains("grpc-timeout"), "{refused}");
     }
 
     #[test]

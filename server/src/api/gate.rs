@@ -6,8 +6,8 @@
 //!   RESOURCE_EXHAUSTED before reading a byte of their body. The permit
 //!   travels to the handler in the request's extensions.
 //! - Every request body is charged against one server-wide budget
-//!   (--max-pending-request-bytes) for the bytes of messages that have begun
-//!   to arrive but are not complete yet; a message that would overdraw it
+//!   (--max-pending-request-bytes) for the memory held by messages that have
+//!   begun to arrive but are not complete yet; a message that would overdraw it
 //!   fails its call with RESOURCE_EXHAUSTED. Complete messages are handed on
 //!   and stop counting, so slow or stalled uploads cannot hoard memory.
 //! - Calls that change what the server serves (RepositoryModelLoad,
@@ -17,6 +17,7 @@
 //!   API keeps for its own bugs), and is counted in the call metrics.
 
 use super::auth::AdminGuard;
+use super::call::requested_timeout;
 use super::serving::{Admitted, Serving};
 use crate::core::error::ServeError;
 use bytes::{Buf, Bytes};
@@ -158,6 +159,12 @@ where
         {
             return Box::pin(async move { Ok(Status::from(denied).into_http()) });
         }
+        if let Err(error) =
+            self.serving.check_headers(request.headers()).and_then(|()| requested_timeout(request.headers()))
+        {
+            let status = self.serving.call(request.headers(), service, method).refuse(error);
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
         if known.admitted_here {
             match self.serving.admit() {
                 Ok(permit) => {
@@ -216,7 +223,9 @@ pub fn undecodable(status: &Status) -> Option<ServeError> {
 struct Budgeted {
     inner: Body,
     budget: Arc<Budget>,
-    /// Bytes of the current message received so far (prefix included), all charged.
+    /// Bytes of the current message received so far (prefix included).
+    received: usize,
+    /// What they hold in memory (see `buffered`), all charged.
     pending: usize,
     /// The current message's prefix, while incomplete.
     prefix: [u8; PREFIX],
@@ -226,13 +235,13 @@ struct Budgeted {
 
 impl Budgeted {
     fn new(inner: Body, budget: Arc<Budget>) -> Budgeted {
-        Budgeted { inner, budget, pending: 0, prefix: [0; PREFIX], remaining: None }
+        Budgeted { inner, budget, received: 0, pending: 0, prefix: [0; PREFIX], remaining: None }
     }
 
     /// Follows `data` through the framing; returns the bytes of the message
     /// still incomplete at its end.
     fn follow(&mut self, mut data: &[u8]) -> usize {
-        let mut incomplete = self.pending;
+        let mut incomplete = self.received;
         while !data.is_empty() {
             match self.remaining {
                 None => {
@@ -262,6 +271,14 @@ impl Budgeted {
     }
 }
 
+/// The memory a message `received` bytes into holds: tonic gathers it in
+/// one buffer that grows by doubling (from 8 KiB), so up to the next power
+/// of two. Charging what is held, not what was received, keeps the budget
+/// a bound on memory (an 8.4 MB message one byte short holds 16 MiB).
+fn buffered(received: usize) -> usize {
+    if received == 0 { 0 } else { received.next_power_of_two() }
+}
+
 impl Drop for Budgeted {
     fn drop(&mut self) {
         self.budget.release(self.pending);
@@ -278,7 +295,8 @@ impl HttpBody for Budgeted {
             other => return other,
         };
         if let Some(data) = frame.data_ref() {
-            let incomplete = self.follow(data.chunk());
+            let received = self.follow(data.chunk());
+            let incomplete = buffered(received);
             let before = self.pending;
             if incomplete > before {
                 if !self.budget.charge(incomplete - before) {
@@ -290,7 +308,7 @@ impl HttpBody for Budgeted {
             } else {
                 self.budget.release(before - incomplete);
             }
-            self.pending = incomplete;
+            (self.received, self.pending) = (received, incomplete);
         }
         Poll::Ready(Some(Ok(frame)))
     }

@@ -77,6 +77,7 @@ pub fn router(
     );
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(settings.max_concurrent_streams)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_keepalive_interval(seconds(settings.keepalive_seconds))
         .http2_keepalive_timeout(seconds(settings.keepalive_timeout_seconds));
     if let Some(age) = seconds(settings.max_connection_age_seconds) {
@@ -95,6 +96,13 @@ pub fn router(
         .add_service(rollouts);
     Ok(Routers { main, health_only, reporter })
 }
+
+/// The header block HTTP/2 decodes for one call (and so the most a
+/// connection buffers for headers): a call with more headers than
+/// --max-header-bytes but at most this is refused on its own by the gate;
+/// beyond it HTTP/2 closes the connection (hyper's default of 16 KiB would
+/// turn a 65 KB header into a GOAWAY failing every call on the connection).
+pub const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
 
 /// Whether the server at `url` reports itself (service `""`) SERVING, as a
 /// Kubernetes gRPC probe asks; `false` when it cannot be reached. The test

@@ -34,6 +34,9 @@ pub struct Limits {
     pub stream_in_flight: usize,
     /// How long a stream may send nothing before it is ended.
     pub stream_idle: Duration,
+    /// The most bytes of request headers (metadata) a call may carry, as
+    /// HTTP/2 counts them (name + value + 32 per header).
+    pub max_header_bytes: usize,
 }
 
 /// State shared by the API handlers.
@@ -71,6 +74,7 @@ impl Serving {
                 stream_chunk_rows: settings.stream_chunk_rows.max(1),
                 stream_in_flight: settings.stream_in_flight.max(1),
                 stream_idle: Duration::from_secs_f64(settings.stream_idle_seconds.max(0.001)),
+                max_header_bytes: settings.max_header_bytes,
             },
         }
     }
@@ -146,6 +150,22 @@ impl Serving {
             Some(permit) => Ok(permit),
             None => self.admit(),
         }
+    }
+
+    /// Refuses a call whose headers are over --max-header-bytes: one call's
+    /// oversized metadata fails that call alone, never its connection.
+    pub fn check_headers(&self, headers: &http::HeaderMap) -> Result<(), ServeError> {
+        let size: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 32).sum();
+        let limit = self.limits.max_header_bytes;
+        if size > limit {
+            return Err(ServeError::invalid(
+                "(headers)",
+                format!(
+                    "are {size} bytes (HTTP/2 counts name + value + 32 per header); this server accepts at most {limit} (--max-header-bytes): send less metadata"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Refuses a decoded message larger than the configured limit.

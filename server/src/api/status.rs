@@ -1,7 +1,7 @@
 //! The one mapping from the core's errors to gRPC: the status code (the
 //! core's canonical code, which gRPC shares), `google.rpc` details
 //! (`BadRequest` field violations for invalid input, `RetryInfo` when
-//! overloaded), and the same error as one StreamPredict response's
+//! overloaded, loading or draining), and the same error as one StreamPredict response's
 //! `BatchError`. Every path that answers a core error goes through here.
 
 use crate::core::error::ServeError;
@@ -16,8 +16,8 @@ pub fn code(error: &ServeError) -> Code {
 
 impl From<ServeError> for Status {
     fn from(error: ServeError) -> Status {
-        if let ServeError::Overloaded { retry_after, .. } = &error {
-            let details = ErrorDetails::with_retry_info(Some(*retry_after));
+        if let Some(retry_after) = error.retry_after() {
+            let details = ErrorDetails::with_retry_info(Some(retry_after));
             return Status::with_error_details(code(&error), error.to_string(), details);
         }
         let violations = error.violations();

@@ -30,6 +30,9 @@ pub struct Violation {
     pub description: String,
 }
 
+/// The retry hint of an UNAVAILABLE answer (loading, draining).
+const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why the core did not answer a request.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ServeError {
@@ -64,6 +67,18 @@ impl ServeError {
         ServeError::InvalidArgument {
             message: format!("{} {}", violation.field, violation.description),
             violations: vec![violation],
+        }
+    }
+
+    /// When the caller may retry, for the answer's retry hint (RetryInfo,
+    /// `Retry-After`): a limit's own delay; a server loading or draining,
+    /// a second (a client's retry policy then moves it to another replica
+    /// or back once loaded); none for errors a retry would repeat.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ServeError::Overloaded { retry_after, .. } => Some(*retry_after),
+            ServeError::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER),
+            _ => None,
         }
     }
 

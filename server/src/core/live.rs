@@ -16,6 +16,7 @@ use crate::core::policies::{self, Policies, SegmentStatus};
 use crate::core::registry::Registry;
 use crate::core::rollout::Route;
 use crate::core::served::{Compute, ServedModel};
+use crate::model::MANIFEST_FILE;
 use crate::model::error::{LoadError, LoadErrors};
 use crate::model::remote::Location;
 use crate::model::repository::{self, Fingerprint, Found};
@@ -58,6 +59,10 @@ pub struct Options {
     pub location: Location,
     pub max_model_bytes: u64,
     pub policy: VersionPolicy,
+    /// The most versions of one segment loaded at once (the newest).
+    pub max_versions_per_segment: usize,
+    /// The most versions loaded across the repository.
+    pub max_loaded_versions: usize,
     pub overrides: Overrides,
     pub compute: Compute,
     pub default_segment: Option<String>,
@@ -103,6 +108,11 @@ pub struct Reloaded {
     pub removed: Vec<(String, u64)>,
     /// Every problem: versions that failed to load, directories that are not versions.
     pub problems: Vec<LoadError>,
+    /// Version directories without a model.json yet (or any more).
+    pub pending: Vec<Found>,
+    /// Keys in object storage that cannot be mirrored safely: reported like
+    /// problems, but no model is broken, so they never refuse a start.
+    pub skipped: Vec<LoadError>,
 }
 
 impl Reloaded {
@@ -129,6 +139,8 @@ struct Books {
     unloaded: BTreeSet<String>,
     /// The problems the last scan logged, so a scan logs only what changed.
     logged: BTreeSet<String>,
+    /// The versions the last scan found waiting for their model.json.
+    pending: BTreeSet<(String, u64)>,
     /// Versions already reported stale.
     stale: BTreeSet<(String, u64)>,
     /// The segments' rollout policies.
@@ -201,11 +213,13 @@ impl LiveRepository {
     /// any problem into an error listing every one (nothing is served then).
     pub fn start(&self, refuse_broken: bool) -> Result<Reloaded, LoadErrors> {
         let mut books = lock(&self.books);
-        let report = self.reload_locked(&mut books);
-        if refuse_broken && !report.problems.is_empty() {
+        let mut report = self.reload_locked(&mut books);
+        if refuse_broken && !(report.problems.is_empty() && report.pending.is_empty()) {
             self.served.store(None);
             books.entries.clear();
             lock(&self.status).clear();
+            let pending = report.pending.iter().map(|f| LoadError::Missing { path: f.dir.join(MANIFEST_FILE) });
+            report.problems.extend(pending);
             return Err(LoadErrors(report.problems));
         }
         self.report(&mut books, &report);
@@ -282,18 +296,31 @@ impl LiveRepository {
     }
 
     fn set_status(&self, segment: &str, version: u64, state: State, reason: String) {
-        let status = VersionStatus { segment: segment.to_string(), version, state, reason };
+        let status = VersionStatus { segment: segment.to_string(), version, state, reason: self.relative(reason) };
         lock(&self.status).insert((segment.to_string(), version), status);
+    }
+
+    /// `text` with the repository's own directory taken out of its paths:
+    /// answers name files inside the repository (`retail/2/model.json`),
+    /// never where the server keeps it (the logs keep the full paths).
+    fn relative(&self, text: String) -> String {
+        let root = self.options.location.dir().display().to_string();
+        let root = root.trim_end_matches('/');
+        if root.is_empty() { text } else { text.replace(&format!("{root}/"), "").replace(root, ".") }
     }
 
     fn reload_locked(&self, books: &mut Books) -> Reloaded {
         let mut report = Reloaded::default();
         // A failed sync leaves the cache as it was: what is served stays served.
         match tokio::runtime::Handle::current().block_on(self.options.location.refresh()) {
-            Ok(synced) if synced.downloaded + synced.removed > 0 => {
-                tracing::info!(downloaded = synced.downloaded, removed = synced.removed, "model cache synced");
+            Ok(synced) => {
+                if synced.downloaded + synced.removed > 0 {
+                    tracing::info!(downloaded = synced.downloaded, removed = synced.removed, "model cache synced");
+                }
+                for (key, reason) in synced.skipped {
+                    report.skipped.push(LoadError::Refused { path: key.into(), reason });
+                }
             }
-            Ok(_) => {}
             Err(error) => report.problems.push(error),
         }
         let scan = match repository::scan(self.options.location.dir()) {
@@ -305,7 +332,18 @@ impl LiveRepository {
         };
         report.problems = scan.problems;
         let found: BTreeSet<(String, u64)> = scan.found.iter().map(|f| (f.segment.clone(), f.version)).collect();
-        let wanted = self.wanted(scan.found, &books.unloaded);
+        // A version without model.json is being published (its files first,
+        // model.json last) or unpublished (model.json first): not a problem,
+        // not served (a served one is released), and not counted by the
+        // version policy.
+        let (published, pending): (Vec<Found>, Vec<Found>) =
+            scan.found.into_iter().partition(|f| std::fs::symlink_metadata(f.dir.join(MANIFEST_FILE)).is_ok());
+        for version in &pending {
+            let reason = format!("waiting for {MANIFEST_FILE}: publish it last, after the files it names");
+            self.set_status(&version.segment, version.version, State::Unavailable, reason);
+        }
+        report.pending = pending;
+        let wanted = self.wanted(published, &books.unloaded);
         let keys: BTreeSet<(String, u64)> = wanted.iter().map(|f| (f.segment.clone(), f.version)).collect();
         for found in wanted {
             let key = (found.segment.clone(), found.version);
@@ -339,7 +377,8 @@ impl LiveRepository {
         }
         let root = self.options.location.dir();
         let policies_changed = books.policies.read(root, &served, &self.metrics, &mut report.problems);
-        *lock(&self.refused) = books.policies.refusals();
+        *lock(&self.refused) =
+            books.policies.refusals().into_iter().map(|(segment, reason)| (segment, self.relative(reason))).collect();
         if report.changed() || policies_changed || self.served.load().is_none() {
             self.publish(books, &mut report);
         }
@@ -351,20 +390,32 @@ impl LiveRepository {
         report
     }
 
-    /// The found versions the policy serves, out of unloaded segments.
+    /// The found versions the policy serves, out of unloaded segments, within
+    /// the bounds on versions loaded: per segment the newest, across the
+    /// repository each segment's newest first, then each one's second newest,
+    /// and so on.
     fn wanted(&self, found: Vec<Found>, unloaded: &BTreeSet<String>) -> Vec<Found> {
         let mut by_segment: BTreeMap<String, Vec<Found>> = BTreeMap::new();
         for found in found {
             by_segment.entry(found.segment.clone()).or_default().push(found);
         }
-        let mut wanted = Vec::new();
+        let per_segment = self.options.max_versions_per_segment;
+        let mut ranked: Vec<(usize, Found)> = Vec::new();
         for (segment, mut versions) in by_segment {
             versions.sort_by_key(|f| std::cmp::Reverse(f.version));
-            if let VersionPolicy::Latest(n) = self.options.policy {
-                for older in versions.drain(n.min(versions.len())..) {
-                    let reason = format!("not served: --version-policy latest:{n} serves the {n} newest versions");
-                    self.set_status(&older.segment, older.version, State::Unavailable, reason);
+            let (kept, reason) = match self.options.policy {
+                VersionPolicy::Latest(n) if n <= per_segment => {
+                    (n, format!("not served: --version-policy latest:{n} serves the {n} newest versions"))
                 }
+                _ => (
+                    per_segment,
+                    format!(
+                        "not loaded: --max-versions-per-segment {per_segment} holds the {per_segment} newest versions of a segment"
+                    ),
+                ),
+            };
+            for older in versions.drain(kept.min(versions.len())..) {
+                self.set_status(&older.segment, older.version, State::Unavailable, reason.clone());
             }
             if unloaded.contains(&segment) {
                 for version in &versions {
@@ -373,9 +424,16 @@ impl LiveRepository {
                 }
                 continue;
             }
-            wanted.extend(versions);
+            ranked.extend(versions.into_iter().enumerate());
         }
-        wanted
+        ranked.sort_by(|(a, x), (b, y)| (a, &x.segment).cmp(&(b, &y.segment)));
+        let total = self.options.max_loaded_versions;
+        for (_, over) in ranked.drain(total.min(ranked.len())..) {
+            let reason =
+                format!("not loaded: --max-loaded-versions {total} versions are loaded (each segment's newest first)");
+            self.set_status(&over.segment, over.version, State::Unavailable, reason);
+        }
+        ranked.into_iter().map(|(_, found)| found).collect()
     }
 
     /// Loads one new or changed version; on failure, keeps serving `served`
@@ -384,7 +442,9 @@ impl LiveRepository {
         let (segment, version) = (found.segment.as_str(), found.version);
         self.set_status(segment, version, State::Loading, String::new());
         let options = &self.options;
-        let loaded =
+        // A parser's panic is this version's failure alone: caught at the
+        // version's boundary, so the reload carries on with every other change.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             repository::load_version(
                 segment,
                 version,
@@ -393,16 +453,20 @@ impl LiveRepository {
                 &self.device_name,
                 options.max_model_bytes,
             )
-            .and_then(|loaded| {
-                let (dtype, created) = (loaded.manifest.dtype.as_str(), loaded.manifest.provenance.created.clone());
-                let model = ServedModel::new(loaded, &options.overrides, options.compute, self.metrics.clone())
-                    .map_err(|e| LoadError::Refused {
+        }))
+        .unwrap_or_else(|panic| Err(LoadError::Panicked { path: found.dir.clone(), message: panic_message(&*panic) }))
+        .and_then(|loaded| {
+            let (dtype, created) = (loaded.manifest.dtype.as_str(), loaded.manifest.provenance.created.clone());
+            let model =
+                ServedModel::new(loaded, &options.overrides, options.compute, self.metrics.clone()).map_err(|e| {
+                    LoadError::Refused {
                         path: found.dir.clone(),
                         reason: format!("cannot start its compute threads: {e}"),
-                    })?;
-                self.metrics.model_loaded(segment, version, dtype, &self.device_name, &created);
-                Ok(model)
-            });
+                    }
+                })?;
+            self.metrics.model_loaded(segment, version, dtype, &self.device_name, &created);
+            Ok(model)
+        });
         match loaded {
             Ok(model) => {
                 // READY once published (see `reload_locked`).
@@ -449,7 +513,8 @@ impl LiveRepository {
     /// not seen before, else `changed` or `unchanged`); warns once about
     /// each version past --max-model-age.
     fn report(&self, books: &mut Books, report: &Reloaded) {
-        let problems: BTreeSet<String> = report.problems.iter().map(ToString::to_string).collect();
+        let all = || report.problems.iter().chain(&report.skipped);
+        let problems: BTreeSet<String> = all().map(ToString::to_string).collect();
         let new_problems = problems.difference(&books.logged).count() > 0;
         let result = if new_problems {
             "failed"
@@ -459,10 +524,21 @@ impl LiveRepository {
             "unchanged"
         };
         self.metrics.reloaded(result);
-        for problem in problems.difference(&books.logged) {
+        let new = |problem: &&LoadError| !books.logged.contains(&problem.to_string());
+        for problem in report.problems.iter().filter(new) {
+            self.metrics.repository_refused(problem.reason());
             tracing::error!(problem = %problem, "model repository: a version cannot be served; the others are unaffected");
         }
+        for skipped in report.skipped.iter().filter(new) {
+            self.metrics.repository_refused("unsafe_key");
+            tracing::warn!(problem = %skipped, "model repository: an object is not mirrored; everything else is");
+        }
         books.logged = problems;
+        let pending: BTreeSet<(String, u64)> = report.pending.iter().map(|f| (f.segment.clone(), f.version)).collect();
+        for (segment, version) in pending.difference(&books.pending) {
+            tracing::info!(segment, version, "model version waits for its model.json (published last)");
+        }
+        books.pending = pending;
         for (segment, version) in &report.loaded {
             tracing::info!(segment, version, "model version loaded and serving");
         }
@@ -485,6 +561,15 @@ impl LiveRepository {
                 }
             }
         }
+    }
+}
+
+/// What a caught panic said, when it said it as text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => text.to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "no message".into(),
     }
 }
 

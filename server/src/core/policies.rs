@@ -4,8 +4,9 @@
 //! (the canary's share, a rollback, the guard's and the shadow's counts); a
 //! changed one is parsed and checked against the versions being served and
 //! then replaces it, or is refused with the reason (log, metric, status) and
-//! the previous policy stays; a removed one returns the segment to the
-//! newest-version rule.
+//! the previous policy stays; so does one that cannot be read (a FIFO, a
+//! device, a dangling link, too large, not UTF-8). Only a removed file
+//! returns the segment to the newest-version rule.
 
 use crate::core::drift::DriftReport;
 use crate::core::registry::Registry;
@@ -26,7 +27,8 @@ pub struct Policies {
 #[derive(Default)]
 struct Segment {
     state: Option<Arc<PolicyState>>,
-    /// The text of the last file refused, and why.
+    /// What was last refused (the file's text, or why it could not be
+    /// read), and why: a refusal is counted once, not on every scan.
     refused: Option<(String, String)>,
 }
 
@@ -55,8 +57,17 @@ impl Policies {
             let books = self.segments.entry(segment.clone()).or_default();
             let text = match rollout::read(&dir) {
                 Ok(text) => text,
-                Err(reason) => {
-                    problems.push(LoadError::Refused { path: dir.join(ROLLOUT_FILE), reason });
+                Err(error) => {
+                    // Unreadable is not removed: the policy in force stays
+                    // (only deleting the file drops it), and the refusal is
+                    // counted once and shown like an invalid file's.
+                    let reason = format!("refused: {error}; {}", kept(&books.state));
+                    let key = format!("unreadable: {reason}");
+                    if books.refused.as_ref().is_none_or(|(refused, _)| *refused != key) {
+                        metrics.release.policy_refused(segment);
+                    }
+                    problems.push(LoadError::Refused { path: dir.join(ROLLOUT_FILE), reason: reason.clone() });
+                    books.refused = Some((key, reason));
                     continue;
                 }
             };
@@ -95,11 +106,7 @@ impl Policies {
                         metrics.release.policy_removed(segment);
                         changed = true;
                     }
-                    let kept = match &books.state {
-                        Some(_) => "the previous policy stays in force",
-                        None => "the newest version serves requests that pin none",
-                    };
-                    let reason = format!("refused: {reason}; {kept}");
+                    let reason = format!("refused: {reason}; {}", kept(&books.state));
                     problems.push(LoadError::Refused { path: dir.join(ROLLOUT_FILE), reason: reason.clone() });
                     books.refused = Some((text, reason));
                 }
@@ -119,6 +126,14 @@ impl Policies {
             .iter()
             .filter_map(|(segment, books)| books.refused.as_ref().map(|(_, reason)| (segment.clone(), reason.clone())))
             .collect()
+    }
+}
+
+/// What serves a segment's unpinned requests while its policy file is refused.
+fn kept(state: &Option<Arc<PolicyState>>) -> &'static str {
+    match state {
+        Some(_) => "the previous policy stays in force",
+        None => "the newest version serves requests that pin none",
     }
 }
 

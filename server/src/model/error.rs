@@ -28,6 +28,32 @@ pub enum LoadError {
     Model { path: PathBuf, source: ModelError },
     #[error("{path}: {reason}", path = path.display())]
     Refused { path: PathBuf, reason: String },
+    #[error("{path}: is not a regular file ({kind}); repository files must be plain files", path = path.display())]
+    NotRegular { path: PathBuf, kind: String },
+    #[error("{path}: is {size} bytes, over the limit of {limit} bytes ({what})", path = path.display())]
+    TooLarge { path: PathBuf, size: u64, limit: u64, what: String },
+    #[error("{path}: loading it panicked ({message}); refused alone, the other versions are unaffected: this is a bug, please report it with the file", path = path.display())]
+    Panicked { path: PathBuf, message: String },
+}
+
+impl LoadError {
+    /// Why, in one word: the `reason` label the repository's refusals are counted under.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoadError::Io { .. } => "unreadable",
+            LoadError::Empty { .. } => "empty",
+            LoadError::NoVersions { .. } => "no_versions",
+            LoadError::BadName { .. } => "bad_name",
+            LoadError::Missing { .. } => "missing",
+            LoadError::Manifest { .. } => "invalid_manifest",
+            LoadError::Weights { .. } => "invalid_weights",
+            LoadError::Model { .. } => "invalid_model",
+            LoadError::Refused { .. } => "refused",
+            LoadError::NotRegular { .. } => "not_regular_file",
+            LoadError::TooLarge { .. } => "too_large",
+            LoadError::Panicked { .. } => "panicked",
+        }
+    }
 }
 
 /// Every problem found in a repository; displayed one per line.

@@ -1,5 +1,7 @@
-//! Reading a version's files without trusting them: only regular files (a
-//! FIFO or a device would block or never end), never more than a bound, and
+//! Reading the repository's files without trusting them: every file the
+//! reload path reads (model.json, weights, model files, rollout.json) goes
+//! through `open_bounded`: only regular files (a FIFO or a device would block
+//! or never end; a link to one is refused too), never more than a bound, and
 //! a safetensors header checked against the file's size before any tensor
 //! byte is read, so a truncated, padded or sparse multi-gigabyte file is
 //! refused from its first kilobytes. A `torch.save` archive where the weights
@@ -30,30 +32,42 @@ fn open_bounded(path: &Path, limit: u64, what: &str) -> Result<(File, u64), Load
     let metadata = match std::fs::metadata(path) {
         Ok(metadata) => metadata,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(LoadError::Missing { path: path.to_path_buf() });
+            // A link that leads nowhere is not an absent file: it is being
+            // published, or broken, and must not read as a removal.
+            let Ok(link) = std::fs::symlink_metadata(path) else {
+                return Err(LoadError::Missing { path: path.to_path_buf() });
+            };
+            let target = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
+            return Err(LoadError::Refused {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "is a symbolic link to `{target}`, which does not exist ({}); point it at a plain file",
+                    if link.file_type().is_symlink() { "dangling" } else { "vanished" }
+                ),
+            });
         }
         Err(source) => return Err(io(source)),
     };
     if !metadata.is_file() {
-        return Err(LoadError::Refused {
-            path: path.to_path_buf(),
-            reason: format!("is not a regular file ({}); model files must be plain files", kind(&metadata)),
-        });
+        let kind = match std::fs::read_link(path) {
+            Ok(target) => format!("{}, by a symbolic link to `{}`", kind(&metadata), target.display()),
+            Err(_) => kind(&metadata).to_string(),
+        };
+        return Err(LoadError::NotRegular { path: path.to_path_buf(), kind });
     }
     if metadata.len() > limit {
-        return Err(LoadError::Refused {
+        return Err(LoadError::TooLarge {
             path: path.to_path_buf(),
-            reason: format!("is {} bytes, over the limit of {limit} bytes ({what})", metadata.len()),
+            size: metadata.len(),
+            limit,
+            what: what.to_string(),
         });
     }
     // Opened without blocking, so a FIFO swapped in after the check cannot hang the load.
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
     let opened = file.metadata().map_err(io)?;
     if !opened.is_file() {
-        return Err(LoadError::Refused {
-            path: path.to_path_buf(),
-            reason: "changed into a non-regular file while loading".into(),
-        });
+        return Err(LoadError::NotRegular { path: path.to_path_buf(), kind: kind(&opened).to_string() });
     }
     Ok((file, opened.len()))
 }
@@ -93,10 +107,19 @@ fn read_exactly(path: &Path, file: File, size: u64) -> Result<Vec<u8>, LoadError
 /// The text of a `model.json`, refused unless it is a regular file of at
 /// most `MAX_MANIFEST_BYTES`.
 pub fn read_manifest_text(path: &Path) -> Result<String, LoadError> {
-    let (file, size) = open_bounded(path, MAX_MANIFEST_BYTES, "model.json files are at most 16 MiB")?;
+    read_text(path, MAX_MANIFEST_BYTES, "model.json files are at most 16 MiB")
+}
+
+/// The UTF-8 text of a repository file (model.json, rollout.json), refused
+/// unless it is a regular file of at most `limit` bytes (`what` names the
+/// bound in the error).
+pub fn read_text(path: &Path, limit: u64, what: &str) -> Result<String, LoadError> {
+    let (file, size) = open_bounded(path, limit, what)?;
     let bytes = read_exactly(path, file, size)?;
-    String::from_utf8(bytes)
-        .map_err(|e| LoadError::Manifest { path: path.to_path_buf(), message: format!("is not UTF-8 text: {e}") })
+    String::from_utf8(bytes).map_err(|e| LoadError::Refused {
+        path: path.to_path_buf(),
+        reason: format!("is not UTF-8 text ({e}): save it as UTF-8 JSON"),
+    })
 }
 
 /// Loads a safetensors file's tensors onto the CPU after checking that it is

@@ -528,8 +528,12 @@ fn constant(tensor: &TensorProto) -> Result<Constant, String> {
         // Other types (strings: skl2onnx's class names) are never read as numbers.
         _ => Vec::new(),
     };
-    if !values.is_empty() && values.len() != count {
+    // A numeric initializer must hold exactly what its shape declares (a
+    // shape is a claim, not an allocation); any other is shapeless, so no
+    // layer can read values it does not have.
+    let numeric = matches!(tensor.data_type, 1 | 6 | 7 | 11);
+    if numeric && values.len() != count {
         return Err(format!("initializer `{}` holds {} values for shape {dims:?}", tensor.name, values.len()));
     }
-    Ok(Constant { dims, values })
+    Ok(Constant { dims: if numeric { dims } else { vec![0] }, values })
 }

@@ -45,7 +45,7 @@ pub struct Scan {
 /// without reading any. Fails only when `root` itself cannot be read.
 pub fn scan(root: &Path) -> Result<Scan, LoadError> {
     let mut scan = Scan::default();
-    let segments = subdirectories(root, &mut scan.problems)?;
+    let segments = subdirectories(root, false, &mut scan.problems)?;
     if segments.is_empty() && scan.problems.is_empty() {
         scan.problems.push(LoadError::Empty { path: root.to_path_buf() });
     }
@@ -59,7 +59,7 @@ pub fn scan(root: &Path) -> Result<Scan, LoadError> {
             });
             continue;
         }
-        let versions = match subdirectories(&segment_dir, &mut scan.problems) {
+        let versions = match subdirectories(&segment_dir, true, &mut scan.problems) {
             Ok(dirs) => dirs,
             Err(error) => {
                 scan.problems.push(error);
@@ -174,10 +174,13 @@ pub fn build_scorer(
             Box::new(network(&graph.layers, "", graph.tensors)?)
         }
         Format::Xgboost => {
-            let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
-            let forest = trees::xgboost::parse(&bytes, file.ends_with(".ubj"), inputs, classes)
-                .map_err(|e| model(ModelError::Trees(e)))?;
-            Box::new(forest)
+            // The file's bytes go as soon as they are parsed: a large model's
+            // load holds at most two of its file, its parsed form and its forest.
+            let document = {
+                let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
+                trees::xgboost::read(&bytes, file.ends_with(".ubj")).map_err(|e| model(ModelError::Trees(e)))?
+            };
+            Box::new(trees::xgboost::forest(document, inputs, classes).map_err(|e| model(ModelError::Trees(e)))?)
         }
         Format::Lightgbm => {
             let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
@@ -277,10 +280,16 @@ fn valid_segment_name(name: &str) -> bool {
 }
 
 /// The non-hidden subdirectories of `dir`, sorted by name. Plain files (a
-/// README beside the segments, say) are not models and are skipped; a
-/// symbolic link that leads nowhere (dangling, or a loop) is reported in
-/// `errors`, never skipped silently: it is usually a version being published.
-fn subdirectories(dir: &Path, errors: &mut Vec<LoadError>) -> Result<Vec<(String, PathBuf)>, LoadError> {
+/// README beside the segments, rollout.json beside the versions) are not
+/// models and are skipped, but among `versions` a file, FIFO or device named
+/// like a version is reported in `errors`: it is where a version belongs. A
+/// symbolic link that leads nowhere (dangling, or a loop) is reported too,
+/// never skipped silently: it is usually a version being published.
+fn subdirectories(
+    dir: &Path,
+    versions: bool,
+    errors: &mut Vec<LoadError>,
+) -> Result<Vec<(String, PathBuf)>, LoadError> {
     let io = |source| LoadError::Io { path: dir.to_path_buf(), source };
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -292,6 +301,13 @@ fn subdirectories(dir: &Path, errors: &mut Vec<LoadError>) -> Result<Vec<(String
         let path = entry.path();
         match std::fs::metadata(&path) {
             Ok(metadata) if metadata.is_dir() => found.push((name, path)),
+            Ok(_) if versions && !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) => {
+                errors.push(LoadError::Refused {
+                    path,
+                    reason: "is not a directory: a version is a directory holding model.json and the files it names"
+                        .into(),
+                });
+            }
             Ok(_) => {}
             Err(error) => {
                 let target = std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();

@@ -5,6 +5,7 @@
 //! object storage too and every replica follows the same file); parsed and
 //! checked here, at load; the serving core applies it.
 
+use super::error::LoadError;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -149,22 +150,16 @@ impl Policy {
     }
 }
 
-/// Reads `segment_dir/rollout.json`: `None` when there is none, else its text.
-pub fn read(segment_dir: &Path) -> Result<Option<String>, String> {
-    let path = segment_dir.join(ROLLOUT_FILE);
-    match std::fs::metadata(&path) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
-        Ok(metadata) if metadata.len() > MAX_POLICY_BYTES => {
-            return Err(format!(
-                "{} is {} bytes: a policy holds at most {MAX_POLICY_BYTES}",
-                path.display(),
-                metadata.len()
-            ));
-        }
-        Ok(_) => {}
+/// Reads `segment_dir/rollout.json` through the repository's bounded reader
+/// (a regular file of at most 64 KiB of UTF-8, never a FIFO or a device):
+/// `None` only when no such entry exists, else its text or why it cannot be
+/// read. A link that leads nowhere is a refusal, not a removal.
+pub fn read(segment_dir: &Path) -> Result<Option<String>, LoadError> {
+    match super::files::read_text(&segment_dir.join(ROLLOUT_FILE), MAX_POLICY_BYTES, "a policy holds at most 64 KiB") {
+        Ok(text) => Ok(Some(text)),
+        Err(LoadError::Missing { .. }) => Ok(None),
+        Err(error) => Err(error),
     }
-    std::fs::read_to_string(&path).map(Some).map_err(|error| format!("cannot read {}: {error}", path.display()))
 }
 
 /// Parses a policy file's text.

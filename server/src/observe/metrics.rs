@@ -40,6 +40,11 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct ModelLabels {
     segment: String,
@@ -96,6 +101,7 @@ pub struct Metrics {
     /// Served versions older than this are stale (--max-model-age).
     max_model_age: Mutex<Option<Duration>>,
     reloads: Family<ReloadLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     last_reload: Family<ReloadLabels, Gauge<f64, AtomicU64>>,
     /// Canary, shadow, guard and drift series.
     pub release: ReleaseMetrics,
@@ -122,6 +128,7 @@ impl Metrics {
             served: Mutex::new(BTreeMap::new()),
             max_model_age: Mutex::new(None),
             reloads: Family::default(),
+            refusals: Family::default(),
             last_reload: Family::default(),
             release: ReleaseMetrics::new(),
             quality: QualityMetrics::default(),
@@ -171,6 +178,11 @@ impl Metrics {
             "candela_repository_reloads",
             "Repository scans, by result: changed (versions loaded or removed), unchanged, failed (a new problem)",
             metrics.reloads.clone(),
+        );
+        registry.register(
+            "candela_repository_refusals",
+            "Repository problems (a version, file or policy that cannot be served), each counted once when first met, by reason",
+            metrics.refusals.clone(),
         );
         registry.register(
             "candela_repository_last_reload_timestamp_seconds",
@@ -229,6 +241,11 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
         let outcome = if result == "failed" { "failure" } else { "success" };
         self.last_reload.get_or_create(&ReloadLabels { result: outcome }).set(unix_seconds(SystemTime::now()));
+    }
+
+    /// Counts one repository problem met for the first time, under its one-word `reason`.
+    pub fn repository_refused(&self, reason: &'static str) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
     }
 
     /// Counts one finished call (or stream message) of `service`/`method`,

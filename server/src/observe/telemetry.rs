@@ -39,7 +39,10 @@ impl Drop for Telemetry {
 /// set. Must run inside the Tokio runtime (the exporter uses it).
 pub fn init(json: bool, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: a file or a log collector
+    // would get escape codes in every line.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour);
     let logs = if json { logs.json().flatten_event(true).boxed() } else { logs.boxed() };
     let (traces, provider) = match otlp_endpoint {
         Some(endpoint) => {

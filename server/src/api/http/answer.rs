@@ -1,6 +1,7 @@
 //! The one mapping from the core's errors to HTTP answers: the status code
 //! for each canonical code (400 invalid input, 404 unknown model or version,
-//! 429 over the concurrency limit with `Retry-After`, 503 loading, 504 the
+//! 429 over the concurrency limit and 503 loading or draining with
+//! `Retry-After`, 504 the
 //! caller's deadline passed, 500 a bug), a JSON body `{"error": …}` (the
 //! field the Open Inference Protocol's REST clients read) with the same
 //! field violations gRPC's BadRequest carries, and API-key refusals as 401
@@ -84,7 +85,7 @@ impl IntoResponse for Refused {
             .map(|v| ViolationBody { field: &v.field, description: &v.description })
             .collect();
         let mut response = json(self.status, &ErrorBody { error: self.error.to_string(), violations });
-        if let ServeError::Overloaded { retry_after, .. } = &self.error {
+        if let Some(retry_after) = self.error.retry_after() {
             // Retry-After counts whole seconds; a sub-second delay is one.
             let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));

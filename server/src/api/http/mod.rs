@@ -16,7 +16,7 @@ pub mod rest;
 pub mod score;
 
 use super::auth::{AdminGuard, Authenticator};
-use super::call::Call;
+use super::call::{Call, requested_timeout};
 use super::connections::Counted;
 use super::serving::Serving;
 use answer::Refused;
@@ -78,6 +78,7 @@ impl Front {
         }
         let call = self.serving.call(headers, SERVICE, method);
         let result = async {
+            requested_timeout(headers)?;
             let _permit = self.serving.admit()?;
             let bytes = body::read(headers, body, &self.bounds).await?;
             handle(bytes, &call).await

@@ -1,6 +1,6 @@
 //! Tree ensembles evaluated natively (a tree is not a tensor program):
 //! XGBoost's JSON/UBJSON models (`xgboost`, with `ubjson` decoding the
-//! binary form) and LightGBM's text models (`lightgbm`) both become one
+//! binary form, both into a compact `document`) and LightGBM's text models (`lightgbm`) both become one
 //! `Forest`: every tree's nodes in one flat array of 16-byte nodes, each
 //! split's rule and missing-value handling resolved at load to "go left when
 //! the f32 value ≤ an f32 threshold" plus flags, exactly, so the request path
@@ -14,6 +14,7 @@
 //! A NaN feature is a missing value and follows the split's default
 //! direction, exactly as the library that trained the model.
 
+pub mod document;
 pub mod lightgbm;
 mod ubjson;
 pub mod xgboost;

@@ -1,17 +1,17 @@
 //! A decoder for Universal Binary JSON (the UBJSON specification, draft 12),
 //! the binary form XGBoost saves models in (`.ubj`), into the same
-//! `serde_json::Value` its JSON form parses to, so one reader serves both.
+//! `Document` its JSON form parses to, so one reader serves both.
 //! Numbers are big-endian; containers may declare a count (`#`) and a
 //! single element type (`$`). Input is untrusted: nesting is bounded and a
 //! declared count larger than the bytes left is refused before allocating.
 
-use serde_json::{Map, Number, Value};
+use super::document::{ArrayBuilder, Document};
 
 /// The deepest nesting accepted (XGBoost's models nest about 6 deep).
 const MAX_DEPTH: usize = 64;
 
 /// Decodes one UBJSON value filling all of `bytes`.
-pub fn decode(bytes: &[u8]) -> Result<Value, String> {
+pub fn decode(bytes: &[u8]) -> Result<Document, String> {
     let mut reader = Reader { bytes, at: 0 };
     let marker = reader.byte()?;
     let value = reader.value(marker, 0)?;
@@ -75,20 +75,20 @@ impl Reader<'_> {
         String::from_utf8(self.take(length)?.to_vec()).map_err(|e| format!("UBJSON string is not UTF-8: {e}"))
     }
 
-    fn value(&mut self, marker: u8, depth: usize) -> Result<Value, String> {
+    fn value(&mut self, marker: u8, depth: usize) -> Result<Document, String> {
         Ok(match marker {
-            b'Z' => Value::Null,
-            b'T' => Value::Bool(true),
-            b'F' => Value::Bool(false),
-            b'i' | b'U' | b'I' | b'l' | b'L' => Value::from(self.int(marker)?),
+            b'Z' => Document::Null,
+            b'T' => Document::Bool(true),
+            b'F' => Document::Bool(false),
+            b'i' | b'U' | b'I' | b'l' | b'L' => Document::Number(self.int(marker)? as f64),
             b'd' => float(f64::from(f32::from_be_bytes(self.array()?)))?,
             b'D' => float(f64::from_be_bytes(self.array()?))?,
-            b'C' => Value::String((self.byte()? as char).to_string()),
-            b'S' | b'H' => Value::String(self.string()?),
+            b'C' => Document::String((self.byte()? as char).to_string()),
+            b'S' | b'H' => Document::String(self.string()?),
             b'[' | b'{' if depth >= MAX_DEPTH => return Err(format!("UBJSON nests deeper than {MAX_DEPTH}")),
             b'[' => {
                 let (kind, count) = self.header()?;
-                let mut items = Vec::with_capacity(count.unwrap_or(0));
+                let mut items = ArrayBuilder::with_capacity(count.unwrap_or(0));
                 loop {
                     let marker = match (kind, count) {
                         (_, Some(count)) if items.len() == count => break,
@@ -101,11 +101,11 @@ impl Reader<'_> {
                     };
                     items.push(self.value(marker, depth + 1)?);
                 }
-                Value::Array(items)
+                items.finish()
             }
             b'{' => {
                 let (kind, count) = self.header()?;
-                let mut map = Map::new();
+                let mut members = Vec::new();
                 let mut read = 0;
                 loop {
                     if count == Some(read) {
@@ -120,10 +120,10 @@ impl Reader<'_> {
                         Some(kind) => kind,
                         None => self.byte()?,
                     };
-                    map.insert(key, self.value(marker, depth + 1)?);
+                    members.push((key, self.value(marker, depth + 1)?));
                     read += 1;
                 }
-                Value::Object(map)
+                Document::Object(members)
             }
             other => return Err(format!("unknown UBJSON marker {:?} at offset {}", other as char, self.at - 1)),
         })
@@ -147,14 +147,17 @@ impl Reader<'_> {
     }
 }
 
-fn float(value: f64) -> Result<Value, String> {
-    Number::from_f64(value).map(Value::Number).ok_or_else(|| format!("UBJSON holds a non-finite number ({value})"))
+fn float(value: f64) -> Result<Document, String> {
+    if !value.is_finite() {
+        return Err(format!("UBJSON holds a non-finite number ({value})"));
+    }
+    Ok(Document::Number(value))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::document::Document;
     use super::decode;
-    use serde_json::json;
 
     #[test]
     fn decodes_typed_counted_and_plain_containers() {
@@ -164,7 +167,8 @@ mod tests {
         bytes.extend(b"U\x01bSU\x02hi");
         bytes.extend(b"U\x01c[$d#U\x02\x3f\x80\x00\x00\xc0\x00\x00\x00");
         bytes.extend(b"}");
-        assert_eq!(decode(&bytes).unwrap(), json!({"a": [1, 2.5], "b": "hi", "c": [1.0, -2.0]}));
+        let json: Document = serde_json::from_str(r#"{"a": [1, 2.5], "b": "hi", "c": [1.0, -2.0]}"#).unwrap();
+        assert_eq!(decode(&bytes).unwrap(), json);
     }
 
     #[test]

@@ -7,21 +7,34 @@
 //! objective's transform. Categorical splits, vector leaves and DART boosters
 //! are refused, naming where they are.
 
+use super::document::{Document, List};
 use super::{Ensemble, Forest, Link, Split, Sum, TreeNode, TreeNodes, ubjson};
-use serde_json::Value;
 
 /// Reads an XGBoost model (`ubj`: UBJSON, else JSON) for `inputs` features
 /// and `classes` labels.
 pub fn parse(bytes: &[u8], ubj: bool, inputs: usize, classes: usize) -> Result<Forest, String> {
-    let model: Value = if ubj {
-        ubjson::decode(bytes)?
-    } else {
-        serde_json::from_slice(bytes).map_err(|e| format!("not XGBoost JSON: {e}"))?
-    };
-    Forest::build(ensemble(&model)?, inputs, classes)
+    forest(read(bytes, ubj)?, inputs, classes)
 }
 
-fn ensemble(model: &Value) -> Result<Ensemble, String> {
+/// The document of an XGBoost model file (`ubj`: UBJSON, else JSON). Apart
+/// from `forest`, so a loader can let go of the file's bytes first.
+pub fn read(bytes: &[u8], ubj: bool) -> Result<Document, String> {
+    if ubj {
+        ubjson::decode(bytes)
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| format!("not XGBoost JSON: {e}"))
+    }
+}
+
+/// The forest an XGBoost model's `document` describes, for `inputs` features
+/// and `classes` labels; the document is let go of before the forest is laid out.
+pub fn forest(document: Document, inputs: usize, classes: usize) -> Result<Forest, String> {
+    let ensemble = ensemble(&document)?;
+    drop(document);
+    Forest::build(ensemble, inputs, classes)
+}
+
+fn ensemble(model: &Document) -> Result<Ensemble, String> {
     let learner = field(model, "learner")?;
     let params = field(learner, "learner_model_param")?;
     let objective = text(field(field(learner, "objective")?, "name")?, "learner.objective.name")?;
@@ -57,24 +70,24 @@ fn ensemble(model: &Value) -> Result<Ensemble, String> {
     if groups_of.len() != trees.len() {
         return Err(format!("tree_info lists {} trees but the model has {}", groups_of.len(), trees.len()));
     }
-    let trees = trees
-        .iter()
-        .zip(groups_of)
-        .enumerate()
-        .map(|(index, (tree, group))| read_tree(tree, number(group, "tree_info")? as usize, index))
+    let trees = (0..trees.len())
+        .map(|index| {
+            let tree = trees.item(index).ok_or_else(|| format!("trees[{index}] is not an object"))?;
+            read_tree(tree, at(groups_of, index, "tree_info")? as usize, index)
+        })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(Ensemble { trees, base, link, sum: Sum::F32, features, kind: format!("xgboost {objective}") })
 }
 
-fn read_tree(tree: &Value, group: usize, index: usize) -> Result<TreeNodes, String> {
-    let at =
-        |name: &str| -> Result<&Vec<Value>, String> { array(field(tree, name)?, &format!("trees[{index}].{name}")) };
+fn read_tree(tree: &Document, group: usize, index: usize) -> Result<TreeNodes, String> {
+    let list =
+        |name: &str| -> Result<List<'_>, String> { array(field(tree, name)?, &format!("trees[{index}].{name}")) };
     let (lefts, rights, features, conditions, defaults) = (
-        at("left_children")?,
-        at("right_children")?,
-        at("split_indices")?,
-        at("split_conditions")?,
-        at("default_left")?,
+        list("left_children")?,
+        list("right_children")?,
+        list("split_indices")?,
+        list("split_conditions")?,
+        list("default_left")?,
     );
     let count = lefts.len();
     if [rights.len(), features.len(), conditions.len(), defaults.len()].iter().any(|&n| n != count) {
@@ -89,23 +102,24 @@ fn read_tree(tree: &Value, group: usize, index: usize) -> Result<TreeNodes, Stri
     let kinds = tree.get("split_type").map(|v| array(v, "split_type")).transpose()?;
     let mut nodes = Vec::with_capacity(count);
     for node in 0..count {
-        let left = number(&lefts[node], "left_children")?;
-        let condition = number(&conditions[node], "split_conditions")?;
+        let left = at(lefts, node, "left_children")?;
+        let condition = at(conditions, node, "split_conditions")?;
         if left < 0.0 {
             nodes.push(TreeNode::Leaf(f64::from(condition as f32)));
             continue;
         }
-        if kinds.and_then(|kinds| kinds.get(node)).map(|k| number(k, "split_type")).transpose()? == Some(1.0) {
+        if kinds.filter(|kinds| node < kinds.len()).map(|kinds| at(kinds, node, "split_type")).transpose()? == Some(1.0)
+        {
             return Err(format!(
                 "tree {index} node {node} is a categorical split, which Candela does not evaluate: train with numerical (for example one-hot) features"
             ));
         }
-        let right = number(&rights[node], "right_children")?;
-        let feature = number(&features[node], "split_indices")?;
+        let right = at(rights, node, "right_children")?;
+        let feature = at(features, node, "split_indices")?;
         if right < 0.0 || feature < 0.0 {
             return Err(format!("tree {index} node {node} has a negative child or feature index"));
         }
-        let default_left = number(&defaults[node], "default_left")? != 0.0;
+        let default_left = at(defaults, node, "default_left")? != 0.0;
         // `value < c` for an f32 value is `value ≤` the f32 just below c.
         let threshold = f64::from((condition as f32).next_down());
         let split =
@@ -116,7 +130,7 @@ fn read_tree(tree: &Value, group: usize, index: usize) -> Result<TreeNodes, Stri
 }
 
 /// `base_score` as XGBoost writes it: `"5E-1"`, or since 3.0 `"[5E-1]"` (one per class).
-fn base_score(value: &Value) -> Result<Vec<f32>, String> {
+fn base_score(value: &Document) -> Result<Vec<f32>, String> {
     let text = text(value, "base_score")?;
     text.trim_start_matches('[')
         .trim_end_matches(']')
@@ -125,25 +139,24 @@ fn base_score(value: &Value) -> Result<Vec<f32>, String> {
         .collect()
 }
 
-fn field<'a>(value: &'a Value, name: &str) -> Result<&'a Value, String> {
+fn field<'a>(value: &'a Document, name: &str) -> Result<&'a Document, String> {
     value.get(name).ok_or_else(|| format!("not an XGBoost model: `{name}` is missing"))
 }
 
-fn text<'a>(value: &'a Value, name: &str) -> Result<&'a str, String> {
+fn text<'a>(value: &'a Document, name: &str) -> Result<&'a str, String> {
     value.as_str().ok_or_else(|| format!("`{name}` is not a string"))
 }
 
-fn array<'a>(value: &'a Value, name: &str) -> Result<&'a Vec<Value>, String> {
-    value.as_array().ok_or_else(|| format!("`{name}` is not an array"))
+fn array<'a>(value: &'a Document, name: &str) -> Result<List<'a>, String> {
+    value.list().ok_or_else(|| format!("`{name}` is not an array"))
 }
 
 /// A number, or a number written as a string (XGBoost writes parameters as strings).
-fn number(value: &Value, name: &str) -> Result<f64, String> {
-    match value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.parse().ok(),
-        Value::Bool(b) => Some(f64::from(u8::from(*b))),
-        _ => None,
-    }
-    .ok_or_else(|| format!("`{name}` is not a number: {value}"))
+fn number(value: &Document, name: &str) -> Result<f64, String> {
+    value.number().ok_or_else(|| format!("`{name}` is not a number: {value}"))
+}
+
+/// Element `index` of the array `name`, as a number.
+fn at(list: List<'_>, index: usize, name: &str) -> Result<f64, String> {
+    list.number(index).ok_or_else(|| format!("`{name}[{index}]` is not a number"))
 }
