@@ -7,9 +7,10 @@
 //!   travels to the handler in the request's extensions.
 //! - Every request body is charged against one server-wide budget
 //!   (--max-pending-request-bytes) for the memory held by messages that have
-//!   begun to arrive but are not complete yet; a message that would overdraw it
+//!   begun to arrive but are not complete yet (from its 5-byte prefix on, a
+//!   message holds the length it declares); a message that would overdraw it
 //!   fails its call with RESOURCE_EXHAUSTED. Complete messages are handed on
-//!   and stop counting, so slow or stalled uploads cannot hoard memory.
+//!   and stop counting; a stalled upload holds its one message, within the budget.
 //! - Calls that change what the server serves (RepositoryModelLoad,
 //!   RepositoryModelUnload) need an admin key (`auth::AdminGuard`).
 //! - A request tonic cannot decode (not protobuf, bad framing) gets
@@ -178,7 +179,8 @@ where
             }
         }
         let budget = self.budget.clone();
-        let request = request.map(|body| Body::new(Budgeted::new(body, budget)));
+        let largest = self.serving.limits.largest_message();
+        let request = request.map(|body| Body::new(Budgeted::new(body, budget, largest)));
         // The service that was polled ready answers this call; a fresh clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -217,66 +219,66 @@ pub fn undecodable(status: &Status) -> Option<ServeError> {
     })
 }
 
-/// A request body charged against the budget for the bytes of its
-/// incomplete message. It follows the gRPC framing (5-byte prefix, then the
-/// message) to know where messages end.
+/// A request body charged against the budget for the memory its incomplete
+/// message holds. It follows the gRPC framing (5-byte prefix, then the
+/// message) to know where messages end. Once a message's prefix has
+/// arrived, tonic reserves a buffer of the length it declares, so that is
+/// what is charged from then on: a message that would overdraw the budget
+/// is refused before any of its bytes are buffered, and a flood of large
+/// messages cannot leave the memory of half-received, refused ones behind.
 struct Budgeted {
     inner: Body,
     budget: Arc<Budget>,
     /// Bytes of the current message received so far (prefix included).
     received: usize,
-    /// What they hold in memory (see `buffered`), all charged.
+    /// The current message's whole size (prefix included), once its prefix is complete.
+    declared: Option<usize>,
+    /// The largest message tonic reserves a buffer for (a larger one it
+    /// refuses on reading the prefix, holding nothing).
+    largest: usize,
+    /// What the current message holds (see `held`), all charged.
     pending: usize,
     /// The current message's prefix, while incomplete.
     prefix: [u8; PREFIX],
-    /// Message bytes still to come after the prefix, once the prefix is complete.
-    remaining: Option<usize>,
 }
 
 impl Budgeted {
-    fn new(inner: Body, budget: Arc<Budget>) -> Budgeted {
-        Budgeted { inner, budget, received: 0, pending: 0, prefix: [0; PREFIX], remaining: None }
+    fn new(inner: Body, budget: Arc<Budget>, largest: usize) -> Budgeted {
+        Budgeted { inner, budget, received: 0, declared: None, largest, pending: 0, prefix: [0; PREFIX] }
     }
 
-    /// Follows `data` through the framing; returns the bytes of the message
-    /// still incomplete at its end.
-    fn follow(&mut self, mut data: &[u8]) -> usize {
-        let mut incomplete = self.received;
+    /// Follows `data` through the framing, to the end of `data`.
+    fn follow(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
-            match self.remaining {
+            match self.declared {
                 None => {
-                    let have = incomplete;
+                    let have = self.received;
                     let take = (PREFIX - have).min(data.len());
                     self.prefix[have..have + take].copy_from_slice(&data[..take]);
                     data = &data[take..];
-                    incomplete += take;
-                    if incomplete == PREFIX {
+                    self.received += take;
+                    if self.received == PREFIX {
                         let length = u32::from_be_bytes(self.prefix[1..].try_into().expect("4 bytes")) as usize;
-                        self.remaining = Some(length);
+                        self.declared = Some(PREFIX + length);
                     }
                 }
-                Some(left) => {
-                    let take = left.min(data.len());
+                Some(size) => {
+                    let take = (size - self.received).min(data.len());
                     data = &data[take..];
-                    incomplete += take;
-                    self.remaining = Some(left - take);
+                    self.received += take;
                 }
             }
-            if self.remaining == Some(0) {
-                self.remaining = None;
-                incomplete = 0;
+            if self.declared == Some(self.received) {
+                (self.received, self.declared) = (0, None);
             }
         }
-        incomplete
     }
-}
 
-/// The memory a message `received` bytes into holds: tonic gathers it in
-/// one buffer that grows by doubling (from 8 KiB), so up to the next power
-/// of two. Charging what is held, not what was received, keeps the budget
-/// a bound on memory (an 8.4 MB message one byte short holds 16 MiB).
-fn buffered(received: usize) -> usize {
-    if received == 0 { 0 } else { received.next_power_of_two() }
+    /// The memory the incomplete message holds: its declared size once its
+    /// prefix is in (tonic's buffer for it), else the few bytes received.
+    fn held(&self) -> usize {
+        self.declared.filter(|size| *size - PREFIX <= self.largest).unwrap_or(self.received)
+    }
 }
 
 impl Drop for Budgeted {
@@ -295,8 +297,8 @@ impl HttpBody for Budgeted {
             other => return other,
         };
         if let Some(data) = frame.data_ref() {
-            let received = self.follow(data.chunk());
-            let incomplete = buffered(received);
+            self.follow(data.chunk());
+            let incomplete = self.held();
             let before = self.pending;
             if incomplete > before {
                 if !self.budget.charge(incomplete - before) {
@@ -308,7 +310,7 @@ impl HttpBody for Budgeted {
             } else {
                 self.budget.release(before - incomplete);
             }
-            (self.received, self.pending) = (received, incomplete);
+            self.pending = incomplete;
         }
         Poll::Ready(Some(Ok(frame)))
     }

@@ -59,7 +59,7 @@ pub fn router(
     // Decoding stops at twice the configured size, so a message somewhat over
     // the limit still decodes and gets INVALID_ARGUMENT naming the limit, while
     // a huge one is refused by the transport without being buffered.
-    let hard_limit = serving.limits.max_message_bytes.saturating_mul(2);
+    let hard_limit = serving.limits.largest_message();
     let auth = Authenticator::new(keys.clone(), admin.clone());
     let guard = AdminGuard::new(admin.clone(), keys.clone());
     let reflection_auth = Authenticator::new(keys.filter(|_| settings.auth_reflection), admin);

@@ -39,6 +39,15 @@ pub struct Limits {
     pub max_header_bytes: usize,
 }
 
+impl Limits {
+    /// The largest message tonic decodes (twice --max-message-bytes): one
+    /// over the limit but under this still decodes and is refused naming the
+    /// limit; a larger one is refused by the transport, never buffered.
+    pub fn largest_message(&self) -> usize {
+        self.max_message_bytes.saturating_mul(2)
+    }
+}
+
 /// State shared by the API handlers.
 pub struct Serving {
     repository: OnceLock<Arc<LiveRepository>>,
