@@ -124,8 +124,8 @@ async fn a_broken_repository_ends_run_with_every_problem_listed() {
     std::fs::create_dir_all(dir.path().join("sme")).unwrap();
     let server = TestServer::start_with(settings(dir.path(), &[])).await;
     let error = server.join().await.unwrap_err().to_string();
-    assert!(error.contains("(2 problems)"), "{error}");
-    assert!(error.contains("retail/1/model.json: is missing"), "{error}");
+    // retail/1 is waiting for its model.json (being published): not a problem.
+    assert!(error.contains("(1 problem)"), "{error}");
     assert!(error.contains("sme: segment has no versions"), "{error}");
 }
 

@@ -342,16 +342,17 @@ async fn versions_loaded_are_bounded_per_segment_and_in_all() {
 #[tokio::test]
 async fn the_publish_steps_are_no_errors_and_removing_model_json_unpublishes() {
     let repo = repository(&[1]);
+    // The documented first step, the weights (model.json not yet), while the
+    // server (re)starts: it starts, even refusing broken models.
+    let dir = repo.path().join("retail/2");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(demo_models().join("retail/1/model.safetensors"), dir.join("model.safetensors")).unwrap();
     let metrics = common::free_port();
-    let flags = ["--repository-poll-seconds", "0.1", "--metrics-listen", &metrics];
+    let flags = ["--repository-poll-seconds", "0.1", "--metrics-listen", &metrics, "--on-broken-model", "refuse"];
     let server = TestServer::start_with(settings(repo.path(), &flags)).await;
     server.wait_until_serving().await;
     let client = common::client(&server).await;
     let mut calls = client.clone();
-    // The documented first step: the weights, model.json not yet.
-    let dir = repo.path().join("retail/2");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(demo_models().join("retail/1/model.safetensors"), dir.join("model.safetensors")).unwrap();
     until_index(&client, "version 2 is listed as waiting", |index| {
         index.iter().any(|(_, v, state, reason)| {
             v == "2" && state == "UNAVAILABLE" && reason.contains("waiting for model.json")

@@ -213,13 +213,13 @@ impl LiveRepository {
     /// any problem into an error listing every one (nothing is served then).
     pub fn start(&self, refuse_broken: bool) -> Result<Reloaded, LoadErrors> {
         let mut books = lock(&self.books);
-        let mut report = self.reload_locked(&mut books);
-        if refuse_broken && !(report.problems.is_empty() && report.pending.is_empty()) {
+        let report = self.reload_locked(&mut books);
+        // A version still waiting for its model.json is being published, not
+        // broken: a replica restarting mid-publish starts.
+        if refuse_broken && !report.problems.is_empty() {
             self.served.store(None);
             books.entries.clear();
             lock(&self.status).clear();
-            let pending = report.pending.iter().map(|f| LoadError::Missing { path: f.dir.join(MANIFEST_FILE) });
-            report.problems.extend(pending);
             return Err(LoadErrors(report.problems));
         }
         self.report(&mut books, &report);
