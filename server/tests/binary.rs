@@ -255,6 +255,12 @@ async fn compute_threads_are_bounded_by_the_versions_a_segment_may_hold() {
     let mut server = Running::start(&mut command(&["--models", models, "--max-versions-per-segment", "3"]));
     server.serving_client().await;
     let pid = server.child.id().unwrap();
+    // A pool's threads name themselves as they start: wait for them, then check none more come.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while threads_named(pid, "compute-") < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(threads_named(pid, "compute-"), 3, "40 versions under `--version-policy all`, 3 loaded");
     server.signal("TERM");
     assert_eq!(server.exit_code().await, 0);
