@@ -220,6 +220,17 @@ async fn over_the_concurrency_limit_429_with_retry_after_and_a_passed_deadline_5
     for holder in holders {
         assert!(holder.await.unwrap().is_ok());
     }
+    // A timeout header that is not a timeout is refused naming it, never ignored.
+    for value in ["garbage", "-5", "NaN", "1e30"] {
+        let header = format!("x-request-timeout: {value}");
+        let refused = curl(&at("/score"), &["-X", "POST", "-H", &header, "-d", &score_body(1)]).await;
+        assert_eq!(refused.status, 400, "{value}: {}", refused.body);
+        assert!(
+            refused.body.contains("x-request-timeout") && refused.body.contains("not a timeout"),
+            "{}",
+            refused.body
+        );
+    }
     // The batching window outlasts the caller's 50 ms: dropped uncomputed, 504.
     for header in ["x-request-timeout: 0.05", "request-timeout: 50ms"] {
         let late = curl(&at("/score"), &["-X", "POST", "-H", header, "-d", &score_body(1)]).await;

@@ -219,3 +219,26 @@ async fn an_oversized_header_fails_its_own_call_and_not_its_connection() {
     }
     predict_with_metadata(client, 0).await.expect("the connection still serves");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_header_that_is_not_a_timeout_is_refused_naming_it() {
+    let server = TestServer::start(&[]).await;
+    let mut client = common::client(&server).await;
+    for value in ["garbage", "-5", "NaN", "1e30"] {
+        let request =
+            proto::PredictRequest { segment: "retail".into(), version: 0, features: rows("retail", 1).values };
+        let mut request = tonic::Request::new(request);
+        request.metadata_mut().insert("x-request-timeout", value.parse().unwrap());
+        let refused = client.inference().predict(request).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{value}: {refused:?}");
+        assert!(
+            refused.message().contains("x-request-timeout") && refused.message().contains("not a timeout"),
+            "{refused:?}"
+        );
+    }
+    // A well-formed one is honoured as before.
+    let request = proto::PredictRequest { segment: "retail".into(), version: 0, features: rows("retail", 1).values };
+    let mut request = tonic::Request::new(request);
+    request.metadata_mut().insert("x-request-timeout", "2s".parse().unwrap());
+    client.inference().predict(request).await.unwrap();
+}
