@@ -28,7 +28,12 @@ fn repository(versions: &[u64]) -> tempfile::TempDir {
 /// Publishes the demo retail model as `retail/<version>` the way a publisher
 /// should: the weights first, model.json (listing their digest) last.
 fn publish(root: &Path, version: u64) {
-    let (from, to) = (demo_models().join("retail/1"), root.join(format!("retail/{version}")));
+    publish_as(root, "retail", version);
+}
+
+/// Publishes the demo model of `segment` as `<segment>/<version>`, as `publish` does.
+fn publish_as(root: &Path, segment: &str, version: u64) {
+    let (from, to) = (demo_models().join(segment).join("1"), root.join(format!("{segment}/{version}")));
     std::fs::create_dir_all(&to).unwrap();
     std::fs::copy(from.join("model.safetensors"), to.join("model.safetensors")).unwrap();
     std::fs::copy(from.join("model.json"), to.join("model.json")).unwrap();
@@ -310,11 +315,7 @@ async fn latest_n_serves_only_the_newest_versions() {
 #[tokio::test]
 async fn versions_loaded_are_bounded_per_segment_and_in_all() {
     let repo = repository(&[1, 2, 3, 4, 5, 6]);
-    let corporate = repo.path().join("corporate/1");
-    std::fs::create_dir_all(&corporate).unwrap();
-    for file in ["model.json", "model.safetensors"] {
-        std::fs::copy(demo_models().join("corporate/1").join(file), corporate.join(file)).unwrap();
-    }
+    publish_as(repo.path(), "corporate", 1);
     let flags = ["--max-versions-per-segment", "4", "--max-loaded-versions", "3", "--default-segment", "retail"];
     let server = TestServer::start_with(settings(repo.path(), &flags)).await;
     server.wait_until_serving().await;

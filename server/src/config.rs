@@ -266,10 +266,12 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_QUALITY_MIN_OUTCOMES", value_parser = count::<u64>(1, 100_000_000), default_value_t = 100)]
     pub quality_min_outcomes: u64,
 
-    /// Bytes of request messages received but not yet complete (so not yet
-    /// admitted), across all calls and connections. A message that would take
-    /// more is refused with RESOURCE_EXHAUSTED, so slow or stalled uploads
-    /// cannot exhaust the server's memory.
+    /// Bytes held by request messages that have begun to arrive but are not
+    /// complete (so not yet admitted), across all calls and connections: from
+    /// its 5-byte prefix on, a message holds the length it declares. A message
+    /// that would take more is refused with RESOURCE_EXHAUSTED before its
+    /// bytes are buffered, so slow, stalled or flooding uploads cannot exhaust
+    /// the server's memory.
     #[arg(long, env = "CANDELA_MAX_PENDING_REQUEST_BYTES", value_parser = count::<usize>(1024, 1 << 40), default_value_t = 128 * 1024 * 1024)]
     pub max_pending_request_bytes: usize,
 

@@ -245,11 +245,7 @@ fn threads_named(pid: u32, prefix: &str) -> usize {
 async fn compute_threads_are_bounded_by_the_versions_a_segment_may_hold() {
     let root = tempfile::tempdir().unwrap();
     for version in 1..=40 {
-        let dir = root.path().join(format!("retail/{version}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for file in ["model.json", "model.safetensors"] {
-            std::fs::copy(demo_models().join("retail/1").join(file), dir.join(file)).unwrap();
-        }
+        copy_tree(&demo_models().join("retail/1"), &root.path().join(format!("retail/{version}")));
     }
     let models = root.path().to_str().unwrap();
     let mut server = Running::start(&mut command(&["--models", models, "--max-versions-per-segment", "3"]));
@@ -284,10 +280,11 @@ async fn pretty_logs_written_to_a_file_carry_no_colour_codes() {
     assert!(!transcript.contains('\u{1b}'), "ANSI escape codes in piped logs:\n{transcript:?}");
 }
 
-/// The peak resident memory (VmHWM) of process `pid`, in bytes.
-fn peak_resident(pid: u32) -> f64 {
+/// A memory figure of process `pid` from /proc (`VmRSS`: resident now,
+/// `VmHWM`: its peak), in bytes.
+fn memory(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap();
     line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() * 1024.0
 }
 
@@ -295,7 +292,7 @@ fn peak_resident(pid: u32) -> f64 {
 async fn peak_serving(models: &Path) -> f64 {
     let mut server = Running::start(&mut command(&["--models", models.to_str().unwrap()]));
     server.serving_client().await;
-    let peak = peak_resident(server.child.id().unwrap());
+    let peak = memory(server.child.id().unwrap(), "VmHWM");
     server.signal("TERM");
     assert_eq!(server.exit_code().await, 0);
     peak
@@ -425,11 +422,7 @@ async fn a_stalled_stream_consumer_does_not_grow_server_memory() {
     let mut server = Running::start(&mut command(&["--models", models.to_str().unwrap(), "--drain-seconds", "0"]));
     let mut client = server.serving_client().await;
     let pid = server.child.id().unwrap();
-    let rss = || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
-        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
-    };
+    let rss = || (memory(pid, "VmRSS") / 1_048_576.0) as u64;
     let before = rss();
     let model = ModelId::latest("retail");
     let batch = vec![0.25f32; 1000 * 30];
@@ -1020,13 +1013,6 @@ async fn keys_that_are_no_safe_path_are_skipped_and_everything_else_is_mirrored(
     assert_eq!(replica.exit_code().await, 0);
 }
 
-/// The resident memory (VmRSS) of process `pid`, in bytes.
-fn resident(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() * 1024.0
-}
-
 /// 80 calls on one connection each send an 8.4 MB message but its last
 /// byte: the server (its own allocator, as deployed) grows by at most 1.25 ×
 /// what the README documents, `--max-pending-request-bytes` plus 1 MiB per
@@ -1047,7 +1033,7 @@ async fn messages_held_one_byte_short_stay_within_the_documented_worst_case() {
     let mut sender = sender.ready().await.unwrap();
     // Warm the connection's and the server's paths before measuring.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = resident(pid);
+    let before = memory(pid, "VmRSS");
     let length = 8_400_000;
     let mut body = vec![0u8];
     body.extend_from_slice(&(length as u32).to_be_bytes());
@@ -1072,7 +1058,7 @@ async fn messages_held_one_byte_short_stay_within_the_documented_worst_case() {
     let mut peak: f64 = 0.0;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        peak = peak.max(resident(pid) - before);
+        peak = peak.max(memory(pid, "VmRSS") - before);
     }
     let worst = BUDGET + 1024.0 * 1024.0;
     println!(

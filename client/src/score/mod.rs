@@ -365,13 +365,12 @@ struct Job {
     streams: usize,
 }
 
-/// A batch read, waiting for its answer: sent as message `id` unless every
-/// row of it is `unreadable`.
+/// A batch read, waiting for its answer: sent as message `id`, or (none)
+/// not sent at all, every row of it `unreadable`.
 struct Pending<B> {
-    id: String,
+    id: Option<String>,
     batch: B,
     unreadable: Vec<(usize, String)>,
-    sent: bool,
 }
 
 impl Job {
@@ -412,44 +411,20 @@ impl Job {
         let mut turn = 0;
         while let Some(pending) = pending_rx.recv().await {
             let rows = pending.batch.rows();
-            if !pending.sent {
-                let answers = Answers::all_refused(0, self.labels, "").with_unreadable(pending.unreadable);
-                summary.rows += rows as u64;
-                summary.refused_rows += answers.refused_rows() as u64;
-                if written_tx.send((pending.batch, answers)).is_err() {
-                    break;
-                }
-                continue;
-            }
-            let Some(response) = responses[turn].next().await else { break };
-            let stream = turn;
-            turn = (turn + 1) % self.streams;
-            let response = response.map_err(|s| anyhow::anyhow!("stream broken: {:?}: {}", s.code(), s.message()))?;
-            if pending.id != response.id {
-                bail!("response for batch {} arrived where batch {} was expected", response.id, pending.id);
-            }
-            let sent_rows = rows - pending.unreadable.len();
-            let kept_as = format!("{}/{}", stream_ids[stream], pending.id);
-            let answers = match response.outcome {
-                Some(proto::stream_predict_response::Outcome::Error(error))
-                    if error.code == tonic::Code::InvalidArgument as i32 && sent_rows > 1 =>
-                {
-                    // Read again only on this rare path, rather than kept for every batch.
-                    let values = pending.batch.values()?.values;
-                    Answers::rows(isolate(&mut isolating, &self.model, self.features, &values).await, self.labels)?
-                }
-                Some(proto::stream_predict_response::Outcome::Result(result)) => match result.columns {
-                    Some(columns) => Answers::columns(columns, sent_rows, self.labels, kept_as)?,
-                    // A server older than `columnar` answers per row.
-                    None => {
-                        let answers = result.predictions.into_iter().enumerate();
-                        Answers::rows(answers.map(|(i, p)| Ok((p, kept_as.clone(), i as u64))).collect(), self.labels)?
+            let answers = match &pending.id {
+                None => Answers::all_refused(0, self.labels, ""),
+                Some(id) => {
+                    let Some(response) = responses[turn].next().await else { break };
+                    let kept_as = format!("{}/{id}", stream_ids[turn]);
+                    turn = (turn + 1) % self.streams;
+                    let response =
+                        response.map_err(|s| anyhow::anyhow!("stream broken: {:?}: {}", s.code(), s.message()))?;
+                    if *id != response.id {
+                        bail!("response for batch {} arrived where batch {id} was expected", response.id);
                     }
-                },
-                Some(proto::stream_predict_response::Outcome::Error(error)) => {
-                    Answers::all_refused(sent_rows, self.labels, &error_text(error))
+                    let sent_rows = rows - pending.unreadable.len();
+                    self.answers(response.outcome, &pending.batch, sent_rows, kept_as, &mut isolating).await?
                 }
-                None => bail!("the server sent a response with neither results nor an error"),
             }
             .with_unreadable(pending.unreadable);
             if answers.rows_answered() != rows {
@@ -472,6 +447,40 @@ impl Job {
         progress.finish_and_clear();
         Ok(summary)
     }
+
+    /// A sent batch's answers (to its `sent_rows` rows, kept for outcomes
+    /// under `kept_as`) from its stream response's `outcome`; a batch refused
+    /// as invalid is scored again in parts (see `isolate`).
+    async fn answers<B: Batch>(
+        &self,
+        outcome: Option<proto::stream_predict_response::Outcome>,
+        batch: &B,
+        sent_rows: usize,
+        kept_as: String,
+        isolating: &mut Client,
+    ) -> anyhow::Result<Answers> {
+        Ok(match outcome {
+            Some(proto::stream_predict_response::Outcome::Error(error))
+                if error.code == tonic::Code::InvalidArgument as i32 && sent_rows > 1 =>
+            {
+                // Read again only on this rare path, rather than kept for every batch.
+                let values = batch.values()?.values;
+                Answers::rows(isolate(isolating, &self.model, self.features, &values).await, self.labels)?
+            }
+            Some(proto::stream_predict_response::Outcome::Result(result)) => match result.columns {
+                Some(columns) => Answers::columns(columns, sent_rows, self.labels, kept_as)?,
+                // A server older than `columnar` answers per row.
+                None => {
+                    let answers = result.predictions.into_iter().enumerate();
+                    Answers::rows(answers.map(|(i, p)| Ok((p, kept_as.clone(), i as u64))).collect(), self.labels)?
+                }
+            },
+            Some(proto::stream_predict_response::Outcome::Error(error)) => {
+                Answers::all_refused(sent_rows, self.labels, &error_text(error))
+            }
+            None => bail!("the server sent a response with neither results nor an error"),
+        })
+    }
 }
 
 /// The reader thread: batches dealt to the streams in turn, each announced
@@ -488,8 +497,7 @@ fn read<S: Source>(
         let Values { values, unreadable } = batch.values()?;
         if values.is_empty() {
             // No row of it can be read: nothing to send, its rows carry why.
-            let unsent = Pending { id: String::new(), batch, unreadable, sent: false };
-            if pending.blocking_send(unsent).is_err() {
+            if pending.blocking_send(Pending { id: None, batch, unreadable }).is_err() {
                 break;
             }
             continue;
@@ -501,7 +509,7 @@ fn read<S: Source>(
         request.columnar = true;
         // The ordering loop must know of a batch before its answer can arrive;
         // a closed channel means it stopped, and says why itself.
-        let announced = Pending { id, batch, unreadable, sent: true };
+        let announced = Pending { id: Some(id), batch, unreadable };
         if pending.blocking_send(announced).is_err() || stream.blocking_send(request).is_err() {
             break;
         }

@@ -336,8 +336,7 @@ impl LiveRepository {
         // model.json last) or unpublished (model.json first): not a problem,
         // not served (a served one is released), and not counted by the
         // version policy.
-        let (published, pending): (Vec<Found>, Vec<Found>) =
-            scan.found.into_iter().partition(|f| std::fs::symlink_metadata(f.dir.join(MANIFEST_FILE)).is_ok());
+        let (published, pending): (Vec<Found>, Vec<Found>) = scan.found.into_iter().partition(|f| f.published);
         for version in &pending {
             let reason = format!("waiting for {MANIFEST_FILE}: publish it last, after the files it names");
             self.set_status(&version.segment, version.version, State::Unavailable, reason);

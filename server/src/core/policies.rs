@@ -57,17 +57,13 @@ impl Policies {
             let books = self.segments.entry(segment.clone()).or_default();
             let text = match rollout::read(&dir) {
                 Ok(text) => text,
+                // Unreadable is not removed: refused like an invalid file (only
+                // deleting the file drops the policy in force).
                 Err(error) => {
-                    // Unreadable is not removed: the policy in force stays
-                    // (only deleting the file drops it), and the refusal is
-                    // counted once and shown like an invalid file's.
-                    let reason = format!("refused: {error}; {}", kept(&books.state));
-                    let key = format!("unreadable: {reason}");
-                    if books.refused.as_ref().is_none_or(|(refused, _)| *refused != key) {
-                        metrics.release.policy_refused(segment);
-                    }
-                    problems.push(LoadError::Refused { path: dir.join(ROLLOUT_FILE), reason: reason.clone() });
-                    books.refused = Some((key, reason));
+                    let (dropped, reason) =
+                        books.refuse(segment, format!("unreadable: {error}"), &error, versions, metrics);
+                    problems.push(LoadError::Refused { path: dir.join(ROLLOUT_FILE), reason });
+                    changed |= dropped;
                     continue;
                 }
             };
@@ -96,19 +92,10 @@ impl Policies {
                     books.refused = None;
                     changed = true;
                 }
-                Err(reason) => {
-                    if books.refused.as_ref().is_none_or(|(refused, _)| *refused != text) {
-                        metrics.release.policy_refused(segment);
-                    }
-                    // The previous policy stays while the versions it names are served.
-                    if books.state.as_ref().is_some_and(|state| state.policy.check(versions).is_err()) {
-                        books.state = None;
-                        metrics.release.policy_removed(segment);
-                        changed = true;
-                    }
-                    let reason = format!("refused: {reason}; {}", kept(&books.state));
-                    problems.push(LoadError::Refused { path: dir.join(ROLLOUT_FILE), reason: reason.clone() });
-                    books.refused = Some((text, reason));
+                Err(why) => {
+                    let (dropped, reason) = books.refuse(segment, text, &why, versions, metrics);
+                    problems.push(LoadError::Refused { path: dir.join(ROLLOUT_FILE), reason });
+                    changed |= dropped;
                 }
             }
         }
@@ -129,11 +116,35 @@ impl Policies {
     }
 }
 
-/// What serves a segment's unpinned requests while its policy file is refused.
-fn kept(state: &Option<Arc<PolicyState>>) -> &'static str {
-    match state {
-        Some(_) => "the previous policy stays in force",
-        None => "the newest version serves requests that pin none",
+impl Segment {
+    /// Refuses the segment's policy file (`refused`: its text, or why it
+    /// could not be read; `why`: what is wrong with it), counting a refusal
+    /// once however many scans meet it. The policy in force stays while the
+    /// versions it names are served (`versions`). Says whether the policy in
+    /// force was dropped, and the reason to report.
+    fn refuse(
+        &mut self,
+        segment: &str,
+        refused: String,
+        why: &dyn std::fmt::Display,
+        versions: &[u64],
+        metrics: &Metrics,
+    ) -> (bool, String) {
+        if self.refused.as_ref().is_none_or(|(before, _)| *before != refused) {
+            metrics.release.policy_refused(segment);
+        }
+        let dropped = self.state.as_ref().is_some_and(|state| state.policy.check(versions).is_err());
+        if dropped {
+            self.state = None;
+            metrics.release.policy_removed(segment);
+        }
+        let kept = match self.state {
+            Some(_) => "the previous policy stays in force",
+            None => "the newest version serves requests that pin none",
+        };
+        let reason = format!("refused: {why}; {kept}");
+        self.refused = Some((refused, reason.clone()));
+        (dropped, reason)
     }
 }
 

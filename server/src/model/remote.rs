@@ -87,14 +87,10 @@ impl Remote {
     /// Connects to `url` with the credentials in the environment, mirroring into `cache`.
     fn open(url: &str, cache: &Path) -> Result<Remote, String> {
         let parsed = url::Url::parse(url).map_err(|e| format!("--models {url}: not a URL: {e}"))?;
-        let options = std::env::vars().map(|(key, value)| (key.to_ascii_lowercase(), value));
-        let options: Vec<(String, String)> = options.collect();
-        let explain = |e: object_store::Error| {
+        let options = std::env::vars().map(|(key, value)| (key.to_ascii_lowercase(), value)).collect();
+        let (store, prefix) = open_store(&parsed, options).map_err(|e| {
             format!("--models {url}: {e} (use s3://bucket/prefix, gs://bucket/prefix or az://container/prefix)")
-        };
-        let store = open_store(&parsed, options).map_err(explain)?;
-        let (_, path) = ObjectStoreScheme::parse(&parsed).map_err(|e| explain(e.into()))?;
-        let prefix = StorePath::parse(path).map_err(|e| explain(e.into()))?;
+        })?;
         std::fs::create_dir_all(cache)
             .map_err(|e| format!("--model-cache {}: cannot create it: {e}", cache.display()))?;
         Ok(Remote {
@@ -260,8 +256,11 @@ fn unsafe_key(error: &object_store::Error) -> Option<&str> {
 
 /// Builds the store `url` names (its scheme's builder, configured from
 /// `options`: the environment's variables, lower-cased), as the one value
-/// that both reads objects and lists them page by page.
-fn open_store(url: &url::Url, options: Vec<(String, String)>) -> Result<Arc<dyn Store>, object_store::Error> {
+/// that both reads objects and lists them page by page, and the prefix in it.
+fn open_store(
+    url: &url::Url,
+    options: Vec<(String, String)>,
+) -> Result<(Arc<dyn Store>, StorePath), object_store::Error> {
     macro_rules! built {
         ($builder:ty) => {{
             let builder = options.into_iter().fold(
@@ -274,8 +273,9 @@ fn open_store(url: &url::Url, options: Vec<(String, String)>) -> Result<Arc<dyn 
             Arc::new(builder.build()?) as Arc<dyn Store>
         }};
     }
-    let (scheme, _) = ObjectStoreScheme::parse(url)?;
-    Ok(match scheme {
+    let (scheme, prefix) = ObjectStoreScheme::parse(url)?;
+    let prefix = StorePath::parse(prefix)?;
+    let store = match scheme {
         ObjectStoreScheme::AmazonS3 => built!(object_store::aws::AmazonS3Builder),
         ObjectStoreScheme::GoogleCloudStorage => built!(object_store::gcp::GoogleCloudStorageBuilder),
         ObjectStoreScheme::MicrosoftAzure => built!(object_store::azure::MicrosoftAzureBuilder),
@@ -284,7 +284,8 @@ fn open_store(url: &url::Url, options: Vec<(String, String)>) -> Result<Arc<dyn 
                 source: format!("{other:?} is not an object store a repository can be mirrored from").into(),
             });
         }
-    })
+    };
+    Ok((store, prefix))
 }
 
 /// Removes the now-empty directories between `file` and `root`.

@@ -25,6 +25,10 @@ pub struct Found {
     /// The files' names, sizes, modification times and inodes: equal
     /// fingerprints mean the version has not changed since it was read.
     pub fingerprint: Fingerprint,
+    /// Whether the directory holds a `model.json` entry: without one, the
+    /// version is being published (model.json goes last) or unpublished
+    /// (it goes first), never broken.
+    pub published: bool,
 }
 
 /// What a version directory's files looked like when scanned (metadata
@@ -73,8 +77,8 @@ pub fn scan(root: &Path) -> Result<Scan, LoadError> {
         for (name, dir) in versions {
             match name.parse::<u64>() {
                 Ok(version) if version > 0 && !name.starts_with('0') => {
-                    let fingerprint = fingerprint(&dir);
-                    scan.found.push(Found { segment: segment.clone(), version, dir, fingerprint });
+                    let (fingerprint, published) = fingerprint(&dir);
+                    scan.found.push(Found { segment: segment.clone(), version, dir, fingerprint, published });
                 }
                 _ => scan.problems.push(LoadError::BadName {
                     path: segment_dir.clone(),
@@ -88,22 +92,23 @@ pub fn scan(root: &Path) -> Result<Scan, LoadError> {
     Ok(scan)
 }
 
-/// The metadata of every file in `dir` (following links), sorted by name.
-/// An unreadable directory has an empty fingerprint; loading it says why.
-fn fingerprint(dir: &Path) -> Fingerprint {
+/// The metadata of every file in `dir` (following links), sorted by name,
+/// and whether a `model.json` entry is among them (even one whose link leads
+/// nowhere: loading it says why). An unreadable directory has an empty
+/// fingerprint and counts as published; loading it says why.
+fn fingerprint(dir: &Path) -> (Fingerprint, bool) {
     use std::os::unix::fs::MetadataExt;
-    let mut files: Vec<(String, u64, i64, i64, u64)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let metadata = std::fs::metadata(entry.path()).ok()?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            Some((name, metadata.size(), metadata.mtime(), metadata.mtime_nsec(), metadata.ino()))
-        })
-        .collect();
+    let Ok(entries) = std::fs::read_dir(dir) else { return (Fingerprint::default(), true) };
+    let (mut files, mut published) = (Vec::new(), false);
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        published |= name == MANIFEST_FILE;
+        if let Ok(metadata) = std::fs::metadata(entry.path()) {
+            files.push((name, metadata.size(), metadata.mtime(), metadata.mtime_nsec(), metadata.ino()));
+        }
+    }
     files.sort();
-    Fingerprint(files)
+    (Fingerprint(files), published)
 }
 
 /// Loads, validates and warms every model under `root` onto `device`.
