@@ -7,27 +7,13 @@
 # stream), so both see the same machine; medians of ROUNDS (default 3) and the
 # ratio after / before. Prints a Markdown table.
 # Usage: bench/compare.sh BEFORE      (SECONDS_PER_POINT=5 by default)
-set -euo pipefail
-cd "$(dirname "$0")/.."
 before=${1:?usage: bench/compare.sh BEFORE-commit}
 rounds=${ROUNDS:-3}
 seconds=${SECONDS_PER_POINT:-5}
-out=$PWD/bench/out/compare-$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$out"
-target=${CARGO_TARGET_DIR:-$PWD/target}
+source "$(dirname "$0")/common.sh" compare
 
-worktree=$(mktemp -d)
-pids=()
-cleanup() {
-  kill "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  git worktree remove --force "$worktree" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-git worktree add --detach "$worktree" "$before" >/dev/null
-(cd "$worktree" && CARGO_TARGET_DIR=$target cargo build --release -q -p candela-server)
-cp "$target/release/candela-server" "$out/before"
-cargo build --release -q -p candela-server -p candela-client
+build_before "$before"
+build_release
 cp "$target/release/candela-server" "$out/after"
 
 port=50361

@@ -36,7 +36,7 @@ if [ "${SMOKE_ONLY:-0}" = 1 ]; then
   cargo build --locked --features cuda,train -p candela-server --bin candela-server
   cp "$target/debug/candela-server" "$work/candela-server-cuda"
   # The client of the test build before it (CI), else one built now.
-  [ -x "$target/debug/candela" ] || cargo build --locked -p candela-client --bin candela
+  [ -x "$target/debug/candela" ] || cargo build --locked -p candela-cli --bin candela
   cp "$target/debug/candela" "$work/candela"
 else
   say "building the cuda server and the CUDA equivalence test (the first build compiles candle's kernels: ~10 min)"
@@ -52,7 +52,7 @@ for line in sys.stdin:
   cp "$devices_test" "$work/devices-test"
   say "building the CPU server, candela and candela-train"
   cargo build --release --locked -p candela-server --features train --bin candela-server --bin candela-train \
-    -p candela-client --bin candela
+    -p candela-cli --bin candela
   for binary in candela candela-train; do cp "$target/release/$binary" "$work/$binary"; done
   cp "$target/release/candela-server" "$work/candela-server-cpu"
 fi

@@ -13,21 +13,15 @@
 # rate): the load generator shares the machine, and its cost differs by
 # protocol, so throughput alone mixes the client's cost with the server's.
 # Usage: bench/http.sh      (ROUNDS=3 SECONDS_PER_RUN=5 by default)
-set -euo pipefail
-cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-3}
 seconds=${SECONDS_PER_RUN:-5}
-target=${CARGO_TARGET_DIR:-$PWD/target}
-out=$PWD/bench/out/http-$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$out"
-cargo build --release -q -p candela-server -p candela-client
+source "$(dirname "$0")/common.sh" http
+build_release
 port=${PORT:-50396}
 http=${HTTP_PORT:-18096}
-"$target/release/candela-server" --listen "127.0.0.1:$port" --http-listen "127.0.0.1:$http" --metrics-listen off \
-  --repository-poll-seconds 0 --log-format json 2>"$out/server.log" &
-pid=$!
-trap 'kill "$pid" 2>/dev/null' EXIT
-until "$target/release/candela" --server "http://127.0.0.1:$port" health >/dev/null 2>&1; do sleep 0.1; done
+serve server.log --listen "127.0.0.1:$port" --http-listen "127.0.0.1:$http" --metrics-listen off \
+  --repository-poll-seconds 0
+wait_healthy "http://127.0.0.1:$port"
 for round in $(seq "$rounds"); do
   for rows in 1 64; do
     for call in model-infer http-infer-binary http-infer-json http-score; do

@@ -7,25 +7,18 @@
 # written) to the first answer it gives (median of ROUNDS), and the server's
 # resident memory in steady state and at its peak during the swaps.
 # Usage: bench/live-reload.sh      (ROUNDS=5 SECONDS_PER_PHASE=10 by default)
-set -euo pipefail
-cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5}
 seconds=${SECONDS_PER_PHASE:-10}
-target=${CARGO_TARGET_DIR:-$PWD/target}
-out=$PWD/bench/out/live-reload-$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$out"
-cargo build --release -q -p candela-server -p candela-client
+source "$(dirname "$0")/common.sh" live-reload
+build_release
 repo=$(mktemp -d)
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$repo"; }
-trap cleanup EXIT
+at_exit 'rm -rf "$repo"'
 cp -r models/retail "$repo/retail"
 port=${PORT:-50371}
 url=http://127.0.0.1:$port
-"$target/release/candela-server" --listen "127.0.0.1:$port" --models "$repo" --metrics-listen off --http-listen off \
-  --repository-poll-seconds 0.1 --log-format json 2>"$out/server.log" &
-pid=$!
-until "$target/release/candela" --server "$url" health >/dev/null 2>&1; do sleep 0.1; done
+serve server.log --listen "127.0.0.1:$port" --models "$repo" --metrics-listen off --http-listen off \
+  --repository-poll-seconds 0.1
+wait_healthy "$url"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
 publish() { # <version>: the weights first, model.json last
   mkdir -p "$repo/retail/$1"

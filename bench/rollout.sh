@@ -10,18 +10,12 @@
 # concurrency 8; reports medians of the rounds and the same-run ratios to
 # `bare` (throughput, p50, p99), and what the shadow scored and dropped.
 # Usage: bench/rollout.sh      (ROUNDS=5 SECONDS_PER_RUN=5 by default)
-set -euo pipefail
-cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5}
 seconds=${SECONDS_PER_RUN:-5}
-target=${CARGO_TARGET_DIR:-$PWD/target}
-out=$PWD/bench/out/rollout-$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$out"
-cargo build --release -q -p candela-server -p candela-client
+source "$(dirname "$0")/common.sh" rollout
+build_release
 repo=$(mktemp -d)
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$repo"; }
-trap cleanup EXIT
+at_exit 'rm -rf "$repo"'
 copy() { mkdir -p "$repo/$3/$4" && cp "models/$1/1/model.safetensors" "models/$1/1/model.json" "$repo/$3/$4/"; }
 copy retail 1 bare 1
 python3 -c 'import json,sys; p=sys.argv[1]; m=json.load(open(p)); m.pop("monitoring"); json.dump(m, open(p, "w"))' \
@@ -37,10 +31,9 @@ admin=$repo/admin-keys
 echo "bench-admin-key" >"$admin"
 port=${PORT:-50381}
 url=http://127.0.0.1:$port
-"$target/release/candela-server" --listen "127.0.0.1:$port" --models "$repo" --metrics-listen off --http-listen off \
-  --repository-poll-seconds 0 --admin-keys-file "$admin" --log-format json 2>"$out/server.log" &
-pid=$!
-until "$target/release/candela" --server "$url" health >/dev/null 2>&1; do sleep 0.1; done
+serve server.log --listen "127.0.0.1:$port" --models "$repo" --metrics-listen off --http-listen off \
+  --repository-poll-seconds 0 --admin-keys-file "$admin"
+wait_healthy "$url"
 
 for round in $(seq "$rounds"); do
   for load in predict batch64; do

@@ -11,15 +11,12 @@
 #               forward-pass benchmarks, the production server's peak RSS
 # Raw results go to bench/out/<timestamp>/; the report is appended to bench/RESULTS.md.
 # Usage: bench/run.sh            (REPEATS=1 SECONDS_PER_POINT=5 to shorten)
-set -euo pipefail
-cd "$(dirname "$0")/.."
 repeats=${REPEATS:-3}
 seconds=${SECONDS_PER_POINT:-6}
-out=bench/out/$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$out"
+source "$(dirname "$0")/common.sh" run
 say() { echo "bench: $*" >&2; }
 
-cargo build --release -p candela-server -p candela-client -p transport-baseline
+cargo build --release -p candela-server -p candela-cli -p transport-baseline
 scripts/install-test-tools
 mlserver_models=$(bench/mlserver/setup.sh)
 tools=$(cd "${CANDELA_TOOLS:-.tools}" && pwd)
@@ -27,9 +24,7 @@ bin=target/release
 
 key=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 echo "$key" > "$out/keys"
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -f "$out/keys"; }
-trap cleanup EXIT
+at_exit 'rm -f "$out/keys"'
 
 $bin/transport-baseline --listen 127.0.0.1:50261 2>"$out/baseline.log" &
 pids+=($!)

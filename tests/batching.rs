@@ -8,7 +8,7 @@ mod common;
 
 use candela::inference as oip;
 use candela_client::{Client, proto};
-use candela_server::testing::{FEATURES, TestServer, demo_models, rows};
+use candela_server::testing::{FEATURES, TestServer, demo_models, eventually, rows};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
@@ -111,6 +111,15 @@ async fn greedy_batching_answers_every_caller_with_its_own_rows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lone_requests_computed_inline_and_queued_ones_each_get_their_own_rows() {
+    // Concurrent callers: some requests find the server alone (computed
+    // where they are), the rest queue and merge; every caller's rows are its own.
+    let (requests, _, passes) = every_caller_gets_its_own_rows(&["--inline-lone-requests", "on"]).await;
+    assert_eq!(requests, (CALLERS * CALLS_EACH) as u64);
+    assert!(passes <= requests, "never more passes than requests: {passes} for {requests}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_batching_off_every_request_is_its_own_pass() {
     let (requests, _, passes) = every_caller_gets_its_own_rows(&["--batching", "off"]).await;
     assert_eq!(passes, requests, "one forward pass per request");
@@ -172,7 +181,9 @@ async fn a_caller_that_goes_away_is_dropped_before_compute() {
     // client's own timeout drops the call (RST_STREAM), not a grpc-timeout.
     let call = client.predict("corporate", rows("corporate", 1).values);
     assert!(tokio::time::timeout(Duration::from_millis(50), call).await.is_err());
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Dropped when its window closes, and counted then.
+    let counted = async || dropped(&metrics, "cancelled").await == 1.0;
+    eventually(Duration::from_secs(5), "the cancelled call's rows dropped", counted).await;
     let (_, _, after) = statistics(&server, "corporate").await;
     assert_eq!(after, before, "the cancelled call's rows were never computed");
 
@@ -197,7 +208,8 @@ async fn a_deadline_that_passes_in_the_queue_drops_the_work() {
     request.set_timeout(Duration::from_millis(100));
     let status = client.inference().predict(request).await.unwrap_err();
     assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let counted = async || dropped(&metrics, "deadline").await == 1.0;
+    eventually(Duration::from_secs(5), "the expired call's rows dropped", counted).await;
     let (_, _, after) = statistics(&server, "corporate").await;
     assert_eq!(after, before, "the expired call's rows were never computed");
     assert_eq!(dropped(&metrics, "deadline").await, 1.0);

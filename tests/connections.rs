@@ -1,8 +1,9 @@
 //! Connections alone cannot take the server down: a connection that never
 //! sends the HTTP/2 preface is closed after --handshake-timeout-seconds (it
 //! used to stay until --max-connection-age), and at most --max-connections
-//! are served at once; the next waits until one closes. (Running out of file
-//! descriptors is tested against the binary, in server/tests/binary.rs.)
+//! are served at once; the next waits until one closes, on every port the
+//! server listens on, /metrics included. (Running out of file descriptors is
+//! tested against the binary, in server/tests/binary.rs.)
 
 mod common;
 
@@ -58,4 +59,21 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     drop(first);
     let answer = tokio::time::timeout(Duration::from_secs(10), call()).await.expect("served once a place was free");
     assert!(answer.is_ok(), "{answer:?}");
+}
+
+#[tokio::test]
+async fn the_metrics_port_is_held_to_the_same_connection_limit() {
+    let metrics = common::free_port();
+    let flags = ["--max-connections", "1", "--handshake-timeout-seconds", "30", "--metrics-listen", &metrics];
+    let server = TestServer::start(&flags).await;
+    let silent = TcpStream::connect(&metrics).await.unwrap();
+    let scrape = || common::metric(&metrics, "candela_in_flight_requests", &[]);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), scrape()).await.is_err(),
+        "a second connection to /metrics was served while one was open"
+    );
+    drop(silent);
+    let scraped = tokio::time::timeout(Duration::from_secs(10), scrape()).await;
+    assert_eq!(scraped.expect("scraped once a place was free"), 0.0);
+    drop(server);
 }

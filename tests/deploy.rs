@@ -10,8 +10,8 @@
 
 mod common;
 
+use candela_server::api::grpc::router::HEALTH_SERVICES;
 use candela_server::api::http::rest::{LIVE, READY};
-use candela_server::api::router::HEALTH_SERVICES;
 use candela_server::config::Settings;
 use candela_server::model::device::DeviceSpec;
 use candela_server::testing::{peers_python, repo_root};

@@ -1,5 +1,5 @@
 //! The real grpcurl (installed by `scripts/install-test-tools`) against the
-//! real server: the README's commands, through reflection only, no proto files.
+//! real server: the commands of the README and docs/api.md, through reflection only, no proto files.
 
 mod common;
 

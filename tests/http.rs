@@ -5,7 +5,7 @@
 
 mod common;
 
-use candela_server::testing::{FEATURES, TestServer, peers_python, repo_root, rows};
+use candela_server::testing::{FEATURES, TestServer, eventually, peers_python, repo_root, rows};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -195,6 +195,7 @@ async fn over_the_concurrency_limit_429_with_retry_after_and_a_passed_deadline_5
     let http = common::free_port();
     let (server, holders) = {
         // Every permit held in a 600 ms batching window.
+        let metrics = common::free_port();
         let window = "600000";
         let server = TestServer::start(&[
             "--http-listen",
@@ -203,6 +204,8 @@ async fn over_the_concurrency_limit_429_with_retry_after_and_a_passed_deadline_5
             "2",
             "--max-queue-delay-us",
             window,
+            "--metrics-listen",
+            &metrics,
         ])
         .await;
         let mut holders = Vec::new();
@@ -210,7 +213,7 @@ async fn over_the_concurrency_limit_429_with_retry_after_and_a_passed_deadline_5
             let mut client = common::client(&server).await;
             holders.push(tokio::spawn(async move { client.predict("retail", rows("retail", 1).values).await }));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        common::until_in_flight(&metrics, 2).await;
         (server, holders)
     };
     let at = |path: &str| format!("http://{http}{path}");
@@ -260,12 +263,12 @@ async fn bodies_over_the_limit_are_413_and_the_pending_budget_is_shared() {
         tcp.write_all(head.as_bytes()).await.unwrap();
         stalled.push(tcp);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let third = curl(&at("/score"), &["-X", "POST", "-d", &score_body(5)]).await;
-    assert_eq!(third.status, 429, "{}", third.body);
+    // A third is refused once both stalled bodies are charged (a call before that is answered).
+    let third = async || curl(&at("/score"), &["-X", "POST", "-d", &score_body(5)]).await.status == 429;
+    eventually(Duration::from_secs(10), "a third body refused over the budget", third).await;
     drop(stalled);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(curl(&at("/score"), &["-X", "POST", "-d", &score_body(5)]).await.status, 200, "the budget is back");
+    let back = async || curl(&at("/score"), &["-X", "POST", "-d", &score_body(5)]).await.status == 200;
+    eventually(Duration::from_secs(10), "the budget coming back", back).await;
 }
 
 #[tokio::test]
@@ -301,16 +304,10 @@ async fn readiness_is_503_while_draining_and_inference_still_answers() {
     let at = |path: &str| format!("http://{http}{path}");
     assert_eq!(curl(&at("/v2/health/ready"), &[]).await.status, 200);
     server.begin_shutdown();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let ready = curl(&at("/v2/health/ready"), &[]).await;
-        if ready.status == 503 {
-            assert_eq!(ready.json()["ready"], false);
-            break;
-        }
-        assert!(Instant::now() < deadline, "readiness never turned 503 while draining");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let draining = async || curl(&at("/v2/health/ready"), &[]).await.status == 503;
+    eventually(Duration::from_secs(2), "readiness turning 503 while draining", draining).await;
+    let ready = curl(&at("/v2/health/ready"), &[]).await;
+    assert_eq!((ready.status, &ready.json()["ready"]), (503, &serde_json::Value::Bool(false)));
     assert_eq!(curl(&at("/v2/health/live"), &[]).await.status, 200);
     assert_eq!(curl(&at("/score"), &["-X", "POST", "-d", &score_body(1)]).await.status, 200, "still answering");
     server.join().await.unwrap();

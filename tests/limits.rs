@@ -205,10 +205,11 @@ async fn predict_with_metadata(
 async fn an_oversized_header_fails_its_own_call_and_not_its_connection() {
     // Calls wait 400 ms in the batching window, so four are in flight on the
     // connection when the oversized ones arrive.
-    let server = TestServer::start(&["--max-queue-delay-us", "400000"]).await;
+    let metrics = common::free_port();
+    let server = TestServer::start(&["--max-queue-delay-us", "400000", "--metrics-listen", &metrics]).await;
     let client = common::client(&server).await;
     let in_flight: Vec<_> = (0..4).map(|_| tokio::spawn(predict_with_metadata(client.clone(), 0))).collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    common::until_in_flight(&metrics, 4).await;
     for padding in [20_000, 65_000, 200_000] {
         let refused = predict_with_metadata(client.clone(), padding).await.unwrap_err();
         assert_eq!(refused.code(), Code::InvalidArgument, "{padding} bytes: {refused:?}");

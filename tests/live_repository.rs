@@ -9,9 +9,10 @@ mod common;
 
 use candela_client::Client;
 use candela_client::oip;
-use candela_server::testing::{FEATURES, TestServer, demo_models, rows, settings};
+use candela_server::testing::{FEATURES, TestServer, demo_models, eventually, rows, settings};
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -48,15 +49,15 @@ async fn index(client: &Client) -> Vec<(String, String, String, String)> {
 
 /// Waits (10 s at most) until `check` holds for the index.
 async fn until_index(client: &Client, what: &str, check: impl Fn(&[(String, String, String, String)]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let index = index(client).await;
-        if check(&index) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}; the index is {index:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(10), what, async || check(&index(client).await)).await;
+}
+
+/// Waits until the callers have had `calls` more calls answered: each phase
+/// of a test under load lasts a number of calls, not a time.
+async fn more_calls(answered: &AtomicUsize, calls: usize) {
+    let target = answered.load(Ordering::Relaxed) + calls;
+    let what = format!("{calls} more calls answered");
+    eventually(Duration::from_secs(60), &what, async || answered.load(Ordering::Relaxed) >= target).await;
 }
 
 fn ready(index: &[(String, String, String, String)], version: &str) -> bool {
@@ -99,10 +100,12 @@ async fn versions_change_under_load_without_one_failed_call() {
 
     // The load loop: 4 callers, each Predict checked against what was published.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
     let row = rows("retail", 1).values;
     let mut callers = Vec::new();
     for _ in 0..4 {
         let (mut client, stop, published, row) = (client.clone(), stop.clone(), published.clone(), row.clone());
+        let answered = answered.clone();
         callers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -116,12 +119,13 @@ async fn versions_change_under_load_without_one_failed_call() {
                     "answered by version {version}, which was not published during the call"
                 );
                 latencies.push((started, ended - started));
+                answered.fetch_add(1, Ordering::Relaxed);
             }
             latencies
         }));
     }
     let steady_from = Instant::now();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    more_calls(&answered, 400).await;
     let swaps_from = Instant::now();
 
     // A new version: served within a poll or two.
@@ -142,13 +146,13 @@ async fn versions_change_under_load_without_one_failed_call() {
             .any(|(_, v, state, reason)| v == "3" && state == "UNAVAILABLE" && reason.contains("model.safetensors"))
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    more_calls(&answered, 100).await;
 
     // The weights completed: now it is served.
     published.set(&[1, 2, 3]);
     std::fs::write(partial.join("model.safetensors"), &weights).unwrap();
     until_index(&client, "version 3 is served once complete", |index| ready(index, "3")).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    more_calls(&answered, 100).await;
 
     // Removed: its calls finish, new ones go to version 2.
     std::fs::remove_dir_all(root.join("retail/3")).unwrap();
@@ -161,9 +165,9 @@ async fn versions_change_under_load_without_one_failed_call() {
         let request = oip::RepositoryModelLoadRequest { model_name: name.into(), ..Default::default() };
         operator.open_inference().repository_model_load(request).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    more_calls(&answered, 200).await;
     let swaps_to = Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    more_calls(&answered, 200).await;
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut steady = Vec::new();
@@ -222,11 +226,8 @@ async fn broken_versions_at_start_are_skipped_and_reported_with_skip() {
 
     // Fixed: served within a poll (SIGHUP-free: an admin reload isn't configured, so poll).
     std::fs::copy(demo_models().join("corporate/1/model.safetensors"), broken.join("model.safetensors")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.predict("corporate", rows("corporate", 1).values).await.is_err() {
-        assert!(Instant::now() < deadline, "the fixed version is never served");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = async || client.predict("corporate", rows("corporate", 1).values).await.is_ok();
+    eventually(Duration::from_secs(30), "the fixed version served", served).await;
 }
 
 /// An ONNX graph (the torch fixture) whose first initializer declares
@@ -378,11 +379,9 @@ async fn the_publish_steps_are_no_errors_and_removing_model_json_unpublishes() {
     assert_eq!(failed, 0.0, "no publish step is a failed reload");
     // A file where a version directory belongs is reported, not ignored.
     std::fs::write(repo.path().join("retail/3"), b"not a directory").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while common::metric(&metrics, "candela_repository_refusals_total", &[("reason", "refused")]).await < 1.0 {
-        assert!(Instant::now() < deadline, "a file named like a version was never reported");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let reported =
+        async || common::metric(&metrics, "candela_repository_refusals_total", &[("reason", "refused")]).await >= 1.0;
+    eventually(Duration::from_secs(10), "a file named like a version reported", reported).await;
 }
 
 #[tokio::test]

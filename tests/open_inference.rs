@@ -6,7 +6,7 @@
 mod common;
 
 use candela::inference::{self as oip, grpc_inference_service_client::GrpcInferenceServiceClient};
-use candela_server::testing::{FEATURES, TestServer, rows};
+use candela_server::testing::{FEATURES, TestServer, eventually, rows};
 use futures::StreamExt;
 use oip::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use tonic::Code;
@@ -397,11 +397,8 @@ async fn a_draining_server_is_live_but_not_ready_and_still_answers() {
     let mut server = TestServer::start(&["--drain-seconds", "1"]).await;
     let mut oip = client(&server).await;
     server.begin_shutdown();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while oip.server_ready(oip::ServerReadyRequest {}).await.unwrap().into_inner().ready {
-        assert!(std::time::Instant::now() < deadline, "still ready after the drain began");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let unready = async || !oip.server_ready(oip::ServerReadyRequest {}).await.unwrap().into_inner().ready;
+    eventually(std::time::Duration::from_secs(5), "readiness ending once the drain began", unready).await;
     assert!(oip.server_live(oip::ServerLiveRequest {}).await.unwrap().into_inner().live);
     let ready = oip.model_ready(oip::ModelReadyRequest { name: "retail".into(), version: String::new() }).await;
     assert!(!ready.unwrap().into_inner().ready);

@@ -8,7 +8,7 @@
 mod common;
 
 use candela_client::{Client, ModelId, proto};
-use candela_server::testing::{FEATURES, TestServer, demo_models, rows, settings};
+use candela_server::testing::{FEATURES, TestServer, demo_models, eventually, rows, settings};
 use candela_server::train::synthetic::Segment;
 use candela_server::train::training::{self, TrainConfig};
 use std::collections::BTreeMap;
@@ -79,15 +79,8 @@ async fn until_status(
     what: &str,
     done: impl Fn(&proto::SegmentRollout) -> bool,
 ) -> proto::SegmentRollout {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        let rollout = status(operator).await;
-        if done(&rollout) {
-            return rollout;
-        }
-        assert!(Instant::now() < deadline, "{what}: {rollout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(seconds), what, async || done(&status(operator).await)).await;
+    status(operator).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -341,9 +334,9 @@ async fn a_shifted_feature_drifts_and_the_others_do_not() {
     }
     assert_eq!(version.drift.len(), FEATURES);
     // The gauges follow within the supervisor's second.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
     let labels = [("segment", "retail"), ("feature", "amount_log")];
-    assert!(common::metric(&metrics, "candela_drift_psi", &labels).await > 0.25);
+    let shifted = async || common::metric(&metrics, "candela_drift_psi", &labels).await > 0.25;
+    eventually(Duration::from_secs(5), "the drift gauge of the shifted feature", shifted).await;
     server.stop().await.unwrap();
 }
 
@@ -515,13 +508,10 @@ async fn outcomes_fed_back_give_the_serving_and_the_shadow_version_their_live_au
     );
 
     // The quality gauges are published each second.
-    let published = Instant::now() + Duration::from_secs(5);
-    while common::metric(&metrics, "candela_model_outcomes", &[("segment", "retail"), ("version", "5")]).await
-        < shadowed as f64
-    {
-        assert!(Instant::now() < published, "the quality gauges were never published");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let shadow_version = [("segment", "retail"), ("version", "5")];
+    let published =
+        async || common::metric(&metrics, "candela_model_outcomes", &shadow_version).await >= shadowed as f64;
+    eventually(Duration::from_secs(5), "the quality gauges", published).await;
     let offline = exact_auc(&answered);
     let live = common::metric(&metrics, "candela_model_auc", &[("segment", "retail"), ("version", "1")]).await;
     println!("retail v1 AUC: live {live:.4}, offline {offline:.4}; shadow scored {shadowed} rows");
@@ -616,15 +606,9 @@ async fn a_canary_that_scores_worse_is_rolled_back_by_its_auc_only_where_the_gua
             answer.unwrap().into_inner().segments.remove(0)
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let guarded = loop {
-        let rollout = status_of("guarded").await;
-        if !rollout.rollback_reason.is_empty() {
-            break rollout;
-        }
-        assert!(Instant::now() < deadline, "the guard never rolled the worse canary back: {rollout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let rolled_back = async || !status_of("guarded").await.rollback_reason.is_empty();
+    eventually(Duration::from_secs(15), "the guard rolling the worse canary back", rolled_back).await;
+    let guarded = status_of("guarded").await;
     println!("rolled back: {}", guarded.rollback_reason);
     assert!(guarded.rollback_reason.contains("AUC"), "{}", guarded.rollback_reason);
     assert_eq!(guarded.canary_percent, 0.0);
@@ -666,7 +650,8 @@ async fn the_prediction_store_keeps_its_bound_under_a_flood_and_lets_old_records
         async move { common::metric(&metrics, name, labels).await }
     };
     // The gauges follow each second.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let published = async || gauge("candela_feedback_records_released_total", &[("reason", "room")]).await >= 3_000.0;
+    eventually(Duration::from_secs(5), "the prediction store's gauges after every call", published).await;
     let held = gauge("candela_feedback_records", &[]).await;
     let dropped = gauge("candela_feedback_records_released_total", &[("reason", "room")]).await;
     println!("held {held}, dropped for room {dropped}");
@@ -677,8 +662,10 @@ async fn the_prediction_store_keeps_its_bound_under_a_flood_and_lets_old_records
     let joined = client.feedback(vec![outcome(ids.last().unwrap()), outcome(&ids[0])]).await.unwrap();
     assert_eq!((joined.matched, joined.unknown_request), (1, 1));
     // After the retention, everything has expired.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    assert_eq!(gauge("candela_feedback_records", &[]).await, 0.0);
+    eventually(Duration::from_secs(10), "every record expiring", async || {
+        gauge("candela_feedback_records", &[]).await == 0.0
+    })
+    .await;
     assert_eq!(gauge("candela_feedback_records_released_total", &[("reason", "expired")]).await, 1_000.0);
     server.stop().await.unwrap();
 }

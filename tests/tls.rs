@@ -6,11 +6,11 @@
 mod common;
 
 use candela_client::Client;
-use candela_server::testing::{TestServer, demo_models, rows, settings};
+use candela_server::testing::{TestServer, demo_models, eventually, rows, settings};
 use common::wait_for;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -183,14 +183,10 @@ async fn certificates_reload_without_a_restart_and_probes_use_the_plaintext_heal
 
     // The probe port: plaintext, health only.
     // `run` binds the probe port as it starts: retry until it is there.
-    let started = Instant::now();
-    let mut probe = loop {
-        match Client::connect(&format!("http://{probe_address}"), Duration::from_secs(5)).await {
-            Ok(client) => break client,
-            Err(error) => assert!(started.elapsed() < Duration::from_secs(15), "{error}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let probe_url = format!("http://{probe_address}");
+    let listening = async || Client::connect(&probe_url, Duration::from_secs(5)).await.is_ok();
+    eventually(Duration::from_secs(15), "the probe port listening", listening).await;
+    let mut probe = Client::connect(&probe_url, Duration::from_secs(5)).await.unwrap();
     wait_for(&mut probe, "candela.v1.Inference", ServingStatus::Serving).await;
     let status = probe.predict("retail", rows("retail", 1).values).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented, "the probe port serves health only");
@@ -199,16 +195,11 @@ async fn certificates_reload_without_a_restart_and_probes_use_the_plaintext_heal
     let (cert, key) = new_ca.issue(&["localhost"]);
     std::fs::write(&key_path, key).unwrap();
     std::fs::write(&cert_path, cert).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(channel) = tls_channel(port, &new_ca.pem, None).await
-            && Client::from_channel(channel).health("").await.is_ok()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the new certificate was never served");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let served = async || match tls_channel(port, &new_ca.pem, None).await {
+        Ok(channel) => Client::from_channel(channel).health("").await.is_ok(),
+        Err(_) => false,
+    };
+    eventually(Duration::from_secs(15), "the new certificate served", served).await;
 }
 
 #[tokio::test]

@@ -10,9 +10,9 @@
 
 use candela::inference::ModelInferRequest;
 use candela::v1::{BatchPredictRequest, PredictRequest, Rows};
-use candela_server::api::http::{body, rest, score};
-use candela_server::api::open_inference::decode_input;
-use candela_server::api::v1::RowsField;
+use candela_server::api::http::{body, infer_json, score};
+use candela_server::api::oip::tensors::decode_input;
+use candela_server::api::grpc::v1::RowsField;
 use candela_server::core::scoring::check_rows;
 use candela_server::model::LoadedModel;
 use candela_server::model::repository::{DEFAULT_MAX_MODEL_BYTES, load_version};
@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
     let split = data.first().map(|b| http::HeaderValue::from(*b as usize % (data.len() + 1)));
     for split in [None, split] {
         if let Ok((request, _)) =
-            rest::decode(split, bytes::Bytes::copy_from_slice(data), "retail".into(), String::new())
+            infer_json::decode(split, bytes::Bytes::copy_from_slice(data), "retail".into(), String::new())
             && let Ok(rows) = decode_input(model, &request, 1000)
         {
             let _ = check_rows(model, rows.fields, rows.width, &rows.values, rows.max_rows);

@@ -3,7 +3,7 @@
 //! and joining an outcome to a kept answer (the quality window updated).
 //! Run: `cargo bench -p candela-server --bench outcomes`.
 
-use candela_server::core::outcomes::{Outcome, Outcomes, Settings};
+use candela_server::core::outcomes::{Outcome, OutcomeSettings, Outcomes};
 use candela_server::core::scores::Scores;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::time::Duration;
@@ -12,7 +12,7 @@ const HELD: usize = 250_000;
 
 fn outcomes(c: &mut Criterion) {
     let labels = vec!["legit".to_string(), "fraud".to_string()];
-    let settings = Settings {
+    let settings = OutcomeSettings {
         retention: Duration::from_secs(7 * 86_400),
         max_records: HELD,
         quality_window: Duration::from_secs(3_600),

@@ -4,14 +4,16 @@
 //! and the tests start the server the same way. The code is in layers, each
 //! importing only the layers below it:
 //!
-//! - `api`: the front, the only code that speaks gRPC (tonic, prost, the
-//!   generated `candela` types): services, connections, the gate, auth, TLS,
-//!   each call's context, and the one mapping from core errors to statuses.
+//! - `api`: the fronts, the only code that knows a wire format (gRPC, HTTP,
+//!   the generated `candela` types): they translate requests for the core's
+//!   one door and answers back; connections, the gate, auth, TLS, each
+//!   call's transport context, and the mappings from core errors to statuses.
 //! - `config`: every setting (flags, environment, file), read by `run` and
 //!   the front.
-//! - `core`: the serving core, transport-neutral: the registry of served
-//!   models, scoring (validation → batching → the compute workers), per-model
-//!   statistics and the core error.
+//! - `core`: the serving core, transport-neutral: the one door per request
+//!   (`core::engine`), the live repository and its registry, release safety,
+//!   scoring (validation → batching → the compute workers), outcomes,
+//!   quality, drift, per-model statistics and the core error.
 //! - `model`: load time: the repository scan, manifests, files, the device,
 //!   and the network whose forward pass is the model interface the core
 //!   calls. Nothing in it runs on the request path except that pass.
@@ -35,10 +37,11 @@ pub mod train;
 use crate::core::drift::DriftSettings;
 use crate::core::live::{self, LiveRepository};
 use crate::core::served::Compute;
-use crate::observe::metrics::{self, Metrics};
+use crate::observe::metrics::Metrics;
 use anyhow::Context;
+use api::grpc::router;
 use api::serving::Serving;
-use api::{auth, connections, gate, http, reload, router, shutdown, tls};
+use api::{auth, connections, gate, http, reload, shutdown, tls};
 use config::{OnBrokenModel, Settings, seconds};
 use model::device;
 use model::remote::Location;
@@ -96,9 +99,10 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         let listener =
             TcpListener::bind(address).await.with_context(|| format!("cannot serve metrics on {address}"))?;
         tracing::info!(address = %listener.local_addr()?, "metrics listening on /metrics");
-        let in_flight = serving.clone();
-        let until_stopped = stop_signal(stopped.clone());
-        tokio::spawn(metrics::serve(listener, serving.metrics.clone(), move || in_flight.in_flight(), until_stopped));
+        let incoming = connections::incoming(listener, connection_limits(&settings), connections::plaintext_http());
+        let idle = Duration::from_secs_f64(settings.http_idle_seconds.max(0.001));
+        let app = http::metrics::router(serving.clone());
+        tokio::spawn(http::serve(incoming, app, idle, stop_signal(stopped.clone())));
     }
 
     if let Some(address) = settings.health_listen {
@@ -169,13 +173,13 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
             };
         }
     };
-    serving.publish(repository.clone());
+    serving.engine.publish(repository.clone());
     tokio::spawn(repository.clone().watch(
         seconds(settings.repository_poll_seconds),
         hangups,
         stop_signal(stopped.clone()),
     ));
-    tokio::spawn(repository.clone().supervise(serving.outcomes.clone(), stop_signal(stopped.clone())));
+    tokio::spawn(repository.clone().supervise(serving.engine.outcomes.clone(), stop_signal(stopped.clone())));
     tokio::spawn(follow_readiness(repository.served_count(), serving.clone(), reporter.clone(), address));
 
     tokio::select! {
@@ -219,8 +223,8 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
 }
 
 /// How the gRPC ports accept connections.
-fn connection_limits(settings: &Settings) -> connections::Limits {
-    connections::Limits {
+fn connection_limits(settings: &Settings) -> connections::ConnectionLimits {
+    connections::ConnectionLimits {
         max_connections: settings.max_connections,
         handshake_timeout: Duration::from_secs_f64(settings.handshake_timeout_seconds.max(0.001)),
     }
@@ -255,14 +259,15 @@ async fn start_repository(settings: &Settings, metrics: Arc<Metrics>) -> anyhow:
     };
     metrics.set_max_model_age(settings.max_model_age);
     let (spec, refuse) = (settings.device, settings.on_broken_model == OnBrokenModel::Refuse);
-    tokio::task::spawn_blocking(move || {
+    let runtime = tokio::runtime::Handle::current();
+    let repository = tokio::task::spawn_blocking(move || {
         let (device, device_name) = device::open(spec)?;
-        let repository = LiveRepository::new(options, device, device_name, metrics);
-        repository.start(refuse)?;
-        Ok(Arc::new(repository))
+        anyhow::Ok(Arc::new(LiveRepository::new(options, device, device_name, metrics, runtime)))
     })
     .await
-    .context("model loading task failed")?
+    .context("opening the device failed")??;
+    repository.start(refuse).await?;
+    Ok(repository)
 }
 
 /// Reports SERVING while the repository serves at least one model (and the

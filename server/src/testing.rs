@@ -1,7 +1,8 @@
 //! The test harness every suite of the workspace shares (the `test-util`
 //! feature): the real server (`crate::run`) on an ephemeral loopback port,
 //! settings as the binary parses them, the bundled demo models, fresh demo
-//! rows, and the peer tools `scripts/install-test-tools` installs. Talking to
+//! rows, the peer tools `scripts/install-test-tools` installs, and `eventually`,
+//! how a test awaits a condition instead of sleeping a fixed time. Talking to
 //! the server is left to each suite's client (the client crate, grpcurl, a
 //! raw HTTP/2 peer); readiness is asked through the front's own probe.
 
@@ -80,11 +81,9 @@ impl TestServer {
 
     /// Polls the standard health service until the server reports SERVING (30 s at most).
     pub async fn wait_until_serving(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !crate::api::router::probe_serving(&self.url).await {
-            assert!(Instant::now() < deadline, "the server at {} never became SERVING", self.url);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("the server at {} reporting SERVING", self.url);
+        eventually(Duration::from_secs(30), &what, async || crate::api::grpc::router::probe_serving(&self.url).await)
+            .await;
     }
 
     /// Begins the drain (what SIGTERM does) without waiting for the end.
@@ -137,4 +136,16 @@ fn installed(relative: &Path) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Waits until `condition` holds, asking every 20 ms for `within` at most,
+/// and fails saying `what` was awaited otherwise: a test awaits the
+/// condition it needs, never a fixed time (the machines are shared and
+/// their timing noisy; a fixed sleep is either too short or wasted).
+pub async fn eventually(within: Duration, what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "waited {within:?} for {what}, in vain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

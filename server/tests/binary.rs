@@ -3,7 +3,7 @@
 //! repository or an impossible device stops it at start with a clear message.
 
 use candela_client::Client;
-use candela_server::testing::demo_models;
+use candela_server::testing::{demo_models, eventually};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -252,10 +252,8 @@ async fn compute_threads_are_bounded_by_the_versions_a_segment_may_hold() {
     server.serving_client().await;
     let pid = server.child.id().unwrap();
     // A pool's threads name themselves as they start: wait for them, then check none more come.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while threads_named(pid, "compute-") < 3 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let named = async || threads_named(pid, "compute-") >= 3;
+    eventually(Duration::from_secs(10), "three compute threads named", named).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(threads_named(pid, "compute-"), 3, "40 versions under `--version-policy all`, 3 loaded");
     server.signal("TERM");
@@ -268,11 +266,8 @@ async fn pretty_logs_written_to_a_file_carry_no_colour_codes() {
     let mut command = command(&["--models", models.to_str().unwrap()]);
     command.args(["--log-format", "pretty"]);
     let mut server = Running::start(&mut command);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !server.transcript.lock().unwrap().contains(" SERVING") {
-        assert!(Instant::now() < deadline, "never SERVING: {}", server.transcript.lock().unwrap());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let serving = async || server.transcript.lock().unwrap().contains(" SERVING");
+    eventually(Duration::from_secs(30), "SERVING in the transcript", serving).await;
     server.signal("TERM");
     assert_eq!(server.exit_code().await, 0);
     let transcript = server.transcript.lock().unwrap().clone();
@@ -561,11 +556,8 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_instead_of_spinning()
     assert!(used < 40, "the server used {used} ticks of CPU in 2 s while out of descriptors");
     drop(idle);
     let mut client = Client::connect(&format!("http://{address}"), Duration::from_secs(5)).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client.predict("retail", vec![0.5; 30]).await.is_err() {
-        assert!(Instant::now() < deadline, "not serving again after the connections closed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let serving = async || client.predict("retail", vec![0.5; 30]).await.is_ok();
+    eventually(Duration::from_secs(10), "serving again after the connections closed", serving).await;
     server.signal("TERM");
     assert_eq!(server.exit_code().await, 0);
 }
@@ -913,15 +905,9 @@ fn replica(moto: &Moto, cache: &Path) -> Running {
 
 /// Waits (20 s at most) until `client`'s newest retail answer comes from `version`.
 async fn until_served(client: &mut Client, version: Option<u64>) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let answered = client.predict("retail", vec![0.5; 30]).await.ok().and_then(|a| a.model).map(|m| m.version);
-        if answered == version {
-            return;
-        }
-        assert!(Instant::now() < deadline, "still answered by {answered:?}, waiting for {version:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let answers =
+        async || client.predict("retail", vec![0.5; 30]).await.ok().and_then(|a| a.model).map(|m| m.version) == version;
+    eventually(Duration::from_secs(20), &format!("retail answered by version {version:?}"), answers).await;
 }
 
 #[tokio::test]
@@ -1015,7 +1001,7 @@ async fn keys_that_are_no_safe_path_are_skipped_and_everything_else_is_mirrored(
 
 /// 80 calls on one connection each send an 8.4 MB message but its last
 /// byte: the server (its own allocator, as deployed) grows by at most 1.25 ×
-/// what the README documents, `--max-pending-request-bytes` plus 1 MiB per
+/// what docs/operations.md documents, `--max-pending-request-bytes` plus 1 MiB per
 /// connection.
 #[tokio::test]
 async fn messages_held_one_byte_short_stay_within_the_documented_worst_case() {
@@ -1031,8 +1017,13 @@ async fn messages_held_one_byte_short_stay_within_the_documented_worst_case() {
     let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
     let mut sender = sender.ready().await.unwrap();
-    // Warm the connection's and the server's paths before measuring.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Measure from a settled baseline: the server's memory unchanged between two reads.
+    let mut last = memory(pid, "VmRSS");
+    let settled = async || {
+        let now = memory(pid, "VmRSS");
+        std::mem::replace(&mut last, now) == now
+    };
+    eventually(Duration::from_secs(5), "the server's memory settling", settled).await;
     let before = memory(pid, "VmRSS");
     let length = 8_400_000;
     let mut body = vec![0u8];

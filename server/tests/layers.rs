@@ -33,6 +33,7 @@ const TRANSPORT: &[&str] = &[
     "h2",
     "hyper",
     "hyper_util",
+    "axum",
 ];
 
 fn sources() -> Vec<(Vec<String>, String)> {
@@ -90,20 +91,20 @@ fn paths(code: &str) -> Vec<Vec<String>> {
         if !token.contains("::") {
             continue;
         }
-        let (base, group) = match token.split_once("::{") {
-            Some((base, group)) => (base, Some(group)),
-            None => (token, None),
-        };
-        let base: Vec<String> = base.split("::").filter(|p| !p.is_empty()).map(String::from).collect();
-        match group {
-            Some(group) => {
+        let split =
+            |path: &str| -> Vec<String> { path.split("::").filter(|p| !p.is_empty()).map(String::from).collect() };
+        match token.split_once("::{") {
+            Some((base, group)) => {
+                // A comma before the path ends what came before it (`f(1,crate::a::{b`).
+                let base = split(base.rsplit(',').next().unwrap_or(base));
                 for member in group.split(',') {
                     let mut path = base.clone();
                     path.extend(member.split("::").filter(|p| !p.is_empty() && *p != "{").map(String::from));
                     found.push(path);
                 }
             }
-            None => found.push(base),
+            // Arguments: `f(1,crate::a::B,tonic::C)` holds two paths.
+            None => found.extend(token.split(',').filter(|part| part.contains("::")).map(split)),
         }
     }
     found
@@ -141,7 +142,11 @@ fn the_layers_hold_and_no_module_imports_back() {
         for path in paths(&code) {
             let first = path[0].as_str();
             if TRANSPORT_NEUTRAL.contains(&layer) && TRANSPORT.contains(&first) {
-                problems.push(format!("{}: names `{}` (only api/ speaks gRPC)", module.join("::"), path.join("::")));
+                problems.push(format!(
+                    "{}: names `{}` (only api/ speaks a wire format)",
+                    module.join("::"),
+                    path.join("::")
+                ));
             }
             let Some(target) = resolve(module, &path, &modules) else { continue };
             let target_layer = target.first().map(String::as_str).unwrap_or("lib");
@@ -174,6 +179,56 @@ fn the_layers_hold_and_no_module_imports_back() {
     assert!(problems.is_empty(), "the layering rule is broken:\n  {}", problems.join("\n  "));
     // The check reads what it should: the front's imports of the core are seen.
     assert!(
-        edges[&vec!["api".to_string(), "v1".to_string()]].contains(&vec!["core".to_string(), "scoring".to_string()])
+        edges[&["api", "grpc", "v1"].map(String::from).to_vec()]
+            .contains(&vec!["core".to_string(), "scoring".to_string()])
     );
+}
+
+/// The longest a file in `server/src` may grow: past it, a file holds more
+/// than one concern and is split by concern.
+const MAX_LINES: usize = 500;
+
+#[test]
+fn every_file_is_small_enough_to_hold_one_concern() {
+    let long: Vec<String> = sources()
+        .into_iter()
+        .map(|(module, text)| (module.join("::"), text.lines().count()))
+        .filter(|(_, lines)| *lines > MAX_LINES)
+        .map(|(module, lines)| format!("{module}: {lines} lines"))
+        .collect();
+    assert!(long.is_empty(), "split these by concern (at most {MAX_LINES} lines each):\n  {}", long.join("\n  "));
+}
+
+#[test]
+fn every_public_type_name_has_one_meaning() {
+    let mut defined: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (module, text) in sources() {
+        for line in code(&text).lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let [visibility, kind, name, ..] = words.as_slice()
+                && visibility.starts_with("pub")
+                && ["struct", "enum", "trait", "type"].contains(kind)
+            {
+                let name = name.split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap();
+                defined.entry(name.to_string()).or_default().push(module.join("::"));
+            }
+        }
+    }
+    let twice: Vec<String> = defined
+        .into_iter()
+        .filter(|(_, modules)| modules.len() > 1)
+        .map(|(name, modules)| format!("{name}: {}", modules.join(", ")))
+        .collect();
+    assert!(twice.is_empty(), "public type names defined more than once:\n  {}", twice.join("\n  "));
+}
+
+#[test]
+fn the_front_neither_keeps_answers_nor_shadows() {
+    // Release safety (keeping answers for outcomes, shadowing) is the core's
+    // (`core::engine`); a front that names it is doing the core's work.
+    for (module, text) in sources().into_iter().filter(|(module, _)| module.first().is_some_and(|top| top == "api")) {
+        for word in [".offer(", ".keep(", "AnswerKey", "scoring::serve", "scoring::score(", "scoring::recorded("] {
+            assert!(!code(&text).contains(word), "{}: names `{word}`, the core's work", module.join("::"));
+        }
+    }
 }

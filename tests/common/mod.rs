@@ -6,9 +6,9 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 use candela_client::Client;
-use candela_server::testing::{TestServer, rows};
+use candela_server::testing::{TestServer, eventually, rows};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -21,14 +21,8 @@ pub async fn client(server: &TestServer) -> Client {
 /// Polls health through `client` until `service` reports `want` (30 s at
 /// most); for servers `TestServer::wait_for` cannot reach in plaintext.
 pub async fn wait_for(client: &mut Client, service: &str, want: ServingStatus) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if client.health(service).await.is_ok_and(|status| status == want) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "health of `{service}` never became {want:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("health of `{service}` reporting {want:?}");
+    eventually(Duration::from_secs(30), &what, async || client.health(service).await.is_ok_and(|s| s == want)).await;
 }
 
 /// Starts a server with a limit of `permits` concurrent calls and a batching
@@ -41,14 +35,22 @@ pub async fn server_held_full(
 ) -> (TestServer, Vec<JoinHandle<Result<candela_client::proto::PredictResponse, tonic::Status>>>) {
     let window_us = window.as_micros().to_string();
     let limit = permits.to_string();
-    let server = TestServer::start(&["--max-concurrent-requests", &limit, "--max-queue-delay-us", &window_us]).await;
+    let metrics = free_port();
+    let flags = ["--max-concurrent-requests", &limit, "--max-queue-delay-us", &window_us, "--metrics-listen", &metrics];
+    let server = TestServer::start(&flags).await;
     let mut holders = Vec::new();
     for _ in 0..permits {
         let mut client = client(&server).await;
         holders.push(tokio::spawn(async move { client.predict("retail", rows("retail", 1).values).await }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_in_flight(&metrics, permits).await;
     (server, holders)
+}
+
+/// Waits until the server whose metrics are at `metrics` is serving `calls` inference calls at once.
+pub async fn until_in_flight(metrics: &str, calls: usize) {
+    let busy = async || metric(metrics, "candela_in_flight_requests", &[]).await >= calls as f64;
+    eventually(Duration::from_secs(10), &format!("{calls} calls in flight"), busy).await;
 }
 
 /// A gRPC call opened at the HTTP/2 level, so a test can send a request's

@@ -2,14 +2,14 @@
 //! service and method, request id, deadline and trace span, built from the
 //! request's headers (gRPC metadata is HTTP/2 headers; the HTTP front's
 //! are HTTP/1.1's); and recording its outcome once, in the metrics and the
-//! span, as it is answered. The core sees only the deadline.
+//! span, as it is answered. The core sees the request as an `Inference`
+//! (routing key, deadline, the id answers are kept under) and reports back
+//! through `Progress`.
 
 use crate::core::batching::Timing;
+use crate::core::engine::{Inference, Progress};
 use crate::core::error::{Canonical, ServeError};
-use crate::core::outcomes::{Outcomes, Recorded};
-use crate::core::rollout::Route;
-use crate::core::scores::Scores;
-use crate::core::scoring::{self, Deadline, Rows};
+use crate::core::scoring::Deadline;
 use crate::model::LoadedModel;
 use crate::observe::{metrics::Metrics, telemetry};
 use http::HeaderMap;
@@ -29,12 +29,11 @@ pub struct Call {
     route: OnceLock<(String, u64)>,
     /// Where the call's outcome is counted.
     metrics: Arc<Metrics>,
-    /// Where its answers are kept for `Feedback`, and the request id they
-    /// are kept under: the call's own; for a stream message, the stream's
-    /// and the message's id (`<stream id>/<message id>`; none for a message
-    /// without an id, whose rows no outcome could name).
-    outcomes: Arc<Outcomes>,
-    record_id: Option<String>,
+    /// The request id its answers are kept under for `Feedback`: the call's
+    /// own; for a stream message, the stream's and the message's id
+    /// (`<stream id>/<message id>`; none for a message without an id, whose
+    /// rows no outcome could name).
+    answer_id: Option<String>,
     /// The call's trace span; fields are recorded as they become known.
     span: tracing::Span,
     /// The id the response carries: the caller's own, or one generated.
@@ -60,7 +59,6 @@ impl Call {
         method: &'static str,
         log_salt: &[u8],
         metrics: Arc<Metrics>,
-        outcomes: Arc<Outcomes>,
     ) -> Call {
         let received = Instant::now();
         let token = |name: &str| {
@@ -90,8 +88,7 @@ impl Call {
             method,
             route: OnceLock::new(),
             metrics,
-            outcomes,
-            record_id: Some(request_id.clone()),
+            answer_id: Some(request_id.clone()),
             span: telemetry::call_span(parent, service, method, &log_id),
             request_id,
             log_id,
@@ -100,69 +97,32 @@ impl Call {
         }
     }
 
-    /// What draws this call's side of a canary split: the caller's
+    /// This call's request for `segment` and `version`, as the core takes
+    /// it. Its side of a canary split is drawn by the caller's
     /// `x-routing-key`, else its request id (a fresh UUID when the caller
     /// sent none: a random draw).
-    pub fn routing_key(&self) -> &str {
-        self.routing_key.as_deref().unwrap_or(&self.request_id)
+    pub fn inference<'a>(&'a self, segment: &'a str, version: u64) -> Inference<'a> {
+        Inference {
+            segment,
+            version,
+            routing_key: self.routing_key.as_deref().unwrap_or(&self.request_id),
+            deadline: self.deadline,
+            answer_id: self.answer_id.as_deref(),
+        }
     }
 
     /// The same call's context for one message of its stream: timed and
     /// routed on its own.
     pub fn message(&self) -> Call {
         let deadline = Deadline { received: Instant::now(), ..self.deadline };
-        Call { deadline, route: OnceLock::new(), record_id: None, ..self.clone() }
+        Call { deadline, route: OnceLock::new(), answer_id: None, ..self.clone() }
     }
 
     /// This stream message's call, its answers kept for outcomes under
     /// `<stream request id>/<id>` (`id`: the message's own).
     pub fn named(&self, id: &str) -> Call {
-        let record_id = (!id.is_empty()).then(|| format!("{}/{id}", self.request_id));
-        Call { record_id, ..self.clone() }
-    }
-
-    /// Notes the model the call was routed to.
-    pub fn routed(&self, model: &LoadedModel) {
-        if self.route.set((model.segment.clone(), model.version)).is_ok() {
-            self.span.record("segment", model.segment.as_str());
-            self.span.record("version", model.version);
-        }
-    }
-
-    /// Scores `rows` with the route's model for this call (see
-    /// `scoring::serve`), noting the route and where the time went, and
-    /// keeping the answer for outcomes; a shadowed call's rows are then
-    /// offered to the shadow.
-    pub async fn score(&self, route: &Route, rows: Rows) -> Result<Scores, ServeError> {
-        self.routed(&route.model);
-        let shadowed = route.shadow.as_ref().map(|shadow| (shadow, rows.values.clone(), rows.width));
-        let scored = scoring::serve(&route.model, rows, self.deadline).await?;
-        self.scored(scored.scores.rows().len(), &scored.timing);
-        self.keep(&route.model, 0, &scored.scores);
-        if let Some((shadow, values, width)) = shadowed {
-            shadow.offer(values, width, &scored.scores, self.recorded(0));
-        }
-        Ok(scored.scores)
-    }
-
-    /// Keeps `model`'s answer to this call's rows `first_row`… for outcomes.
-    pub fn keep(&self, model: &LoadedModel, first_row: u64, scores: &Scores) {
-        if let Some(id) = &self.record_id {
-            self.outcomes.record(id, first_row, (&model.segment, model.version, &model.manifest.labels), scores);
-        }
-    }
-
-    /// Where a shadow's answer to this call's rows `first_row`… is kept for outcomes, if anywhere.
-    pub fn recorded(&self, first_row: u64) -> Option<Recorded> {
-        self.record_id.clone().map(|id| (self.outcomes.clone(), id, first_row))
-    }
-
-    /// Notes where the time to score `rows` rows went.
-    pub fn scored(&self, rows: usize, timing: &Timing) {
-        self.span.record("rows", rows);
-        self.span.record("batch_rows", timing.batch_rows);
-        self.span.record("queue_seconds", timing.queue.as_secs_f64());
-        self.span.record("compute_seconds", timing.compute.as_secs_f64());
+        let answer_id = (!id.is_empty()).then(|| format!("{}/{id}", self.request_id));
+        Call { answer_id, ..self.clone() }
     }
 
     /// Records the call's (or stream message's) outcome once, in the metrics
@@ -201,6 +161,24 @@ impl Call {
             }
             other => other,
         }
+    }
+}
+
+/// The call's metrics and span are labelled by the model it was routed
+/// to, and its span notes where the time to score went.
+impl Progress for Call {
+    fn routed(&self, model: &LoadedModel) {
+        if self.route.set((model.segment.clone(), model.version)).is_ok() {
+            self.span.record("segment", model.segment.as_str());
+            self.span.record("version", model.version);
+        }
+    }
+
+    fn scored(&self, rows: usize, timing: &Timing) {
+        self.span.record("rows", rows);
+        self.span.record("batch_rows", timing.batch_rows);
+        self.span.record("queue_seconds", timing.queue.as_secs_f64());
+        self.span.record("compute_seconds", timing.compute.as_secs_f64());
     }
 }
 

@@ -27,7 +27,7 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_
 
 /// How connections are accepted.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct ConnectionLimits {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
 }
@@ -72,7 +72,7 @@ fn first_bytes(count: usize) -> Handshake<TcpStream> {
 /// `serve_with_incoming`. Stops when the server drops the stream.
 pub fn incoming<IO>(
     listener: TcpListener,
-    limits: Limits,
+    limits: ConnectionLimits,
     handshake: Handshake<IO>,
 ) -> ReceiverStream<io::Result<Counted<IO>>>
 where

@@ -24,7 +24,7 @@ pub fn take(serving: &Serving, request: v1::FeedbackRequest) -> Result<Joined, S
         .into_iter()
         .map(|o| Outcome { request_id: o.request_id, row: o.row, label: o.label })
         .collect();
-    let joined = serving.outcomes.join(&outcomes);
+    let joined = serving.engine.outcomes.join(&outcomes);
     for (result, count) in joined.by_result() {
         if count > 0 {
             serving.metrics.quality.fed_back(result, count);

@@ -1,32 +1,28 @@
-//! What every request handler of the front shares: the models (once loaded),
-//! the request limits and admission. The registry is set exactly once, after
+//! What every request handler of the front shares: the core's door
+//! (`Engine`: the models once loaded, the answers kept for outcomes), the
+//! request limits and admission. The repository is set exactly once, after
 //! loading and warm-up; until then handlers answer UNAVAILABLE. Reading it is
 //! an atomic load, so the request path takes no lock.
 
 use super::call::Call;
 use crate::config::Settings;
+use crate::core::engine::Engine;
 use crate::core::error::ServeError;
 use crate::core::live::LiveRepository;
-use crate::core::outcomes::{Outcomes, Settings as OutcomeSettings};
+use crate::core::outcomes::{OutcomeSettings, Outcomes};
 use crate::core::registry::Registry;
-use crate::core::rollout::Route;
 use crate::observe::metrics::Metrics;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// The answer while no models are loaded yet.
-fn still_loading() -> ServeError {
-    ServeError::Unavailable("the server is still loading its models; retry shortly".into())
-}
 
 /// How long a refused caller is told to wait before retrying.
 const RETRY_AFTER: Duration = Duration::from_millis(50);
 
 /// The per-request limits, from the settings.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct RequestLimits {
     pub max_concurrent_requests: usize,
     pub max_rows: usize,
     pub max_message_bytes: usize,
@@ -39,7 +35,7 @@ pub struct Limits {
     pub max_header_bytes: usize,
 }
 
-impl Limits {
+impl RequestLimits {
     /// The largest message tonic decodes (twice --max-message-bytes): one
     /// over the limit but under this still decodes and is refused naming the
     /// limit; a larger one is refused by the transport, never buffered.
@@ -50,33 +46,31 @@ impl Limits {
 
 /// State shared by the API handlers.
 pub struct Serving {
-    repository: OnceLock<Arc<LiveRepository>>,
+    /// The core's door for every scoring request.
+    pub engine: Engine,
     draining: AtomicBool,
     /// One permit per inference call in progress (--max-concurrent-requests).
     admission: Arc<Semaphore>,
     /// Salt for hashing callers' request ids in logs; new each start.
     log_salt: [u8; 16],
     pub metrics: Arc<Metrics>,
-    /// Answers kept for `Feedback`, and each version's live quality.
-    pub outcomes: Arc<Outcomes>,
-    pub limits: Limits,
+    pub limits: RequestLimits,
 }
 
 impl Serving {
     pub fn new(settings: &Settings) -> Serving {
         Serving {
-            repository: OnceLock::new(),
-            draining: AtomicBool::new(false),
-            admission: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
-            log_salt: *uuid::Uuid::new_v4().as_bytes(),
-            metrics: Arc::new(Metrics::new()),
-            outcomes: Arc::new(Outcomes::new(OutcomeSettings {
+            engine: Engine::new(Arc::new(Outcomes::new(OutcomeSettings {
                 retention: settings.feedback_retention,
                 max_records: settings.feedback_max_records,
                 quality_window: settings.quality_window,
                 min_outcomes: settings.quality_min_outcomes,
-            })),
-            limits: Limits {
+            }))),
+            draining: AtomicBool::new(false),
+            admission: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
+            log_salt: *uuid::Uuid::new_v4().as_bytes(),
+            metrics: Arc::new(Metrics::new()),
+            limits: RequestLimits {
                 max_concurrent_requests: settings.max_concurrent_requests.max(1),
                 max_rows: settings.max_rows.max(1),
                 max_message_bytes: settings.max_message_bytes,
@@ -88,16 +82,9 @@ impl Serving {
         }
     }
 
-    /// Serves the live repository once it has started (its first models warm).
-    pub fn publish(&self, repository: Arc<LiveRepository>) {
-        if self.repository.set(repository).is_err() {
-            panic!("the repository was published twice; this is a bug");
-        }
-    }
-
     /// The live repository, once started.
     pub fn repository(&self) -> Result<&Arc<LiveRepository>, ServeError> {
-        self.repository.get().ok_or_else(still_loading)
+        self.engine.repository()
     }
 
     /// Marks the server as draining: still answering, no longer ready.
@@ -118,20 +105,12 @@ impl Serving {
     /// A snapshot of the served models (one atomic load; a request reads
     /// only this snapshot), or UNAVAILABLE while they are still loading.
     pub fn models(&self) -> Result<Arc<Registry>, ServeError> {
-        self.repository()?
-            .current()
-            .ok_or_else(|| ServeError::Unavailable("the server is still loading its models; retry shortly".into()))
-    }
-
-    /// Where `call`'s request for `segment` and `version` goes (see
-    /// `Registry::route`): the call's routing key draws the canary.
-    pub fn route(&self, call: &Call, segment: &str, version: u64) -> Result<Route, ServeError> {
-        self.repository()?.route(segment, version, call.routing_key())?.ok_or_else(still_loading)
+        self.engine.models()
     }
 
     /// The context of a call arriving with `headers` (see `Call::new`).
     pub fn call(&self, headers: &http::HeaderMap, service: &'static str, method: &'static str) -> Call {
-        Call::new(headers, service, method, &self.log_salt, self.metrics.clone(), self.outcomes.clone())
+        Call::new(headers, service, method, &self.log_salt, self.metrics.clone())
     }
 
     /// Inference calls being served now.

@@ -3,7 +3,7 @@
 //! being served for the drain period while they notice, and only then does
 //! the listener close and in-flight work finish.
 
-use super::router::set_health;
+use super::grpc::router::set_health;
 use super::serving::Serving;
 use std::time::Duration;
 use tonic_health::ServingStatus;

@@ -2,7 +2,7 @@
 //! has its canonical code (the google.rpc.Code space gRPC speaks natively and
 //! other fronts map from), and invalid input carries field violations so
 //! callers learn which row and field to fix. The front turns it into its
-//! protocol's answer (`api::status` for gRPC).
+//! protocol's answer (`api::grpc::status` for gRPC).
 
 /// At most this many field violations are listed; the message gives the total.
 pub const MAX_VIOLATIONS: usize = 16;

@@ -9,6 +9,7 @@
 
 use crate::core::quality::{Quality, Summary};
 use crate::core::scores::Scores;
+use crate::model::LoadedModel;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 /// The store's bounds and the quality window.
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub struct OutcomeSettings {
     /// How long a prediction waits for its outcome.
     pub retention: Duration,
     /// The most answered rows kept; the oldest are dropped for new ones.
@@ -33,8 +34,22 @@ pub struct Settings {
 /// with every call must not make one outcome's join walk the whole store.
 pub const MAX_PER_REQUEST: usize = 64;
 
-/// Where an answer is kept for outcomes: the store, the request id, the first row.
-pub type Recorded = (Arc<Outcomes>, String, u64);
+/// Where one answer is kept for outcomes: the store, the request id, and
+/// the first of the request's rows it answers.
+#[derive(Clone)]
+pub struct AnswerKey {
+    pub store: Arc<Outcomes>,
+    pub request_id: String,
+    pub first_row: u64,
+}
+
+impl AnswerKey {
+    /// Keeps `model`'s answer `scores` to the rows from `first_row` on.
+    pub fn keep(&self, model: &LoadedModel, scores: &Scores) {
+        let about = (model.segment.as_str(), model.version, model.manifest.labels.as_slice());
+        self.store.record(&self.request_id, self.first_row, about, scores);
+    }
+}
 
 /// One outcome as a caller reports it.
 #[derive(Debug, Clone)]
@@ -133,7 +148,7 @@ struct Store {
 
 /// The prediction records and each version's live quality.
 pub struct Outcomes {
-    settings: Settings,
+    settings: OutcomeSettings,
     hasher: RandomState,
     store: Mutex<Store>,
 }
@@ -158,7 +173,7 @@ pub struct VersionQuality {
 }
 
 impl Outcomes {
-    pub fn new(settings: Settings) -> Outcomes {
+    pub fn new(settings: OutcomeSettings) -> Outcomes {
         Outcomes {
             settings,
             hasher: RandomState::new(),
@@ -351,7 +366,12 @@ mod tests {
     use super::*;
 
     fn store(max_records: usize, retention: Duration) -> Outcomes {
-        Outcomes::new(Settings { retention, max_records, quality_window: Duration::from_secs(3600), min_outcomes: 1 })
+        Outcomes::new(OutcomeSettings {
+            retention,
+            max_records,
+            quality_window: Duration::from_secs(3600),
+            min_outcomes: 1,
+        })
     }
 
     fn labels() -> Vec<String> {

@@ -12,7 +12,7 @@ use crate::core::drift::DriftReport;
 use crate::core::registry::Registry;
 use crate::core::rollout::{PolicyState, RolloutReport};
 use crate::model::error::LoadError;
-use crate::model::rollout::{self, ROLLOUT_FILE};
+use crate::model::rollout_policy::{self, ROLLOUT_FILE};
 use crate::observe::metrics::Metrics;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -55,7 +55,7 @@ impl Policies {
         for (segment, versions) in served {
             let dir = root.join(segment);
             let books = self.segments.entry(segment.clone()).or_default();
-            let text = match rollout::read(&dir) {
+            let text = match rollout_policy::read(&dir) {
                 Ok(text) => text,
                 // Unreadable is not removed: refused like an invalid file (only
                 // deleting the file drops the policy in force).
@@ -84,7 +84,7 @@ impl Policies {
                 books.refused = None;
                 continue;
             }
-            let checked = rollout::parse(&text).and_then(|policy| policy.check(versions).map(|()| policy));
+            let checked = rollout_policy::parse(&text).and_then(|policy| policy.check(versions).map(|()| policy));
             match checked {
                 Ok(policy) => {
                     tracing::info!(segment, policy = %text.trim(), "rollout policy in force");
@@ -156,12 +156,12 @@ pub struct SegmentStatus {
     pub rollout: Option<RolloutReport>,
     /// Why the last policy file was refused.
     pub refused: Option<String>,
-    pub versions: Vec<VersionStatus>,
+    pub versions: Vec<VersionRelease>,
 }
 
 /// One served version's part in a segment's release.
 #[derive(Debug, Clone)]
-pub struct VersionStatus {
+pub struct VersionRelease {
     pub version: u64,
     /// `stable`, `canary`, `shadow`, `newest`, or `pinned only`.
     pub role: &'static str,
@@ -193,7 +193,7 @@ pub fn status(registry: &Registry, refused: &BTreeMap<String, String>, only: Opt
             versions: Vec::new(),
         });
         let (ok, failed) = (model.stats.success.get().0, model.stats.fail.get().0);
-        entry.versions.push(VersionStatus {
+        entry.versions.push(VersionRelease {
             version: model.version,
             role,
             requests: ok + failed,

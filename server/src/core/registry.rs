@@ -8,6 +8,7 @@ use crate::core::served::ServedModel;
 use crate::model::LoadedModel;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tokio::runtime::Handle;
 
 /// Every served model, by segment then version, and the segments' rollouts.
 pub struct Registry {
@@ -17,10 +18,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Indexes `models` and binds `policies` (checked against them) to them.
-    /// The default segment is `configured` when given (it must exist), else
-    /// the only segment when there is exactly one, else none.
+    /// Indexes `models` and binds `policies` (checked against them) to them;
+    /// their shadows are served on `runtime`. The default segment is
+    /// `configured` when given (it must exist), else the only segment when
+    /// there is exactly one, else none.
     pub fn new(
+        runtime: &Handle,
         models: Vec<Arc<ServedModel>>,
         configured: Option<&str>,
         policies: Vec<Arc<PolicyState>>,
@@ -48,7 +51,7 @@ impl Registry {
             let Some(stable) = find(policy.stable) else { continue };
             let canary = policy.canary.and_then(|share| find(share.version));
             let shadow = policy.shadow.and_then(|share| find(share.version));
-            rollouts.insert(state.segment.clone(), Rollout::new(state.clone(), stable, canary, shadow));
+            rollouts.insert(state.segment.clone(), Rollout::new(runtime, state.clone(), stable, canary, shadow));
         }
         Ok(Registry { segments, default_segment, rollouts })
     }
@@ -146,5 +149,77 @@ impl Registry {
             return "none (every segment is unloaded or failed to load)".into();
         }
         self.segments.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Registry;
+    use crate::core::batching::Overrides;
+    use crate::core::drift::DriftSettings;
+    use crate::core::error::ServeError;
+    use crate::core::rollout::PolicyState;
+    use crate::core::served::{Compute, ServedModel};
+    use crate::model::{repository, rollout_policy};
+    use crate::observe::metrics::Metrics;
+    use candle_core::Device;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::runtime::Handle;
+
+    /// The demo model of `from` served as `segment` version `version`.
+    fn served(from: &str, segment: &str, version: u64) -> Arc<ServedModel> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(from).join("1");
+        let loaded = repository::load_version(segment, version, &dir, &Device::Cpu, "cpu", u64::MAX).unwrap();
+        let drift = DriftSettings { window: Duration::from_secs(60), min_rows: 100, max_rows: 1000 };
+        let compute = Compute { workers: 1, threads: 1, drift };
+        Arc::new(ServedModel::new(loaded, &Overrides::default(), compute, Arc::new(Metrics::new())).unwrap())
+    }
+
+    fn policy(segment: &str, text: &str) -> Arc<PolicyState> {
+        let parsed = rollout_policy::parse(text).unwrap();
+        Arc::new(PolicyState::new(segment, parsed, text.to_string(), Arc::new(Metrics::new())))
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_to_the_version_it_pins_else_the_newest_of_its_segment() {
+        let models = vec![served("retail", "retail", 1), served("retail", "retail", 2), served("sme", "sme", 1)];
+        let registry = Registry::new(&Handle::current(), models, Some("sme"), Vec::new()).unwrap();
+        let route = |segment: &str, version: u64| registry.route(segment, version, "key").map(|r| r.model.version);
+        assert_eq!(route("retail", 0).unwrap(), 2, "the newest");
+        assert_eq!(route("retail", 1).unwrap(), 1, "pinned");
+        assert_eq!(registry.route("", 0, "key").unwrap().model.segment, "sme", "the default segment");
+        let Err(ServeError::NotFound(message)) = route("corporate", 0) else { panic!("an unknown segment") };
+        assert!(message.contains("`corporate`") && message.contains("retail, sme"), "{message}");
+        assert!(matches!(route("retail", 7), Err(ServeError::NotFound(_))));
+        assert!(registry.route("retail", 0, "key").unwrap().shadow.is_none(), "no policy, no shadow");
+    }
+
+    #[tokio::test]
+    async fn a_canary_takes_its_share_by_key_and_a_pinned_version_bypasses_the_policy() {
+        let models = vec![served("retail", "retail", 1), served("retail", "retail", 2)];
+        let state = policy("retail", r#"{"stable": 1, "canary": {"version": 2, "percent": 25}}"#);
+        let registry = Registry::new(&Handle::current(), models, None, vec![state.clone()]).unwrap();
+        let version = |key: &str| registry.route("retail", 0, key).unwrap().model.version;
+        let canary = (0..4_000).filter(|i| version(&format!("customer-{i}")) == 2).count();
+        assert!((800..1200).contains(&canary), "25 % of 4,000 keys to the canary: {canary}");
+        assert_eq!(version("customer-7"), version("customer-7"), "one key stays on one version");
+        assert_eq!(registry.route("retail", 1, "any").unwrap().model.version, 1);
+        assert_eq!(registry.route("retail", 2, "any").unwrap().model.version, 2);
+        // Rolled back: every unpinned request goes to the stable version.
+        state.roll_back("test", "operator").unwrap();
+        assert!((0..1_000).all(|i| version(&format!("customer-{i}")) == 1));
+    }
+
+    #[tokio::test]
+    async fn a_shadowed_route_carries_the_shadow_for_its_share() {
+        let models = vec![served("retail", "retail", 1), served("sme", "retail", 5)];
+        let state = policy("retail", r#"{"stable": 1, "shadow": {"version": 5, "percent": 100}}"#);
+        let registry = Registry::new(&Handle::current(), models, None, vec![state]).unwrap();
+        let route = registry.route("retail", 0, "key").unwrap();
+        assert_eq!(route.model.version, 1, "the stable version answers");
+        assert!(route.shadow.is_some(), "every row is offered to the shadow");
+        assert!(registry.route("retail", 5, "key").unwrap().shadow.is_none(), "a pinned call is not shadowed");
     }
 }

@@ -9,7 +9,7 @@
 //! passes the rows, how its protocol names their fields, and the deadline,
 //! and gets the scores with where their time went.
 
-use crate::core::batching::{Blamed, Outcome, Timing};
+use crate::core::batching::{Blamed, Computed, Timing};
 use crate::core::error::{MAX_VIOLATIONS, ServeError, Violation};
 use crate::core::scores::Scores;
 use crate::core::served::ServedModel;
@@ -66,9 +66,9 @@ impl Deadline {
 
 /// Validates and scores `rows` with `model`, and records the outcome and
 /// the time since the request was received in the model's statistics.
-pub async fn serve(model: &ServedModel, rows: Rows, deadline: Deadline) -> Result<Scored, ServeError> {
+pub async fn serve(model: &ServedModel, rows: Rows, deadline: Deadline, lone: bool) -> Result<Scored, ServeError> {
     let result = match check(model, &rows) {
-        Ok(_) => score(model, rows.values, rows.fields, 0, deadline).await,
+        Ok(_) => score(model, rows.values, rows.fields, 0, lone, deadline).await,
         Err(error) => Err(error),
     };
     recorded(model, deadline, result)
@@ -90,22 +90,30 @@ pub fn recorded<T>(model: &ServedModel, deadline: Deadline, result: Result<T, Se
 }
 
 /// Queues already-validated `values` for the model's compute workers, which
-/// may merge them with other callers' rows into one forward pass. If the
-/// deadline passes while they wait, or the caller goes (drops this future),
-/// they are dropped uncomputed. `fields` and `first_row` say how errors name
-/// the rows (a part of a larger request starts at `first_row`).
+/// may merge them with other callers' rows into one forward pass; a `lone`
+/// request (the only one in the server) may be computed right here instead
+/// (`Batcher::run_inline`). If the deadline passes while they wait, or the
+/// caller goes (drops this future), they are dropped uncomputed. `fields`
+/// and `first_row` say how errors name the rows (a part of a larger request
+/// starts at `first_row`).
 pub async fn score(
     model: &ServedModel,
     values: Vec<f32>,
     fields: &dyn Fields,
     first_row: usize,
+    lone: bool,
     deadline: Deadline,
 ) -> Result<Scored, ServeError> {
     let rows = values.len() / model.scorer.inputs();
     let give_up_at = deadline.give_up_at();
-    let answer = model.batcher.submit(values, rows, give_up_at).ok_or_else(|| {
-        ServeError::Unavailable("the server is shutting down and no longer computes; retry on another replica".into())
-    })?;
+    let answer = match model.batcher.run_inline(&model.loaded, &model.stats, values, rows, give_up_at, lone) {
+        Ok(answered) => answered,
+        Err(values) => model.batcher.submit(values, rows, give_up_at).ok_or_else(|| {
+            ServeError::Unavailable(
+                "the server is shutting down and no longer computes; retry on another replica".into(),
+            )
+        })?,
+    };
     let answer = match give_up_at {
         Some(at) => match tokio::time::timeout_at(at.into(), answer).await {
             Ok(answer) => answer,
@@ -117,12 +125,12 @@ pub async fn score(
         return Err(ServeError::Internal("the compute worker stopped without answering".into()));
     };
     match answer.outcome {
-        Outcome::Scored(probabilities) => {
+        Computed::Scored(probabilities) => {
             Ok(Scored { scores: Scores { probabilities, classes: model.scorer.classes() }, timing: answer.timing })
         }
-        Outcome::Overflowed { rows, total } => Err(overflowed(model, &rows, total, fields, first_row)),
-        Outcome::Dropped => Err(deadline.expired()),
-        Outcome::Failed(message) => Err(ServeError::Internal(message)),
+        Computed::Overflowed { rows, total } => Err(overflowed(model, &rows, total, fields, first_row)),
+        Computed::Dropped => Err(deadline.expired()),
+        Computed::Failed(message) => Err(ServeError::Internal(message)),
     }
 }
 
@@ -252,4 +260,93 @@ pub fn check_rows(
         )
     };
     Err(ServeError::InvalidArgument { message, violations })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Fields, check_rows};
+    use crate::core::error::{MAX_VIOLATIONS, ServeError};
+    use crate::model::{LoadedModel, repository};
+    use candle_core::Device;
+    use std::path::Path;
+
+    /// Fields named as a flat list: `width`, `values`, `values[r]`, `values[r][c]`.
+    struct Plain;
+
+    impl Fields for Plain {
+        fn width(&self, declared: usize) -> (&'static str, String) {
+            ("width", format!("is {declared}"))
+        }
+        fn values(&self) -> &'static str {
+            "values"
+        }
+        fn row(&self, row: usize) -> String {
+            format!("values[{row}]")
+        }
+        fn cell(&self, row: usize, col: usize) -> String {
+            format!("values[{row}][{col}]")
+        }
+    }
+
+    fn demo(segment: &str) -> LoadedModel {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(segment).join("1");
+        repository::load_version(segment, 1, &dir, &Device::Cpu, "cpu", u64::MAX).unwrap()
+    }
+
+    fn refused(result: Result<usize, ServeError>) -> (String, Vec<String>) {
+        match result {
+            Err(ServeError::InvalidArgument { message, violations }) => {
+                (message, violations.into_iter().map(|v| v.field).collect())
+            }
+            other => panic!("not refused as INVALID_ARGUMENT: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn whole_finite_rows_of_the_models_width_pass_and_are_counted() {
+        let model = demo("retail");
+        assert_eq!(check_rows(&model, &Plain, 30, &vec![0.5; 90], 3).unwrap(), 3);
+    }
+
+    #[test]
+    fn each_rule_is_refused_naming_the_field_and_what_to_fix() {
+        let model = demo("retail");
+        let (message, _) = refused(check_rows(&model, &Plain, 29, &[0.5; 29], 10));
+        assert!(message.starts_with("width is 29; model `retail` version 1 expects 30 features"), "{message}");
+        let (message, _) = refused(check_rows(&model, &Plain, 30, &[], 10));
+        assert_eq!(message, "values is empty: send at least one row");
+        let (message, _) = refused(check_rows(&model, &Plain, 30, &[0.5; 45], 10));
+        assert!(message.contains("has 45 values, not a whole number of rows of 30"), "{message}");
+        let (message, _) = refused(check_rows(&model, &Plain, 30, &[0.5; 120], 3));
+        assert!(message.contains("holds 4 rows; this server accepts at most 3"), "{message}");
+    }
+
+    #[test]
+    fn non_finite_values_are_listed_by_row_and_feature_up_to_the_limit() {
+        let model = demo("retail");
+        let mut values = vec![0.5; 30 * 40];
+        values[31] = f32::NAN;
+        let (message, fields) = refused(check_rows(&model, &Plain, 30, &values, 100));
+        assert!(message.starts_with("values[1][1] (`"), "{message}");
+        assert!(message.contains("is NaN; features must be finite numbers"), "{message}");
+        assert_eq!(fields, ["values[1][1]"]);
+        for row in 0..40 {
+            values[row * 30] = f32::INFINITY;
+        }
+        let (message, fields) = refused(check_rows(&model, &Plain, 30, &values, 100));
+        assert!(message.starts_with("41 non-finite feature values; the first: values[0][0]"), "{message}");
+        assert_eq!(fields.len(), MAX_VIOLATIONS, "the details list at most {MAX_VIOLATIONS}");
+    }
+
+    #[test]
+    fn trees_take_nan_as_missing_but_never_an_infinity() {
+        let model = demo("retail-gbt");
+        let mut values = vec![0.5; 30];
+        values[3] = f32::NAN;
+        assert_eq!(check_rows(&model, &Plain, 30, &values, 1).unwrap(), 1);
+        values[4] = f32::NEG_INFINITY;
+        let (message, fields) = refused(check_rows(&model, &Plain, 30, &values, 1));
+        assert!(message.contains("features must be finite numbers, or NaN for a missing value"), "{message}");
+        assert_eq!(fields, ["values[0][4]"]);
+    }
 }

@@ -2,7 +2,7 @@
 //! take merged forward passes from, the workers, and its statistics (drift
 //! included). The registry indexes them; requests and rollouts hold them.
 
-use crate::core::batching::{Batcher, Overrides, Policy};
+use crate::core::batching::{BatchPolicy, Batcher, Overrides};
 use crate::core::drift::{Drift, DriftSettings};
 use crate::core::stats::ModelStats;
 use crate::core::workers::Workers;
@@ -42,10 +42,11 @@ impl ServedModel {
         compute: Compute,
         metrics: Arc<Metrics>,
     ) -> Result<ServedModel, rayon::ThreadPoolBuildError> {
-        let policy = Policy::resolve(&loaded.manifest.batching, overrides);
+        let policy = BatchPolicy::resolve(&loaded.manifest.batching, overrides);
         let drift = Drift::new(loaded.manifest.monitoring.as_ref(), &loaded.manifest.features, compute.drift);
         let (loaded, stats) = (Arc::new(loaded), Arc::new(ModelStats::new(drift)));
-        let batcher = Arc::new(Batcher::new(policy, metrics));
+        let inline = overrides.inline_lone && loaded.device == "cpu";
+        let batcher = Arc::new(Batcher::new(policy, inline, metrics));
         let workers = Workers::start(&loaded, &batcher, &stats, compute.workers, compute.threads)?;
         Ok(ServedModel { loaded, batcher, stats, _workers: workers })
     }

@@ -3,7 +3,7 @@
 //! one in object storage (`remote`), reading
 //! files within limits (`files`), the `model.json` manifest (`manifest`,
 //! with its training statistics in `monitoring`), a segment's rollout
-//! policy file (`rollout`),
+//! policy file (`rollout_policy`),
 //! building and warming the network (`network`, with `hints` for tensors
 //! that are not where the manifest says; `onnx` turns an ONNX graph into the
 //! same network), tree ensembles (`trees`: XGBoost and LightGBM files
@@ -23,7 +23,7 @@ pub mod network;
 pub mod onnx;
 pub mod remote;
 pub mod repository;
-pub mod rollout;
+pub mod rollout_policy;
 pub mod scorer;
 pub mod trees;
 

@@ -6,7 +6,7 @@
 //! Labels are bounded: segments and versions come from the repository, never
 //! from what a caller typed. A leaf: callers pass plain labels.
 
-use super::quality::QualityMetrics;
+use super::quality_gauges::QualityMetrics;
 use super::release::ReleaseMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -15,9 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -327,28 +326,4 @@ fn unix_seconds(at: SystemTime) -> f64 {
 
 fn model_labels(segment: &str, version: u64) -> ModelLabels {
     ModelLabels { segment: segment.to_string(), version: version.to_string() }
-}
-
-/// Serves `/metrics` on `listener` until `stop` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    in_flight: impl Fn() -> usize + Clone + Send + Sync + 'static,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    use axum::http::header::CONTENT_TYPE;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let (metrics, in_flight) = (metrics.clone(), in_flight.clone());
-            async move {
-                let body = metrics.render(in_flight());
-                ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
-            }
-        }),
-    );
-    let address: Option<SocketAddr> = listener.local_addr().ok();
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-        tracing::error!(?address, %error, "the metrics server stopped");
-    }
 }

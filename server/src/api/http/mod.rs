@@ -12,6 +12,8 @@
 
 pub mod answer;
 pub mod body;
+pub mod infer_json;
+pub mod metrics;
 pub mod rest;
 pub mod score;
 

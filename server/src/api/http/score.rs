@@ -11,9 +11,11 @@
 use super::super::feedback;
 use super::answer;
 use super::{Front, body};
+use crate::core::engine::Answer;
 use crate::core::error::{ServeError, echo};
 use crate::core::scores::Scores;
-use crate::core::scoring::{self, Fields, Rows};
+use crate::core::scoring::{Fields, Rows};
+use crate::model::LoadedModel;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -109,12 +111,10 @@ async fn score(State(front): State<Arc<Front>>, headers: HeaderMap, body: Body) 
                     )
                     .into());
                 }
-                let route = serving.route(call, &request.segment, request.version)?;
-                let model = &route.model;
-                call.routed(model);
-                let rows = rows(&model.manifest.features, &model.segment, request.features, max_rows)
-                    .or_else(|error| scoring::recorded(model, call.deadline, Err(error)))?;
-                let scores = call.score(&route, rows).await?;
+                let inference = call.inference(&request.segment, request.version);
+                let decode =
+                    |model: &LoadedModel| rows(&model.manifest.features, &model.segment, request.features, max_rows);
+                let Answer { model, scores } = serving.engine.infer(&inference, call, decode).await?;
                 let answer = ScoreResponse {
                     prediction: scores.rows().map(Scores::class_of).collect(),
                     labels: &model.manifest.labels,

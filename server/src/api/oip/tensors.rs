@@ -1,0 +1,295 @@
+//! The Open Inference Protocol's tensors: the one input tensor decoded into
+//! rows for the core (typed contents or raw little-endian bytes), the
+//! outputs a request asks for (Triton's classification extension included),
+//! and the answer encoded back, typed or raw.
+
+use super::{CLASSIFICATION, INPUT, PREDICTION, PROBABILITIES};
+use crate::core::error::{ServeError, echo};
+use crate::core::scores::Scores;
+use crate::core::scoring::{Fields, Rows};
+use crate::model::LoadedModel;
+use bytes::Bytes;
+use candela::inference as oip;
+use oip::infer_parameter::ParameterChoice;
+use oip::model_infer_request::InferInputTensor;
+use oip::model_infer_response::InferOutputTensor;
+
+/// The request's one input tensor as rows for the core (public for the fuzz
+/// targets in `fuzz/`).
+pub fn decode_input(
+    model: &LoadedModel,
+    request: &oip::ModelInferRequest,
+    max_rows: usize,
+) -> Result<Rows, ServeError> {
+    let features = model.scorer.inputs();
+    let signature = format!("model `{}` takes one input `{INPUT}`, FP32 [batch, {features}]", model.segment);
+    let [input] = request.inputs.as_slice() else {
+        return Err(ServeError::invalid("inputs", format!("has {} tensors; {signature}", request.inputs.len())));
+    };
+    if input.name != INPUT {
+        return Err(ServeError::invalid("inputs[0].name", format!("is `{}`; {signature}", echo(&input.name))));
+    }
+    let [rows, columns] = input.shape.as_slice() else {
+        return Err(ServeError::invalid("inputs[0].shape", format!("is {:?}; {signature}", input.shape)));
+    };
+    let (Ok(rows), Ok(columns)) = (usize::try_from(*rows), usize::try_from(*columns)) else {
+        return Err(ServeError::invalid(
+            "inputs[0].shape",
+            format!("is {:?}: dimensions cannot be negative", input.shape),
+        ));
+    };
+    let Some(elements) = rows.checked_mul(columns) else {
+        return Err(ServeError::invalid("inputs[0].shape", format!("is {:?}: too large", input.shape)));
+    };
+    let values = if request.raw_input_contents.is_empty() {
+        typed_values(input, elements)?
+    } else {
+        if input.contents.as_ref().is_some_and(has_contents) {
+            return Err(ServeError::invalid(
+                "inputs[0].contents",
+                "is set while raw_input_contents is used too; send the tensor one way or the other",
+            ));
+        }
+        let [raw] = request.raw_input_contents.as_slice() else {
+            return Err(ServeError::invalid(
+                "raw_input_contents",
+                format!("has {} entries; expected one per input (1)", request.raw_input_contents.len()),
+            ));
+        };
+        raw_values(&input.datatype, raw, elements, &input.shape)?
+    };
+    Ok(Rows { fields: &InputFields, width: columns, values, max_rows })
+}
+
+/// Typed contents → f32 values. FP32 travels as `fp32_contents`, FP64 as `fp64_contents`.
+fn typed_values(input: &InferInputTensor, elements: usize) -> Result<Vec<f32>, ServeError> {
+    let contents = input.contents.clone().unwrap_or_default();
+    let (field, values): (&str, Vec<f32>) = match input.datatype.as_str() {
+        "FP32" => ("fp32_contents", contents.fp32_contents),
+        "FP64" => ("fp64_contents", contents.fp64_contents.into_iter().map(|v| v as f32).collect()),
+        "FP16" | "BF16" => {
+            return Err(ServeError::invalid(
+                "inputs[0].datatype",
+                format!("is {}, which travels only in raw_input_contents (little-endian)", echo(&input.datatype)),
+            ));
+        }
+        other => return Err(unsupported_datatype(other)),
+    };
+    if values.len() != elements {
+        return Err(ServeError::invalid(
+            format!("inputs[0].contents.{field}"),
+            format!("has {} values; shape {:?} needs {elements}", values.len(), input.shape),
+        ));
+    }
+    Ok(values)
+}
+
+/// Raw little-endian bytes → f32 values, for FP32, FP64, FP16 and BF16.
+fn raw_values(datatype: &str, raw: &[u8], elements: usize, shape: &[i64]) -> Result<Vec<f32>, ServeError> {
+    let width = match datatype {
+        "FP32" => 4,
+        "FP64" => 8,
+        "FP16" | "BF16" => 2,
+        other => return Err(unsupported_datatype(other)),
+    };
+    if elements.checked_mul(width) != Some(raw.len()) {
+        return Err(ServeError::invalid(
+            "raw_input_contents[0]",
+            format!("has {} bytes; {datatype} shape {shape:?} needs {elements} × {width}", raw.len()),
+        ));
+    }
+    let values = match datatype {
+        "FP32" => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        "FP64" => raw
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8; this is a bug")) as f32)
+            .collect(),
+        "FP16" => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        _ => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+    };
+    Ok(values)
+}
+
+fn unsupported_datatype(datatype: &str) -> ServeError {
+    ServeError::invalid(
+        "inputs[0].datatype",
+        format!("is `{}`; send FP32 (or FP64, or FP16/BF16 as raw_input_contents)", echo(datatype)),
+    )
+}
+
+fn has_contents(c: &oip::InferTensorContents) -> bool {
+    !(c.bool_contents.is_empty()
+        && c.int_contents.is_empty()
+        && c.int64_contents.is_empty()
+        && c.uint_contents.is_empty()
+        && c.uint64_contents.is_empty()
+        && c.fp32_contents.is_empty()
+        && c.fp64_contents.is_empty()
+        && c.bytes_contents.is_empty())
+}
+
+/// One output a request wants.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Requested {
+    name: &'static str,
+    /// Triton's classification extension: the top `k` classes as BYTES
+    /// `"<probability>:<index>:<label>"` instead of the probabilities.
+    top: Option<usize>,
+}
+
+/// The outputs a request wants, in its order; none listed means all.
+pub fn requested_outputs(request: &oip::ModelInferRequest) -> Result<Vec<Requested>, ServeError> {
+    if request.outputs.is_empty() {
+        return Ok(vec![Requested { name: PROBABILITIES, top: None }, Requested { name: PREDICTION, top: None }]);
+    }
+    request
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, output)| {
+            let name = match output.name.as_str() {
+                PROBABILITIES => PROBABILITIES,
+                PREDICTION => PREDICTION,
+                other => {
+                    return Err(ServeError::invalid(
+                        format!("outputs[{i}].name"),
+                        format!("is `{}`; the model's outputs are `{PROBABILITIES}` and `{PREDICTION}`", echo(other)),
+                    ));
+                }
+            };
+            let field = || format!("outputs[{i}].parameters[{CLASSIFICATION}]");
+            let top = match output.parameters.get(CLASSIFICATION).and_then(|p| p.parameter_choice.as_ref()) {
+                None => None,
+                Some(_) if name == PREDICTION => {
+                    return Err(ServeError::invalid(
+                        field(),
+                        format!("applies to `{PROBABILITIES}`: classify the probabilities, not the predicted index"),
+                    ));
+                }
+                Some(ParameterChoice::Int64Param(k)) if *k >= 1 => Some(*k as usize),
+                Some(ParameterChoice::Uint64Param(k)) if *k >= 1 => Some(*k as usize),
+                Some(other) => {
+                    return Err(ServeError::invalid(
+                        field(),
+                        format!("is {other:?}; send the number of top classes wanted as an integer of at least 1"),
+                    ));
+                }
+            };
+            Ok(Requested { name, top })
+        })
+        .collect()
+}
+
+/// The scores as the requested output tensors, raw when the request was raw.
+pub fn encode_outputs(
+    model: &LoadedModel,
+    id: String,
+    scores: &Scores,
+    outputs: &[Requested],
+    raw: bool,
+) -> oip::ModelInferResponse {
+    let rows = scores.rows().len() as i64;
+    let mut tensors = Vec::with_capacity(outputs.len());
+    let mut raw_contents = Vec::new();
+    for output in outputs {
+        let (datatype, shape, contents) = match *output {
+            Requested { top: Some(k), .. } => {
+                let top = classified(scores, k.min(scores.classes), &model.manifest.labels);
+                let shape = vec![rows, k.min(scores.classes) as i64];
+                let contents = if raw {
+                    raw_contents.push(length_prefixed(&top));
+                    None
+                } else {
+                    Some(oip::InferTensorContents { bytes_contents: top, ..Default::default() })
+                };
+                ("BYTES", shape, contents)
+            }
+            Requested { name: PROBABILITIES, .. } => {
+                let contents = if raw {
+                    raw_contents.push(little_endian(&scores.probabilities, f32::to_le_bytes));
+                    None
+                } else {
+                    Some(oip::InferTensorContents { fp32_contents: scores.probabilities.clone(), ..Default::default() })
+                };
+                ("FP32", vec![rows, scores.classes as i64], contents)
+            }
+            Requested { .. } => {
+                let classes: Vec<i64> = scores.rows().map(|row| Scores::class_of(row) as i64).collect();
+                let contents = if raw {
+                    raw_contents.push(little_endian(&classes, i64::to_le_bytes));
+                    None
+                } else {
+                    Some(oip::InferTensorContents { int64_contents: classes, ..Default::default() })
+                };
+                ("INT64", vec![rows, 1], contents)
+            }
+        };
+        tensors.push(InferOutputTensor {
+            name: output.name.to_string(),
+            datatype: datatype.to_string(),
+            shape,
+            parameters: Default::default(),
+            contents,
+        });
+    }
+    oip::ModelInferResponse {
+        model_name: model.segment.clone(),
+        model_version: model.version.to_string(),
+        id,
+        parameters: Default::default(),
+        outputs: tensors,
+        raw_output_contents: raw_contents,
+    }
+}
+
+/// Each row's `k` most probable classes, most probable first (the lower
+/// index on a tie), as Triton writes them: `"<probability>:<index>:<label>"`.
+fn classified(scores: &Scores, k: usize, labels: &[String]) -> Vec<Vec<u8>> {
+    let mut top = Vec::with_capacity(scores.rows().len() * k);
+    for row in scores.rows() {
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        top.extend(order[..k].iter().map(|&i| format!("{:.6}:{i}:{}", row[i], labels[i]).into_bytes()));
+    }
+    top
+}
+
+/// BYTES elements as a raw tensor: each a 4-byte little-endian length, then its bytes.
+pub fn length_prefixed(elements: &[Vec<u8>]) -> Bytes {
+    let mut bytes = Vec::with_capacity(elements.iter().map(|e| e.len() + 4).sum());
+    for element in elements {
+        bytes.extend_from_slice(&(element.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(element);
+    }
+    Bytes::from(bytes)
+}
+
+/// Values as the raw little-endian bytes of a tensor's contents.
+pub fn little_endian<T: Copy, const N: usize>(values: &[T], to_bytes: fn(T) -> [u8; N]) -> Bytes {
+    let mut bytes = Vec::with_capacity(values.len() * N);
+    for value in values {
+        bytes.extend_from_slice(&to_bytes(*value));
+    }
+    Bytes::from(bytes)
+}
+
+/// How the protocol names the parts of the input tensor, in violations.
+pub struct InputFields;
+
+impl Fields for InputFields {
+    fn width(&self, declared: usize) -> (&'static str, String) {
+        ("inputs[0].shape", format!("has {declared} columns"))
+    }
+
+    fn values(&self) -> &'static str {
+        "inputs[0]"
+    }
+
+    fn row(&self, row: usize) -> String {
+        format!("inputs[0][{row}]")
+    }
+
+    fn cell(&self, row: usize, col: usize) -> String {
+        format!("inputs[0][{row}][{col}]")
+    }
+}

@@ -1,0 +1,467 @@
+//! ONNX graphs compiled into the same candle network a `model.json` layer
+//! list builds: the graph is walked from its one input to its probability
+//! output and each node (or known multi-node pattern) becomes a layer with
+//! PyTorch-named tensors, which `Network::build` then checks and places like
+//! any other. Covered: Gemm, MatMul (+ Add), Relu, Sigmoid, Tanh, Softmax,
+//! Gelu and its Erf formula, BatchNormalization, LayerNormalization, constant
+//! Add/Sub/Mul/Div and `ai.onnx.ml` Scaler (as standardisation), the no-ops
+//! exporters emit (Identity, Dropout, Flatten, Reshape to the same shape,
+//! Cast to float), and a binary head written as `Concat(1 − p, p)`. Branches
+//! that do not lead to the probabilities (skl2onnx's label: ArgMax,
+//! ArrayFeatureExtractor, …) are pruned. Anything else is refused naming the
+//! node, its op type and what is supported. The file is decoded by the
+//! `onnx-schema` crate.
+
+mod constants;
+
+use super::manifest::{GeluApproximation, LayerSpec};
+use candle_core::{Device, Tensor};
+use constants::{Constant, constant, per_feature};
+use onnx_schema as proto;
+use proto::{AttributeProto, NodeProto};
+use std::collections::{HashMap, HashSet};
+
+/// What each supported op is, for refusals.
+const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Scaler, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head)";
+
+/// A graph as layers over tensors named `{layer}.{param}`.
+pub struct Imported {
+    pub layers: Vec<LayerSpec>,
+    pub tensors: HashMap<String, Tensor>,
+}
+
+/// Compiles the ONNX model in `bytes` for `inputs` features (the head's
+/// width is checked against the labels by `Network::build`).
+pub fn import(bytes: &[u8], inputs: usize) -> Result<Imported, String> {
+    let model = proto::decode(bytes).map_err(|e| format!("not an ONNX model file: {e}"))?;
+    let graph = model.graph.ok_or("the ONNX model has no graph")?;
+    let mut constants = HashMap::new();
+    for tensor in &graph.initializer {
+        constants.insert(tensor.name.clone(), constant(tensor)?);
+    }
+    let mut nodes = Vec::new();
+    for node in graph.node {
+        if node.op_type == "Constant" && node.output.len() == 1 {
+            let value = attribute(&node, "value").and_then(|a| a.t.as_ref());
+            let value = value.ok_or_else(|| refusal(&node, "a Constant without a tensor `value`"))?;
+            constants.insert(node.output[0].clone(), constant(value)?);
+        } else {
+            nodes.push(node);
+        }
+    }
+    let fed: Vec<&proto::ValueInfoProto> = graph.input.iter().filter(|i| !constants.contains_key(&i.name)).collect();
+    let [input] = fed[..] else {
+        return Err(format!("the graph takes {} inputs; Candela feeds one, the feature rows", fed.len()));
+    };
+    check_input(input, inputs)?;
+    let output = probability_output(&graph.output)?;
+    // Only nodes the probabilities depend on: label branches are pruned.
+    let producer: HashMap<&str, usize> =
+        nodes.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
+    let mut needed = HashSet::new();
+    let mut stack = vec![output.as_str()];
+    while let Some(value) = stack.pop() {
+        if let Some(&index) = producer.get(value)
+            && needed.insert(index)
+        {
+            stack.extend(nodes[index].input.iter().map(String::as_str));
+        }
+    }
+    let mut walk =
+        Walk { nodes: &nodes, needed, constants, layers: Vec::new(), tensors: HashMap::new(), width: inputs };
+    let mut value = input.name.clone();
+    let mut steps = 0;
+    while value != output {
+        steps += 1;
+        if steps > nodes.len() + 1 {
+            return Err("the graph has a cycle".into());
+        }
+        value = walk.step(&value)?;
+    }
+    Ok(Imported { layers: walk.layers, tensors: walk.tensors })
+}
+
+/// The graph input must be float rows of the model's width (the batch
+/// dimension may be symbolic).
+fn check_input(input: &proto::ValueInfoProto, inputs: usize) -> Result<(), String> {
+    let Some(proto::type_proto::Value::TensorType(tensor)) = input.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Ok(());
+    };
+    if !matches!(tensor.elem_type, 1 | 11) {
+        return Err(format!(
+            "the graph input `{}` has element type {}; Candela feeds float rows (FLOAT or DOUBLE)",
+            input.name, tensor.elem_type
+        ));
+    }
+    let dims: Vec<Option<i64>> = tensor
+        .shape
+        .iter()
+        .flat_map(|s| &s.dim)
+        .map(|d| match d.value {
+            Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
+            _ => None,
+        })
+        .collect();
+    match dims[..] {
+        [_, Some(width)] if width as usize != inputs => Err(format!(
+            "the graph input `{}` takes {width} features per row but model.json lists {inputs}",
+            input.name
+        )),
+        [_, _] | [] => Ok(()),
+        _ => Err(format!(
+            "the graph input `{}` has {} dimensions; Candela feeds [rows, features]",
+            input.name,
+            dims.len()
+        )),
+    }
+}
+
+/// The output holding class probabilities: the only one, else the one named
+/// like `probabilities` (skl2onnx's label output is left out).
+fn probability_output(outputs: &[proto::ValueInfoProto]) -> Result<String, String> {
+    match outputs {
+        [only] => Ok(only.name.clone()),
+        many => many.iter().find(|o| o.name.contains("prob")).map(|o| o.name.clone()).ok_or_else(|| {
+            let names: Vec<&str> = many.iter().map(|o| o.name.as_str()).collect();
+            format!(
+                "the graph has outputs {names:?}; Candela serves the probabilities: name that output `probabilities`"
+            )
+        }),
+    }
+}
+
+struct Walk<'a> {
+    nodes: &'a [NodeProto],
+    needed: HashSet<usize>,
+    constants: HashMap<String, Constant>,
+    layers: Vec<LayerSpec>,
+    tensors: HashMap<String, Tensor>,
+    /// Features per row of the value being walked.
+    width: usize,
+}
+
+impl<'a> Walk<'a> {
+    /// The needed nodes that read `value`.
+    fn consumers(&self, value: &str) -> Vec<&'a NodeProto> {
+        let nodes: &'a [NodeProto] = self.nodes;
+        let mut found: Vec<(usize, &'a NodeProto)> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| self.needed.contains(i) && n.input.iter().any(|v| v == value))
+            .collect();
+        found.sort_by_key(|(i, _)| *i);
+        found.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// The one consumer of `value`, if exactly one.
+    fn sole(&self, value: &str) -> Option<&'a NodeProto> {
+        match self.consumers(value)[..] {
+            [node] => Some(node),
+            _ => None,
+        }
+    }
+
+    /// The constant among `node`'s inputs other than `value`.
+    fn operand(&self, node: &NodeProto, value: &str) -> Option<&Constant> {
+        node.input.iter().filter(|v| *v != value).find_map(|v| self.constants.get(v))
+    }
+
+    /// Adds a layer with its tensors (`param` → values of `shape`).
+    fn push(&mut self, layer: LayerSpec, tensors: Vec<(&str, Vec<f64>, Vec<usize>)>) -> Result<(), String> {
+        let index = self.layers.len();
+        for (param, values, shape) in tensors {
+            let values: Vec<f32> = values.into_iter().map(|v| v as f32).collect();
+            let tensor = Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| e.to_string())?;
+            self.tensors.insert(format!("{index}.{param}"), tensor);
+        }
+        self.layers.push(layer);
+        Ok(())
+    }
+
+    /// Compiles what reads `value` and returns the value it leads to.
+    fn step(&mut self, value: &str) -> Result<String, String> {
+        let consumers = self.consumers(value);
+        match consumers[..] {
+            [] => Err(format!(
+                "the value `{value}` leads nowhere: the probability output does not follow from the input along one chain"
+            )),
+            [node] => self.node(node, value),
+            _ => {
+                if let Some(end) = self.gelu_erf(value, &consumers) {
+                    self.push(LayerSpec::Gelu { approximate: GeluApproximation::None }, Vec::new())?;
+                    return Ok(end);
+                }
+                if let Some(end) = self.binary_head(value, &consumers) {
+                    return Ok(end);
+                }
+                let ops: Vec<String> = consumers.iter().map(|n| describe(n)).collect();
+                Err(format!(
+                    "the value `{value}` feeds {} nodes ({}); Candela compiles a chain of layers (GELU's erf formula and a binary `Concat(1 − p, p)` head aside)",
+                    ops.len(),
+                    ops.join(", ")
+                ))
+            }
+        }
+    }
+
+    /// PyTorch's exact GELU as exported: `x · (erf(x / √2) + 1) · 0.5` (in
+    /// either order of the multiplications). Returns its output.
+    fn gelu_erf(&self, x: &str, consumers: &[&NodeProto]) -> Option<String> {
+        let scale = consumers.iter().find(|n| {
+            let c = self.operand(n, x).and_then(Constant::scalar);
+            match (n.op_type.as_str(), c) {
+                ("Div", Some(c)) => (c - std::f64::consts::SQRT_2).abs() < 1e-5,
+                ("Mul", Some(c)) => (c - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-5,
+                _ => false,
+            }
+        })?;
+        let erf = self.sole(&scale.output[0]).filter(|n| n.op_type == "Erf")?;
+        let plus_one = self.sole(&erf.output[0]).filter(|n| n.op_type == "Add")?;
+        (self.operand(plus_one, &erf.output[0])?.scalar()? == 1.0).then_some(())?;
+        let product = self.sole(&plus_one.output[0]).filter(|n| n.op_type == "Mul")?;
+        let other = product.input.iter().find(|v| **v != plus_one.output[0])?;
+        let half =
+            |n: &NodeProto, v: &str| n.op_type == "Mul" && self.operand(n, v).and_then(Constant::scalar) == Some(0.5);
+        if other == x {
+            // x · (…) then · 0.5
+            (consumers.len() == 2).then_some(())?;
+            let last = self.sole(&product.output[0]).filter(|n| half(n, &product.output[0]))?;
+            return Some(last.output[0].clone());
+        }
+        // (x · 0.5) · (…)
+        let halved = consumers.iter().find(|n| n.output[0] == *other && half(n, x))?;
+        (consumers.len() == 2 && !std::ptr::eq(*halved, *scale)).then_some(())?;
+        Some(product.output[0].clone())
+    }
+
+    /// skl2onnx's binary head: `Concat(1 − p, p)` over a sigmoid's one
+    /// output. The network's sigmoid head already answers both classes.
+    fn binary_head(&self, p: &str, consumers: &[&NodeProto]) -> Option<String> {
+        let (LayerSpec::Sigmoid, 1) = (self.layers.last()?, self.width) else { return None };
+        let sub = consumers.iter().find(|n| {
+            n.op_type == "Sub"
+                && n.input.len() == 2
+                && n.input[1] == p
+                && self.constants.get(&n.input[0]).and_then(Constant::scalar) == Some(1.0)
+        })?;
+        let concat = consumers.iter().find(|n| n.op_type == "Concat")?;
+        let axis = attribute(concat, "axis").map_or(1, |a| a.i);
+        let order_ok = concat.input.len() == 2 && concat.input[0] == sub.output[0] && concat.input[1] == p;
+        (consumers.len() == 2 && matches!(axis, 1 | -1) && order_ok && self.sole(&sub.output[0]).is_some())
+            .then(|| concat.output[0].clone())
+    }
+
+    fn node(&mut self, node: &NodeProto, value: &str) -> Result<String, String> {
+        let out = node.output.first().cloned().ok_or_else(|| refusal(node, "a node without outputs"))?;
+        let width = self.width;
+        let op = node.op_type.as_str();
+        match (node.domain.as_str(), op) {
+            ("" | "ai.onnx", "Identity" | "Dropout") => {}
+            ("" | "ai.onnx", "Cast") => {
+                let to = attribute(node, "to").map_or(0, |a| a.i);
+                if to != 1 {
+                    return Err(refusal(node, &format!("a Cast to type {to}; only a Cast to float (1) is supported")));
+                }
+            }
+            ("" | "ai.onnx", "Flatten") => {
+                if attribute(node, "axis").map_or(1, |a| a.i) != 1 {
+                    return Err(refusal(node, "a Flatten other than axis 1 (rows stay rows)"));
+                }
+            }
+            ("" | "ai.onnx", "Reshape") => {
+                let shape = node.input.get(1).and_then(|s| self.constants.get(s));
+                let same = shape
+                    .is_some_and(|s| matches!(s.values[..], [a, b] if (a == -1.0 || a == 0.0) && b == width as f64));
+                if !same {
+                    return Err(refusal(node, &format!("a Reshape that changes the row shape [rows, {width}]")));
+                }
+            }
+            ("" | "ai.onnx", "Relu") => self.push(LayerSpec::Relu, Vec::new())?,
+            ("" | "ai.onnx", "Sigmoid") => self.push(LayerSpec::Sigmoid, Vec::new())?,
+            ("" | "ai.onnx", "Tanh") => self.push(LayerSpec::Tanh, Vec::new())?,
+            ("" | "ai.onnx", "Softmax") => {
+                if !matches!(attribute(node, "axis").map_or(-1, |a| a.i), 1 | -1) {
+                    return Err(refusal(node, "a Softmax over an axis other than the classes (1 or -1)"));
+                }
+                self.push(LayerSpec::Softmax, Vec::new())?;
+            }
+            ("" | "ai.onnx", "Gelu") => {
+                let approximate = match attribute(node, "approximate").map(|a| a.s.as_slice()) {
+                    None | Some(b"none") => GeluApproximation::None,
+                    Some(b"tanh") => GeluApproximation::Tanh,
+                    Some(other) => {
+                        return Err(refusal(
+                            node,
+                            &format!("a Gelu with approximate `{}`", String::from_utf8_lossy(other)),
+                        ));
+                    }
+                };
+                self.push(LayerSpec::Gelu { approximate }, Vec::new())?;
+            }
+            ("" | "ai.onnx", "Gemm") => return self.gemm(node, value, out),
+            ("" | "ai.onnx", "MatMul") => return self.matmul(node, value, out),
+            ("" | "ai.onnx", "Add" | "Sub" | "Mul" | "Div") => self.arithmetic(node, value)?,
+            ("ai.onnx.ml", "Scaler") => {
+                let floats =
+                    |name| attribute(node, name).map(|a| a.floats.iter().map(|v| f64::from(*v)).collect::<Vec<_>>());
+                let offset = per_feature(floats("offset").unwrap_or_default(), width, 0.0, node)?;
+                let scale = per_feature(floats("scale").unwrap_or_default(), width, 1.0, node)?;
+                self.standardize(node, offset, scale)?;
+            }
+            ("" | "ai.onnx", "BatchNormalization") => {
+                let [weight, bias, mean, var] = self.params::<4>(node)?;
+                let eps = attribute(node, "epsilon").map_or(1e-5, |a| f64::from(a.f));
+                if attribute(node, "training_mode").is_some_and(|a| a.i != 0) {
+                    return Err(refusal(node, "a BatchNormalization in training mode"));
+                }
+                let tensors = [("weight", weight), ("bias", bias), ("running_mean", mean), ("running_var", var)]
+                    .into_iter()
+                    .map(|(name, c)| Ok((name, per_feature(c.values, width, 0.0, node)?, vec![width])))
+                    .collect::<Result<Vec<_>, String>>()?;
+                self.push(LayerSpec::BatchNorm { eps }, tensors)?;
+            }
+            ("" | "ai.onnx", "LayerNormalization") => {
+                if !matches!(attribute(node, "axis").map_or(-1, |a| a.i), 1 | -1) {
+                    return Err(refusal(node, "a LayerNormalization over an axis other than the features"));
+                }
+                let eps = attribute(node, "epsilon").map_or(1e-5, |a| f64::from(a.f));
+                let weight = self
+                    .param(node, 1)
+                    .ok_or_else(|| refusal(node, "a LayerNormalization whose scale is not a constant"))?;
+                let mut tensors = vec![("weight", per_feature(weight.values, width, 1.0, node)?, vec![width])];
+                if let Some(bias) = self.param(node, 2) {
+                    tensors.push(("bias", per_feature(bias.values, width, 0.0, node)?, vec![width]));
+                }
+                self.push(LayerSpec::LayerNorm { eps }, tensors)?;
+            }
+            _ => return Err(refusal(node, "an unsupported op")),
+        }
+        Ok(out)
+    }
+
+    /// `node`'s constant input at `index`, if it has one.
+    fn param(&self, node: &NodeProto, index: usize) -> Option<Constant> {
+        node.input.get(index).filter(|name| !name.is_empty()).and_then(|name| self.constants.get(name)).cloned()
+    }
+
+    /// `node`'s inputs 1..=N, all constants.
+    fn params<const N: usize>(&self, node: &NodeProto) -> Result<[Constant; N], String> {
+        let found: Vec<Constant> = (1..=N).filter_map(|i| self.param(node, i)).collect();
+        found
+            .try_into()
+            .map_err(|_| refusal(node, &format!("a {} whose parameters are not all constants", node.op_type)))
+    }
+
+    /// `Y = alpha · A · op(B) + beta · C` as a linear layer.
+    fn gemm(&mut self, node: &NodeProto, value: &str, out: String) -> Result<String, String> {
+        let int = |name| attribute(node, name).map_or(0, |a| a.i);
+        let float = |name| attribute(node, name).map_or(1.0, |a| f64::from(a.f));
+        if node.input.first().map(String::as_str) != Some(value) || int("transA") != 0 {
+            return Err(refusal(node, "a Gemm whose first input is not the rows (or is transposed)"));
+        }
+        let b = self.param(node, 1).ok_or_else(|| refusal(node, "a Gemm whose B is not a constant"))?;
+        let weight = if int("transB") != 0 { b } else { b.transposed(node)? };
+        let bias = self.param(node, 2);
+        self.linear(node, weight, bias, float("alpha"), float("beta"))?;
+        Ok(out)
+    }
+
+    /// `MatMul(x, W)`, with the `Add` of a constant bias after it folded in.
+    fn matmul(&mut self, node: &NodeProto, value: &str, out: String) -> Result<String, String> {
+        if node.input.first().map(String::as_str) != Some(value) {
+            return Err(refusal(node, "a MatMul whose first input is not the rows"));
+        }
+        let b = self.param(node, 1).ok_or_else(|| refusal(node, "a MatMul whose second input is not a constant"))?;
+        let weight = b.transposed(node)?;
+        let outputs = weight.dims[0];
+        let add = self.sole(&out).filter(|n| n.op_type == "Add").and_then(|n| {
+            let bias = self.operand(n, &out)?;
+            (bias.values.len() == outputs).then(|| (n.output[0].clone(), bias.clone()))
+        });
+        match add {
+            Some((end, bias)) => {
+                self.linear(node, weight, Some(bias), 1.0, 1.0)?;
+                Ok(end)
+            }
+            None => {
+                self.linear(node, weight, None, 1.0, 1.0)?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// A linear layer from `weight` `[out, in]` and an optional bias.
+    fn linear(
+        &mut self,
+        node: &NodeProto,
+        weight: Constant,
+        bias: Option<Constant>,
+        alpha: f64,
+        beta: f64,
+    ) -> Result<(), String> {
+        let [outputs, width] = weight.dims[..] else {
+            return Err(refusal(node, "a weight that is not a matrix"));
+        };
+        if width != self.width {
+            return Err(refusal(node, &format!("a weight for {width} inputs where rows carry {}", self.width)));
+        }
+        let mut tensors = vec![("weight", weight.values.iter().map(|w| w * alpha).collect(), vec![outputs, width])];
+        if let Some(bias) = &bias {
+            let values = per_feature(bias.values.clone(), outputs, 0.0, node)?;
+            tensors.push(("bias", values.into_iter().map(|b| b * beta).collect(), vec![outputs]));
+        }
+        self.width = outputs;
+        self.push(LayerSpec::Linear { bias: bias.is_some() }, tensors)
+    }
+
+    /// `x + c`, `x − c`, `x · c`, `x / c` with a constant `c` (per feature or
+    /// one for all) as a standardisation.
+    fn arithmetic(&mut self, node: &NodeProto, value: &str) -> Result<(), String> {
+        let width = self.width;
+        let first = node.input.first().map(String::as_str) == Some(value);
+        let c = self
+            .operand(node, value)
+            .cloned()
+            .ok_or_else(|| refusal(node, "arithmetic between two computed values"))?;
+        let c = per_feature(c.values, width, 0.0, node)?;
+        let (offset, scale) = match (node.op_type.as_str(), first) {
+            ("Add", _) => (c.iter().map(|v| -v).collect(), vec![1.0; width]),
+            ("Sub", true) => (c, vec![1.0; width]),
+            ("Mul", _) => (vec![0.0; width], c),
+            ("Div", true) => (vec![0.0; width], c.iter().map(|v| 1.0 / v).collect()),
+            _ => return Err(refusal(node, "a constant minus or divided by the rows")),
+        };
+        self.standardize(node, offset, scale)
+    }
+
+    /// `(x − offset) · scale` as a `standardize` layer (mean, std = 1 / scale).
+    fn standardize(&mut self, node: &NodeProto, offset: Vec<f64>, scale: Vec<f64>) -> Result<(), String> {
+        if let Some(bad) = scale.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
+            return Err(refusal(
+                node,
+                &format!("a scaling by {bad}; only positive finite scales compile to standardisation"),
+            ));
+        }
+        let width = self.width;
+        let std = scale.iter().map(|s| 1.0 / s).collect();
+        self.push(LayerSpec::Standardize, vec![("mean", offset, vec![width]), ("std", std, vec![width])])
+    }
+}
+
+fn attribute<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+fn describe(node: &NodeProto) -> String {
+    let name = if node.name.is_empty() { node.output.first().map_or("?", String::as_str) } else { &node.name };
+    if node.domain.is_empty() {
+        format!("`{name}` ({})", node.op_type)
+    } else {
+        format!("`{name}` ({}:{})", node.domain, node.op_type)
+    }
+}
+
+fn refusal(node: &NodeProto, what: &str) -> String {
+    format!("node {} is {what}; Candela compiles {SUPPORTED}", describe(node))
+}
