@@ -46,7 +46,8 @@ impl ServedModel {
         let drift = Drift::new(loaded.manifest.monitoring.as_ref(), &loaded.manifest.features, compute.drift);
         let (loaded, stats) = (Arc::new(loaded), Arc::new(ModelStats::new(drift)));
         let inline = overrides.inline_lone && loaded.device == "cpu";
-        let batcher = Arc::new(Batcher::new(policy, inline, metrics));
+        let queue_metrics = metrics.queue_series(&loaded.segment, loaded.version);
+        let batcher = Arc::new(Batcher::new(policy, inline, queue_metrics));
         let workers = Workers::start(&loaded, &batcher, &stats, compute.workers, compute.threads)?;
         Ok(ServedModel { loaded, batcher, stats, _workers: workers })
     }

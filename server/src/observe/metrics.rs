@@ -270,29 +270,19 @@ impl Metrics {
         self.call_seconds.get_or_create(&MethodLabels { service, method }).observe(elapsed.as_secs_f64());
     }
 
-    /// A request joined a model's queue for a compute worker.
-    pub fn queued(&self) {
-        self.queue_depth.inc();
-    }
-
-    /// A request left the queue after `waited`, to be computed or dropped.
-    pub fn dequeued(&self, segment: &str, version: u64, waited: Duration) {
-        self.queue_depth.dec();
-        self.queue_seconds.get_or_create(&model_labels(segment, version)).observe(waited.as_secs_f64());
-    }
-
-    /// A request was dropped before compute, for `reason` (`deadline`, `cancelled`).
-    pub fn dropped(&self, segment: &str, version: u64, reason: &'static str) {
-        self.dropped
-            .get_or_create(&DropLabels { segment: segment.to_string(), version: version.to_string(), reason })
-            .inc();
-    }
-
-    /// One forward pass ran over `rows` rows (from one or more requests) in `compute`.
-    pub fn pass(&self, segment: &str, version: u64, rows: usize, compute: Duration) {
+    /// One model version's queue and pass series, resolved once: its
+    /// compute path records into them without building labels or looking
+    /// series up per request.
+    pub fn queue_series(&self, segment: &str, version: u64) -> QueueMetrics {
         let labels = model_labels(segment, version);
-        self.batch_rows.get_or_create(&labels).observe(rows as f64);
-        self.compute_seconds.get_or_create(&labels).observe(compute.as_secs_f64());
+        QueueMetrics {
+            depth: self.queue_depth.clone(),
+            waited: self.queue_seconds.get_or_create(&labels).clone(),
+            pass_rows: self.batch_rows.get_or_create(&labels).clone(),
+            pass_seconds: self.compute_seconds.get_or_create(&labels).clone(),
+            dropped: self.dropped.clone(),
+            labels,
+        }
     }
 
     /// The exposition text, with the gauges that are read at scrape time.
@@ -322,6 +312,44 @@ impl Default for Metrics {
 
 fn unix_seconds(at: SystemTime) -> f64 {
     at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+/// One model version's compute queue as the metrics see it (see
+/// `Metrics::queue_series`): the server-wide queue depth, its waits, its
+/// passes' rows and time, and the work it dropped before compute.
+#[derive(Clone)]
+pub struct QueueMetrics {
+    depth: Gauge,
+    waited: Histogram,
+    pass_rows: Histogram,
+    pass_seconds: Histogram,
+    dropped: Family<DropLabels, Counter>,
+    labels: ModelLabels,
+}
+
+impl QueueMetrics {
+    /// A request joined the queue for a compute worker.
+    pub fn queued(&self) {
+        self.depth.inc();
+    }
+
+    /// A request left the queue after `waited`, to be computed or dropped.
+    pub fn dequeued(&self, waited: Duration) {
+        self.depth.dec();
+        self.waited.observe(waited.as_secs_f64());
+    }
+
+    /// A request was dropped before compute, for `reason` (`deadline`, `cancelled`).
+    pub fn dropped(&self, reason: &'static str) {
+        let ModelLabels { segment, version } = self.labels.clone();
+        self.dropped.get_or_create(&DropLabels { segment, version, reason }).inc();
+    }
+
+    /// One forward pass ran over `rows` rows (from one or more requests) in `compute`.
+    pub fn pass(&self, rows: usize, compute: Duration) {
+        self.pass_rows.observe(rows as f64);
+        self.pass_seconds.observe(compute.as_secs_f64());
+    }
 }
 
 fn model_labels(segment: &str, version: u64) -> ModelLabels {

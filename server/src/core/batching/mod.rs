@@ -20,11 +20,11 @@ use crate::core::stats::ModelStats;
 use crate::model::LoadedModel;
 use crate::model::manifest::BatchingSpec;
 use crate::model::scorer::Pass;
-use crate::observe::metrics::Metrics;
+use crate::observe::metrics::QueueMetrics;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -156,6 +156,10 @@ impl Job {
 struct Queue {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Workers waiting on `arrived`: a submission wakes one only when one
+    /// waits (a notify is a syscall even when nobody listens, and under
+    /// load the workers are mostly busy computing).
+    waiting: usize,
 }
 
 /// A model version's request queue and merge policy.
@@ -164,7 +168,7 @@ pub struct Batcher {
     queue: Mutex<Queue>,
     arrived: Condvar,
     /// Where queue depth, waits, passes and drops are reported.
-    metrics: Arc<Metrics>,
+    metrics: QueueMetrics,
     /// Whether a lone request may run inline: a CPU model under a policy
     /// with no batching window (a window asks for requests to be merged).
     inline: bool,
@@ -178,10 +182,10 @@ pub struct Batcher {
 impl Batcher {
     /// A queue under `policy`; `inline`: a lone request's quick pass may run
     /// where it is (asked for, and the model computes on the CPU).
-    pub fn new(policy: BatchPolicy, inline: bool, metrics: Arc<Metrics>) -> Batcher {
+    pub fn new(policy: BatchPolicy, inline: bool, metrics: QueueMetrics) -> Batcher {
         Batcher {
             policy,
-            queue: Mutex::new(Queue { jobs: VecDeque::new(), closed: false }),
+            queue: Mutex::new(Queue { jobs: VecDeque::new(), closed: false, waiting: 0 }),
             arrived: Condvar::new(),
             metrics,
             inline: inline && policy.max_queue_delay.is_zero(),
@@ -212,9 +216,12 @@ impl Batcher {
         }
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         queue.jobs.push_back(job);
+        let wake = queue.waiting > 0;
         drop(queue);
         self.metrics.queued();
-        self.arrived.notify_one();
+        if wake {
+            self.arrived.notify_one();
+        }
         Some(answer)
     }
 
@@ -316,11 +323,20 @@ impl Batcher {
                     return Some(batch);
                 }
                 Some(until) => {
-                    queue =
-                        self.arrived.wait_timeout(queue, until - now).unwrap_or_else(|poisoned| poisoned.into_inner()).0
+                    queue.waiting += 1;
+                    queue = self
+                        .arrived
+                        .wait_timeout(queue, until - now)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .0;
+                    queue.waiting -= 1;
                 }
                 None if queue.closed => return None,
-                None => queue = self.arrived.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner()),
+                None => {
+                    queue.waiting += 1;
+                    queue = self.arrived.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
+                    queue.waiting -= 1;
+                }
             }
         }
     }
@@ -337,8 +353,8 @@ impl Batcher {
             match job.dropped(now) {
                 Some(reason) => {
                     let queue = now - job.queued;
-                    self.metrics.dequeued(&model.segment, model.version, queue);
-                    self.metrics.dropped(&model.segment, model.version, reason.label());
+                    self.metrics.dequeued(queue);
+                    self.metrics.dropped(reason.label());
                     let timing = Timing { queue, ..Timing::default() };
                     let _ = job.reply.send(Reply { outcome: Computed::Dropped, timing });
                 }
@@ -371,10 +387,10 @@ impl Batcher {
         }
 
         stats.record_pass(rows, stages);
-        self.metrics.pass(&model.segment, model.version, rows, stages.total());
+        self.metrics.pass(rows, stages.total());
         let computed = |job: &Job| {
             let queue = now - job.queued;
-            self.metrics.dequeued(&model.segment, model.version, queue);
+            self.metrics.dequeued(queue);
             stats.record_compute(queue, stages);
             Timing { queue, compute: stages.total(), batch_rows: rows }
         };

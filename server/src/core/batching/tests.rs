@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn batcher(enabled: bool, max_batch_rows: usize, max_queue_delay: Duration) -> Batcher {
-    Batcher::new(BatchPolicy { enabled, max_batch_rows, max_queue_delay }, true, Arc::new(Metrics::new()))
+    Batcher::new(BatchPolicy { enabled, max_batch_rows, max_queue_delay }, true, Metrics::new().queue_series("test", 1))
 }
 
 /// The row counts of the next batch's jobs.
@@ -65,7 +65,7 @@ fn demo() -> LoadedModel {
 
 fn cpu_batcher(max_queue_delay: Duration, on_cpu: bool) -> Batcher {
     let policy = BatchPolicy { enabled: true, max_batch_rows: 1024, max_queue_delay };
-    Batcher::new(policy, on_cpu, Arc::new(Metrics::new()))
+    Batcher::new(policy, on_cpu, Metrics::new().queue_series("test", 1))
 }
 
 #[test]
