@@ -104,8 +104,8 @@ async fn merged_passes_answer_every_caller_with_its_own_rows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn greedy_batching_answers_every_caller_with_its_own_rows() {
-    let (requests, _, passes) = every_caller_gets_its_own_rows(&[]).await;
+async fn greedy_batching_through_the_compute_threads_answers_every_caller_with_its_own_rows() {
+    let (requests, _, passes) = every_caller_gets_its_own_rows(&["--inline-lone-requests", "off"]).await;
     assert_eq!(requests, (CALLERS * CALLS_EACH) as u64);
     assert!(passes <= requests, "never more passes than requests: {passes} for {requests}");
 }
@@ -114,7 +114,7 @@ async fn greedy_batching_answers_every_caller_with_its_own_rows() {
 async fn lone_requests_computed_inline_and_queued_ones_each_get_their_own_rows() {
     // Concurrent callers: some requests find the server alone (computed
     // where they are), the rest queue and merge; every caller's rows are its own.
-    let (requests, _, passes) = every_caller_gets_its_own_rows(&["--inline-lone-requests", "on"]).await;
+    let (requests, _, passes) = every_caller_gets_its_own_rows(&[]).await;
     assert_eq!(requests, (CALLERS * CALLS_EACH) as u64);
     assert!(passes <= requests, "never more passes than requests: {passes} for {requests}");
 }

@@ -166,11 +166,13 @@ pub struct Settings {
     /// Compute a lone request (the only one being scored, nothing queued for
     /// its CPU model, at most 8 rows, a pass under 200 µs, no batching window)
     /// on the thread that received it, saving the two cross-thread wake-ups
-    /// of the hand-off to the compute thread: for a caller at a time, p50
-    /// 38–62 µs lower; measured 5–20 % fewer calls per second at concurrency
-    /// 32 on a 2-core host, where the requests a slow client spaces out are
-    /// then computed on the threads serving the connection (bench/RESULTS.md).
-    #[arg(long, value_enum, env = "CANDELA_INLINE_LONE_REQUESTS", default_value_t = Switch::Off)]
+    /// of the hand-off to the compute thread (~46 µs on our VMs, against a
+    /// 2.4 µs pass). With the callers on other cores, as in production:
+    /// 1.07× the calls per second of `off` for one caller, 1.48× at 8 and
+    /// 1.49× at 32 callers. `off` sends every request through the compute threads; it
+    /// measured 5–20 % more calls per second at 32 callers only where the
+    /// load generator shared the server's two cores (bench/RESULTS.md).
+    #[arg(long, value_enum, env = "CANDELA_INLINE_LONE_REQUESTS", default_value_t = Switch::On)]
     pub inline_lone_requests: Switch,
 
     /// Compute threads per model version. Each runs one forward pass at a

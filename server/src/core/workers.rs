@@ -3,8 +3,8 @@
 //! threads: candle's parallel kernels (softmax, large matrix multiplies) then
 //! run on the worker itself and its pool, instead of handing every operation
 //! to rayon's global pool and waiting for it. Compute runs on these threads,
-//! except, when asked for, a lone request's small, quick pass, which runs
-//! where the request is (see `Batcher::run_inline`).
+//! except a lone request's small, quick pass, which runs where the request
+//! is (see `Batcher::run_inline`; `--inline-lone-requests off` stops it).
 
 use crate::core::batching::Batcher;
 use crate::core::stats::ModelStats;

