@@ -13,16 +13,15 @@
 //! `onnx-schema` crate.
 
 mod constants;
+mod refusals;
 
 use super::manifest::{GeluApproximation, LayerSpec};
 use candle_core::{Device, Tensor};
 use constants::{Constant, constant, per_feature};
 use onnx_schema as proto;
 use proto::{AttributeProto, NodeProto};
+use refusals::{describe, refusal, unsupported};
 use std::collections::{HashMap, HashSet};
-
-/// What each supported op is, for refusals.
-const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Scaler, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head)";
 
 /// A graph as layers over tensors named `{layer}.{param}`.
 pub struct Imported {
@@ -51,7 +50,13 @@ pub fn import(bytes: &[u8], inputs: usize) -> Result<Imported, String> {
     }
     let fed: Vec<&proto::ValueInfoProto> = graph.input.iter().filter(|i| !constants.contains_key(&i.name)).collect();
     let [input] = fed[..] else {
-        return Err(format!("the graph takes {} inputs; Candela feeds one, the feature rows", fed.len()));
+        return Err(format!(
+            "the graph takes {} inputs; Candela feeds one, the feature rows: convert the model from one \
+             float matrix of every feature (skl2onnx: `to_onnx(pipeline, X.to_numpy(np.float32)[:1])`, \
+             not from a DataFrame, which gives an input per column); string columns are not served \
+             yet: encode categories as numbers before the model",
+            fed.len()
+        ));
     };
     check_input(input, inputs)?;
     let output = probability_output(&graph.output)?;
@@ -77,6 +82,16 @@ pub fn import(bytes: &[u8], inputs: usize) -> Result<Imported, String> {
             return Err("the graph has a cycle".into());
         }
         value = walk.step(&value)?;
+    }
+    if !matches!(walk.layers.last(), Some(LayerSpec::Softmax | LayerSpec::Sigmoid)) {
+        let last = producer.get(output.as_str()).map_or_else(|| format!("`{output}`"), |&i| describe(&nodes[i]));
+        return Err(format!(
+            "the graph's output `{output}` is raw scores (logits) from node {last}, not probabilities: \
+             export the model with its head, a softmax over one output per label (PyTorch: \
+             `torch.onnx.export(torch.nn.Sequential(net, torch.nn.Softmax(dim=1)), …)`) or a sigmoid \
+             over one output for two labels (`torch.nn.Sigmoid()`); model.json's `layers` are for \
+             candle networks and cannot add one to an ONNX graph"
+        ));
     }
     Ok(Imported { layers: walk.layers, tensors: walk.tensors })
 }
@@ -335,7 +350,7 @@ impl<'a> Walk<'a> {
                 }
                 self.push(LayerSpec::LayerNorm { eps }, tensors)?;
             }
-            _ => return Err(refusal(node, "an unsupported op")),
+            _ => return Err(unsupported(node)),
         }
         Ok(out)
     }
@@ -451,17 +466,4 @@ impl<'a> Walk<'a> {
 
 fn attribute<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
     node.attribute.iter().find(|a| a.name == name)
-}
-
-fn describe(node: &NodeProto) -> String {
-    let name = if node.name.is_empty() { node.output.first().map_or("?", String::as_str) } else { &node.name };
-    if node.domain.is_empty() {
-        format!("`{name}` ({})", node.op_type)
-    } else {
-        format!("`{name}` ({}:{})", node.domain, node.op_type)
-    }
-}
-
-fn refusal(node: &NodeProto, what: &str) -> String {
-    format!("node {} is {what}; Candela compiles {SUPPORTED}", describe(node))
 }

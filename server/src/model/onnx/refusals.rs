@@ -1,0 +1,135 @@
+//! How a graph Candela does not compile is refused: the node by name and
+//! op type, what about it is not compiled, and what works instead where
+//! something does, so that the refusal is the way forward.
+
+use onnx_schema::NodeProto;
+
+/// What each supported op is, for refusals.
+const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Scaler, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head)";
+
+/// How a refusal names `node`: its name (else its first output) and op type.
+pub(super) fn describe(node: &NodeProto) -> String {
+    let name = if node.name.is_empty() { node.output.first().map_or("?", String::as_str) } else { &node.name };
+    if node.domain.is_empty() {
+        format!("`{name}` ({})", node.op_type)
+    } else {
+        format!("`{name}` ({}:{})", node.domain, node.op_type)
+    }
+}
+
+/// The refusal of `node`, which is `what`, with the list of what is compiled.
+pub(super) fn refusal(node: &NodeProto, what: &str) -> String {
+    format!("node {} is {what}; Candela compiles {SUPPORTED}", describe(node))
+}
+
+/// The refusal of an op Candela does not compile, with what works instead
+/// where something does (docs/models.md lists what is compiled).
+pub(super) fn unsupported(node: &NodeProto) -> String {
+    let instead = match node.op_type.as_str() {
+        "TreeEnsembleClassifier" | "TreeEnsembleRegressor" | "TreeEnsemble" => {
+            " (trees inside ONNX are not compiled yet: serve a LightGBM or XGBoost booster from its own \
+             file instead, `booster_.save_model(\"lightgbm.txt\")` with \"format\": \"lightgbm\" or \
+             `get_booster().save_model(\"xgboost.json\")` with \"format\": \"xgboost\", the \
+             preprocessing done before the call)"
+        }
+        "LinearClassifier" | "LinearRegressor" => {
+            " (linear models inside ONNX are not compiled yet: a logistic regression serves as a candle \
+             network, `layers` [standardize (a StandardScaler's `mean_` and `scale_` as `mean` and \
+             `std`), linear (`coef_` and `intercept_` as `weight` and `bias`), sigmoid (two labels) or \
+             softmax] with those tensors in model.safetensors; docs/models.md)"
+        }
+        "ZipMap" => " (convert with skl2onnx's `options={\"zipmap\": False}`: the probabilities then come as a tensor)",
+        "DynamicQuantizeLinear"
+        | "MatMulInteger"
+        | "QuantizeLinear"
+        | "DequantizeLinear"
+        | "QLinearMatMul"
+        | "DynamicQuantizeMatMul"
+        | "MatMulIntegerToFloat" => {
+            " (quantized INT8 graphs are not served yet: serve the FP32 graph, or set \"dtype\": \"f16\" \
+             in model.json to halve the weights' memory)"
+        }
+        "Imputer" => {
+            " (imputation inside the graph is not compiled yet: fill missing values before the call, or \
+             serve a LightGBM or XGBoost booster, which takes NaN as missing)"
+        }
+        "OneHotEncoder" | "LabelEncoder" | "CategoryMapper" | "StringNormalizer" => {
+            " (string categories are not served yet: encode them as numbers before the model)"
+        }
+        _ => "",
+    };
+    refusal(node, &format!("an unsupported op{instead}"))
+}
+
+/// The refusals a data scientist meets first, checked on the smallest graphs
+/// that show them: each names the node and says what works instead.
+#[cfg(test)]
+mod tests {
+    use super::super::import;
+    use onnx_schema as proto;
+    use prost::Message;
+
+    /// A graph over one float input `x` of 3 features, its `nodes` in order and
+    /// its one output `y`.
+    fn graph(nodes: Vec<proto::NodeProto>) -> Vec<u8> {
+        let value = |name: &str| proto::ValueInfoProto { name: name.into(), ..Default::default() };
+        let graph =
+            proto::GraphProto { node: nodes, input: vec![value("x")], output: vec![value("y")], ..Default::default() };
+        proto::ModelProto { graph: Some(graph), ..Default::default() }.encode_to_vec()
+    }
+
+    fn node(op_type: &str, domain: &str, input: &str, output: &str) -> proto::NodeProto {
+        proto::NodeProto {
+            op_type: op_type.into(),
+            domain: domain.into(),
+            name: format!("{op_type}_0"),
+            input: vec![input.into()],
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    fn refusal(nodes: Vec<proto::NodeProto>) -> String {
+        match import(&graph(nodes), 3) {
+            Ok(_) => panic!("the graph was compiled"),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn unsupported_ops_name_the_node_and_the_way_that_works() {
+        for (op, instead) in [
+            ("TreeEnsembleClassifier", "\"format\": \"lightgbm\""),
+            ("LinearClassifier", "`coef_` and `intercept_` as `weight` and `bias`"),
+            ("ZipMap", "options={\"zipmap\": False}"),
+            ("DynamicQuantizeLinear", "serve the FP32 graph"),
+            ("Imputer", "fill missing values before the call"),
+            ("OneHotEncoder", "encode them as numbers"),
+        ] {
+            let error = refusal(vec![node(op, "ai.onnx.ml", "x", "y")]);
+            assert!(error.contains(&format!("`{op}_0` (ai.onnx.ml:{op}) is an unsupported op")), "{error}");
+            assert!(error.contains(instead), "{op}: `{instead}` not in: {error}");
+            assert!(error.contains("Candela compiles Gemm"), "{error}");
+        }
+        let plain = refusal(vec![node("Hardmax", "", "x", "y")]);
+        assert!(plain.contains("`Hardmax_0` (Hardmax) is an unsupported op; Candela compiles"), "{plain}");
+    }
+
+    #[test]
+    fn a_graph_ending_in_logits_says_to_export_its_softmax_not_to_edit_layers() {
+        let error = refusal(vec![node("Relu", "", "x", "y")]);
+        assert!(error.contains("`y` is raw scores (logits) from node `Relu_0` (Relu)"), "{error}");
+        assert!(error.contains("torch.nn.Softmax(dim=1)"), "{error}");
+        assert!(error.contains("cannot add one to an ONNX graph"), "{error}");
+    }
+
+    #[test]
+    fn a_graph_with_an_input_per_column_says_to_convert_from_one_matrix() {
+        let mut model = proto::ModelProto::decode(&graph(vec![node("Relu", "", "x", "y")])[..]).unwrap();
+        let graph = model.graph.as_mut().unwrap();
+        graph.input.push(proto::ValueInfoProto { name: "amount".into(), ..Default::default() });
+        let error = import(&model.encode_to_vec(), 3).err().expect("two inputs are refused");
+        assert!(error.contains("the graph takes 2 inputs"), "{error}");
+        assert!(error.contains("X.to_numpy(np.float32)"), "{error}");
+    }
+}
