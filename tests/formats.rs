@@ -53,6 +53,10 @@ async fn every_format_answers_as_its_own_library_does() {
         ("lightgbm-multi", 1e-6),
         ("sklearn-binary", 1e-5),
         ("sklearn-multi", 1e-5),
+        // ONNX-ML: Scaler + LinearClassifier, with skl2onnx's default ZipMap (binary) and its
+        // L1 Normalizer (multinomial), against onnxruntime.
+        ("sklearn-logistic", 1e-5),
+        ("sklearn-logistic-multi", 1e-5),
         ("torch-softmax", 1e-5),
         ("torch-sigmoid", 1e-5),
         ("torch-dynamo", 1e-5),

@@ -4,7 +4,7 @@
 //! PyTorch-named tensors, which `Network::build` then checks and places like
 //! any other. Covered: Gemm, MatMul (+ Add), Relu, Sigmoid, Tanh, Softmax,
 //! Gelu and its Erf formula, BatchNormalization, LayerNormalization, constant
-//! Add/Sub/Mul/Div and `ai.onnx.ml` Scaler (as standardisation), the no-ops
+//! Add/Sub/Mul/Div, the `ai.onnx.ml` ops around linear models (`ml`), the no-ops
 //! exporters emit (Identity, Dropout, Flatten, Reshape to the same shape,
 //! Cast to float), and a binary head written as `Concat(1 − p, p)`. Branches
 //! that do not lead to the probabilities (skl2onnx's label: ArgMax,
@@ -13,6 +13,7 @@
 //! `onnx-schema` crate.
 
 mod constants;
+mod ml;
 mod refusals;
 
 use super::manifest::{GeluApproximation, LayerSpec};
@@ -317,13 +318,6 @@ impl<'a> Walk<'a> {
             ("" | "ai.onnx", "Gemm") => return self.gemm(node, value, out),
             ("" | "ai.onnx", "MatMul") => return self.matmul(node, value, out),
             ("" | "ai.onnx", "Add" | "Sub" | "Mul" | "Div") => self.arithmetic(node, value)?,
-            ("ai.onnx.ml", "Scaler") => {
-                let floats =
-                    |name| attribute(node, name).map(|a| a.floats.iter().map(|v| f64::from(*v)).collect::<Vec<_>>());
-                let offset = per_feature(floats("offset").unwrap_or_default(), width, 0.0, node)?;
-                let scale = per_feature(floats("scale").unwrap_or_default(), width, 1.0, node)?;
-                self.standardize(node, offset, scale)?;
-            }
             ("" | "ai.onnx", "BatchNormalization") => {
                 let [weight, bias, mean, var] = self.params::<4>(node)?;
                 let eps = attribute(node, "epsilon").map_or(1e-5, |a| f64::from(a.f));
@@ -350,6 +344,7 @@ impl<'a> Walk<'a> {
                 }
                 self.push(LayerSpec::LayerNorm { eps }, tensors)?;
             }
+            ("ai.onnx.ml", _) => return self.ml(node, value).unwrap_or_else(|| Err(unsupported(node))),
             _ => return Err(unsupported(node)),
         }
         Ok(out)

@@ -5,7 +5,7 @@
 use onnx_schema::NodeProto;
 
 /// What each supported op is, for refusals.
-const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Scaler, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head)";
+const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head); ai.onnx.ml Scaler, LinearClassifier (binary LOGISTIC, multinomial SOFTMAX), Normalizer (L1, after the head), ZipMap (dropped)";
 
 /// How a refusal names `node`: its name (else its first output) and op type.
 pub(super) fn describe(node: &NodeProto) -> String {
@@ -32,13 +32,7 @@ pub(super) fn unsupported(node: &NodeProto) -> String {
              `get_booster().save_model(\"xgboost.json\")` with \"format\": \"xgboost\", the \
              preprocessing done before the call)"
         }
-        "LinearClassifier" | "LinearRegressor" => {
-            " (linear models inside ONNX are not compiled yet: a logistic regression serves as a candle \
-             network, `layers` [standardize (a StandardScaler's `mean_` and `scale_` as `mean` and \
-             `std`), linear (`coef_` and `intercept_` as `weight` and `bias`), sigmoid (two labels) or \
-             softmax] with those tensors in model.safetensors; docs/models.md)"
-        }
-        "ZipMap" => " (convert with skl2onnx's `options={\"zipmap\": False}`: the probabilities then come as a tensor)",
+        "LinearRegressor" | "SVMRegressor" => " (regressors are not served yet: Candela answers class probabilities)",
         "DynamicQuantizeLinear"
         | "MatMulInteger"
         | "QuantizeLinear"
@@ -100,8 +94,7 @@ mod tests {
     fn unsupported_ops_name_the_node_and_the_way_that_works() {
         for (op, instead) in [
             ("TreeEnsembleClassifier", "\"format\": \"lightgbm\""),
-            ("LinearClassifier", "`coef_` and `intercept_` as `weight` and `bias`"),
-            ("ZipMap", "options={\"zipmap\": False}"),
+            ("LinearRegressor", "regressors are not served yet"),
             ("DynamicQuantizeLinear", "serve the FP32 graph"),
             ("Imputer", "fill missing values before the call"),
             ("OneHotEncoder", "encode them as numbers"),
@@ -113,6 +106,31 @@ mod tests {
         }
         let plain = refusal(vec![node("Hardmax", "", "x", "y")]);
         assert!(plain.contains("`Hardmax_0` (Hardmax) is an unsupported op; Candela compiles"), "{plain}");
+    }
+
+    #[test]
+    fn linear_classifiers_are_compiled_only_where_their_scores_are_probabilities() {
+        let classifier = |transform: &str, targets: usize| {
+            let floats = |name: &str, floats: Vec<f32>| proto::AttributeProto {
+                name: name.into(),
+                floats,
+                ..Default::default()
+            };
+            let mut node = node("LinearClassifier", "ai.onnx.ml", "x", "label");
+            node.output.push("y".into());
+            node.attribute = vec![
+                floats("coefficients", vec![0.5; 3 * targets]),
+                floats("intercepts", vec![0.1; targets]),
+                proto::AttributeProto { name: "classlabels_ints".into(), ints: vec![0, 1, 2], ..Default::default() },
+                proto::AttributeProto { name: "post_transform".into(), s: transform.into(), ..Default::default() },
+            ];
+            refusal(vec![node])
+        };
+        let one_vs_rest = classifier("LOGISTIC", 3);
+        assert!(one_vs_rest.contains("post_transform LOGISTIC over 3 scores for 3 labels"), "{one_vs_rest}");
+        assert!(one_vs_rest.contains("one-vs-rest is not compiled yet"), "{one_vs_rest}");
+        let raw = classifier("NONE", 3);
+        assert!(raw.contains("post_transform NONE over 3 scores"), "{raw}");
     }
 
     #[test]

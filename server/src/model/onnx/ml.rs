@@ -1,0 +1,116 @@
+//! The `ai.onnx.ml` ops scikit-learn's converters emit around a linear
+//! model, lowered onto the same layers: Scaler (a standardisation),
+//! LinearClassifier (a linear layer under its sigmoid or softmax head, as
+//! onnxruntime computes it), an L1 Normalizer over probabilities that already
+//! sum to one, and ZipMap (output formatting: the probabilities as maps).
+
+use super::constants::{Constant, per_feature};
+use super::{Walk, attribute, refusal};
+use crate::model::manifest::LayerSpec;
+use onnx_schema::NodeProto;
+
+impl Walk<'_> {
+    /// Lowers the `ai.onnx.ml` op `node`, which consumes the rows' current
+    /// `value`; `None` for an op this module does not know.
+    pub(super) fn ml(&mut self, node: &NodeProto, value: &str) -> Option<Result<String, String>> {
+        let out = node.output.first()?.clone();
+        Some(match node.op_type.as_str() {
+            "Scaler" => {
+                let width = self.width;
+                let floats =
+                    |name| attribute(node, name).map(|a| a.floats.iter().map(|v| f64::from(*v)).collect::<Vec<_>>());
+                per_feature(floats("offset").unwrap_or_default(), width, 0.0, node)
+                    .and_then(|offset| {
+                        Ok((offset, per_feature(floats("scale").unwrap_or_default(), width, 1.0, node)?))
+                    })
+                    .and_then(|(offset, scale)| self.standardize(node, offset, scale))
+                    .map(|()| out)
+            }
+            "LinearClassifier" => self.linear_classifier(node, value),
+            "Normalizer" => self.normalizer(node),
+            "ZipMap" => Ok(out),
+            _ => return None,
+        })
+    }
+
+    /// `scores = x · coefficientsᵀ + intercepts`, then `post_transform`:
+    /// SOFTMAX over the classes, or LOGISTIC of the one score of a
+    /// two-label model (onnxruntime answers `[1 − σ(s), σ(s)]`). The
+    /// probabilities are the op's second output.
+    fn linear_classifier(&mut self, node: &NodeProto, value: &str) -> Result<String, String> {
+        let Some(probabilities) = node.output.get(1).filter(|o| !o.is_empty()).cloned() else {
+            return Err(refusal(node, "a LinearClassifier without its probability output"));
+        };
+        if node.input.first().map(String::as_str) != Some(value) {
+            return Err(refusal(node, "a LinearClassifier whose input is not the rows"));
+        }
+        let floats = |name| attribute(node, name).map(|a| a.floats.iter().map(|v| f64::from(*v)).collect::<Vec<_>>());
+        let (coefficients, intercepts) = (floats("coefficients").unwrap_or_default(), floats("intercepts"));
+        let targets = intercepts.as_ref().map_or(0, Vec::len);
+        let labels = attribute(node, "classlabels_strings")
+            .map(|a| a.strings.len())
+            .filter(|n| *n > 0)
+            .or_else(|| attribute(node, "classlabels_ints").map(|a| a.ints.len()))
+            .unwrap_or(0);
+        if targets == 0 || coefficients.len() != targets * self.width {
+            return Err(refusal(
+                node,
+                &format!(
+                    "a LinearClassifier with {} coefficients and {targets} intercepts for rows of {} features",
+                    coefficients.len(),
+                    self.width
+                ),
+            ));
+        }
+        let transform = attribute(node, "post_transform").map_or(&b"NONE"[..], |a| a.s.as_slice());
+        let width = self.width;
+        // skl2onnx writes a binary model as two opposite scores, [−s, s]:
+        // their logistics are [1 − σ(s), σ(s)], the sigmoid head's answer.
+        let opposite = targets == 2
+            && intercepts.as_ref().is_some_and(|b| b[0] == -b[1])
+            && (0..width).all(|j| coefficients[j] == -coefficients[width + j]);
+        let (coefficients, intercepts, targets) = match (transform, targets) {
+            (b"LOGISTIC", 2) if opposite => (coefficients[width..].to_vec(), intercepts.map(|b| vec![b[1]]), 1),
+            _ => (coefficients, intercepts, targets),
+        };
+        let head = match (transform, targets, labels) {
+            (b"LOGISTIC", 1, 2) => LayerSpec::Sigmoid,
+            (b"SOFTMAX", t, l) if t >= 2 && t == l => LayerSpec::Softmax,
+            _ => {
+                return Err(refusal(
+                    node,
+                    &format!(
+                        "a LinearClassifier with post_transform {} over {targets} scores for {labels} labels; \
+                         compiled: LOGISTIC over one score, or two opposite ones, for two labels (binary), \
+                         SOFTMAX over one score per label (multinomial; one-vs-rest is not compiled yet)",
+                        String::from_utf8_lossy(transform)
+                    ),
+                ));
+            }
+        };
+        let weight = Constant { dims: vec![targets, self.width], values: coefficients };
+        let bias = intercepts.map(|values| Constant { dims: vec![targets], values });
+        self.linear(node, weight, bias, 1.0, 1.0)?;
+        self.push(head, Vec::new())?;
+        Ok(probabilities)
+    }
+
+    /// An L1 Normalizer straight after a softmax or a two-label sigmoid head
+    /// (what skl2onnx appends to a multinomial model) leaves probabilities
+    /// that already sum to one as they are.
+    fn normalizer(&mut self, node: &NodeProto) -> Result<String, String> {
+        let norm = attribute(node, "norm").map_or(&b"MAX"[..], |a| a.s.as_slice());
+        let after_head = match self.layers.last() {
+            Some(LayerSpec::Softmax) => true,
+            Some(LayerSpec::Sigmoid) => self.width == 1,
+            _ => false,
+        };
+        if norm != b"L1" || !after_head {
+            return Err(refusal(
+                node,
+                "a Normalizer other than L1 over probabilities (after a softmax or sigmoid head)",
+            ));
+        }
+        node.output.first().cloned().ok_or_else(|| refusal(node, "a node without outputs"))
+    }
+}
