@@ -8,10 +8,11 @@
 //! Run: `cargo bench -p candela-server --bench request_path`.
 
 use candela_server::api::call::Call;
+use candela_server::api::oip::tensors::InputFields;
 use candela_server::core::batching::Overrides;
 use candela_server::core::drift::{Drift, DriftSettings};
 use candela_server::core::engine::Progress;
-use candela_server::core::scoring::{self, Deadline, Fields, Rows};
+use candela_server::core::scoring::{self, Deadline, Rows};
 use candela_server::core::served::{Compute, ServedModel};
 use candela_server::model::repository;
 use candela_server::observe::metrics::Metrics;
@@ -21,32 +22,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How the bench's rows are named in violations (none occur: the rows are valid).
-struct BenchFields;
-
-impl Fields for BenchFields {
-    fn width(&self, declared: usize) -> (&'static str, String) {
-        ("width", declared.to_string())
-    }
-    fn values(&self) -> &'static str {
-        "values"
-    }
-    fn row(&self, row: usize) -> String {
-        format!("row {row}")
-    }
-    fn cell(&self, row: usize, col: usize) -> String {
-        format!("row {row} column {col}")
-    }
-}
-
-static FIELDS: BenchFields = BenchFields;
+/// The drift window the bench's models sample into.
+const DRIFT: DriftSettings = DriftSettings { window: Duration::from_secs(60), min_rows: 100, max_rows: 10_000 };
 
 fn served(inline_lone: bool, metrics: &Arc<Metrics>) -> ServedModel {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/retail/1");
     let loaded = repository::load_version("retail", 1, &dir, &Device::Cpu, "cpu", u64::MAX).unwrap();
-    let drift = DriftSettings { window: Duration::from_secs(60), min_rows: 100, max_rows: 10_000 };
     let overrides = Overrides { inline_lone, ..Overrides::default() };
-    ServedModel::new(loaded, &overrides, Compute { workers: 1, threads: 1, drift }, metrics.clone()).unwrap()
+    ServedModel::new(loaded, &overrides, Compute { workers: 1, threads: 1, drift: DRIFT }, metrics.clone()).unwrap()
 }
 
 fn request_path(c: &mut Criterion) {
@@ -58,7 +41,7 @@ fn request_path(c: &mut Criterion) {
     let inline = served(true, &metrics);
     let row = vec![0.5f32; queued.scorer.inputs()];
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let rows = || Rows { fields: &FIELDS, width: row.len(), values: row.clone(), max_rows: 1024 };
+    let rows = || Rows { fields: &InputFields, width: row.len(), values: row.clone(), max_rows: 1024 };
     let deadline = || Deadline { received: Instant::now(), at: None };
 
     let mut group = c.benchmark_group("request path, one row");
@@ -80,8 +63,7 @@ fn request_path(c: &mut Criterion) {
         })
     });
     let manifest = &queued.manifest;
-    let settings = DriftSettings { window: Duration::from_secs(60), min_rows: 100, max_rows: 10_000 };
-    let drift = Drift::new(manifest.monitoring.as_ref(), &manifest.features, settings).expect("retail is monitored");
+    let drift = Drift::new(manifest.monitoring.as_ref(), &manifest.features, DRIFT).expect("retail is monitored");
     let probabilities = [0.9f32, 0.1];
     group.bench_function("drift sampling", |b| b.iter(|| drift.record(&row, row.len(), &probabilities, 2)));
     group.bench_function("forward pass alone", |b| b.iter(|| queued.scorer.forward(&row).unwrap()));

@@ -30,10 +30,10 @@ pub struct Engine {
     repository: OnceLock<Arc<LiveRepository>>,
     /// Answers kept for `Feedback`, and each version's live quality.
     pub outcomes: Arc<Outcomes>,
-    /// Requests being scored now by models that may compute inline
-    /// (--inline-lone-requests): a lone one may be computed where it is,
-    /// without the hand-off to a compute thread. Not counted otherwise, so
-    /// the default adds nothing to the request path.
+    /// Requests being scored now by models that may compute inline (CPU
+    /// models without a batching window, unless --inline-lone-requests off):
+    /// a lone one may be computed where it is, without the hand-off to a
+    /// compute thread. Other requests are not counted.
     inlining: AtomicUsize,
 }
 

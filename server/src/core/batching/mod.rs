@@ -181,7 +181,7 @@ pub struct Batcher {
 
 impl Batcher {
     /// A queue under `policy`; `inline`: a lone request's quick pass may run
-    /// where it is (asked for, and the model computes on the CPU).
+    /// where it is (not turned off, and the model computes on the CPU).
     pub fn new(policy: BatchPolicy, inline: bool, metrics: QueueMetrics) -> Batcher {
         Batcher {
             policy,

@@ -5,32 +5,27 @@
 //! sum to one, and ZipMap (output formatting: the probabilities as maps).
 
 use super::constants::{Constant, per_feature};
-use super::{Walk, attribute, refusal};
+use super::{Walk, attribute, refusal, unsupported};
 use crate::model::manifest::LayerSpec;
 use onnx_schema::NodeProto;
 
 impl Walk<'_> {
     /// Lowers the `ai.onnx.ml` op `node`, which consumes the rows' current
-    /// `value`; `None` for an op this module does not know.
-    pub(super) fn ml(&mut self, node: &NodeProto, value: &str) -> Option<Result<String, String>> {
-        let out = node.output.first()?.clone();
-        Some(match node.op_type.as_str() {
+    /// `value` and gives `out` (its first output); returns the value the
+    /// rows continue as.
+    pub(super) fn ml(&mut self, node: &NodeProto, value: &str, out: String) -> Result<String, String> {
+        match node.op_type.as_str() {
             "Scaler" => {
-                let width = self.width;
-                let floats =
-                    |name| attribute(node, name).map(|a| a.floats.iter().map(|v| f64::from(*v)).collect::<Vec<_>>());
-                per_feature(floats("offset").unwrap_or_default(), width, 0.0, node)
-                    .and_then(|offset| {
-                        Ok((offset, per_feature(floats("scale").unwrap_or_default(), width, 1.0, node)?))
-                    })
-                    .and_then(|(offset, scale)| self.standardize(node, offset, scale))
-                    .map(|()| out)
+                let offset = per_feature(floats(node, "offset"), self.width, 0.0, node)?;
+                let scale = per_feature(floats(node, "scale"), self.width, 1.0, node)?;
+                self.standardize(node, offset, scale)?;
             }
-            "LinearClassifier" => self.linear_classifier(node, value),
-            "Normalizer" => self.normalizer(node),
-            "ZipMap" => Ok(out),
-            _ => return None,
-        })
+            "LinearClassifier" => return self.linear_classifier(node, value),
+            "Normalizer" => self.normalizer(node)?,
+            "ZipMap" => {}
+            _ => return Err(unsupported(node)),
+        }
+        Ok(out)
     }
 
     /// `scores = x · coefficientsᵀ + intercepts`, then `post_transform`:
@@ -44,33 +39,31 @@ impl Walk<'_> {
         if node.input.first().map(String::as_str) != Some(value) {
             return Err(refusal(node, "a LinearClassifier whose input is not the rows"));
         }
-        let floats = |name| attribute(node, name).map(|a| a.floats.iter().map(|v| f64::from(*v)).collect::<Vec<_>>());
-        let (coefficients, intercepts) = (floats("coefficients").unwrap_or_default(), floats("intercepts"));
-        let targets = intercepts.as_ref().map_or(0, Vec::len);
+        let width = self.width;
+        let (coefficients, intercepts) = (floats(node, "coefficients"), floats(node, "intercepts"));
+        let targets = intercepts.len();
         let labels = attribute(node, "classlabels_strings")
             .map(|a| a.strings.len())
             .filter(|n| *n > 0)
             .or_else(|| attribute(node, "classlabels_ints").map(|a| a.ints.len()))
             .unwrap_or(0);
-        if targets == 0 || coefficients.len() != targets * self.width {
+        if targets == 0 || coefficients.len() != targets * width {
             return Err(refusal(
                 node,
                 &format!(
-                    "a LinearClassifier with {} coefficients and {targets} intercepts for rows of {} features",
-                    coefficients.len(),
-                    self.width
+                    "a LinearClassifier with {} coefficients and {targets} intercepts for rows of {width} features",
+                    coefficients.len()
                 ),
             ));
         }
         let transform = attribute(node, "post_transform").map_or(&b"NONE"[..], |a| a.s.as_slice());
-        let width = self.width;
         // skl2onnx writes a binary model as two opposite scores, [−s, s]:
         // their logistics are [1 − σ(s), σ(s)], the sigmoid head's answer.
         let opposite = targets == 2
-            && intercepts.as_ref().is_some_and(|b| b[0] == -b[1])
+            && intercepts[0] == -intercepts[1]
             && (0..width).all(|j| coefficients[j] == -coefficients[width + j]);
         let (coefficients, intercepts, targets) = match (transform, targets) {
-            (b"LOGISTIC", 2) if opposite => (coefficients[width..].to_vec(), intercepts.map(|b| vec![b[1]]), 1),
+            (b"LOGISTIC", 2) if opposite => (coefficients[width..].to_vec(), vec![intercepts[1]], 1),
             _ => (coefficients, intercepts, targets),
         };
         let head = match (transform, targets, labels) {
@@ -88,9 +81,9 @@ impl Walk<'_> {
                 ));
             }
         };
-        let weight = Constant { dims: vec![targets, self.width], values: coefficients };
-        let bias = intercepts.map(|values| Constant { dims: vec![targets], values });
-        self.linear(node, weight, bias, 1.0, 1.0)?;
+        let weight = Constant { dims: vec![targets, width], values: coefficients };
+        let bias = Constant { dims: vec![targets], values: intercepts };
+        self.linear(node, weight, Some(bias), 1.0, 1.0)?;
         self.push(head, Vec::new())?;
         Ok(probabilities)
     }
@@ -98,7 +91,7 @@ impl Walk<'_> {
     /// An L1 Normalizer straight after a softmax or a two-label sigmoid head
     /// (what skl2onnx appends to a multinomial model) leaves probabilities
     /// that already sum to one as they are.
-    fn normalizer(&mut self, node: &NodeProto) -> Result<String, String> {
+    fn normalizer(&self, node: &NodeProto) -> Result<(), String> {
         let norm = attribute(node, "norm").map_or(&b"MAX"[..], |a| a.s.as_slice());
         let after_head = match self.layers.last() {
             Some(LayerSpec::Softmax) => true,
@@ -111,6 +104,11 @@ impl Walk<'_> {
                 "a Normalizer other than L1 over probabilities (after a softmax or sigmoid head)",
             ));
         }
-        node.output.first().cloned().ok_or_else(|| refusal(node, "a node without outputs"))
+        Ok(())
     }
+}
+
+/// `node`'s float-list attribute `name` as f64s (empty when absent).
+fn floats(node: &NodeProto, name: &str) -> Vec<f64> {
+    attribute(node, name).map(|a| a.floats.iter().map(|v| f64::from(*v)).collect()).unwrap_or_default()
 }

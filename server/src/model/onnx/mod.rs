@@ -344,7 +344,7 @@ impl<'a> Walk<'a> {
                 }
                 self.push(LayerSpec::LayerNorm { eps }, tensors)?;
             }
-            ("ai.onnx.ml", _) => return self.ml(node, value).unwrap_or_else(|| Err(unsupported(node))),
+            ("ai.onnx.ml", _) => return self.ml(node, value, out),
             _ => return Err(unsupported(node)),
         }
         Ok(out)

@@ -61,7 +61,6 @@ pub(super) fn unsupported(node: &NodeProto) -> String {
 mod tests {
     use super::super::import;
     use onnx_schema as proto;
-    use prost::Message;
 
     /// A graph over one float input `x` of 3 features, its `nodes` in order and
     /// its one output `y`.
@@ -69,7 +68,7 @@ mod tests {
         let value = |name: &str| proto::ValueInfoProto { name: name.into(), ..Default::default() };
         let graph =
             proto::GraphProto { node: nodes, input: vec![value("x")], output: vec![value("y")], ..Default::default() };
-        proto::ModelProto { graph: Some(graph), ..Default::default() }.encode_to_vec()
+        proto::encode(&proto::ModelProto { graph: Some(graph), ..Default::default() })
     }
 
     fn node(op_type: &str, domain: &str, input: &str, output: &str) -> proto::NodeProto {
@@ -143,10 +142,10 @@ mod tests {
 
     #[test]
     fn a_graph_with_an_input_per_column_says_to_convert_from_one_matrix() {
-        let mut model = proto::ModelProto::decode(&graph(vec![node("Relu", "", "x", "y")])[..]).unwrap();
+        let mut model = proto::decode(&graph(vec![node("Relu", "", "x", "y")])).unwrap();
         let graph = model.graph.as_mut().unwrap();
         graph.input.push(proto::ValueInfoProto { name: "amount".into(), ..Default::default() });
-        let error = import(&model.encode_to_vec(), 3).err().expect("two inputs are refused");
+        let error = import(&proto::encode(&model), 3).err().expect("two inputs are refused");
         assert!(error.contains("the graph takes 2 inputs"), "{error}");
         assert!(error.contains("X.to_numpy(np.float32)"), "{error}");
     }
