@@ -1,5 +1,6 @@
 //! Bring your own model: XGBoost (JSON and UBJSON), LightGBM and ONNX (from
-//! skl2onnx and both torch.onnx.export exporters) models, and PyTorch
+//! skl2onnx, onnxmltools and both torch.onnx.export exporters: networks,
+//! linear models and tree ensembles behind imputing and scaling) models, and PyTorch
 //! safetensors with the model.json `scripts/torch_to_candela.py` writes, each
 //! made by the real library
 //! (`tests/fixtures/formats/make_fixtures.py`), served from one repository
@@ -57,6 +58,16 @@ async fn every_format_answers_as_its_own_library_does() {
         // L1 Normalizer (multinomial), against onnxruntime.
         ("sklearn-logistic", 1e-5),
         ("sklearn-logistic-multi", 1e-5),
+        // Tree ensembles inside ONNX (TreeEnsembleClassifier on the native forest) behind
+        // per-column steps (Imputer, Scaler, MinMaxScaler's Mul/Add/Clip), against onnxruntime.
+        ("onnx-forest", 1e-5),
+        ("onnx-forest-multi", 1e-5),
+        ("onnx-gradient-boosting", 1e-5),
+        ("onnx-hist-boosting", 1e-5),
+        ("onnx-lightgbm-pipeline", 1e-5),
+        ("onnx-xgboost", 1e-5),
+        ("onnx-minmax-logistic", 1e-5),
+        ("onnx-every-mode", 1e-5),
         ("torch-softmax", 1e-5),
         ("torch-sigmoid", 1e-5),
         ("torch-dynamo", 1e-5),

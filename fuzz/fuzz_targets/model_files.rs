@@ -4,7 +4,6 @@
 //! scores rows (missing values included) without panicking or looping.
 #![no_main]
 
-use candela_server::model::network::Network;
 use candela_server::model::scorer::Scorer;
 use candela_server::model::{manifest::DTypeName, onnx, trees};
 use libfuzzer_sys::fuzz_target;
@@ -18,12 +17,7 @@ fuzz_target!(|data: &[u8]| {
         0 => trees::xgboost::parse(file, false, FEATURES, classes).ok().map(|f| Box::new(f) as Box<dyn Scorer>),
         1 => trees::xgboost::parse(file, true, FEATURES, classes).ok().map(|f| Box::new(f) as Box<dyn Scorer>),
         2 => trees::lightgbm::parse(file, FEATURES, classes).ok().map(|f| Box::new(f) as Box<dyn Scorer>),
-        _ => onnx::import(file, FEATURES).ok().and_then(|graph| {
-            let device = candle_core::Device::Cpu;
-            Network::build(&graph.layers, "", graph.tensors, FEATURES, classes, DTypeName::F32, &device)
-                .ok()
-                .map(|n| Box::new(n) as Box<dyn Scorer>)
-        }),
+        _ => onnx::compile(file, FEATURES, classes, DTypeName::F32, &candle_core::Device::Cpu).ok(),
     };
     if let Some(scorer) = scorer {
         let mut rows = vec![0.5f32; FEATURES * 3];

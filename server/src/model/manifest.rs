@@ -80,11 +80,6 @@ impl Format {
         }
     }
 
-    /// Whether the format is a tree ensemble (evaluated on the CPU, NaN as missing).
-    pub fn is_tree(self) -> bool {
-        matches!(self, Format::Xgboost | Format::Lightgbm)
-    }
-
     /// The file a version of this format holds when `model.json` names none.
     pub fn default_file(self) -> &'static str {
         match self {

@@ -6,7 +6,8 @@
 //! policy file (`rollout_policy`),
 //! building and warming the network (`network`, with `hints` for tensors
 //! that are not where the manifest says; `onnx` turns an ONNX graph into the
-//! same network), tree ensembles (`trees`: XGBoost and LightGBM files
+//! same network or the native forest, behind a `pipeline` of per-column
+//! steps), tree ensembles (`trees`: XGBoost and LightGBM files
 //! evaluated natively) and opening the device (`device`).
 //! `scorer` is the one model interface the serving core calls, whatever the
 //! format; nothing else here runs on the request path. This layer imports
@@ -21,6 +22,7 @@ pub mod manifest;
 pub mod monitoring;
 pub mod network;
 pub mod onnx;
+pub mod pipeline;
 pub mod remote;
 pub mod repository;
 pub mod rollout_policy;

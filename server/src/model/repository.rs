@@ -142,7 +142,7 @@ pub fn load_version(
 ) -> Result<LoadedModel, LoadError> {
     let manifest = read_manifest(&dir.join(MANIFEST_FILE))?;
     let scorer = build_scorer(dir, &manifest, device, max_model_bytes)?;
-    let device = if manifest.format.is_tree() { "cpu" } else { device_name };
+    let device = if scorer.on_cpu() { "cpu" } else { device_name };
     Ok(LoadedModel { segment: segment.to_string(), version, scorer, device: device.to_string(), manifest })
 }
 
@@ -175,8 +175,7 @@ pub fn build_scorer(
         }
         Format::Onnx => {
             let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
-            let graph = onnx::import(&bytes, inputs).map_err(|e| model(ModelError::Graph(e)))?;
-            Box::new(network(&graph.layers, "", graph.tensors)?)
+            onnx::compile(&bytes, inputs, classes, manifest.dtype, device).map_err(model)?
         }
         Format::Xgboost => {
             // The file's bytes go as soon as they are parsed: a large model's

@@ -21,6 +21,9 @@ pub trait Scorer: Send + Sync {
     /// Whether a NaN feature is legitimate input meaning "missing" (trees
     /// route it by their default directions); networks refuse it.
     fn accepts_missing(&self) -> bool;
+    /// Whether the model computes on the CPU whatever device is configured
+    /// (trees do), so that GetModel names the device it really runs on.
+    fn on_cpu(&self) -> bool;
     /// Scores `values` (row-major, `inputs()` per row) and returns row-major
     /// probabilities, `classes()` per row. Rows whose arithmetic overflowed
     /// are listed in the pass, never silently scored.

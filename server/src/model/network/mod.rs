@@ -178,6 +178,10 @@ impl Scorer for Network {
         self.dtype.as_str()
     }
 
+    fn on_cpu(&self) -> bool {
+        false
+    }
+
     fn accepts_missing(&self) -> bool {
         false
     }

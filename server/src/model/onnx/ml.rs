@@ -1,10 +1,12 @@
 //! The `ai.onnx.ml` ops scikit-learn's converters emit around a linear
-//! model, lowered onto the same layers: Scaler (a standardisation),
+//! model, lowered onto the same layers (tree ensembles: `tree_ensemble`;
+//! leading Scaler and Imputer steps: `prep`): Scaler (a standardisation),
 //! LinearClassifier (a linear layer under its sigmoid or softmax head, as
 //! onnxruntime computes it), an L1 Normalizer over probabilities that already
 //! sum to one, and ZipMap (output formatting: the probabilities as maps).
 
 use super::constants::{Constant, per_feature};
+use super::prep::floats;
 use super::{Walk, attribute, refusal, unsupported};
 use crate::model::manifest::LayerSpec;
 use onnx_schema::NodeProto;
@@ -21,6 +23,7 @@ impl Walk<'_> {
                 self.standardize(node, offset, scale)?;
             }
             "LinearClassifier" => return self.linear_classifier(node, value),
+            "TreeEnsembleClassifier" => return self.tree_ensemble_classifier(node, value),
             "Normalizer" => self.normalizer(node)?,
             "ZipMap" => {}
             _ => return Err(unsupported(node)),
@@ -106,9 +109,4 @@ impl Walk<'_> {
         }
         Ok(())
     }
-}
-
-/// `node`'s float-list attribute `name` as f64s (empty when absent).
-fn floats(node: &NodeProto, name: &str) -> Vec<f64> {
-    attribute(node, name).map(|a| a.floats.iter().map(|v| f64::from(*v)).collect()).unwrap_or_default()
 }

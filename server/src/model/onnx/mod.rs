@@ -13,21 +13,58 @@
 //! `onnx-schema` crate.
 
 mod constants;
+mod ends;
 mod ml;
+mod prep;
 mod refusals;
+mod tree_ensemble;
 
-use super::manifest::{GeluApproximation, LayerSpec};
+use super::manifest::{DTypeName, GeluApproximation, LayerSpec};
+use super::network::{ModelError, Network};
+use super::pipeline::{Pipeline, Step};
+use super::scorer::Scorer;
+use super::trees::{Ensemble, Forest};
 use candle_core::{Device, Tensor};
 use constants::{Constant, constant, per_feature};
+use ends::{check_input, probability_output};
 use onnx_schema as proto;
 use proto::{AttributeProto, NodeProto};
 use refusals::{describe, refusal, unsupported};
 use std::collections::{HashMap, HashSet};
 
-/// A graph as layers over tensors named `{layer}.{param}`.
+/// A graph as per-column steps ahead of the model it compiles to.
 pub struct Imported {
-    pub layers: Vec<LayerSpec>,
-    pub tensors: HashMap<String, Tensor>,
+    /// What the rows go through first (empty: nothing).
+    pub steps: Vec<Step>,
+    pub model: Lowered,
+}
+
+/// What the model op of a graph becomes.
+pub enum Lowered {
+    /// Layers over tensors named `{layer}.{param}`.
+    Network { layers: Vec<LayerSpec>, tensors: HashMap<String, Tensor> },
+    /// A tree ensemble for the native forest.
+    Forest(Ensemble),
+}
+
+/// The scorer the ONNX model in `bytes` compiles to for `inputs` features
+/// and `classes` labels: its network on `device` in `dtype`, or its forest,
+/// behind the graph's leading per-column steps.
+pub fn compile(
+    bytes: &[u8],
+    inputs: usize,
+    classes: usize,
+    dtype: DTypeName,
+    device: &Device,
+) -> Result<Box<dyn Scorer>, ModelError> {
+    let graph = import(bytes, inputs).map_err(ModelError::Graph)?;
+    let model: Box<dyn Scorer> = match graph.model {
+        Lowered::Network { layers, tensors } => {
+            Box::new(Network::build(&layers, "", tensors, inputs, classes, dtype, device)?)
+        }
+        Lowered::Forest(ensemble) => Box::new(Forest::build(ensemble, inputs, classes).map_err(ModelError::Trees)?),
+    };
+    Ok(if graph.steps.is_empty() { model } else { Box::new(Pipeline::new(graph.steps, model)) })
 }
 
 /// Compiles the ONNX model in `bytes` for `inputs` features (the head's
@@ -73,8 +110,16 @@ pub fn import(bytes: &[u8], inputs: usize) -> Result<Imported, String> {
             stack.extend(nodes[index].input.iter().map(String::as_str));
         }
     }
-    let mut walk =
-        Walk { nodes: &nodes, needed, constants, layers: Vec::new(), tensors: HashMap::new(), width: inputs };
+    let mut walk = Walk {
+        nodes: &nodes,
+        needed,
+        constants,
+        steps: Vec::new(),
+        layers: Vec::new(),
+        tensors: HashMap::new(),
+        forest: None,
+        width: inputs,
+    };
     let mut value = input.name.clone();
     let mut steps = 0;
     while value != output {
@@ -83,6 +128,9 @@ pub fn import(bytes: &[u8], inputs: usize) -> Result<Imported, String> {
             return Err("the graph has a cycle".into());
         }
         value = walk.step(&value)?;
+    }
+    if let Some(forest) = walk.forest {
+        return Ok(Imported { steps: walk.steps, model: Lowered::Forest(forest) });
     }
     if !matches!(walk.layers.last(), Some(LayerSpec::Softmax | LayerSpec::Sigmoid)) {
         let last = producer.get(output.as_str()).map_or_else(|| format!("`{output}`"), |&i| describe(&nodes[i]));
@@ -94,65 +142,19 @@ pub fn import(bytes: &[u8], inputs: usize) -> Result<Imported, String> {
              candle networks and cannot add one to an ONNX graph"
         ));
     }
-    Ok(Imported { layers: walk.layers, tensors: walk.tensors })
-}
-
-/// The graph input must be float rows of the model's width (the batch
-/// dimension may be symbolic).
-fn check_input(input: &proto::ValueInfoProto, inputs: usize) -> Result<(), String> {
-    let Some(proto::type_proto::Value::TensorType(tensor)) = input.r#type.as_ref().and_then(|t| t.value.as_ref())
-    else {
-        return Ok(());
-    };
-    if !matches!(tensor.elem_type, 1 | 11) {
-        return Err(format!(
-            "the graph input `{}` has element type {}; Candela feeds float rows (FLOAT or DOUBLE)",
-            input.name, tensor.elem_type
-        ));
-    }
-    let dims: Vec<Option<i64>> = tensor
-        .shape
-        .iter()
-        .flat_map(|s| &s.dim)
-        .map(|d| match d.value {
-            Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
-            _ => None,
-        })
-        .collect();
-    match dims[..] {
-        [_, Some(width)] if width as usize != inputs => Err(format!(
-            "the graph input `{}` takes {width} features per row but model.json lists {inputs}",
-            input.name
-        )),
-        [_, _] | [] => Ok(()),
-        _ => Err(format!(
-            "the graph input `{}` has {} dimensions; Candela feeds [rows, features]",
-            input.name,
-            dims.len()
-        )),
-    }
-}
-
-/// The output holding class probabilities: the only one, else the one named
-/// like `probabilities` (skl2onnx's label output is left out).
-fn probability_output(outputs: &[proto::ValueInfoProto]) -> Result<String, String> {
-    match outputs {
-        [only] => Ok(only.name.clone()),
-        many => many.iter().find(|o| o.name.contains("prob")).map(|o| o.name.clone()).ok_or_else(|| {
-            let names: Vec<&str> = many.iter().map(|o| o.name.as_str()).collect();
-            format!(
-                "the graph has outputs {names:?}; Candela serves the probabilities: name that output `probabilities`"
-            )
-        }),
-    }
+    Ok(Imported { steps: walk.steps, model: Lowered::Network { layers: walk.layers, tensors: walk.tensors } })
 }
 
 struct Walk<'a> {
     nodes: &'a [NodeProto],
     needed: HashSet<usize>,
     constants: HashMap<String, Constant>,
+    /// Per-column steps before the first layer (or the forest).
+    steps: Vec<Step>,
     layers: Vec<LayerSpec>,
     tensors: HashMap<String, Tensor>,
+    /// The tree ensemble the graph ends in, once met.
+    forest: Option<Ensemble>,
     /// Features per row of the value being walked.
     width: usize,
 }
@@ -270,6 +272,12 @@ impl<'a> Walk<'a> {
 
     fn node(&mut self, node: &NodeProto, value: &str) -> Result<String, String> {
         let out = node.output.first().cloned().ok_or_else(|| refusal(node, "a node without outputs"))?;
+        if self.forest.is_some() {
+            return self.after_forest(node, out);
+        }
+        if self.layers.is_empty() && self.leading_step(node, value)? {
+            return Ok(out);
+        }
         let width = self.width;
         let op = node.op_type.as_str();
         match (node.domain.as_str(), op) {

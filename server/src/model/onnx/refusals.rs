@@ -5,7 +5,7 @@
 use onnx_schema::NodeProto;
 
 /// What each supported op is, for refusals.
-const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head); ai.onnx.ml Scaler, LinearClassifier (binary LOGISTIC, multinomial SOFTMAX), Normalizer (L1, after the head), ZipMap (dropped)";
+const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head), Clip (before the model); ai.onnx.ml Scaler, Imputer (numbers, before the model), LinearClassifier (binary LOGISTIC, multinomial SOFTMAX), TreeEnsembleClassifier (ml opsets 1–3), Normalizer (L1, after the head), ZipMap (dropped)";
 
 /// How a refusal names `node`: its name (else its first output) and op type.
 pub(super) fn describe(node: &NodeProto) -> String {
@@ -26,11 +26,13 @@ pub(super) fn refusal(node: &NodeProto, what: &str) -> String {
 /// where something does (docs/models.md lists what is compiled).
 pub(super) fn unsupported(node: &NodeProto) -> String {
     let instead = match node.op_type.as_str() {
-        "TreeEnsembleClassifier" | "TreeEnsembleRegressor" | "TreeEnsemble" => {
-            " (trees inside ONNX are not compiled yet: serve a LightGBM or XGBoost booster from its own \
-             file instead, `booster_.save_model(\"lightgbm.txt\")` with \"format\": \"lightgbm\" or \
-             `get_booster().save_model(\"xgboost.json\")` with \"format\": \"xgboost\", the \
-             preprocessing done before the call)"
+        "TreeEnsemble" => {
+            " (ml opset 5's tree op is not compiled yet: convert with `target_opset={\"ai.onnx.ml\": 3}`, \
+             which writes TreeEnsembleClassifier)"
+        }
+        "TreeEnsembleRegressor" => {
+            " (regressors are not served yet: Candela answers class probabilities; a LightGBM or XGBoost \
+             classifier's own file or its TreeEnsembleClassifier graph is served)"
         }
         "LinearRegressor" | "SVMRegressor" => " (regressors are not served yet: Candela answers class probabilities)",
         "DynamicQuantizeLinear"
@@ -43,10 +45,7 @@ pub(super) fn unsupported(node: &NodeProto) -> String {
             " (quantized INT8 graphs are not served yet: serve the FP32 graph, or set \"dtype\": \"f16\" \
              in model.json to halve the weights' memory)"
         }
-        "Imputer" => {
-            " (imputation inside the graph is not compiled yet: fill missing values before the call, or \
-             serve a LightGBM or XGBoost booster, which takes NaN as missing)"
-        }
+        "Imputer" => " (an Imputer is compiled where it comes first, before the model's first layer)",
         "OneHotEncoder" | "LabelEncoder" | "CategoryMapper" | "StringNormalizer" => {
             " (string categories are not served yet: encode them as numbers before the model)"
         }
@@ -92,10 +91,10 @@ mod tests {
     #[test]
     fn unsupported_ops_name_the_node_and_the_way_that_works() {
         for (op, instead) in [
-            ("TreeEnsembleClassifier", "\"format\": \"lightgbm\""),
+            ("TreeEnsemble", "target_opset={\"ai.onnx.ml\": 3}"),
+            ("TreeEnsembleRegressor", "regressors are not served yet"),
             ("LinearRegressor", "regressors are not served yet"),
             ("DynamicQuantizeLinear", "serve the FP32 graph"),
-            ("Imputer", "fill missing values before the call"),
             ("OneHotEncoder", "encode them as numbers"),
         ] {
             let error = refusal(vec![node(op, "ai.onnx.ml", "x", "y")]);
@@ -105,6 +104,10 @@ mod tests {
         }
         let plain = refusal(vec![node("Hardmax", "", "x", "y")]);
         assert!(plain.contains("`Hardmax_0` (Hardmax) is an unsupported op; Candela compiles"), "{plain}");
+        let late = refusal(vec![node("Relu", "", "x", "h"), node("Imputer", "ai.onnx.ml", "h", "y")]);
+        assert!(late.contains("compiled where it comes first, before the model's first layer"), "{late}");
+        let empty = refusal(vec![node("Imputer", "ai.onnx.ml", "x", "y")]);
+        assert!(empty.contains("an Imputer without a finite value for every column"), "{empty}");
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Dense {
 
     /// As `Forest::walk`, for tree `index`: returns leaf values.
     #[inline(always)]
-    pub(super) fn walk<const ZERO: bool>(
+    pub(super) fn walk<const SPECIAL: bool>(
         &self,
         tree: &Tree,
         index: usize,
@@ -80,7 +80,7 @@ impl Dense {
         for _ in 0..tree.depth {
             for (lane, at) in at.iter_mut().enumerate() {
                 let (threshold, feature) = splits[*at];
-                let left = goes_left::<ZERO>(threshold, feature, rows, (first + lane) * inputs);
+                let left = goes_left::<SPECIAL>(threshold, feature, rows, (first + lane) * inputs);
                 *at = 2 * *at + 2 - usize::from(left);
             }
         }

@@ -116,7 +116,8 @@ fn read_tree(block: &str, index: usize, group: usize) -> Result<TreeNodes, Strin
             2 => (default_left, false),
             other => return Err(format!("tree {index} node {node} has missing type {other}")),
         };
-        let split = Split { feature: features[node] as usize, threshold, nan_left, zero_missing, default_left };
+        let split =
+            Split { feature: features[node] as usize, threshold, nan_left, zero_missing, default_left, equal: false };
         nodes.push(TreeNode::Split { split, left: child(lefts[node]), right: child(rights[node]) });
     }
     nodes.extend(leaf_values.into_iter().map(TreeNode::Leaf));

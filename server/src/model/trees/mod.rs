@@ -40,7 +40,10 @@ const NAN_LEFT: u32 = 1 << 30;
 const ZERO_MISSING: u32 = 1 << 29;
 /// The default direction (for zeros under `ZERO_MISSING`) is left.
 const DEFAULT_LEFT: u32 = 1 << 28;
-const FEATURE: u32 = DEFAULT_LEFT - 1;
+/// Left when the value equals the threshold (ONNX's BRANCH_EQ, a category
+/// test) instead of when it is at or below it.
+const EQUAL: u32 = 1 << 27;
+const FEATURE: u32 = EQUAL - 1;
 
 /// LightGBM's `kZeroThreshold` (the float 1e-35): a value `v` is zero when
 /// `-1e-35 < v <= 1e-35`.
@@ -61,11 +64,11 @@ struct Node {
 
 impl Node {
     /// The child a row whose feature values start at `row[at]` goes to,
-    /// without a branch. `ZERO`: the forest has zero-as-missing splits
-    /// (compiled apart: XGBoost's never do).
+    /// without a branch. `SPECIAL`: the forest has zero-as-missing or
+    /// equality splits (compiled apart: most forests have neither).
     #[inline(always)]
-    fn next<const ZERO: bool>(&self, row: &[f32], at: usize) -> u32 {
-        let left = goes_left::<ZERO>(self.threshold, self.feature, row, at);
+    fn next<const SPECIAL: bool>(&self, row: &[f32], at: usize) -> u32 {
+        let left = goes_left::<SPECIAL>(self.threshold, self.feature, row, at);
         self.right ^ ((self.left ^ self.right) & 0u32.wrapping_sub(u32::from(left)))
     }
 }
@@ -73,13 +76,14 @@ impl Node {
 /// Whether the row whose values start at `row[at]` goes left at a split of
 /// `threshold` and `feature` (index and flags), computed without a branch.
 #[inline(always)]
-fn goes_left<const ZERO: bool>(threshold: f32, feature: u32, row: &[f32], at: usize) -> bool {
+fn goes_left<const SPECIAL: bool>(threshold: f32, feature: u32, row: &[f32], at: usize) -> bool {
     let value = row[at + (feature & FEATURE) as usize];
     let nan = value.is_nan();
     let below = value <= threshold;
-    if ZERO {
+    if SPECIAL {
+        let hit = below & ((feature & EQUAL == 0) | (value >= threshold));
         let zero = (feature & ZERO_MISSING != 0) & (value > -ZERO_THRESHOLD) & (value <= ZERO_THRESHOLD);
-        (nan & (feature & NAN_LEFT != 0)) | (zero & (feature & DEFAULT_LEFT != 0)) | (!zero & below)
+        (nan & (feature & NAN_LEFT != 0)) | (zero & (feature & DEFAULT_LEFT != 0)) | (!zero & hit)
     } else {
         (nan & (feature & NAN_LEFT != 0)) | below
     }
@@ -92,6 +96,12 @@ pub enum Link {
     Sigmoid { scale: f64 },
     /// One margin per class: softmax.
     Softmax,
+    /// One sum per class, already a probability (a random forest's averaged
+    /// votes, ONNX's post_transform NONE).
+    Identity,
+    /// One sum per row, already P(labels[1]): answers `[1 − s, s]` (a binary
+    /// random forest's averaged votes as skl2onnx writes them).
+    Complement,
 }
 
 /// The arithmetic a library sums leaves in; answers match it bit for bit
@@ -116,8 +126,8 @@ pub struct Forest {
     base: Vec<f64>,
     link: Link,
     sum: Sum,
-    /// Whether any split treats zeros as missing.
-    zero_missing: bool,
+    /// Whether any split treats zeros as missing or tests equality.
+    special: bool,
     /// The same trees as complete binary trees, when all are shallow.
     dense: Option<Dense>,
     inputs: usize,
@@ -144,6 +154,9 @@ pub struct Split {
     /// LightGBM's zero-as-missing: values within ±1e-35 go the default direction.
     pub zero_missing: bool,
     pub default_left: bool,
+    /// Left when the value equals `threshold` (which must be an f32)
+    /// instead of when it is at or below it.
+    pub equal: bool,
 }
 
 /// One tree as a format reads it: node `i` is a split with children
@@ -181,10 +194,10 @@ impl Forest {
         let Ensemble { trees, base, link, sum, features, kind } = ensemble;
         let groups = base.len();
         let expected = match link {
-            Link::Sigmoid { .. } => 2,
-            Link::Softmax => groups,
+            Link::Sigmoid { .. } | Link::Complement => 2,
+            Link::Softmax | Link::Identity => groups,
         };
-        if classes != expected || (matches!(link, Link::Sigmoid { .. }) && groups != 1) {
+        if classes != expected || (matches!(link, Link::Sigmoid { .. } | Link::Complement) && groups != 1) {
             return Err(format!(
                 "the model ({kind}) gives {expected} class probabilities but model.json lists {classes} labels; they must be equal, in the model's class order"
             ));
@@ -240,11 +253,18 @@ impl Forest {
                         if split.threshold.is_nan() {
                             return Err(format!("tree {index} node {position} has a NaN threshold"));
                         }
+                        if split.equal && f64::from(split.threshold as f32) != split.threshold {
+                            return Err(format!(
+                                "tree {index} node {position} tests equality with {}, which no f32 feature equals",
+                                split.threshold
+                            ));
+                        }
                         let flag = |on: bool, bit: u32| if on { bit } else { 0 };
                         let feature = split.feature as u32
                             | flag(split.nan_left, NAN_LEFT)
                             | flag(split.zero_missing, ZERO_MISSING)
-                            | flag(split.default_left, DEFAULT_LEFT);
+                            | flag(split.default_left, DEFAULT_LEFT)
+                            | flag(split.equal, EQUAL);
                         let node = Node {
                             threshold: at_or_below(split.threshold),
                             feature,
@@ -270,9 +290,9 @@ impl Forest {
             roots.len(),
             nodes.len()
         )];
-        let zero_missing = nodes.iter().any(|n| n.feature & (LEAF | ZERO_MISSING) == ZERO_MISSING);
+        let special = nodes.iter().any(|n| n.feature & LEAF == 0 && n.feature & (ZERO_MISSING | EQUAL) != 0);
         let mut forest =
-            Forest { nodes, leaves, trees: roots, base, link, sum, zero_missing, dense: None, inputs, description };
+            Forest { nodes, leaves, trees: roots, base, link, sum, special, dense: None, inputs, description };
         forest.dense = Dense::of(&forest);
         Ok(forest)
     }
@@ -282,12 +302,12 @@ impl Forest {
     /// left), until all have reached their leaves or the tree's depth is
     /// walked; returns the leaf nodes they reach.
     #[inline(always)]
-    fn walk<const ZERO: bool>(&self, tree: &Tree, rows: &[f32], first: usize) -> [u32; LANES] {
+    fn walk<const SPECIAL: bool>(&self, tree: &Tree, rows: &[f32], first: usize) -> [u32; LANES] {
         let mut at = [tree.root; LANES];
         for _ in 0..tree.depth {
             let mut moved = false;
             for (lane, at) in at.iter_mut().enumerate() {
-                let next = self.nodes[*at as usize].next::<ZERO>(rows, (first + lane) * self.inputs);
+                let next = self.nodes[*at as usize].next::<SPECIAL>(rows, (first + lane) * self.inputs);
                 moved |= next != *at;
                 *at = next;
             }
@@ -301,7 +321,7 @@ impl Forest {
 
     /// Scores one block of rows into `out` (`classes` probabilities per row).
     fn block(&self, rows: &[f32], out: &mut [f32]) {
-        let margins = match (self.sum, self.zero_missing) {
+        let margins = match (self.sum, self.special) {
             (Sum::F32, false) => self.margins::<true, false>(rows),
             (Sum::F32, true) => self.margins::<true, true>(rows),
             (Sum::F64, false) => self.margins::<false, false>(rows),
@@ -313,7 +333,7 @@ impl Forest {
     /// The margins of a block of rows, `groups` per row: leaves summed in
     /// f32 (`F32`, XGBoost) or f64 (LightGBM), compiled apart so the inner
     /// loops carry no choice.
-    fn margins<const F32: bool, const ZERO: bool>(&self, rows: &[f32]) -> Vec<f64> {
+    fn margins<const F32: bool, const SPECIAL: bool>(&self, rows: &[f32]) -> Vec<f64> {
         let groups = self.base.len();
         let count = rows.len() / self.inputs;
         let mut margins: Vec<f64> = self.base.iter().copied().cycle().take(count * groups).collect();
@@ -324,8 +344,8 @@ impl Forest {
         for first in (0..whole).step_by(LANES) {
             for (index, tree) in self.trees.iter().enumerate() {
                 let values = match &self.dense {
-                    Some(dense) => dense.walk::<ZERO>(tree, index, rows, first, self.inputs),
-                    None => self.walk::<ZERO>(tree, rows, first).map(|leaf| self.leaves[leaf as usize]),
+                    Some(dense) => dense.walk::<SPECIAL>(tree, index, rows, first, self.inputs),
+                    None => self.walk::<SPECIAL>(tree, rows, first).map(|leaf| self.leaves[leaf as usize]),
                 };
                 let group = tree.group as usize;
                 for (lane, value) in values.into_iter().enumerate() {
@@ -338,7 +358,7 @@ impl Forest {
             for tree in &self.trees {
                 let mut at = tree.root;
                 while self.nodes[at as usize].feature & LEAF == 0 {
-                    at = self.nodes[at as usize].next::<ZERO>(rows, r * self.inputs);
+                    at = self.nodes[at as usize].next::<SPECIAL>(rows, r * self.inputs);
                 }
                 add(&mut margins[r * groups + tree.group as usize], self.leaves[at as usize]);
             }
@@ -355,6 +375,17 @@ impl Forest {
                     let p = 1.0 / (1.0 + (-scale * margin).exp());
                     out[0] = (1.0 - p) as f32;
                     out[1] = p as f32;
+                }
+            }
+            Link::Complement => {
+                for (margin, out) in margins.iter().zip(out.chunks_exact_mut(2)) {
+                    out[0] = (1.0 - margin) as f32;
+                    out[1] = *margin as f32;
+                }
+            }
+            Link::Identity => {
+                for (margin, out) in margins.iter().zip(out) {
+                    *out = *margin as f32;
                 }
             }
             Link::Softmax => {
@@ -410,8 +441,8 @@ impl Scorer for Forest {
 
     fn classes(&self) -> usize {
         match self.link {
-            Link::Sigmoid { .. } => 2,
-            Link::Softmax => self.base.len(),
+            Link::Sigmoid { .. } | Link::Complement => 2,
+            Link::Softmax | Link::Identity => self.base.len(),
         }
     }
 
@@ -427,6 +458,10 @@ impl Scorer for Forest {
     }
 
     fn accepts_missing(&self) -> bool {
+        true
+    }
+
+    fn on_cpu(&self) -> bool {
         true
     }
 

@@ -122,8 +122,14 @@ fn read_tree(tree: &Document, group: usize, index: usize) -> Result<TreeNodes, S
         let default_left = at(defaults, node, "default_left")? != 0.0;
         // `value < c` for an f32 value is `value ≤` the f32 just below c.
         let threshold = f64::from((condition as f32).next_down());
-        let split =
-            Split { feature: feature as usize, threshold, nan_left: default_left, zero_missing: false, default_left };
+        let split = Split {
+            feature: feature as usize,
+            threshold,
+            nan_left: default_left,
+            zero_missing: false,
+            default_left,
+            equal: false,
+        };
         nodes.push(TreeNode::Split { split, left: left as usize, right: right as usize });
     }
     Ok(TreeNodes { nodes, group })
