@@ -68,6 +68,9 @@ async fn every_format_answers_as_its_own_library_does() {
         ("onnx-xgboost", 1e-5),
         ("onnx-minmax-logistic", 1e-5),
         ("onnx-every-mode", 1e-5),
+        // INT8 (quantize_dynamic) against onnxruntime answering each row alone.
+        ("onnx-int8", 1e-5),
+        ("onnx-int8-multi", 1e-5),
         ("torch-softmax", 1e-5),
         ("torch-sigmoid", 1e-5),
         ("torch-dynamo", 1e-5),

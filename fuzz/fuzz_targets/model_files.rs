@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
         0 => trees::xgboost::parse(file, false, FEATURES, classes).ok().map(|f| Box::new(f) as Box<dyn Scorer>),
         1 => trees::xgboost::parse(file, true, FEATURES, classes).ok().map(|f| Box::new(f) as Box<dyn Scorer>),
         2 => trees::lightgbm::parse(file, FEATURES, classes).ok().map(|f| Box::new(f) as Box<dyn Scorer>),
-        _ => onnx::compile(file, FEATURES, classes, DTypeName::F32, &candle_core::Device::Cpu).ok(),
+        _ => {
+            let names: Vec<String> = (0..FEATURES).map(|i| format!("f{i}")).collect();
+            onnx::compile(file, &names, classes, DTypeName::F32, &candle_core::Device::Cpu).ok()
+        }
     };
     if let Some(scorer) = scorer {
         let mut rows = vec![0.5f32; FEATURES * 3];

@@ -2,7 +2,8 @@
 //! an Open Inference Protocol ModelInferRequest, and as the HTTP port's
 //! bodies (a REST infer request, JSON or with binary tensor data after a
 //! split the first byte picks; a `/score` request), through decoding and the
-//! same validation the server runs. Any panic, or an allocation sized by a
+//! same validation the server runs, for the demo model and for a model taking
+//! an input per feature with string categories. Any panic, or an allocation sized by a
 //! declared (rather than sent) shape, is a bug. The hand-coded `Rows`
 //! (src/rows.rs) must also agree with prost's generated code on every input:
 //! the same values or an error from both, and the same bytes re-encoded.
@@ -24,6 +25,13 @@ static MODEL: LazyLock<LoadedModel> = LazyLock::new(|| {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/retail/1");
     load_version("retail", 1, &dir, &candle_core::Device::Cpu, "cpu", DEFAULT_MAX_MODEL_BYTES)
         .expect("the demo model loads")
+});
+
+/// A model converted from a DataFrame: an input per feature, two of them string categories.
+static TYPED: LazyLock<LoadedModel> = LazyLock::new(|| {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/formats/repo/onnx-dataframe/1");
+    load_version("onnx-dataframe", 1, &dir, &candle_core::Device::Cpu, "cpu", DEFAULT_MAX_MODEL_BYTES)
+        .expect("the DataFrame fixture loads")
 });
 
 /// What prost generates for `candela.v1.Rows`.
@@ -58,23 +66,25 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(request) = PredictRequest::decode(data) {
         let _ = check_rows(model, &RowsField::Features, request.features.len(), &request.features, 1);
     }
-    if let Ok(request) = ModelInferRequest::decode(data)
-        && let Ok(rows) = decode_input(model, &request, 1000)
-    {
-        let _ = check_rows(model, rows.fields, rows.width, &rows.values, rows.max_rows);
-    }
-    let split = data.first().map(|b| http::HeaderValue::from(*b as usize % (data.len() + 1)));
-    for split in [None, split] {
-        if let Ok((request, _)) =
-            infer_json::decode(split, bytes::Bytes::copy_from_slice(data), "retail".into(), String::new())
+    for model in [model, &*TYPED] {
+        if let Ok(request) = ModelInferRequest::decode(data)
             && let Ok(rows) = decode_input(model, &request, 1000)
         {
             let _ = check_rows(model, rows.fields, rows.width, &rows.values, rows.max_rows);
         }
-    }
-    if let Ok(request) = body::parse::<score::ScoreRequest>(data)
-        && let Ok(rows) = score::rows(&model.manifest.features, "retail", request.features, 1000)
-    {
-        let _ = check_rows(model, rows.fields, rows.width, &rows.values, rows.max_rows);
+        let split = data.first().map(|b| http::HeaderValue::from(*b as usize % (data.len() + 1)));
+        for split in [None, split] {
+            if let Ok((request, _)) =
+                infer_json::decode(split, bytes::Bytes::copy_from_slice(data), "retail".into(), String::new())
+                && let Ok(rows) = decode_input(model, &request, 1000)
+            {
+                let _ = check_rows(model, rows.fields, rows.width, &rows.values, rows.max_rows);
+            }
+        }
+        if let Ok(request) = body::parse::<score::ScoreRequest>(data)
+            && let Ok(rows) = score::rows(model, request.features, 1000)
+        {
+            let _ = check_rows(model, rows.fields, rows.width, &rows.values, rows.max_rows);
+        }
     }
 });

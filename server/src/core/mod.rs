@@ -3,8 +3,8 @@
 //! keep the answer, shadow). Around it: the served models (`served`) and
 //! their registry (`registry`), swapped as the repository changes (`live`,
 //! with each segment's rollout policy read by `policies`), scoring
-//! (`scoring`: validation and the deadline; `scores`: what a model
-//! answers), release safety (`rollout`: canary split, guard, shadow),
+//! (`scoring`: validation and the deadline; `cells`: typed values encoded
+//! for the model; `scores`: what a model answers), release safety (`rollout`: canary split, guard, shadow),
 //! answers kept for outcomes and live quality (`outcomes`, `quality`) and
 //! drift (`drift`), dynamic batching and the compute workers, per-model
 //! statistics, and the core's error. It never
@@ -12,6 +12,7 @@
 //! translates to and from them. It reads models through the model layer and
 //! reports to the observe sinks.
 pub mod batching;
+pub mod cells;
 pub mod drift;
 pub mod engine;
 pub mod error;

@@ -10,6 +10,7 @@
 //! and gets the scores with where their time went.
 
 use crate::core::batching::{Blamed, Computed, Timing};
+use crate::core::cells;
 use crate::core::error::{MAX_VIOLATIONS, ServeError, Violation};
 use crate::core::scores::Scores;
 use crate::core::served::ServedModel;
@@ -234,6 +235,7 @@ pub fn check_rows(
         "features must be finite numbers"
     };
     if bad.is_empty() {
+        cells::check_codes(model, values, |row, col| fields.cell(row, col))?;
         return Ok(rows);
     }
     let violations: Vec<Violation> = bad

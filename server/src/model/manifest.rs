@@ -183,6 +183,12 @@ pub enum LayerSpec {
         #[serde(default)]
         p: f64,
     },
+    /// A linear layer quantized to INT8 as onnxruntime's `quantize_dynamic`
+    /// writes it, its input quantized per row at run time: tensors `weight`
+    /// `[out, in]` (integers), `weight_zero_point`, `weight_scale` and `bias`
+    /// `[out]`. Compiled from ONNX graphs only, never listed in model.json.
+    #[serde(skip)]
+    DynamicInt8Linear,
 }
 
 /// Which GELU formula a layer uses, as PyTorch's `approximate` argument.
@@ -233,6 +239,7 @@ impl LayerSpec {
             LayerSpec::LayerNorm { .. } => "layer_norm",
             LayerSpec::BatchNorm { .. } => "batch_norm",
             LayerSpec::Dropout { .. } => "dropout",
+            LayerSpec::DynamicInt8Linear => "int8_linear",
         }
     }
 }

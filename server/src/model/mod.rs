@@ -13,6 +13,7 @@
 //! format; nothing else here runs on the request path. This layer imports
 //! nothing from the core or the front.
 
+pub mod categories;
 mod columns;
 pub mod device;
 pub mod error;

@@ -175,7 +175,7 @@ pub fn build_scorer(
         }
         Format::Onnx => {
             let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
-            onnx::compile(&bytes, inputs, classes, manifest.dtype, device).map_err(model)?
+            onnx::compile(&bytes, &manifest.features, classes, manifest.dtype, device).map_err(model)?
         }
         Format::Xgboost => {
             // The file's bytes go as soon as they are parsed: a large model's

@@ -5,6 +5,7 @@
 //! statistics see only this trait, so a caller cannot tell which format
 //! answered.
 
+use super::categories::Categories;
 use std::time::Duration;
 
 /// A loaded model's forward pass, as the core uses it.
@@ -24,6 +25,16 @@ pub trait Scorer: Send + Sync {
     /// Whether the model computes on the CPU whatever device is configured
     /// (trees do), so that GetModel names the device it really runs on.
     fn on_cpu(&self) -> bool;
+    /// The categories of feature `feature` when it is a string feature (its
+    /// row value is then the category's code); `None` for numbers.
+    fn categories(&self, _feature: usize) -> Option<&Categories> {
+        None
+    }
+    /// Whether the model takes an input per feature, by name (a graph
+    /// converted from a DataFrame), rather than one matrix of every feature.
+    fn inputs_by_name(&self) -> bool {
+        false
+    }
     /// Scores `values` (row-major, `inputs()` per row) and returns row-major
     /// probabilities, `classes()` per row. Rows whose arithmetic overflowed
     /// are listed in the pass, never silently scored.

@@ -6,7 +6,7 @@
 
 use super::answer::{self, Refused};
 use super::body;
-use crate::api::oip::tensors::{length_prefixed, little_endian};
+use crate::api::oip::raw::{length_prefixed, little_endian};
 use crate::core::error::{ServeError, echo};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -50,39 +50,49 @@ struct OutputTensor {
     parameters: Map<String, Value>,
 }
 
-/// A tensor's `data`: numbers, in row-major order, flat or nested to any depth.
-struct Flat(Vec<f64>);
+/// A tensor's `data`, in row-major order, flat or nested to any depth:
+/// numbers, or strings (a BYTES tensor's elements).
+#[derive(Default)]
+struct Flat {
+    numbers: Vec<f64>,
+    strings: Vec<Vec<u8>>,
+}
 
 impl<'de> Deserialize<'de> for Flat {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Flat, D::Error> {
-        let mut values = Vec::new();
+        let mut values = Flat::default();
         deserializer.deserialize_any(Flatten(&mut values))?;
-        Ok(Flat(values))
+        Ok(values)
     }
 }
 
-/// Appends numbers (and the numbers of nested lists) to a flat list.
-struct Flatten<'a>(&'a mut Vec<f64>);
+/// Appends numbers or strings (and those of nested lists) to a flat list.
+struct Flatten<'a>(&'a mut Flat);
 
 impl<'de> Visitor<'de> for Flatten<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("numbers, in a list (nested lists allowed)")
+        f.write_str("numbers or strings, in a list (nested lists allowed)")
     }
 
     fn visit_f64<E>(self, value: f64) -> Result<(), E> {
-        self.0.push(value);
+        self.0.numbers.push(value);
         Ok(())
     }
 
     fn visit_i64<E>(self, value: i64) -> Result<(), E> {
-        self.0.push(value as f64);
+        self.0.numbers.push(value as f64);
         Ok(())
     }
 
     fn visit_u64<E>(self, value: u64) -> Result<(), E> {
-        self.0.push(value as f64);
+        self.0.numbers.push(value as f64);
+        Ok(())
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<(), E> {
+        self.0.strings.push(value.as_bytes().to_vec());
         Ok(())
     }
 
@@ -157,7 +167,7 @@ pub fn decode(
                 raw.push(binary.split_to(size));
                 None
             }
-            (None, Some(Flat(values))) => Some(typed(i, &input.datatype, &input.shape, values)?),
+            (None, Some(values)) => Some(typed(i, &input.datatype, &input.shape, values)?),
             (Some(_), Some(_)) => {
                 return Err(ServeError::invalid(
                     format!("inputs[{i}]"),
@@ -225,15 +235,33 @@ pub fn decode(
 
 /// A JSON tensor's values as the protocol's typed contents: FP32 or FP64
 /// (the other types travel as binary data), as many as the shape says.
-fn typed(i: usize, datatype: &str, shape: &[i64], values: Vec<f64>) -> Result<oip::InferTensorContents, ServeError> {
+fn typed(i: usize, datatype: &str, shape: &[i64], data: Flat) -> Result<oip::InferTensorContents, ServeError> {
+    let Flat { numbers: values, strings } = data;
+    let count = values.len() + strings.len();
     let elements = shape.iter().try_fold(1usize, |n, d| n.checked_mul(usize::try_from(*d).ok()?));
-    if let Some(elements) = elements.filter(|n| *n != values.len()) {
+    if let Some(elements) = elements.filter(|n| *n != count) {
         return Err(ServeError::invalid(
             format!("inputs[{i}].data"),
-            format!("has {} values; shape {shape:?} needs {elements}", values.len()),
+            format!("has {count} values; shape {shape:?} needs {elements}"),
+        ));
+    }
+    let mixed = if datatype == "BYTES" { !values.is_empty() } else { !strings.is_empty() };
+    if mixed {
+        return Err(ServeError::invalid(
+            format!("inputs[{i}].data"),
+            "must be all strings for a BYTES tensor and all numbers otherwise",
         ));
     }
     match datatype {
+        "BYTES" => Ok(oip::InferTensorContents { bytes_contents: strings, ..Default::default() }),
+        "INT64" => Ok(oip::InferTensorContents {
+            int64_contents: values.into_iter().map(|v| v as i64).collect(),
+            ..Default::default()
+        }),
+        "INT32" => Ok(oip::InferTensorContents {
+            int_contents: values.into_iter().map(|v| v as i32).collect(),
+            ..Default::default()
+        }),
         "FP32" => Ok(oip::InferTensorContents {
             fp32_contents: values.into_iter().map(|v| v as f32).collect(),
             ..Default::default()
@@ -242,7 +270,7 @@ fn typed(i: usize, datatype: &str, shape: &[i64], values: Vec<f64>) -> Result<oi
         other => Err(ServeError::invalid(
             format!("inputs[{i}].datatype"),
             format!(
-                "is `{}`; JSON data must be FP32 or FP64 (FP16 and BF16 travel as binary data: Inference-Header-Content-Length)",
+                "is `{}`; JSON data must be FP32, FP64, INT64, INT32 or BYTES (FP16 and BF16 travel as binary data: Inference-Header-Content-Length)",
                 echo(other)
             ),
         )),

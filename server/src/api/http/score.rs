@@ -1,7 +1,8 @@
 //! The scoring contract teams already call over HTTP: `POST /score` with
 //! `{"segment": "retail", "version": 2, "features": [[…], …]}` (segment and
 //! version optional: the default segment, the served version; a row may also
-//! be an object of feature name → value), answered
+//! be an object of feature name → value: a number, a category's name, `null`
+//! for missing), answered
 //! `{"prediction": [class index, …], "labels": […], "probability": [[…], …],
 //! "segment": …, "version": …, "request_id": …}`; and `POST /feedback` with
 //! `{"outcomes": [{"request_id", "row", "label"}, …]}`, the outcomes of
@@ -11,6 +12,7 @@
 use super::super::feedback;
 use super::answer;
 use super::{Front, body};
+use crate::core::cells::{self, Cell};
 use crate::core::engine::Answer;
 use crate::core::error::{ServeError, echo};
 use crate::core::scores::Scores;
@@ -44,10 +46,68 @@ pub struct ScoreRequest {
     pub features: Vec<Row>,
 }
 
-/// One row of features: values in the model's feature order, or by name.
+/// One row of features: numbers in the model's feature order, or values
+/// by name (numbers, category strings, `null` for missing).
 pub enum Row {
     Values(Vec<f64>),
-    Named(Vec<(String, f64)>),
+    Named(Vec<(String, Value)>),
+}
+
+/// A feature's value in a row sent by name.
+pub enum Value {
+    Number(f64),
+    Text(String),
+    Missing,
+}
+
+impl Value {
+    fn cell(&self) -> Cell<'_> {
+        match self {
+            Value::Number(v) => Cell::Number(*v),
+            Value::Text(s) => Cell::Text(s),
+            Value::Missing => Cell::Missing,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl Visitor<'_> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a feature value: a number, a category's name (a string), or null for missing")
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(Value::Number(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::Number(value as f64))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::Number(value as f64))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::Text(value.to_string()))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Missing)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Missing)
+    }
 }
 
 impl<'de> Deserialize<'de> for Row {
@@ -62,7 +122,10 @@ impl<'de> Visitor<'de> for RowVisitor {
     type Value = Row;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a row: a list of numbers in the model's feature order, or an object of feature name → number")
+        f.write_str(
+            "a row: a list of numbers in the model's feature order, or an object of feature name → value \
+             (a number, a category's name, null)",
+        )
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Row, A::Error> {
@@ -75,7 +138,7 @@ impl<'de> Visitor<'de> for RowVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
         let mut values = Vec::with_capacity(map.size_hint().unwrap_or(0));
-        while let Some(pair) = map.next_entry::<String, f64>()? {
+        while let Some(pair) = map.next_entry::<String, Value>()? {
             values.push(pair);
         }
         Ok(Row::Named(values))
@@ -112,8 +175,7 @@ async fn score(State(front): State<Arc<Front>>, headers: HeaderMap, body: Body) 
                     .into());
                 }
                 let inference = call.inference(&request.segment, request.version);
-                let decode =
-                    |model: &LoadedModel| rows(&model.manifest.features, &model.segment, request.features, max_rows);
+                let decode = |model: &LoadedModel| rows(model, request.features, max_rows);
                 let Answer { model, scores } = serving.engine.infer(&inference, call, decode).await?;
                 let answer = ScoreResponse {
                     prediction: scores.rows().map(Scores::class_of).collect(),
@@ -129,10 +191,11 @@ async fn score(State(front): State<Arc<Front>>, headers: HeaderMap, body: Body) 
         .await
 }
 
-/// The rows for the core: each row's values in the model's feature order
-/// (`features`: the model's names, for rows sent by name). Public for the
-/// fuzz targets in `fuzz/`.
-pub fn rows(features: &[String], segment: &str, rows: Vec<Row>, max_rows: usize) -> Result<Rows, ServeError> {
+/// The rows for `model`: each row's values in the model's feature order
+/// (rows sent by name encoded by the core: categories become codes).
+/// Public for the fuzz targets in `fuzz/`.
+pub fn rows(model: &LoadedModel, rows: Vec<Row>, max_rows: usize) -> Result<Rows, ServeError> {
+    let (features, segment) = (&model.manifest.features, &model.segment);
     let width = features.len();
     let mut values = Vec::with_capacity(rows.len() * width);
     let mut index: Option<HashMap<&str, usize>> = None;
@@ -163,7 +226,8 @@ pub fn rows(features: &[String], segment: &str, rows: Vec<Row>, max_rows: usize)
                     if std::mem::replace(&mut seen[column], true) {
                         return Err(ServeError::invalid(format!("features[{r}].{name}"), "is given twice"));
                     }
-                    values[start + column] = value as f32;
+                    values[start + column] = cells::encode(model, column, value.cell())
+                        .map_err(|why| ServeError::invalid(format!("features[{r}].{name}"), why))?;
                 }
                 if let Some(missing) = seen.iter().position(|seen| !seen) {
                     let count = seen.iter().filter(|seen| !**seen).count();

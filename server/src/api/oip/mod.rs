@@ -3,11 +3,14 @@
 //! `inference.GRPCInferenceService` (`grpc::open_inference`) and the HTTP/JSON
 //! `/v2` routes (`http::rest`) translate their wire format into these calls.
 //! A model name is a segment, a version string pins a version ("" = the
-//! newest), and the one input tensor `features` `[batch, n_features]` becomes
-//! the rows the core validates and scores (`tensors`). Outputs are
+//! newest), and the one input tensor `features` `[batch, n_features]` (or,
+//! for a model converted from a DataFrame, a tensor per feature: `named`)
+//! becomes the rows the core validates and scores (`tensors`). Outputs are
 //! `probabilities` (FP32 `[batch, n_classes]`) and `prediction` (INT64
 //! `[batch, 1]`, the most probable class index).
 
+mod named;
+pub mod raw;
 mod statistics;
 pub mod tensors;
 
@@ -114,7 +117,12 @@ pub fn model_metadata(serving: &Serving, name: &str, version: &str) -> Result<oi
         name: model.segment.clone(),
         versions: map.versions(&model.segment).map(|v| v.to_string()).collect(),
         platform: PLATFORM.to_string(),
-        inputs: vec![tensor(INPUT, "FP32", model.scorer.inputs())],
+        inputs: if model.scorer.inputs_by_name() {
+            let features = model.manifest.features.iter().enumerate();
+            features.map(|(f, name)| tensor(name, named::datatype(model, f), 1)).collect()
+        } else {
+            vec![tensor(INPUT, "FP32", model.scorer.inputs())]
+        },
         outputs: vec![tensor(PROBABILITIES, "FP32", model.scorer.classes()), tensor(PREDICTION, "INT64", 1)],
     })
 }
@@ -128,12 +136,27 @@ pub fn model_config(serving: &Serving, name: &str, version: &str) -> Result<oip:
         platform: PLATFORM.to_string(),
         backend: PLATFORM.to_string(),
         max_batch_size: i32::try_from(serving.limits.max_rows).unwrap_or(i32::MAX),
-        input: vec![oip::ModelInput {
-            name: INPUT.to_string(),
-            data_type: oip::DataType::TypeFp32 as i32,
-            dims: vec![model.scorer.inputs() as i64],
-            ..Default::default()
-        }],
+        input: if model.scorer.inputs_by_name() {
+            let features = model.manifest.features.iter().enumerate();
+            features
+                .map(|(f, name)| oip::ModelInput {
+                    name: name.clone(),
+                    data_type: match named::datatype(model, f) {
+                        "BYTES" => oip::DataType::TypeString as i32,
+                        _ => oip::DataType::TypeFp32 as i32,
+                    },
+                    dims: vec![1],
+                    ..Default::default()
+                })
+                .collect()
+        } else {
+            vec![oip::ModelInput {
+                name: INPUT.to_string(),
+                data_type: oip::DataType::TypeFp32 as i32,
+                dims: vec![model.scorer.inputs() as i64],
+                ..Default::default()
+            }]
+        },
         output: vec![
             oip::ModelOutput {
                 name: PROBABILITIES.to_string(),

@@ -1,26 +1,32 @@
 //! The Open Inference Protocol's tensors: the one input tensor decoded into
-//! rows for the core (typed contents or raw little-endian bytes), the
+//! rows for the core (typed contents or raw little-endian bytes; a tensor
+//! per feature: `named`), the
 //! outputs a request asks for (Triton's classification extension included),
 //! and the answer encoded back, typed or raw.
 
-use super::{CLASSIFICATION, INPUT, PREDICTION, PROBABILITIES};
+use super::raw::{length_prefixed, little_endian, raw_values};
+use super::{CLASSIFICATION, INPUT, PREDICTION, PROBABILITIES, named};
 use crate::core::error::{ServeError, echo};
 use crate::core::scores::Scores;
 use crate::core::scoring::{Fields, Rows};
 use crate::model::LoadedModel;
-use bytes::Bytes;
 use candela::inference as oip;
 use oip::infer_parameter::ParameterChoice;
 use oip::model_infer_request::InferInputTensor;
 use oip::model_infer_response::InferOutputTensor;
 
-/// The request's one input tensor as rows for the core (public for the fuzz
-/// targets in `fuzz/`).
+/// The request's input tensors as rows for the core: the one `features`
+/// matrix, or (a model taking an input per feature) one tensor per feature
+/// (public for the fuzz targets in `fuzz/`).
 pub fn decode_input(
     model: &LoadedModel,
     request: &oip::ModelInferRequest,
     max_rows: usize,
 ) -> Result<Rows, ServeError> {
+    let matrix = matches!(&request.inputs[..], [input] if input.name == INPUT);
+    if model.scorer.inputs_by_name() && !matrix {
+        return named::decode(model, request, max_rows);
+    }
     let features = model.scorer.inputs();
     let signature = format!("model `{}` takes one input `{INPUT}`, FP32 [batch, {features}]", model.segment);
     let [input] = request.inputs.as_slice() else {
@@ -56,7 +62,10 @@ pub fn decode_input(
                 format!("has {} entries; expected one per input (1)", request.raw_input_contents.len()),
             ));
         };
-        raw_values(&input.datatype, raw, elements, &input.shape)?
+        if !matches!(input.datatype.as_str(), "FP32" | "FP64" | "FP16" | "BF16") {
+            return Err(unsupported_datatype(&input.datatype));
+        }
+        raw_values(0, &input.datatype, raw, elements, &input.shape)?
     };
     Ok(Rows { fields: &InputFields, width: columns, values, max_rows })
 }
@@ -81,32 +90,6 @@ fn typed_values(input: &InferInputTensor, elements: usize) -> Result<Vec<f32>, S
             format!("has {} values; shape {:?} needs {elements}", values.len(), input.shape),
         ));
     }
-    Ok(values)
-}
-
-/// Raw little-endian bytes → f32 values, for FP32, FP64, FP16 and BF16.
-fn raw_values(datatype: &str, raw: &[u8], elements: usize, shape: &[i64]) -> Result<Vec<f32>, ServeError> {
-    let width = match datatype {
-        "FP32" => 4,
-        "FP64" => 8,
-        "FP16" | "BF16" => 2,
-        other => return Err(unsupported_datatype(other)),
-    };
-    if elements.checked_mul(width) != Some(raw.len()) {
-        return Err(ServeError::invalid(
-            "raw_input_contents[0]",
-            format!("has {} bytes; {datatype} shape {shape:?} needs {elements} × {width}", raw.len()),
-        ));
-    }
-    let values = match datatype {
-        "FP32" => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        "FP64" => raw
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8; this is a bug")) as f32)
-            .collect(),
-        "FP16" => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        _ => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-    };
     Ok(values)
 }
 
@@ -252,25 +235,6 @@ fn classified(scores: &Scores, k: usize, labels: &[String]) -> Vec<Vec<u8>> {
         top.extend(order[..k].iter().map(|&i| format!("{:.6}:{i}:{}", row[i], labels[i]).into_bytes()));
     }
     top
-}
-
-/// BYTES elements as a raw tensor: each a 4-byte little-endian length, then its bytes.
-pub fn length_prefixed(elements: &[Vec<u8>]) -> Bytes {
-    let mut bytes = Vec::with_capacity(elements.iter().map(|e| e.len() + 4).sum());
-    for element in elements {
-        bytes.extend_from_slice(&(element.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(element);
-    }
-    Bytes::from(bytes)
-}
-
-/// Values as the raw little-endian bytes of a tensor's contents.
-pub fn little_endian<T: Copy, const N: usize>(values: &[T], to_bytes: fn(T) -> [u8; N]) -> Bytes {
-    let mut bytes = Vec::with_capacity(values.len() * N);
-    for value in values {
-        bytes.extend_from_slice(&to_bytes(*value));
-    }
-    Bytes::from(bytes)
 }
 
 /// How the protocol names the parts of the input tensor, in violations.

@@ -3,6 +3,7 @@
 //! as a positive standard deviation), every tensor in the file must be used,
 //! and the last layer must turn scores into probabilities.
 
+use super::int8::DynamicInt8;
 use super::op::{Op, wide_dtype};
 use super::{Head, ModelError, Network};
 use crate::model::hints;
@@ -117,6 +118,11 @@ impl Network {
                     width = out;
                     op
                 }
+                LayerSpec::DynamicInt8Linear => {
+                    let op = dynamic_int8(&mut params, &at)?;
+                    width = op.outputs();
+                    Op::Int8(op)
+                }
                 LayerSpec::LayerNorm { eps } => {
                     let (weight, bias) = params.affine_pair(&at)?;
                     Op::LayerNorm { weight, bias, eps: *eps as f32 }
@@ -134,6 +140,7 @@ impl Network {
             };
             description.push(match layer {
                 LayerSpec::Linear { .. } => format!("linear({}→{width})", at.width),
+                LayerSpec::DynamicInt8Linear => format!("int8 linear({}→{width}, inputs quantized per row)", at.width),
                 LayerSpec::Gelu { approximate: GeluApproximation::Tanh } => "gelu(tanh)".to_string(),
                 other => format!("{}({width})", other.kind()),
             });
@@ -156,6 +163,33 @@ impl Network {
         }
         Ok(Network { prelude, ops: placed, description, device: device.clone(), dtype, inputs, classes, head })
     }
+}
+
+/// `int8_linear`: integer weights `[out, in]` (i8 or u8 as stored), their
+/// per-output zero points and positive scales, and a bias.
+fn dynamic_int8(params: &mut Params, at: &At) -> Result<DynamicInt8, ModelError> {
+    let width = at.width;
+    let (name, weight) = params.take(at, "weight", &[0, width], &|| format!("[out, {width}]"))?;
+    let outputs = weight.dims()[0];
+    let mut per_output = |param: &str| {
+        params
+            .take(at, param, &[outputs], &|| format!("[{outputs}] (one per output)"))
+            .and_then(|(n, t)| Ok((n, t.to_vec1::<f32>()?)))
+    };
+    let (_, zero_points) = per_output("weight_zero_point")?;
+    let (scale_name, scales) = per_output("weight_scale")?;
+    let (_, bias) = per_output("bias")?;
+    let weights = weight.flatten_all()?.to_vec1::<f32>()?;
+    if let Some(w) = weights.iter().chain(&zero_points).find(|w| w.fract() != 0.0 || !(-128.0..=255.0).contains(*w)) {
+        return Err(ModelError::BadValues { name, problem: format!("holds {w}, not an 8-bit integer") });
+    }
+    if let Some(s) = scales.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
+        return Err(ModelError::BadValues {
+            name: scale_name,
+            problem: format!("holds {s}; a scale must be positive"),
+        });
+    }
+    Ok(DynamicInt8::new(&weights, &zero_points, scales, bias))
 }
 
 /// `standardize`: `(x - mean) / std`, folded into one affine op.

@@ -7,6 +7,7 @@
 //! `ModelError`s that name the tensor and what was expected.
 
 mod build;
+mod int8;
 mod op;
 mod overflow;
 

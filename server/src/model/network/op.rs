@@ -4,6 +4,7 @@
 
 use super::super::columns;
 use super::ModelError;
+use super::int8::DynamicInt8;
 use candle_core::{DType, Device, Tensor};
 
 /// One compiled layer.
@@ -15,6 +16,8 @@ pub(super) enum Op {
         shift: Tensor,
     },
     Linear(candle_nn::Linear),
+    /// A linear layer on INT8 weights, its input quantized per row.
+    Int8(DynamicInt8),
     LayerNorm {
         weight: Tensor,
         bias: Tensor,
@@ -32,7 +35,7 @@ impl Op {
     /// Whether the op can turn finite values into non-finite ones (a large
     /// product or sum); activations cannot.
     pub(super) fn may_overflow(&self) -> bool {
-        matches!(self, Op::Affine { .. } | Op::Linear(_) | Op::LayerNorm { .. })
+        matches!(self, Op::Affine { .. } | Op::Linear(_) | Op::Int8(_) | Op::LayerNorm { .. })
     }
 
     pub(super) fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -47,6 +50,7 @@ impl Op {
                     None => Ok(y),
                 }
             }
+            Op::Int8(layer) => layer.apply(x),
             // candle's fused kernel covers f32/f16/bf16; f64 takes the composed form.
             Op::LayerNorm { weight, bias, eps } if x.dtype() == DType::F64 => {
                 candle_nn::ops::layer_norm_slow(x, weight, bias, *eps)

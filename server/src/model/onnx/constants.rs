@@ -43,7 +43,7 @@ pub(super) fn per_feature(values: Vec<f64>, width: usize, default: f64, node: &N
     }
 }
 
-/// Decodes an initializer's values (FLOAT, DOUBLE, INT32, INT64).
+/// Decodes an initializer's values (FLOAT, DOUBLE, INT32, INT64, INT8, UINT8).
 pub(super) fn constant(tensor: &TensorProto) -> Result<Constant, String> {
     if tensor.data_location == 1 {
         return Err(format!(
@@ -67,13 +67,17 @@ pub(super) fn constant(tensor: &TensorProto) -> Result<Constant, String> {
             raw.chunks_exact(4).map(|b| f64::from(i32::from_le_bytes(b.try_into().unwrap()))).collect()
         }
         6 => tensor.int32_data.iter().map(|v| f64::from(*v)).collect(),
+        // INT8 and UINT8 (quantized weights, zero points): a byte each raw, else in int32_data.
+        3 if !raw.is_empty() => raw.iter().map(|b| f64::from(*b as i8)).collect(),
+        2 if !raw.is_empty() => raw.iter().map(|b| f64::from(*b)).collect(),
+        2 | 3 => tensor.int32_data.iter().map(|v| f64::from(*v)).collect(),
         // Other types (strings: skl2onnx's class names) are never read as numbers.
         _ => Vec::new(),
     };
     // A numeric initializer must hold exactly what its shape declares (a
     // shape is a claim, not an allocation); any other is shapeless, so no
     // layer can read values it does not have.
-    let numeric = matches!(tensor.data_type, 1 | 6 | 7 | 11);
+    let numeric = matches!(tensor.data_type, 1 | 2 | 3 | 6 | 7 | 11);
     if numeric && values.len() != count {
         return Err(format!("initializer `{}` holds {} values for shape {dims:?}", tensor.name, values.len()));
     }

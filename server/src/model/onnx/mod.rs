@@ -14,29 +14,42 @@
 
 mod constants;
 mod ends;
+mod int8;
 mod ml;
 mod prep;
 mod refusals;
 mod tree_ensemble;
 
+use super::categories::Categories;
 use super::manifest::{DTypeName, GeluApproximation, LayerSpec};
 use super::network::{ModelError, Network};
-use super::pipeline::{Pipeline, Step};
+use super::pipeline::{Column, Pipeline, Source};
 use super::scorer::Scorer;
 use super::trees::{Ensemble, Forest};
 use candle_core::{Device, Tensor};
 use constants::{Constant, constant, per_feature};
-use ends::{check_input, probability_output};
+use ends::{fed, probability_output};
 use onnx_schema as proto;
+use prep::prepare;
 use proto::{AttributeProto, NodeProto};
 use refusals::{describe, refusal, unsupported};
 use std::collections::{HashMap, HashSet};
 
-/// A graph as per-column steps ahead of the model it compiles to.
+/// A graph as the preprocessing ahead of the model it compiles to.
 pub struct Imported {
-    /// What the rows go through first (empty: nothing).
-    pub steps: Vec<Step>,
+    /// How the features become the model's columns; `None` when the model
+    /// reads the features as sent.
+    pub preprocessing: Option<Preprocessing>,
     pub model: Lowered,
+}
+
+/// The features' preprocessing into the model's columns.
+pub struct Preprocessing {
+    /// Per feature, its categories when it is a string feature.
+    pub categories: Vec<Option<Categories>>,
+    pub columns: Vec<Column>,
+    /// Whether the graph takes an input per feature.
+    pub by_name: bool,
 }
 
 /// What the model op of a graph becomes.
@@ -47,29 +60,33 @@ pub enum Lowered {
     Forest(Ensemble),
 }
 
-/// The scorer the ONNX model in `bytes` compiles to for `inputs` features
-/// and `classes` labels: its network on `device` in `dtype`, or its forest,
-/// behind the graph's leading per-column steps.
+/// The scorer the ONNX model in `bytes` compiles to for `features` (by
+/// name, in row order) and `classes` labels: its network on `device` in
+/// `dtype`, or its forest, behind the graph's preprocessing.
 pub fn compile(
     bytes: &[u8],
-    inputs: usize,
+    features: &[String],
     classes: usize,
     dtype: DTypeName,
     device: &Device,
 ) -> Result<Box<dyn Scorer>, ModelError> {
-    let graph = import(bytes, inputs).map_err(ModelError::Graph)?;
+    let graph = import(bytes, features).map_err(ModelError::Graph)?;
+    let inputs = graph.preprocessing.as_ref().map_or(features.len(), |p| p.columns.len());
     let model: Box<dyn Scorer> = match graph.model {
         Lowered::Network { layers, tensors } => {
             Box::new(Network::build(&layers, "", tensors, inputs, classes, dtype, device)?)
         }
         Lowered::Forest(ensemble) => Box::new(Forest::build(ensemble, inputs, classes).map_err(ModelError::Trees)?),
     };
-    Ok(if graph.steps.is_empty() { model } else { Box::new(Pipeline::new(graph.steps, model)) })
+    Ok(match graph.preprocessing {
+        Some(p) => Box::new(Pipeline::new(p.categories, p.columns, p.by_name, model)),
+        None => model,
+    })
 }
 
-/// Compiles the ONNX model in `bytes` for `inputs` features (the head's
-/// width is checked against the labels by `Network::build`).
-pub fn import(bytes: &[u8], inputs: usize) -> Result<Imported, String> {
+/// Compiles the ONNX model in `bytes` for `features` (the head's width is
+/// checked against the labels by `Network::build`).
+pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
     let model = proto::decode(bytes).map_err(|e| format!("not an ONNX model file: {e}"))?;
     let graph = model.graph.ok_or("the ONNX model has no graph")?;
     let mut constants = HashMap::new();
@@ -86,17 +103,8 @@ pub fn import(bytes: &[u8], inputs: usize) -> Result<Imported, String> {
             nodes.push(node);
         }
     }
-    let fed: Vec<&proto::ValueInfoProto> = graph.input.iter().filter(|i| !constants.contains_key(&i.name)).collect();
-    let [input] = fed[..] else {
-        return Err(format!(
-            "the graph takes {} inputs; Candela feeds one, the feature rows: convert the model from one \
-             float matrix of every feature (skl2onnx: `to_onnx(pipeline, X.to_numpy(np.float32)[:1])`, \
-             not from a DataFrame, which gives an input per column); string columns are not served \
-             yet: encode categories as numbers before the model",
-            fed.len()
-        ));
-    };
-    check_input(input, inputs)?;
+    let inputs: Vec<&proto::ValueInfoProto> = graph.input.iter().filter(|i| !constants.contains_key(&i.name)).collect();
+    let fed = fed(&inputs, features)?;
     let output = probability_output(&graph.output)?;
     // Only nodes the probabilities depend on: label branches are pruned.
     let producer: HashMap<&str, usize> =
@@ -110,17 +118,23 @@ pub fn import(bytes: &[u8], inputs: usize) -> Result<Imported, String> {
             stack.extend(nodes[index].input.iter().map(String::as_str));
         }
     }
+    let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+    let prepared = prepare(&fed, &names, &nodes, &needed, &constants)?;
+    let as_sent = |(f, c): (usize, &Column)| c.source == Source::Feature(f) && c.ops.is_empty();
+    let by_name = fed.len() > 1;
+    let preprocessing =
+        (by_name || prepared.columns.len() != features.len() || !prepared.columns.iter().enumerate().all(as_sent))
+            .then(|| Preprocessing { categories: prepared.categories, columns: prepared.columns.clone(), by_name });
     let mut walk = Walk {
         nodes: &nodes,
         needed,
         constants,
-        steps: Vec::new(),
         layers: Vec::new(),
         tensors: HashMap::new(),
         forest: None,
-        width: inputs,
+        width: prepared.columns.len(),
     };
-    let mut value = input.name.clone();
+    let mut value = prepared.entry;
     let mut steps = 0;
     while value != output {
         steps += 1;
@@ -130,7 +144,7 @@ pub fn import(bytes: &[u8], inputs: usize) -> Result<Imported, String> {
         value = walk.step(&value)?;
     }
     if let Some(forest) = walk.forest {
-        return Ok(Imported { steps: walk.steps, model: Lowered::Forest(forest) });
+        return Ok(Imported { preprocessing, model: Lowered::Forest(forest) });
     }
     if !matches!(walk.layers.last(), Some(LayerSpec::Softmax | LayerSpec::Sigmoid)) {
         let last = producer.get(output.as_str()).map_or_else(|| format!("`{output}`"), |&i| describe(&nodes[i]));
@@ -142,15 +156,13 @@ pub fn import(bytes: &[u8], inputs: usize) -> Result<Imported, String> {
              candle networks and cannot add one to an ONNX graph"
         ));
     }
-    Ok(Imported { steps: walk.steps, model: Lowered::Network { layers: walk.layers, tensors: walk.tensors } })
+    Ok(Imported { preprocessing, model: Lowered::Network { layers: walk.layers, tensors: walk.tensors } })
 }
 
 struct Walk<'a> {
     nodes: &'a [NodeProto],
     needed: HashSet<usize>,
     constants: HashMap<String, Constant>,
-    /// Per-column steps before the first layer (or the forest).
-    steps: Vec<Step>,
     layers: Vec<LayerSpec>,
     tensors: HashMap<String, Tensor>,
     /// The tree ensemble the graph ends in, once met.
@@ -275,9 +287,6 @@ impl<'a> Walk<'a> {
         if self.forest.is_some() {
             return self.after_forest(node, out);
         }
-        if self.layers.is_empty() && self.leading_step(node, value)? {
-            return Ok(out);
-        }
         let width = self.width;
         let op = node.op_type.as_str();
         match (node.domain.as_str(), op) {
@@ -324,6 +333,7 @@ impl<'a> Walk<'a> {
                 self.push(LayerSpec::Gelu { approximate }, Vec::new())?;
             }
             ("" | "ai.onnx", "Gemm") => return self.gemm(node, value, out),
+            ("" | "ai.onnx", "DynamicQuantizeLinear") => return self.dynamic_int8(node, value),
             ("" | "ai.onnx", "MatMul") => return self.matmul(node, value, out),
             ("" | "ai.onnx", "Add" | "Sub" | "Mul" | "Div") => self.arithmetic(node, value)?,
             ("" | "ai.onnx", "BatchNormalization") => {

@@ -5,7 +5,7 @@
 use onnx_schema::NodeProto;
 
 /// What each supported op is, for refusals.
-const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head), Clip (before the model); ai.onnx.ml Scaler, Imputer (numbers, before the model), LinearClassifier (binary LOGISTIC, multinomial SOFTMAX), TreeEnsembleClassifier (ml opsets 1–3), Normalizer (L1, after the head), ZipMap (dropped)";
+const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head), and before the model Concat, Clip and Reshape of features; ai.onnx.ml Scaler, Imputer (numbers, before the model), OneHotEncoder (of a string or integer feature), ArrayFeatureExtractor (of features), LinearClassifier (binary LOGISTIC, multinomial SOFTMAX), TreeEnsembleClassifier (ml opsets 1–3), Normalizer (L1, after the head), ZipMap (dropped); INT8 layers as quantize_dynamic writes them (DynamicQuantizeLinear, MatMulInteger, Cast, Mul, Add)";
 
 /// How a refusal names `node`: its name (else its first output) and op type.
 pub(super) fn describe(node: &NodeProto) -> String {
@@ -35,19 +35,20 @@ pub(super) fn unsupported(node: &NodeProto) -> String {
              classifier's own file or its TreeEnsembleClassifier graph is served)"
         }
         "LinearRegressor" | "SVMRegressor" => " (regressors are not served yet: Candela answers class probabilities)",
-        "DynamicQuantizeLinear"
-        | "MatMulInteger"
+        "MatMulInteger"
         | "QuantizeLinear"
         | "DequantizeLinear"
         | "QLinearMatMul"
         | "DynamicQuantizeMatMul"
         | "MatMulIntegerToFloat" => {
-            " (quantized INT8 graphs are not served yet: serve the FP32 graph, or set \"dtype\": \"f16\" \
-             in model.json to halve the weights' memory)"
+            " (INT8 is compiled as onnxruntime's `quantize_dynamic` writes it, DynamicQuantizeLinear → \
+             MatMulInteger per layer; static (QDQ, QLinear) quantization is not: quantize with \
+             `quantize_dynamic`, or serve the FP32 graph, or set \"dtype\": \"f16\" in model.json)"
         }
         "Imputer" => " (an Imputer is compiled where it comes first, before the model's first layer)",
-        "OneHotEncoder" | "LabelEncoder" | "CategoryMapper" | "StringNormalizer" => {
-            " (string categories are not served yet: encode them as numbers before the model)"
+        "LabelEncoder" | "CategoryMapper" | "StringNormalizer" => {
+            " (string features are compiled through a OneHotEncoder: export the pipeline with \
+             OneHotEncoder instead of an ordinal or label encoding)"
         }
         _ => "",
     };
@@ -81,8 +82,13 @@ mod tests {
         }
     }
 
+    /// Feature names `f0`, `f1`, …
+    fn names(count: usize) -> Vec<String> {
+        (0..count).map(|i| format!("f{i}")).collect()
+    }
+
     fn refusal(nodes: Vec<proto::NodeProto>) -> String {
-        match import(&graph(nodes), 3) {
+        match import(&graph(nodes), &names(3)) {
             Ok(_) => panic!("the graph was compiled"),
             Err(error) => error,
         }
@@ -94,8 +100,8 @@ mod tests {
             ("TreeEnsemble", "target_opset={\"ai.onnx.ml\": 3}"),
             ("TreeEnsembleRegressor", "regressors are not served yet"),
             ("LinearRegressor", "regressors are not served yet"),
-            ("DynamicQuantizeLinear", "serve the FP32 graph"),
-            ("OneHotEncoder", "encode them as numbers"),
+            ("QLinearMatMul", "quantize with `quantize_dynamic`"),
+            ("LabelEncoder", "compiled through a OneHotEncoder"),
         ] {
             let error = refusal(vec![node(op, "ai.onnx.ml", "x", "y")]);
             assert!(error.contains(&format!("`{op}_0` (ai.onnx.ml:{op}) is an unsupported op")), "{error}");
@@ -144,12 +150,12 @@ mod tests {
     }
 
     #[test]
-    fn a_graph_with_an_input_per_column_says_to_convert_from_one_matrix() {
+    fn a_graph_with_an_input_per_column_must_be_named_by_the_features() {
         let mut model = proto::decode(&graph(vec![node("Relu", "", "x", "y")])).unwrap();
         let graph = model.graph.as_mut().unwrap();
         graph.input.push(proto::ValueInfoProto { name: "amount".into(), ..Default::default() });
-        let error = import(&proto::encode(&model), 3).err().expect("two inputs are refused");
-        assert!(error.contains("the graph takes 2 inputs"), "{error}");
-        assert!(error.contains("X.to_numpy(np.float32)"), "{error}");
+        let error = import(&proto::encode(&model), &names(2)).err().expect("unnamed inputs are refused");
+        assert!(error.contains(r#"an input per feature (a DataFrame's columns) named ["x", "amount"]"#), "{error}");
+        assert!(error.contains(r#"it lists ["f0", "f1"]"#), "{error}");
     }
 }

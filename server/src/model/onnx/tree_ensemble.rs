@@ -350,7 +350,7 @@ mod tests {
     }
 
     fn forest(bytes: &[u8]) -> Result<Forest, String> {
-        match import(bytes, 2)?.model {
+        match import(bytes, &["f0".into(), "f1".into()])?.model {
             Lowered::Forest(ensemble) => Forest::build(ensemble, 2, 2),
             Lowered::Network { .. } => panic!("a tree ensemble became a network"),
         }
