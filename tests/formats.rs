@@ -101,6 +101,12 @@ async fn every_format_answers_as_its_own_library_does() {
     }
     let info = client.get_model("xgboost-multi").await.unwrap();
     assert!(info.layers[0].starts_with("xgboost multi:softprob: 120 trees"), "{:?}", info.layers);
+    // model.json says only {"format": "onnx"}: the graph's input width and class labels name the rest.
+    let info = client.get_model("onnx-every-mode").await.unwrap();
+    assert_eq!((info.features.len(), info.features[7].as_str()), (8, "f7"));
+    assert_eq!(info.labels, ["low", "mid", "high"]);
+    let info = client.get_model("onnx-forest-multi").await.unwrap();
+    assert_eq!(info.labels, ["0", "1", "2"], "integer class labels as written");
     server.stop().await.unwrap();
 }
 
@@ -156,6 +162,10 @@ fn unsupported_and_malformed_models_are_refused_naming_the_cause() {
     broken(root, "torch-softmax", |dir| rewrite(&dir.join("model.json"), "\"f7\"", "\"f7\", \"f8\""));
     // Not an ONNX file at all.
     broken(root, "sklearn-binary", |dir| std::fs::write(dir.join("model.onnx"), b"not onnx").unwrap());
+    // model.json's labels in another order than the graph names them.
+    broken(root, "onnx-every-mode", |dir| {
+        std::fs::write(dir.join("model.json"), r#"{"format": "onnx", "labels": ["mid", "low", "high"]}"#).unwrap()
+    });
     let device = candle_core::Device::Cpu;
     let Err(errors) = candela_server::model::repository::load(root, &device, "cpu", 1 << 30) else {
         panic!("the broken repository loaded");
@@ -167,8 +177,9 @@ fn unsupported_and_malformed_models_are_refused_naming_the_cause() {
         "gives 3 class probabilities but model.json lists 4 labels",
         "takes 8 features per row but model.json lists 9",
         "not an ONNX model file",
+        r#"labels` are ["mid", "low", "high"] but the graph names its classes ["low", "mid", "high"]"#,
     ] {
         assert!(errors.contains(needle), "`{needle}` not in:\n{errors}");
     }
-    assert!(errors.contains("5 problems"), "{errors}");
+    assert!(errors.contains("6 problems"), "{errors}");
 }

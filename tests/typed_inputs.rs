@@ -48,7 +48,7 @@ async fn plain_numeric_rows_carry_a_category_as_its_code() {
     let coded = client.predict("onnx-dataframe", vec![20.0, 1.0, 35.0, 2.0]).await.unwrap().prediction.unwrap();
     let body = serde_json::json!({"segment": "onnx-dataframe",
         "features": [{"amount": 20.0, "country": "fr", "age": 35.0, "channel": "web"}]});
-    let named: serde_json::Value = post_json(&http, "/score", &body.to_string()).await;
+    let named: serde_json::Value = common::post_json(&http, "/score", &body.to_string()).await;
     let by_name = named["probability"][0].as_array().unwrap();
     for (c, n) in coded.probabilities.iter().zip(by_name) {
         assert!((f64::from(*c) - n.as_f64().unwrap()).abs() < 1e-7, "{:?} vs {by_name:?}", coded.probabilities);
@@ -59,14 +59,4 @@ async fn plain_numeric_rows_carry_a_category_as_its_code() {
     let status = client.predict("onnx-dataframe-strict", vec![20.0, -1.0, 35.0, 2.0]).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "the strict encoder has no code for an unknown category");
     server.stop().await.unwrap();
-}
-
-/// POSTs `body` to the HTTP port with curl and parses the JSON answer.
-async fn post_json(http: &str, path: &str, body: &str) -> serde_json::Value {
-    let mut command = Command::new("curl");
-    command.args(["-sS", "--max-time", "20", "-H", "content-type: application/json", "-d", body]);
-    command.arg(format!("http://{http}{path}"));
-    let output = tokio::task::spawn_blocking(move || command.output().expect("curl runs")).await.unwrap();
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
 }

@@ -19,7 +19,9 @@ fuzz_target!(|data: &[u8]| {
         2 => trees::lightgbm::parse(file, FEATURES, classes).ok().map(|f| Box::new(f) as Box<dyn Scorer>),
         _ => {
             let names: Vec<String> = (0..FEATURES).map(|i| format!("f{i}")).collect();
-            onnx::compile(file, &names, classes, DTypeName::F32, &candle_core::Device::Cpu).ok()
+            let labels: Vec<String> = (0..classes).map(|k| k.to_string()).collect();
+            let device = candle_core::Device::Cpu;
+            onnx::compile(file, &names, &labels, DTypeName::F32, &device).ok().map(|compiled| compiled.scorer)
         }
     };
     if let Some(scorer) = scorer {

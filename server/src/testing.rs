@@ -127,6 +127,12 @@ pub fn peers_python() -> PathBuf {
     installed(Path::new("venv/bin/python"))
 }
 
+/// The Python of the README's export recipes made by `scripts/install-test-tools`
+/// (scikit-learn, skl2onnx, onnxmltools, LightGBM, XGBoost, onnxruntime, pandas).
+pub fn recipes_python() -> PathBuf {
+    installed(Path::new("recipes-venv/bin/python"))
+}
+
 fn installed(relative: &Path) -> PathBuf {
     let dir = std::env::var_os("CANDELA_TOOLS").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".tools"));
     let path = dir.join(relative);

@@ -42,7 +42,7 @@ fn models() -> Vec<(PathBuf, Segment)> {
 /// The model in `dir` built for `device` in `dtype`, whatever its model.json says.
 fn network(dir: &Path, dtype: DTypeName, device: &Device) -> Box<dyn Scorer> {
     let manifest = repository::read_manifest(&dir.join(candela_server::model::MANIFEST_FILE)).unwrap();
-    repository::build_scorer(dir, &Manifest { dtype, ..manifest }, device, repository::DEFAULT_MAX_MODEL_BYTES)
+    repository::build_scorer(dir, &mut Manifest { dtype, ..manifest }, device, repository::DEFAULT_MAX_MODEL_BYTES)
         .unwrap_or_else(|e| panic!("{}: {e}", label(dir)))
 }
 

@@ -138,3 +138,13 @@ pub async fn metric(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .sum()
 }
+
+/// POSTs `body` to the HTTP port with curl and parses the JSON answer.
+pub async fn post_json(http: &str, path: &str, body: &str) -> serde_json::Value {
+    let mut command = std::process::Command::new("curl");
+    command.args(["-sS", "--max-time", "20", "-H", "content-type: application/json", "-d", body]);
+    command.arg(format!("http://{http}{path}"));
+    let output = tokio::task::spawn_blocking(move || command.output().expect("curl runs")).await.unwrap();
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}

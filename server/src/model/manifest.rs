@@ -15,9 +15,13 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Input feature names, in the order rows carry them.
+    /// Input feature names, in the order rows carry them (an ONNX graph's
+    /// come from the graph when left out).
+    #[serde(default)]
     pub features: Vec<String>,
-    /// Output class labels, in the order the model's last layer emits them.
+    /// Output class labels, in the order the model's last layer emits them
+    /// (an ONNX graph's come from the graph when left out).
+    #[serde(default)]
     pub labels: Vec<String>,
     /// What kind of model the version's `file` holds.
     #[serde(default)]

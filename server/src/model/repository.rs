@@ -140,18 +140,19 @@ pub fn load_version(
     device_name: &str,
     max_model_bytes: u64,
 ) -> Result<LoadedModel, LoadError> {
-    let manifest = read_manifest(&dir.join(MANIFEST_FILE))?;
-    let scorer = build_scorer(dir, &manifest, device, max_model_bytes)?;
+    let mut manifest = read_manifest(&dir.join(MANIFEST_FILE))?;
+    let scorer = build_scorer(dir, &mut manifest, device, max_model_bytes)?;
     let device = if scorer.on_cpu() { "cpu" } else { device_name };
     Ok(LoadedModel { segment: segment.to_string(), version, scorer, device: device.to_string(), manifest })
 }
 
 /// Builds the model `manifest` describes from `dir`'s model file (at most
 /// `max_model_bytes`): a network on `device` in `manifest.dtype`, or a tree
-/// ensemble on the CPU; then warms it with one forward pass.
+/// ensemble on the CPU; then warms it with one forward pass. An ONNX
+/// graph's features and labels fill those model.json leaves out.
 pub fn build_scorer(
     dir: &Path,
-    manifest: &Manifest,
+    manifest: &mut Manifest,
     device: &Device,
     max_model_bytes: u64,
 ) -> Result<Box<dyn Scorer>, LoadError> {
@@ -175,7 +176,12 @@ pub fn build_scorer(
         }
         Format::Onnx => {
             let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
-            onnx::compile(&bytes, &manifest.features, classes, manifest.dtype, device).map_err(model)?
+            let compiled =
+                onnx::compile(&bytes, &manifest.features, &manifest.labels, manifest.dtype, device).map_err(model)?;
+            manifest.features = compiled.features;
+            manifest.labels = compiled.labels;
+            check_names(manifest).map_err(|message| LoadError::Manifest { path: dir.join(MANIFEST_FILE), message })?;
+            compiled.scorer
         }
         Format::Xgboost => {
             // The file's bytes go as soon as they are parsed: a large model's
@@ -212,22 +218,14 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
 }
 
 /// Parses and checks the text of a `model.json`: valid JSON of the right
-/// shape, features and labels present and unique, layers listed.
+/// shape, features and labels present and unique (an ONNX graph's may come
+/// from the graph: checked once it is read), layers listed.
 pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
     let manifest: Manifest = files::parse_json(text)?;
-    if manifest.features.is_empty() {
-        return Err("`features` is empty: list the input feature names in row order".into());
-    }
-    if let Some(name) = first_duplicate(&manifest.features) {
-        return Err(format!("`features` names `{name}` twice: feature names must be unique"));
-    }
-    if manifest.labels.len() < 2 {
-        return Err(format!("`labels` has {} entries: a classifier needs at least 2", manifest.labels.len()));
-    }
-    if let Some(name) = first_duplicate(&manifest.labels) {
-        return Err(format!("`labels` names `{name}` twice: labels must be unique"));
-    }
     let format = manifest.format;
+    if format != Format::Onnx || !(manifest.features.is_empty() || manifest.labels.is_empty()) {
+        check_names(&manifest)?;
+    }
     match format {
         Format::Candle if manifest.layers.is_empty() => {
             return Err("`layers` is empty: list the network's layers in order".into());
@@ -256,9 +254,6 @@ pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
             format.default_file()
         ));
     }
-    if let Some(monitoring) = &manifest.monitoring {
-        monitoring.check(&manifest.features)?;
-    }
     for (name, digest) in &manifest.files {
         if name == MANIFEST_FILE || name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
             return Err(format!(
@@ -271,6 +266,27 @@ pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
         }
     }
     Ok(manifest)
+}
+
+/// Features and labels present and unique, and the training statistics
+/// about those features.
+fn check_names(manifest: &Manifest) -> Result<(), String> {
+    if manifest.features.is_empty() {
+        return Err("`features` is empty: list the input feature names in row order".into());
+    }
+    if let Some(name) = first_duplicate(&manifest.features) {
+        return Err(format!("`features` names `{name}` twice: feature names must be unique"));
+    }
+    if manifest.labels.len() < 2 {
+        return Err(format!("`labels` has {} entries: a classifier needs at least 2", manifest.labels.len()));
+    }
+    if let Some(name) = first_duplicate(&manifest.labels) {
+        return Err(format!("`labels` names `{name}` twice: labels must be unique"));
+    }
+    match &manifest.monitoring {
+        Some(monitoring) => monitoring.check(&manifest.features),
+        None => Ok(()),
+    }
 }
 
 fn first_duplicate(names: &[String]) -> Option<&str> {

@@ -1,7 +1,21 @@
 //! The graph's ends: the inputs Candela feeds (one matrix of every feature,
 //! or an input per feature) and the output it serves (the class probabilities).
 
+use super::attribute;
 use onnx_schema as proto;
+
+/// The class labels a classifier op (or ZipMap) names: `classlabels_strings`,
+/// else its integer labels written as numbers; `None` when it names none.
+pub(super) fn class_labels(node: &proto::NodeProto) -> Option<Vec<String>> {
+    let strings = attribute(node, "classlabels_strings").map(|a| &a.strings).filter(|s| !s.is_empty());
+    if let Some(strings) = strings {
+        return Some(strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect());
+    }
+    ["classlabels_int64s", "classlabels_ints"]
+        .iter()
+        .find_map(|name| attribute(node, name).map(|a| &a.ints).filter(|i| !i.is_empty()))
+        .map(|ints| ints.iter().map(i64::to_string).collect())
+}
 
 /// What a graph input carries.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -12,16 +26,32 @@ pub(super) enum Fed {
     Text,
 }
 
-/// The graph's inputs as Candela feeds them, for model.json's `features`:
-/// one float matrix of every feature, or (a graph converted from a
-/// DataFrame) one `[rows, 1]` input per feature, numbers or strings, named
-/// and ordered as `features` names them.
-pub(super) fn fed(inputs: &[&proto::ValueInfoProto], features: &[String]) -> Result<Vec<Fed>, String> {
+/// The graph's inputs as Candela feeds them, and the features' names:
+/// one float matrix of every feature (named by model.json's `features`, else
+/// `f0`, `f1`, …), or (a graph converted from a DataFrame) one `[rows, 1]`
+/// input per feature, numbers or strings, named by the graph (model.json's
+/// `features`, when listed, must name them alike).
+pub(super) fn fed(inputs: &[&proto::ValueInfoProto], features: &[String]) -> Result<(Vec<Fed>, Vec<String>), String> {
+    let fed = match_inputs(inputs, features)?;
+    let names = match (&fed[..], features.is_empty()) {
+        (_, false) => features.to_vec(),
+        ([Fed::Numbers { width }], true) => (0..*width).map(|i| format!("f{i}")).collect(),
+        (_, true) => inputs.iter().map(|i| i.name.clone()).collect(),
+    };
+    Ok((fed, names))
+}
+
+fn match_inputs(inputs: &[&proto::ValueInfoProto], features: &[String]) -> Result<Vec<Fed>, String> {
     match inputs {
         [] => Err("the graph takes no input".into()),
         [input] => match shape(input)? {
             (Element::Text, _) => Err(format!(
                 "the graph's one input `{}` is strings; Candela feeds strings as named [rows, 1] inputs, one per feature",
+                input.name
+            )),
+            (Element::Number, Some(width)) if features.is_empty() => Ok(vec![Fed::Numbers { width }]),
+            (Element::Number, None) if features.is_empty() => Err(format!(
+                "the graph input `{}` does not declare its width: list the model's `features` in model.json",
                 input.name
             )),
             (Element::Number, Some(width)) if width != features.len() => Err(format!(
@@ -33,7 +63,7 @@ pub(super) fn fed(inputs: &[&proto::ValueInfoProto], features: &[String]) -> Res
         },
         many => {
             let names: Vec<&str> = many.iter().map(|i| i.name.as_str()).collect();
-            if names != features {
+            if !features.is_empty() && names != features {
                 return Err(format!(
                     "the graph takes an input per feature (a DataFrame's columns) named {names:?}; model.json's \
                      `features` must list these names in this order (it lists {features:?})"

@@ -7,7 +7,7 @@
 
 use super::constants::{Constant, per_feature};
 use super::prep::floats;
-use super::{Walk, attribute, refusal, unsupported};
+use super::{Walk, attribute, class_labels, refusal, unsupported};
 use crate::model::manifest::LayerSpec;
 use onnx_schema::NodeProto;
 
@@ -25,7 +25,11 @@ impl Walk<'_> {
             "LinearClassifier" => return self.linear_classifier(node, value),
             "TreeEnsembleClassifier" => return self.tree_ensemble_classifier(node, value),
             "Normalizer" => self.normalizer(node)?,
-            "ZipMap" => {}
+            "ZipMap" => {
+                if self.labels.is_none() {
+                    self.labels = class_labels(node);
+                }
+            }
             _ => return Err(unsupported(node)),
         }
         Ok(out)
@@ -45,11 +49,8 @@ impl Walk<'_> {
         let width = self.width;
         let (coefficients, intercepts) = (floats(node, "coefficients"), floats(node, "intercepts"));
         let targets = intercepts.len();
-        let labels = attribute(node, "classlabels_strings")
-            .map(|a| a.strings.len())
-            .filter(|n| *n > 0)
-            .or_else(|| attribute(node, "classlabels_ints").map(|a| a.ints.len()))
-            .unwrap_or(0);
+        self.labels = class_labels(node);
+        let labels = self.labels.as_ref().map_or(0, Vec::len);
         if targets == 0 || coefficients.len() != targets * width {
             return Err(refusal(
                 node,

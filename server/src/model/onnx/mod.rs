@@ -13,6 +13,7 @@
 //! `onnx-schema` crate.
 
 mod constants;
+mod dense;
 mod ends;
 mod int8;
 mod ml;
@@ -28,7 +29,7 @@ use super::scorer::Scorer;
 use super::trees::{Ensemble, Forest};
 use candle_core::{Device, Tensor};
 use constants::{Constant, constant, per_feature};
-use ends::{fed, probability_output};
+use ends::{class_labels, fed, probability_output};
 use onnx_schema as proto;
 use prep::prepare;
 use proto::{AttributeProto, NodeProto};
@@ -37,6 +38,13 @@ use std::collections::{HashMap, HashSet};
 
 /// A graph as the preprocessing ahead of the model it compiles to.
 pub struct Imported {
+    /// The features' names: model.json's, else the graph's (its inputs, or
+    /// `f0`, `f1`, … for one matrix).
+    pub features: Vec<String>,
+    /// The class labels the graph names (a classifier op's, ZipMap's).
+    pub labels: Option<Vec<String>>,
+    /// How many classes the model answers.
+    pub classes: usize,
     /// How the features become the model's columns; `None` when the model
     /// reads the features as sent.
     pub preprocessing: Option<Preprocessing>,
@@ -60,17 +68,37 @@ pub enum Lowered {
     Forest(Ensemble),
 }
 
-/// The scorer the ONNX model in `bytes` compiles to for `features` (by
-/// name, in row order) and `classes` labels: its network on `device` in
-/// `dtype`, or its forest, behind the graph's preprocessing.
+/// A compiled ONNX model and the names it serves under.
+pub struct Compiled {
+    pub scorer: Box<dyn Scorer>,
+    pub features: Vec<String>,
+    pub labels: Vec<String>,
+}
+
+/// The scorer the ONNX model in `bytes` compiles to: its network on `device`
+/// in `dtype`, or its forest, behind the graph's preprocessing. `features`
+/// and `labels` are model.json's (empty: taken from the graph, labels
+/// `0`, `1`, … where it names none); listed, they are checked against it.
 pub fn compile(
     bytes: &[u8],
     features: &[String],
-    classes: usize,
+    labels: &[String],
     dtype: DTypeName,
     device: &Device,
-) -> Result<Box<dyn Scorer>, ModelError> {
+) -> Result<Compiled, ModelError> {
     let graph = import(bytes, features).map_err(ModelError::Graph)?;
+    let labels = match (labels, graph.labels) {
+        ([], Some(named)) => named,
+        ([], None) => (0..graph.classes).map(|k| k.to_string()).collect(),
+        (listed, Some(named)) if named.iter().any(|n| n.parse::<i64>().is_err()) && listed != named.as_slice() => {
+            return Err(ModelError::Graph(format!(
+                "model.json's `labels` are {listed:?} but the graph names its classes {named:?}, in its order: \
+                 list them as the graph does, or remove `labels` to take the graph's"
+            )));
+        }
+        (listed, _) => listed.to_vec(),
+    };
+    let (features, classes) = (graph.features, labels.len());
     let inputs = graph.preprocessing.as_ref().map_or(features.len(), |p| p.columns.len());
     let model: Box<dyn Scorer> = match graph.model {
         Lowered::Network { layers, tensors } => {
@@ -78,10 +106,11 @@ pub fn compile(
         }
         Lowered::Forest(ensemble) => Box::new(Forest::build(ensemble, inputs, classes).map_err(ModelError::Trees)?),
     };
-    Ok(match graph.preprocessing {
+    let scorer = match graph.preprocessing {
         Some(p) => Box::new(Pipeline::new(p.categories, p.columns, p.by_name, model)),
         None => model,
-    })
+    };
+    Ok(Compiled { scorer, features, labels })
 }
 
 /// Compiles the ONNX model in `bytes` for `features` (the head's width is
@@ -104,7 +133,8 @@ pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
         }
     }
     let inputs: Vec<&proto::ValueInfoProto> = graph.input.iter().filter(|i| !constants.contains_key(&i.name)).collect();
-    let fed = fed(&inputs, features)?;
+    let (fed, features) = fed(&inputs, features)?;
+    let features = features.as_slice();
     let output = probability_output(&graph.output)?;
     // Only nodes the probabilities depend on: label branches are pruned.
     let producer: HashMap<&str, usize> =
@@ -132,6 +162,7 @@ pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
         layers: Vec::new(),
         tensors: HashMap::new(),
         forest: None,
+        labels: None,
         width: prepared.columns.len(),
     };
     let mut value = prepared.entry;
@@ -143,8 +174,11 @@ pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
         }
         value = walk.step(&value)?;
     }
+    let names = features.to_vec();
     if let Some(forest) = walk.forest {
-        return Ok(Imported { preprocessing, model: Lowered::Forest(forest) });
+        let classes = forest.classes();
+        let model = Lowered::Forest(forest);
+        return Ok(Imported { features: names, labels: walk.labels, classes, preprocessing, model });
     }
     if !matches!(walk.layers.last(), Some(LayerSpec::Softmax | LayerSpec::Sigmoid)) {
         let last = producer.get(output.as_str()).map_or_else(|| format!("`{output}`"), |&i| describe(&nodes[i]));
@@ -156,7 +190,10 @@ pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
              candle networks and cannot add one to an ONNX graph"
         ));
     }
-    Ok(Imported { preprocessing, model: Lowered::Network { layers: walk.layers, tensors: walk.tensors } })
+    let classes =
+        if matches!(walk.layers.last(), Some(LayerSpec::Sigmoid)) && walk.width == 1 { 2 } else { walk.width };
+    let model = Lowered::Network { layers: walk.layers, tensors: walk.tensors };
+    Ok(Imported { features: names, labels: walk.labels, classes, preprocessing, model })
 }
 
 struct Walk<'a> {
@@ -167,6 +204,8 @@ struct Walk<'a> {
     tensors: HashMap<String, Tensor>,
     /// The tree ensemble the graph ends in, once met.
     forest: Option<Ensemble>,
+    /// The class labels the graph names, once met.
+    labels: Option<Vec<String>>,
     /// Features per row of the value being walked.
     width: usize,
 }
@@ -379,101 +418,6 @@ impl<'a> Walk<'a> {
         found
             .try_into()
             .map_err(|_| refusal(node, &format!("a {} whose parameters are not all constants", node.op_type)))
-    }
-
-    /// `Y = alpha · A · op(B) + beta · C` as a linear layer.
-    fn gemm(&mut self, node: &NodeProto, value: &str, out: String) -> Result<String, String> {
-        let int = |name| attribute(node, name).map_or(0, |a| a.i);
-        let float = |name| attribute(node, name).map_or(1.0, |a| f64::from(a.f));
-        if node.input.first().map(String::as_str) != Some(value) || int("transA") != 0 {
-            return Err(refusal(node, "a Gemm whose first input is not the rows (or is transposed)"));
-        }
-        let b = self.param(node, 1).ok_or_else(|| refusal(node, "a Gemm whose B is not a constant"))?;
-        let weight = if int("transB") != 0 { b } else { b.transposed(node)? };
-        let bias = self.param(node, 2);
-        self.linear(node, weight, bias, float("alpha"), float("beta"))?;
-        Ok(out)
-    }
-
-    /// `MatMul(x, W)`, with the `Add` of a constant bias after it folded in.
-    fn matmul(&mut self, node: &NodeProto, value: &str, out: String) -> Result<String, String> {
-        if node.input.first().map(String::as_str) != Some(value) {
-            return Err(refusal(node, "a MatMul whose first input is not the rows"));
-        }
-        let b = self.param(node, 1).ok_or_else(|| refusal(node, "a MatMul whose second input is not a constant"))?;
-        let weight = b.transposed(node)?;
-        let outputs = weight.dims[0];
-        let add = self.sole(&out).filter(|n| n.op_type == "Add").and_then(|n| {
-            let bias = self.operand(n, &out)?;
-            (bias.values.len() == outputs).then(|| (n.output[0].clone(), bias.clone()))
-        });
-        match add {
-            Some((end, bias)) => {
-                self.linear(node, weight, Some(bias), 1.0, 1.0)?;
-                Ok(end)
-            }
-            None => {
-                self.linear(node, weight, None, 1.0, 1.0)?;
-                Ok(out)
-            }
-        }
-    }
-
-    /// A linear layer from `weight` `[out, in]` and an optional bias.
-    fn linear(
-        &mut self,
-        node: &NodeProto,
-        weight: Constant,
-        bias: Option<Constant>,
-        alpha: f64,
-        beta: f64,
-    ) -> Result<(), String> {
-        let [outputs, width] = weight.dims[..] else {
-            return Err(refusal(node, "a weight that is not a matrix"));
-        };
-        if width != self.width {
-            return Err(refusal(node, &format!("a weight for {width} inputs where rows carry {}", self.width)));
-        }
-        let mut tensors = vec![("weight", weight.values.iter().map(|w| w * alpha).collect(), vec![outputs, width])];
-        if let Some(bias) = &bias {
-            let values = per_feature(bias.values.clone(), outputs, 0.0, node)?;
-            tensors.push(("bias", values.into_iter().map(|b| b * beta).collect(), vec![outputs]));
-        }
-        self.width = outputs;
-        self.push(LayerSpec::Linear { bias: bias.is_some() }, tensors)
-    }
-
-    /// `x + c`, `x − c`, `x · c`, `x / c` with a constant `c` (per feature or
-    /// one for all) as a standardisation.
-    fn arithmetic(&mut self, node: &NodeProto, value: &str) -> Result<(), String> {
-        let width = self.width;
-        let first = node.input.first().map(String::as_str) == Some(value);
-        let c = self
-            .operand(node, value)
-            .cloned()
-            .ok_or_else(|| refusal(node, "arithmetic between two computed values"))?;
-        let c = per_feature(c.values, width, 0.0, node)?;
-        let (offset, scale) = match (node.op_type.as_str(), first) {
-            ("Add", _) => (c.iter().map(|v| -v).collect(), vec![1.0; width]),
-            ("Sub", true) => (c, vec![1.0; width]),
-            ("Mul", _) => (vec![0.0; width], c),
-            ("Div", true) => (vec![0.0; width], c.iter().map(|v| 1.0 / v).collect()),
-            _ => return Err(refusal(node, "a constant minus or divided by the rows")),
-        };
-        self.standardize(node, offset, scale)
-    }
-
-    /// `(x − offset) · scale` as a `standardize` layer (mean, std = 1 / scale).
-    fn standardize(&mut self, node: &NodeProto, offset: Vec<f64>, scale: Vec<f64>) -> Result<(), String> {
-        if let Some(bad) = scale.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
-            return Err(refusal(
-                node,
-                &format!("a scaling by {bad}; only positive finite scales compile to standardisation"),
-            ));
-        }
-        let width = self.width;
-        let std = scale.iter().map(|s| 1.0 / s).collect();
-        self.push(LayerSpec::Standardize, vec![("mean", offset, vec![width]), ("std", std, vec![width])])
     }
 }
 

@@ -10,7 +10,7 @@
 
 use super::constants::constant;
 use super::prep::floats;
-use super::{Walk, attribute, refusal};
+use super::{Walk, attribute, class_labels, refusal};
 use crate::model::trees::{Ensemble, Link, Split, Sum, TreeNode, TreeNodes};
 use onnx_schema::NodeProto;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -74,11 +74,8 @@ impl Walk<'_> {
                 "a TreeEnsembleClassifier whose nodes_missing_value_tracks_true is not per node",
             ));
         }
-        let labels = attribute(node, "classlabels_strings")
-            .map(|a| a.strings.len())
-            .filter(|n| *n > 0)
-            .or_else(|| attribute(node, "classlabels_int64s").map(|a| a.ints.len()))
-            .unwrap_or(0);
+        self.labels = class_labels(node);
+        let labels = self.labels.as_ref().map_or(0, Vec::len);
         let (weights, weight_doubles) = numbers(node, "class_weights")?;
         let (class_trees, class_nodes, class_ids) =
             (ints(node, "class_treeids"), ints(node, "class_nodeids"), ints(node, "class_ids"));

@@ -186,17 +186,24 @@ pub struct Ensemble {
     pub kind: String,
 }
 
+impl Ensemble {
+    /// How many class probabilities the ensemble answers.
+    pub fn classes(&self) -> usize {
+        match self.link {
+            Link::Sigmoid { .. } | Link::Complement => 2,
+            Link::Softmax | Link::Identity => self.base.len(),
+        }
+    }
+}
+
 impl Forest {
     /// Assembles `ensemble` for `inputs` features and `classes` labels (as
     /// model.json lists them), checking every tree: children in range, no
     /// cycles (each node reached once), splits on a feature that exists.
     pub fn build(ensemble: Ensemble, inputs: usize, classes: usize) -> Result<Forest, String> {
+        let expected = ensemble.classes();
         let Ensemble { trees, base, link, sum, features, kind } = ensemble;
         let groups = base.len();
-        let expected = match link {
-            Link::Sigmoid { .. } | Link::Complement => 2,
-            Link::Softmax | Link::Identity => groups,
-        };
         if classes != expected || (matches!(link, Link::Sigmoid { .. } | Link::Complement) && groups != 1) {
             return Err(format!(
                 "the model ({kind}) gives {expected} class probabilities but model.json lists {classes} labels; they must be equal, in the model's class order"

@@ -2,13 +2,14 @@
 session, on the same rows, for bench/onnx.sh: per fixture model (a network
 in f32 and the same network INT8 from quantize_dynamic; scikit-learn
 pipelines with preprocessing before a tree ensemble, and the same ensemble
-bare, cut out of the pipeline's graph with onnx.utils.extract_model and fed
+bare, cut out of the pipeline's graph and fed
 the preprocessed rows), the median over rounds of rows per second at 1 and
 at 1,000 rows per call, interleaved: Candela's `Scorer::forward`
 (server/benches/scorer.rs) and `InferenceSession.run`, both on the same
 thread count. Prints a table of medians and the per-row cost in µs.
 
-Usage: python bench/onnx.py OUT_DIR ROUNDS SECONDS THREADS
+Usage: python bench/onnx_models.py OUT_DIR ROUNDS SECONDS THREADS
+(MODELS=a,b,…: only those.)
 """
 
 import json
@@ -20,27 +21,33 @@ import sys
 
 import numpy as np
 import onnx
-import onnx.utils
+import onnx.helper
 import onnxruntime as ort
+from trees import rate  # the same timing loop as bench/trees.sh
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "formats" / "repo"
-MODELS = ["sklearn-multi", "onnx-int8-multi", "onnx-forest", "onnx-forest:bare", "onnx-lightgbm-pipeline",
+MODELS = os.environ.get("MODELS", "").split(",") if os.environ.get("MODELS") else ["sklearn-multi", "onnx-int8-multi", "onnx-forest", "onnx-forest:bare", "onnx-lightgbm-pipeline",
           "onnx-lightgbm-pipeline:bare", "onnx-hist-boosting"]
 
 
-def rate(call, rows, batch, seconds):
-    """Rows per second of `call(batch rows)` over about `seconds`."""
-    import time
-
-    scored, at, start = 0, 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        if at + batch > len(rows):
-            at = 0
-        call(rows[at:at + batch])
-        scored += batch
-        at += batch
-    return scored / (time.perf_counter() - start)
+def cut(model, first, last, width, path):
+    """`model` from value `first` (float rows of `width`) to value `last` (a
+    float tensor), keeping only the nodes between, saved to `path`."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    needed, stack = [], [last]
+    while stack:
+        value = stack.pop()
+        node = producer.get(value)
+        if value != first and node is not None and node not in needed:
+            needed.append(node)
+            stack.extend(node.input)
+    nodes = [n for n in graph.node if n in needed]
+    new = onnx.helper.make_graph(
+        nodes, graph.name, [onnx.helper.make_tensor_value_info(first, onnx.TensorProto.FLOAT, [None, width])],
+        [onnx.helper.make_tensor_value_info(last, onnx.TensorProto.FLOAT, None)], list(graph.initializer))
+    onnx.save(onnx.helper.make_model(new, opset_imports=model.opset_import, ir_version=model.ir_version), str(path))
 
 
 def prepare(name, out):
@@ -63,12 +70,12 @@ def prepare(name, out):
     if name.endswith(":bare"):
         # The pipeline's tree ensemble alone, fed the pipeline's preprocessed rows.
         trees = next(n for n in graph.graph.node if n.op_type == "TreeEnsembleClassifier")
-        cut = version / "prep.onnx"
-        onnx.utils.extract_model(str(source / "model.onnx"), str(cut), [first], [trees.input[0]])
-        rows = ort.InferenceSession(str(cut), providers=["CPUExecutionProvider"]).run(None, {first: rows})[0]
-        cut.unlink()
+        prep = version / "prep.onnx"
+        cut(graph, first, trees.input[0], rows.shape[1], prep)
+        rows = ort.InferenceSession(str(prep), providers=["CPUExecutionProvider"]).run(None, {first: rows})[0]
+        prep.unlink()
         first = trees.input[0]
-    onnx.utils.extract_model(str(source / "model.onnx"), str(version / "model.onnx"), [first], [probabilities])
+    cut(graph, first, probabilities, rows.shape[1], version / "model.onnx")
     manifest = json.loads((source / "model.json").read_text())
     (version / "model.json").write_text(json.dumps({k: manifest[k] for k in ("features", "labels", "format")}))
     csv = out / (name.replace(":", "-") + ".csv")
