@@ -56,11 +56,6 @@ async fn raw_call(url: &str, path: &str, body: Vec<u8>) -> Result<Bytes, tonic::
     grpc.unary(tonic::Request::new(Bytes::from(body)), path, RawCodec).await.map(|r| r.into_inner())
 }
 
-/// A free loopback port for the metrics listener.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `candela_requests_total` for `method` and `code`, summed over the other labels.
 async fn requests_counted(metrics: &str, method: &str, code: &str) -> f64 {
     let body = http_get(metrics).await;
@@ -93,9 +88,9 @@ async fn http_get(url: &str) -> String {
 
 #[tokio::test]
 async fn garbage_and_truncated_protobuf_get_invalid_argument_are_counted_and_the_server_carries_on() {
-    let port = free_port();
-    let metrics = format!("http://127.0.0.1:{port}/metrics");
-    let server = TestServer::start(&["--metrics-listen", &format!("127.0.0.1:{port}")]).await;
+    let address = common::free_port();
+    let metrics = format!("http://{address}/metrics");
+    let server = TestServer::start(&["--metrics-listen", &address]).await;
     let valid = prost::Message::encode_to_vec(&candela_client::proto::PredictRequest {
         segment: "retail".into(),
         version: 0,

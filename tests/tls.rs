@@ -171,9 +171,7 @@ async fn certificates_reload_without_a_restart_and_probes_use_the_plaintext_heal
     let new_ca = Authority::new("new CA");
     let (cert, key) = old_ca.issue(&["localhost"]);
     let (cert_path, key_path) = (write(dir.path(), "cert.pem", &cert), write(dir.path(), "key.pem", &key));
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let probe_address = probe.local_addr().unwrap().to_string();
-    drop(probe);
+    let probe_address = common::free_port();
     let server = TestServer::start_with(settings(
         &demo_models(),
         &["--tls-cert", &cert_path, "--tls-key", &key_path, "--health-listen", &probe_address],

@@ -108,10 +108,23 @@ pub async fn raw_status(call: h2::client::ResponseFuture) -> (Code, String) {
     (status.code(), status.message().to_string())
 }
 
-/// A loopback address no one listens on now (for --metrics-listen).
+/// A loopback address no one listens on now, for a server flag
+/// (`--http-listen`, `--metrics-listen`). Picked at random below the kernel's
+/// ephemeral range: a port from `127.0.0.1:0` (which every test server binds
+/// for gRPC, in parallel) was once handed to another test's bind between
+/// this probe and the server's own bind, which then failed.
 pub fn free_port() -> String {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().to_string()
+    use std::hash::{BuildHasher, Hasher};
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let ephemeral: u64 = range.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32768);
+    let below = ephemeral.clamp(12000, 65000);
+    loop {
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = 10000 + random % (below - 10000);
+        if let Ok(probe) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return probe.local_addr().unwrap().to_string();
+        }
+    }
 }
 
 /// The sum of the samples of `name` carrying every one of `labels`, scraped
