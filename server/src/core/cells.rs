@@ -50,8 +50,8 @@ pub fn check_codes(
     for feature in 0..width {
         let Some(categories) = model.scorer.categories(feature) else { continue };
         let valid = |v: f32| {
-            (v >= 0.0 && v.fract() == 0.0 && (v as usize) < categories.values.len())
-                || (v == UNKNOWN && categories.unknown_ignored)
+            (v >= 0.0 && v.fract() == 0.0 && (v as usize) < categories.values().len())
+                || (v == UNKNOWN && categories.unknown_ignored())
         };
         if let Some(row) = values.iter().skip(feature).step_by(width).position(|v| !valid(*v)) {
             return Err(ServeError::invalid(
@@ -61,7 +61,7 @@ pub fn check_codes(
                      Inference Protocol), or its code: its position in {:?}",
                     values[row * width + feature],
                     model.manifest.features[feature],
-                    categories.values
+                    categories.values()
                 ),
             ));
         }

@@ -107,6 +107,8 @@ pub struct Pipeline {
     columns: Vec<Column>,
     /// Whether the features arrive as an input each (a DataFrame's columns).
     by_name: bool,
+    /// Whether NaN is a legitimate feature value (asked per request: decided once).
+    accepts_missing: bool,
     model: Box<dyn Scorer>,
     description: Vec<String>,
 }
@@ -122,7 +124,17 @@ impl Pipeline {
     ) -> Pipeline {
         let mut description = vec![describe(&categories, &columns)];
         description.extend(model.description().iter().cloned());
-        Pipeline { categories, columns, by_name, model, description }
+        // NaN is legitimate when the model takes it, or when every column
+        // read from a number imputes it first.
+        let accepts_missing = model.accepts_missing()
+            || columns.iter().all(|c| match c.source {
+                Source::Indicator { .. } => true,
+                Source::Feature(_) => matches!(
+                    c.ops.first(),
+                    Some(ColumnOp::Impute { replaced, value }) if replaced.is_nan() && value.is_finite()
+                ),
+            });
+        Pipeline { categories, columns, by_name, accepts_missing, model, description }
     }
 
     /// The model's columns for `values` (rows of every feature).
@@ -171,15 +183,8 @@ impl Scorer for Pipeline {
         self.model.dtype()
     }
 
-    /// NaN is legitimate when the model takes it, or when every column read
-    /// from a number imputes it first.
     fn accepts_missing(&self) -> bool {
-        self.model.accepts_missing() || self.columns.iter().all(|c| match c.source {
-            Source::Indicator { .. } => true,
-            Source::Feature(_) => {
-                matches!(c.ops.first(), Some(ColumnOp::Impute { replaced, value }) if replaced.is_nan() && value.is_finite())
-            }
-        })
+        self.accepts_missing
     }
 
     fn on_cpu(&self) -> bool {
@@ -243,11 +248,13 @@ mod tests {
 
     #[test]
     fn categories_become_codes_and_indicators() {
-        let known = Categories { values: vec!["de".into(), "fr".into()], unknown_ignored: true };
+        let mut known = Categories::new();
+        assert_eq!((known.add("de".into()), known.add("fr".into()), known.add("de".into())), (0, 1, 0));
         assert_eq!(known.code(Some("fr")), Ok(1.0));
         assert_eq!(known.code(Some("us")), Ok(UNKNOWN));
         assert_eq!(known.code(None), Ok(UNKNOWN));
-        let strict = Categories { unknown_ignored: false, ..known };
+        let mut strict = known.clone();
+        strict.refuse_unknown();
         let error = strict.code(Some("us")).unwrap_err();
         assert!(error.contains("the unknown category `us`") && error.contains("handle_unknown='error'"), "{error}");
         let fr = Column { source: Source::Indicator { feature: 1, code: 1.0 }, ops: Vec::new() };

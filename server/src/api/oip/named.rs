@@ -35,6 +35,7 @@ pub fn decode(model: &LoadedModel, request: &oip::ModelInferRequest, max_rows: u
             format!("has {} entries; expected one per input ({width})", raw.len()),
         ));
     }
+    let empty = oip::InferTensorContents::default();
     let mut values: Vec<f32> = Vec::new();
     let mut batch = None;
     let mut seen = vec![false; width];
@@ -77,7 +78,7 @@ pub fn decode(model: &LoadedModel, request: &oip::ModelInferRequest, max_rows: u
                 cells::encode(model, feature, cell).map_err(|why| ServeError::invalid(field(r), why))?;
             Ok(())
         };
-        let contents = input.contents.clone().unwrap_or_default();
+        let contents = input.contents.as_ref().unwrap_or(&empty);
         if input.datatype == "BYTES" {
             let strings: Vec<&[u8]> = match raw.get(i) {
                 Some(raw) => split_length_prefixed(raw, i)?,
@@ -96,7 +97,7 @@ pub fn decode(model: &LoadedModel, request: &oip::ModelInferRequest, max_rows: u
                 raw_values(i, datatype, raw, rows, &input.shape)?.into_iter().map(f64::from).collect()
             }
             (None, "FP32") => contents.fp32_contents.iter().map(|v| f64::from(*v)).collect(),
-            (None, "FP64") => contents.fp64_contents,
+            (None, "FP64") => contents.fp64_contents.clone(),
             (None, "INT64") => contents.int64_contents.iter().map(|v| *v as f64).collect(),
             (None, "INT32") => contents.int_contents.iter().map(|v| f64::from(*v)).collect(),
             (None, other) => {

@@ -1,20 +1,21 @@
 //! The graph's ends: the inputs Candela feeds (one matrix of every feature,
 //! or an input per feature) and the output it serves (the class probabilities).
 
-use super::attribute;
+use super::{ClassLabels, attribute};
 use onnx_schema as proto;
 
 /// The class labels a classifier op (or ZipMap) names: `classlabels_strings`,
 /// else its integer labels written as numbers; `None` when it names none.
-pub(super) fn class_labels(node: &proto::NodeProto) -> Option<Vec<String>> {
+pub(super) fn class_labels(node: &proto::NodeProto) -> Option<ClassLabels> {
     let strings = attribute(node, "classlabels_strings").map(|a| &a.strings).filter(|s| !s.is_empty());
     if let Some(strings) = strings {
-        return Some(strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect());
+        let names = strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+        return Some(ClassLabels { names, strings: true });
     }
     ["classlabels_int64s", "classlabels_ints"]
         .iter()
         .find_map(|name| attribute(node, name).map(|a| &a.ints).filter(|i| !i.is_empty()))
-        .map(|ints| ints.iter().map(i64::to_string).collect())
+        .map(|ints| ClassLabels { names: ints.iter().map(i64::to_string).collect(), strings: false })
 }
 
 /// What a graph input carries.

@@ -50,7 +50,7 @@ impl Walk<'_> {
         let (coefficients, intercepts) = (floats(node, "coefficients"), floats(node, "intercepts"));
         let targets = intercepts.len();
         self.labels = class_labels(node);
-        let labels = self.labels.as_ref().map_or(0, Vec::len);
+        let labels = self.labels.as_ref().map_or(0, |l| l.names.len());
         if targets == 0 || coefficients.len() != targets * width {
             return Err(refusal(
                 node,

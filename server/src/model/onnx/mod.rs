@@ -1,16 +1,20 @@
-//! ONNX graphs compiled into the same candle network a `model.json` layer
-//! list builds: the graph is walked from its one input to its probability
-//! output and each node (or known multi-node pattern) becomes a layer with
-//! PyTorch-named tensors, which `Network::build` then checks and places like
-//! any other. Covered: Gemm, MatMul (+ Add), Relu, Sigmoid, Tanh, Softmax,
+//! ONNX graphs compiled into what Candela already computes: the graph's
+//! preprocessing (imputers, scalers, encoders, a ColumnTransformer's
+//! branches; `prep`) into the per-column steps of a `Pipeline`, then its
+//! model op, walked from the preprocessed rows to the probability output,
+//! into the candle network a `model.json` layer list builds (each node or
+//! known multi-node pattern a layer with PyTorch-named tensors, checked and
+//! placed by `Network::build`) or into the native forest (`tree_ensemble`).
+//! Covered: Gemm, MatMul (+ Add) (`dense`), Relu, Sigmoid, Tanh, Softmax,
 //! Gelu and its Erf formula, BatchNormalization, LayerNormalization, constant
-//! Add/Sub/Mul/Div, the `ai.onnx.ml` ops around linear models (`ml`), the no-ops
-//! exporters emit (Identity, Dropout, Flatten, Reshape to the same shape,
-//! Cast to float), and a binary head written as `Concat(1 − p, p)`. Branches
-//! that do not lead to the probabilities (skl2onnx's label: ArgMax,
+//! Add/Sub/Mul/Div, the `ai.onnx.ml` ops around linear models (`ml`), INT8
+//! layers from quantize_dynamic (`int8`), the no-ops exporters emit
+//! (Identity, Dropout, Flatten, Reshape to the same shape, Cast to float),
+//! and a binary head written as `Concat(1 − p, p)`. Branches that do not
+//! lead to the probabilities (skl2onnx's label: ArgMax,
 //! ArrayFeatureExtractor, …) are pruned. Anything else is refused naming the
-//! node, its op type and what is supported. The file is decoded by the
-//! `onnx-schema` crate.
+//! node, its op type and what is supported (`refusals`). The file is
+//! decoded by the `onnx-schema` crate.
 
 mod constants;
 mod dense;
@@ -42,13 +46,21 @@ pub struct Imported {
     /// `f0`, `f1`, … for one matrix).
     pub features: Vec<String>,
     /// The class labels the graph names (a classifier op's, ZipMap's).
-    pub labels: Option<Vec<String>>,
+    pub labels: Option<ClassLabels>,
     /// How many classes the model answers.
     pub classes: usize,
     /// How the features become the model's columns; `None` when the model
     /// reads the features as sent.
     pub preprocessing: Option<Preprocessing>,
     pub model: Lowered,
+}
+
+/// The class labels a graph names.
+pub struct ClassLabels {
+    pub names: Vec<String>,
+    /// Whether they are names (`classlabels_strings`), which model.json must
+    /// list alike, rather than integers written as numbers, which it may rename.
+    pub strings: bool,
 }
 
 /// The features' preprocessing into the model's columns.
@@ -88,12 +100,13 @@ pub fn compile(
 ) -> Result<Compiled, ModelError> {
     let graph = import(bytes, features).map_err(ModelError::Graph)?;
     let labels = match (labels, graph.labels) {
-        ([], Some(named)) => named,
+        ([], Some(named)) => named.names,
         ([], None) => (0..graph.classes).map(|k| k.to_string()).collect(),
-        (listed, Some(named)) if named.iter().any(|n| n.parse::<i64>().is_err()) && listed != named.as_slice() => {
+        (listed, Some(named)) if named.strings && listed != named.names.as_slice() => {
             return Err(ModelError::Graph(format!(
-                "model.json's `labels` are {listed:?} but the graph names its classes {named:?}, in its order: \
-                 list them as the graph does, or remove `labels` to take the graph's"
+                "model.json's `labels` are {listed:?} but the graph names its classes {:?}, in its order: \
+                 list them as the graph does, or remove `labels` to take the graph's",
+                named.names
             )));
         }
         (listed, _) => listed.to_vec(),
@@ -134,7 +147,6 @@ pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
     }
     let inputs: Vec<&proto::ValueInfoProto> = graph.input.iter().filter(|i| !constants.contains_key(&i.name)).collect();
     let (fed, features) = fed(&inputs, features)?;
-    let features = features.as_slice();
     let output = probability_output(&graph.output)?;
     // Only nodes the probabilities depend on: label branches are pruned.
     let producer: HashMap<&str, usize> =
@@ -152,9 +164,9 @@ pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
     let prepared = prepare(&fed, &names, &nodes, &needed, &constants)?;
     let as_sent = |(f, c): (usize, &Column)| c.source == Source::Feature(f) && c.ops.is_empty();
     let by_name = fed.len() > 1;
-    let preprocessing =
-        (by_name || prepared.columns.len() != features.len() || !prepared.columns.iter().enumerate().all(as_sent))
-            .then(|| Preprocessing { categories: prepared.categories, columns: prepared.columns.clone(), by_name });
+    let width = prepared.columns.len();
+    let preprocessing = (by_name || width != features.len() || !prepared.columns.iter().enumerate().all(as_sent))
+        .then_some(Preprocessing { categories: prepared.categories, columns: prepared.columns, by_name });
     let mut walk = Walk {
         nodes: &nodes,
         needed,
@@ -163,7 +175,7 @@ pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
         tensors: HashMap::new(),
         forest: None,
         labels: None,
-        width: prepared.columns.len(),
+        width,
     };
     let mut value = prepared.entry;
     let mut steps = 0;
@@ -174,11 +186,10 @@ pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
         }
         value = walk.step(&value)?;
     }
-    let names = features.to_vec();
     if let Some(forest) = walk.forest {
-        let classes = forest.classes();
+        let classes = forest.link.classes(forest.base.len());
         let model = Lowered::Forest(forest);
-        return Ok(Imported { features: names, labels: walk.labels, classes, preprocessing, model });
+        return Ok(Imported { features, labels: walk.labels, classes, preprocessing, model });
     }
     if !matches!(walk.layers.last(), Some(LayerSpec::Softmax | LayerSpec::Sigmoid)) {
         let last = producer.get(output.as_str()).map_or_else(|| format!("`{output}`"), |&i| describe(&nodes[i]));
@@ -193,7 +204,7 @@ pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
     let classes =
         if matches!(walk.layers.last(), Some(LayerSpec::Sigmoid)) && walk.width == 1 { 2 } else { walk.width };
     let model = Lowered::Network { layers: walk.layers, tensors: walk.tensors };
-    Ok(Imported { features: names, labels: walk.labels, classes, preprocessing, model })
+    Ok(Imported { features, labels: walk.labels, classes, preprocessing, model })
 }
 
 struct Walk<'a> {
@@ -205,7 +216,7 @@ struct Walk<'a> {
     /// The tree ensemble the graph ends in, once met.
     forest: Option<Ensemble>,
     /// The class labels the graph names, once met.
-    labels: Option<Vec<String>>,
+    labels: Option<ClassLabels>,
     /// Features per row of the value being walked.
     width: usize,
 }

@@ -54,7 +54,7 @@ pub(super) fn prepare(
                 )
             }
             Fed::Text => {
-                categories.push(Some(Categories { values: Vec::new(), unknown_ignored: true }));
+                categories.push(Some(Categories::new()));
                 Symbol::Text(first)
             }
         };
@@ -236,20 +236,16 @@ impl Prep<'_> {
         let ints = attribute(node, "cats_int64s").map(|a| a.ints.clone()).unwrap_or_default();
         match input {
             Some(Symbol::Text(feature)) if !strings.is_empty() => {
-                let categories = self.categories[*feature]
-                    .get_or_insert_with(|| Categories { values: Vec::new(), unknown_ignored: true });
-                categories.unknown_ignored &= ignore_unknown;
+                // Every string feature has its categories from the start (`prepare`).
+                let categories = self.categories[*feature].get_or_insert_with(Categories::new);
+                if !ignore_unknown {
+                    categories.refuse_unknown();
+                }
                 let mut columns = Vec::with_capacity(strings.len());
                 for category in strings {
                     let category = String::from_utf8(category)
                         .map_err(|_| refusal(node, "a OneHotEncoder with a category that is not UTF-8"))?;
-                    let code = match categories.values.iter().position(|c| *c == category) {
-                        Some(code) => code,
-                        None => {
-                            categories.values.push(category);
-                            categories.values.len() - 1
-                        }
-                    };
+                    let code = categories.add(category);
                     columns.push(Column {
                         source: Source::Indicator { feature: *feature, code: code as f32 },
                         ops: Vec::new(),

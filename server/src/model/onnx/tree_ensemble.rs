@@ -75,7 +75,7 @@ impl Walk<'_> {
             ));
         }
         self.labels = class_labels(node);
-        let labels = self.labels.as_ref().map_or(0, Vec::len);
+        let labels = self.labels.as_ref().map_or(0, |l| l.names.len());
         let (weights, weight_doubles) = numbers(node, "class_weights")?;
         let (class_trees, class_nodes, class_ids) =
             (ints(node, "class_treeids"), ints(node, "class_nodeids"), ints(node, "class_ids"));
@@ -164,9 +164,7 @@ impl Walk<'_> {
         self.forest = Some(Ensemble { trees, base, link, sum, features: self.width, kind });
         Ok(probabilities)
     }
-}
 
-impl Walk<'_> {
     /// What may follow a tree ensemble's probabilities: output formatting
     /// only (ZipMap, Identity, a Cast to float, an L1 Normalizer of
     /// probabilities that already sum to one).

@@ -186,12 +186,12 @@ pub struct Ensemble {
     pub kind: String,
 }
 
-impl Ensemble {
-    /// How many class probabilities the ensemble answers.
-    pub fn classes(&self) -> usize {
-        match self.link {
+impl Link {
+    /// How many class probabilities `groups` margins per row become.
+    pub fn classes(self, groups: usize) -> usize {
+        match self {
             Link::Sigmoid { .. } | Link::Complement => 2,
-            Link::Softmax | Link::Identity => self.base.len(),
+            Link::Softmax | Link::Identity => groups,
         }
     }
 }
@@ -201,9 +201,9 @@ impl Forest {
     /// model.json lists them), checking every tree: children in range, no
     /// cycles (each node reached once), splits on a feature that exists.
     pub fn build(ensemble: Ensemble, inputs: usize, classes: usize) -> Result<Forest, String> {
-        let expected = ensemble.classes();
         let Ensemble { trees, base, link, sum, features, kind } = ensemble;
         let groups = base.len();
+        let expected = link.classes(groups);
         if classes != expected || (matches!(link, Link::Sigmoid { .. } | Link::Complement) && groups != 1) {
             return Err(format!(
                 "the model ({kind}) gives {expected} class probabilities but model.json lists {classes} labels; they must be equal, in the model's class order"
@@ -447,10 +447,7 @@ impl Scorer for Forest {
     }
 
     fn classes(&self) -> usize {
-        match self.link {
-            Link::Sigmoid { .. } | Link::Complement => 2,
-            Link::Softmax | Link::Identity => self.base.len(),
-        }
+        self.link.classes(self.base.len())
     }
 
     fn description(&self) -> &[String] {
