@@ -212,6 +212,40 @@ fn a_sigmoid_head_gives_two_class_probabilities_and_prefixes_are_honoured() {
     assert!((out[1] - p).abs() < 1e-6 && (out[0] - (1.0 - p)).abs() < 1e-6, "{out:?}");
 }
 
+#[test]
+fn a_network_with_a_value_head_is_a_regressor_answering_its_one_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = json!({
+        "features": ["x", "y"],
+        "task": "regression",
+        "layers": [{"type": "linear"}, {"type": "relu"}, {"type": "linear"}]
+    });
+    let tensors: Tensors = vec![
+        ("0.weight", vec![2, 2], vec![1.0, 0.0, 0.0, 1.0]),
+        ("0.bias", vec![2], vec![0.0, 0.0]),
+        ("2.weight", vec![1, 2], vec![3.0, -2.0]),
+        ("2.bias", vec![1], vec![100.0]),
+    ];
+    write_model(dir.path(), "prices", "1", &manifest, &tensors);
+    let models = load(dir.path()).unwrap();
+    assert_eq!(models[0].scorer.outputs(), 1);
+    let out = models[0].scorer.forward(&[2.0, 5.0, -1.0, 4.0]).unwrap().probabilities;
+    assert_eq!(out, [100.0 + 6.0 - 10.0, 100.0 - 8.0], "relu(x)·w + b per row");
+    // Two outputs are no value; labels are for classifiers.
+    let mut two = manifest.clone();
+    two["layers"] = json!([{"type": "linear", "bias": false}]);
+    write_model(dir.path(), "prices", "2", &two, &vec![("0.weight", vec![2, 2], values(4, 0.0))]);
+    assert_mentions(&load_error(dir.path()), &["ends in 2 outputs but a regressor answers one value"]);
+    std::fs::remove_dir_all(dir.path().join("prices/2")).unwrap();
+    let mut labelled = manifest.clone();
+    labelled["labels"] = json!(["low", "high"]);
+    write_model(dir.path(), "prices", "3", &labelled, &tensors);
+    assert_mentions(
+        &load_error(dir.path()),
+        &["`labels` is for classifiers; a regressor (`task` regression) answers one value"],
+    );
+}
+
 fn tiny() -> (serde_json::Value, Tensors) {
     let manifest = json!({
         "features": ["a", "b", "c"],

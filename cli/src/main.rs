@@ -178,7 +178,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("  created  {created} ({})", age(created));
                 }
                 println!("  device {}  dtype {}  layers {}", m.device, m.dtype, m.layers.join(" → "));
-                println!("  labels   {}", m.labels.join(", "));
+                match m.task.as_str() {
+                    "regression" => println!("  answers  a value (regression)"),
+                    _ => println!("  labels   {}", m.labels.join(", ")),
+                }
                 println!("  features {}", m.features.join(", "));
                 if !metrics.is_empty() {
                     println!("  metrics  {}", metrics.join(", "));
@@ -190,8 +193,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let response = client.predict(ModelId::pinned(segment, version), features).await.map_err(status_error)?;
             let prediction = response.prediction.context("the server sent no prediction")?;
             let model = response.model.unwrap_or_default();
-            println!("{} (class {})", prediction.label, prediction.class_index);
-            println!("probabilities {:?}", prediction.probabilities);
+            if prediction.probabilities.is_empty() {
+                println!("value {}", prediction.value);
+            } else {
+                println!("{} (class {})", prediction.label, prediction.class_index);
+                println!("probabilities {:?}", prediction.probabilities);
+            }
             println!("model {} v{}  request {}", model.segment, model.version, response.request_id);
             Ok(ExitCode::SUCCESS)
         }

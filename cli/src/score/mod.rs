@@ -315,6 +315,14 @@ pub async fn score_file(
     record_ids: bool,
 ) -> anyhow::Result<ScoreSummary> {
     let info = client.get_model(model.clone()).await.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+    if info.task == "regression" {
+        bail!(
+            "model `{}` v{} is a regressor; `candela score` writes classifiers' labels and probabilities only so far: \
+             score a regressor's rows with BatchPredict (each Prediction's `value`) or POST /score",
+            info.segment,
+            info.version
+        );
+    }
     // Pin the version GetModel resolved, so every batch is scored by the same model.
     let model = ModelId::pinned(info.segment.clone(), info.version);
     let schema = Schema { features: info.features, labels: info.labels, record_ids };

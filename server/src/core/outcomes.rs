@@ -3,7 +3,7 @@
 //! version answered, the probabilities; never the features), in a store
 //! bounded in records (oldest dropped first, counted) and in time (records
 //! older than the retention expire). An outcome `{request id, row, label}`
-//! is joined to every version that answered that row (the serving one, and a
+//! (a regressor's label: the true value, as a decimal number) is joined to every version that answered that row (the serving one, and a
 //! shadow's) and added to that version's live quality window (`quality`).
 //! Outcomes that join nothing are counted by reason.
 
@@ -68,7 +68,8 @@ pub struct Joined {
     pub unknown_request: u64,
     /// The request had fewer rows.
     pub row_out_of_range: u64,
-    /// The label is not one of the answering model's labels.
+    /// The label is not one of the answering model's labels (a regressor's:
+    /// not a finite number).
     pub unknown_label: u64,
     /// The row's outcome was already joined; counted once.
     pub duplicate: u64,
@@ -97,11 +98,27 @@ impl std::ops::AddAssign for Joined {
     }
 }
 
-/// Which model answered: its segment, version and labels, shared by its records.
+/// Which model answered: its segment, version and labels (none: a
+/// regressor), shared by its records.
 struct Source {
     segment: String,
     version: u64,
     labels: Vec<String>,
+}
+
+impl Source {
+    /// Numbers per answered row: a probability per label, or one value.
+    fn width(&self) -> usize {
+        self.labels.len().max(1)
+    }
+}
+
+/// An outcome's label as the answering model reads it.
+enum Truth {
+    /// The index of a classifier's label.
+    Class(usize),
+    /// A regressor's true value.
+    Value(f64),
 }
 
 /// The answer to one request by one version.
@@ -111,7 +128,7 @@ struct Record {
     first_row: u64,
     source: Arc<Source>,
     at: Instant,
-    /// Row-major, `labels.len()` per row.
+    /// Row-major, `source.width()` per row.
     probabilities: Box<[f32]>,
     /// One bit per row: its outcome was joined.
     joined: Box<[u64]>,
@@ -119,7 +136,7 @@ struct Record {
 
 impl Record {
     fn rows(&self) -> usize {
-        self.probabilities.len() / self.source.labels.len()
+        self.probabilities.len() / self.source.width()
     }
 }
 
@@ -191,13 +208,13 @@ impl Outcomes {
     }
 
     /// Keeps what joining outcomes to `scores` needs: the answer of
-    /// `segment` version `version` (whose labels are `labels`) to rows
+    /// `segment` version `version` (whose labels are `labels`; none for a regressor) to rows
     /// `first_row`… of request `request_id`. Makes room by dropping the
     /// oldest records.
     pub fn record(&self, request_id: &str, first_row: u64, model: (&str, u64, &[String]), scores: &Scores) {
         let (segment, version, labels) = model;
         let rows = scores.rows().len();
-        if rows == 0 || labels.len() != scores.classes || self.settings.max_records == 0 {
+        if rows == 0 || labels.len().max(1) != scores.classes || self.settings.max_records == 0 {
             return;
         }
         let key = self.hasher.hash_one(request_id);
@@ -263,7 +280,12 @@ impl Outcomes {
                     continue;
                 }
                 in_range = true;
-                let Some(truth) = record.source.labels.iter().position(|l| *l == outcome.label) else { continue };
+                let labels = &record.source.labels;
+                let truth = match labels.is_empty() {
+                    true => outcome.label.trim().parse::<f64>().ok().filter(|v| v.is_finite()).map(Truth::Value),
+                    false => labels.iter().position(|l| *l == outcome.label).map(Truth::Class),
+                };
+                let Some(truth) = truth else { continue };
                 labelled = true;
                 let (word, bit) = (row / 64, 1u64 << (row % 64));
                 if record.joined[word] & bit != 0 {
@@ -271,19 +293,19 @@ impl Outcomes {
                 }
                 record.joined[word] |= bit;
                 fresh = true;
-                let classes = record.source.labels.len();
+                let classes = record.source.width();
                 let probabilities = &record.probabilities[row * classes..][..classes];
                 let source = &record.source;
                 let version = versions
                     .get_mut(&source.segment)
                     .and_then(|versions| versions.get_mut(&source.version))
                     .expect("a record's version is kept while the record is");
-                version.quality.get_or_insert_with(|| Quality::new(classes, self.settings.quality_window, now)).add(
-                    probabilities,
-                    truth,
-                    Scores::class_of(probabilities),
-                    now,
-                );
+                let quality =
+                    version.quality.get_or_insert_with(|| Quality::new(classes, self.settings.quality_window, now));
+                match truth {
+                    Truth::Class(truth) => quality.add(probabilities, truth, Scores::class_of(probabilities), now),
+                    Truth::Value(truth) => quality.add_value(probabilities[0], truth, now),
+                }
             }
             match (in_range, labelled, fresh) {
                 (false, _, _) => joined.row_out_of_range += 1,
@@ -407,6 +429,25 @@ mod tests {
         assert_eq!((quality[0].segment.as_str(), quality[0].version), ("retail", 1));
         assert_eq!(quality[0].summary.outcomes, 2);
         assert_eq!(quality[0].summary.auc, Some(1.0));
+    }
+
+    #[test]
+    fn a_regressors_outcome_is_a_number_and_its_quality_its_errors() {
+        let outcomes = store(1000, Duration::from_secs(60));
+        let values = Scores { probabilities: vec![10.0, 20.0], classes: 1 };
+        outcomes.record("v", 0, ("prices", 1, &[]), &values);
+        let joined = outcomes.join(&[
+            outcome("v", 0, "12.5"),
+            outcome("v", 1, " 18 "),
+            outcome("v", 1, "19"),
+            outcome("v", 0, "fraud"),
+            outcome("v", 0, "NaN"),
+        ]);
+        assert_eq!(joined, Joined { matched: 2, unknown_label: 2, duplicate: 1, ..Joined::default() });
+        let summary = &outcomes.quality()[0].summary;
+        assert_eq!(summary.mean_absolute_error, Some(2.25));
+        assert_eq!(summary.rmse, Some(5.125f64.sqrt()));
+        assert_eq!(summary.auc, None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! How well one model version scores, measured live from joined outcomes
 //! (a prediction and the true label that came back for it): AUC, log loss,
-//! and precision/recall of the class the server predicted, over a sliding
+//! and precision/recall of the class the server predicted (a regressor: the
+//! mean absolute and root mean squared error of its values), over a sliding
 //! time window. Each outcome adds to fixed histograms of the scores (1,000
 //! bins, uniform in log-odds so that scores crowded near 0 or 1 still
 //! separate), never to a list of scores: constant cost per outcome, constant
@@ -32,6 +33,9 @@ struct Slice {
     correct: Vec<u64>,
     actual: Vec<u64>,
     loss: f64,
+    /// A regressor's: Σ |value − truth| and Σ (value − truth)².
+    absolute: f64,
+    squared: f64,
     count: u64,
 }
 
@@ -45,6 +49,8 @@ impl Slice {
             correct: vec![0; classes],
             actual: vec![0; classes],
             loss: 0.0,
+            absolute: 0.0,
+            squared: 0.0,
             count: 0,
         }
     }
@@ -52,6 +58,7 @@ impl Slice {
 
 /// A version's joined outcomes over the last `window`.
 pub struct Quality {
+    /// The classifier's classes; 1 for a regressor.
     classes: usize,
     slice_length: Duration,
     /// Oldest first; the last is the one being filled.
@@ -67,17 +74,21 @@ pub struct Summary {
     /// one-vs-rest AUC over the classes that have both kinds of rows. None
     /// until both a positive and a negative row were joined.
     pub auc: Option<f64>,
-    /// Mean negative log probability of the true class.
-    pub log_loss: f64,
+    /// Mean negative log probability of the true class (classifiers).
+    pub log_loss: Option<f64>,
     /// Of the rows predicted as the positive class (binary; the mean over
     /// classes for more), how many were; of the rows of it, how many were
     /// predicted. None when nothing was predicted as it / nothing was of it.
     pub precision: Option<f64>,
     pub recall: Option<f64>,
+    /// A regressor's mean |value − truth| and √(mean (value − truth)²).
+    pub mean_absolute_error: Option<f64>,
+    pub rmse: Option<f64>,
 }
 
 impl Quality {
-    /// An empty window of `window` (at least one second) for `classes` classes.
+    /// An empty window of `window` (at least one second) for `classes`
+    /// classes (1: a regressor's values).
     pub fn new(classes: usize, window: Duration, now: Instant) -> Quality {
         let slice_length = (window / SLICES as u32).max(Duration::from_millis(100));
         Quality { classes, slice_length, slices: vec![Slice::new(classes, now)] }
@@ -103,6 +114,16 @@ impl Quality {
             slice.correct[truth] += 1;
         }
         slice.loss -= (probabilities[truth] as f64).max(LOSS_FLOOR).ln();
+        slice.count += 1;
+    }
+
+    /// Adds one outcome of a regressor: its answered `value` and the true one.
+    pub fn add_value(&mut self, value: f32, truth: f64, now: Instant) {
+        self.advance(now);
+        let slice = self.slices.last_mut().expect("a window has a current slice");
+        let error = f64::from(value) - truth;
+        slice.absolute += error.abs();
+        slice.squared += error * error;
         slice.count += 1;
     }
 
@@ -133,7 +154,21 @@ impl Quality {
                 total.actual[class] += slice.actual[class];
             }
             total.loss += slice.loss;
+            total.absolute += slice.absolute;
+            total.squared += slice.squared;
             total.count += slice.count;
+        }
+        let per_outcome = |sum: f64| (total.count > 0).then(|| sum / total.count as f64);
+        if classes == 1 {
+            return Summary {
+                outcomes: total.count,
+                auc: None,
+                log_loss: None,
+                precision: None,
+                recall: None,
+                mean_absolute_error: per_outcome(total.absolute),
+                rmse: per_outcome(total.squared).map(f64::sqrt),
+            };
         }
         // Binary: the second label is the positive class; more: each class against the rest.
         let measured: Vec<usize> = if classes == 2 { vec![1] } else { (0..classes).collect() };
@@ -150,9 +185,11 @@ impl Quality {
         Summary {
             outcomes: total.count,
             auc,
-            log_loss: if total.count > 0 { total.loss / total.count as f64 } else { 0.0 },
+            log_loss: per_outcome(total.loss),
             precision,
             recall,
+            mean_absolute_error: None,
+            rmse: None,
         }
     }
 }
@@ -262,9 +299,26 @@ mod tests {
         let expected: f64 =
             rows.iter().map(|&(p, truth)| -(if truth == 1 { p } else { 1.0 - p } as f64).ln()).sum::<f64>()
                 / rows.len() as f64;
-        assert!((summary.log_loss - expected).abs() < 1e-9);
+        assert!((summary.log_loss.unwrap() - expected).abs() < 1e-9);
+        assert_eq!((summary.mean_absolute_error, summary.rmse), (None, None));
         // Positives score 0.9, 0.3, 0.6 against negatives 0.8, 0.1: pairs won 2 + 1 + 1 of 6.
         assert!((summary.auc.unwrap() - 4.0 / 6.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_regressor_is_measured_by_its_errors() {
+        let now = Instant::now();
+        let mut quality = Quality::new(1, Duration::from_secs(60), now);
+        assert_eq!(quality.summary(now).mean_absolute_error, None);
+        // Errors +1, −3, 0: |e| mean 4/3, e² mean 10/3.
+        for (value, truth) in [(2.0f32, 1.0), (0.5, 3.5), (7.25, 7.25)] {
+            quality.add_value(value, truth, now);
+        }
+        let summary = quality.summary(now);
+        assert_eq!(summary.outcomes, 3);
+        assert!((summary.mean_absolute_error.unwrap() - 4.0 / 3.0).abs() < 1e-12);
+        assert!((summary.rmse.unwrap() - (10.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!((summary.auc, summary.log_loss, summary.precision), (None, None, None));
     }
 
     #[test]

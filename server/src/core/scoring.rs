@@ -127,7 +127,7 @@ pub async fn score(
     };
     match answer.outcome {
         Computed::Scored(probabilities) => {
-            Ok(Scored { scores: Scores { probabilities, classes: model.scorer.classes() }, timing: answer.timing })
+            Ok(Scored { scores: Scores { probabilities, classes: model.scorer.outputs() }, timing: answer.timing })
         }
         Computed::Overflowed { rows, total } => Err(overflowed(model, &rows, total, fields, first_row)),
         Computed::Dropped => Err(deadline.expired()),

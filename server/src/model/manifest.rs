@@ -8,6 +8,7 @@
 //! manifest then only names the file.
 
 use super::monitoring::Monitoring;
+use super::scorer::Answers;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -20,9 +21,14 @@ pub struct Manifest {
     #[serde(default)]
     pub features: Vec<String>,
     /// Output class labels, in the order the model's last layer emits them
-    /// (an ONNX graph's come from the graph when left out).
+    /// (an ONNX graph's come from the graph when left out); none for a regressor.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// Whether the model classifies (probabilities over `labels`) or
+    /// regresses (one value per row). Left out: a classifier, or for an ONNX
+    /// graph whatever its model op is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
     /// What kind of model the version's `file` holds.
     #[serde(default)]
     pub format: Format,
@@ -57,6 +63,26 @@ pub struct Manifest {
     /// Training statistics of the features and the score, for drift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<Monitoring>,
+}
+
+/// What a model answers per row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// One probability per label.
+    #[default]
+    Classification,
+    /// One value.
+    Regression,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Classification => "classification",
+            Task::Regression => "regression",
+        }
+    }
 }
 
 /// The formats a model version's file may be in.
@@ -99,6 +125,19 @@ impl Manifest {
     /// The name of the version's model file.
     pub fn file(&self) -> &str {
         self.file.as_deref().unwrap_or(self.format.default_file())
+    }
+
+    /// What the model answers (a classifier unless model.json or the graph says otherwise).
+    pub fn task(&self) -> Task {
+        self.task.unwrap_or_default()
+    }
+
+    /// What the model's head must answer per row.
+    pub fn answers(&self) -> Answers {
+        match self.task() {
+            Task::Classification => Answers::Classes(self.labels.len()),
+            Task::Regression => Answers::Value,
+        }
     }
 }
 

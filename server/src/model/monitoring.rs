@@ -19,7 +19,7 @@ pub struct Monitoring {
     #[serde(default)]
     pub features: BTreeMap<String, Bins>,
     /// Of the predicted score: the positive class's probability for two
-    /// labels, the top class's probability for more.
+    /// labels, the top class's probability for more, a regressor's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<Bins>,
 }

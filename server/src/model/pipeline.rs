@@ -171,8 +171,8 @@ impl Scorer for Pipeline {
         self.categories.len()
     }
 
-    fn classes(&self) -> usize {
-        self.model.classes()
+    fn outputs(&self) -> usize {
+        self.model.outputs()
     }
 
     fn description(&self) -> &[String] {

@@ -5,7 +5,7 @@
 //! restart. Nothing here is on the request path.
 
 use super::error::{LoadError, LoadErrors};
-use super::manifest::{DTypeName, Format, LayerSpec, Manifest};
+use super::manifest::{DTypeName, Format, LayerSpec, Manifest, Task};
 use super::network::{ModelError, Network};
 use super::scorer::Scorer;
 use super::{LoadedModel, MANIFEST_FILE, files, onnx, trees};
@@ -164,10 +164,10 @@ pub fn build_scorer(
     }
     let path = dir.join(file);
     let sha256 = manifest.files.get(file).map(String::as_str);
-    let (inputs, classes) = (manifest.features.len(), manifest.labels.len());
+    let (inputs, answers) = (manifest.features.len(), manifest.answers());
     let model = |source: ModelError| LoadError::Model { path: path.clone(), source };
     let network = |layers: &[LayerSpec], prefix: &str, tensors| {
-        Network::build(layers, prefix, tensors, inputs, classes, manifest.dtype, device).map_err(model)
+        Network::build(layers, prefix, tensors, inputs, answers, manifest.dtype, device).map_err(model)
     };
     let scorer: Box<dyn Scorer> = match manifest.format {
         Format::Candle => {
@@ -176,10 +176,12 @@ pub fn build_scorer(
         }
         Format::Onnx => {
             let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
+            let (features, labels) = (&manifest.features, &manifest.labels);
             let compiled =
-                onnx::compile(&bytes, &manifest.features, &manifest.labels, manifest.dtype, device).map_err(model)?;
+                onnx::compile(&bytes, features, labels, manifest.task, manifest.dtype, device).map_err(model)?;
             manifest.features = compiled.features;
             manifest.labels = compiled.labels;
+            manifest.task = Some(compiled.task);
             check_names(manifest).map_err(|message| LoadError::Manifest { path: dir.join(MANIFEST_FILE), message })?;
             compiled.scorer
         }
@@ -190,11 +192,11 @@ pub fn build_scorer(
                 let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
                 trees::xgboost::read(&bytes, file.ends_with(".ubj")).map_err(|e| model(ModelError::Trees(e)))?
             };
-            Box::new(trees::xgboost::forest(document, inputs, classes).map_err(|e| model(ModelError::Trees(e)))?)
+            Box::new(trees::xgboost::forest(document, inputs, answers).map_err(|e| model(ModelError::Trees(e)))?)
         }
         Format::Lightgbm => {
             let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
-            let forest = trees::lightgbm::parse(&bytes, inputs, classes).map_err(|e| model(ModelError::Trees(e)))?;
+            let forest = trees::lightgbm::parse(&bytes, inputs, answers).map_err(|e| model(ModelError::Trees(e)))?;
             Box::new(forest)
         }
     };
@@ -202,10 +204,10 @@ pub fn build_scorer(
     // now rather than on a caller's request, and prove the model answers.
     let pass = scorer.forward(&vec![0.0; scorer.inputs()]).map_err(|e| model(ModelError::Compute(e.0)))?;
     let probabilities = pass.probabilities;
-    if probabilities.len() != scorer.classes() || !pass.overflowed.is_empty() {
+    if probabilities.len() != scorer.outputs() || !pass.overflowed.is_empty() {
         return Err(model(ModelError::BadHead(format!(
-            "warm-up on a row of zeros gave {probabilities:?}, not {} finite probabilities",
-            scorer.classes()
+            "warm-up on a row of zeros gave {probabilities:?}, not {} finite answers",
+            scorer.outputs()
         ))));
     }
     Ok(scorer)
@@ -223,7 +225,8 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
 pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
     let manifest: Manifest = files::parse_json(text)?;
     let format = manifest.format;
-    if format != Format::Onnx || !(manifest.features.is_empty() || manifest.labels.is_empty()) {
+    let labels_from_graph = manifest.labels.is_empty() && manifest.task() == Task::Classification;
+    if format != Format::Onnx || !(manifest.features.is_empty() || labels_from_graph) {
         check_names(&manifest)?;
     }
     match format {
@@ -277,8 +280,18 @@ fn check_names(manifest: &Manifest) -> Result<(), String> {
     if let Some(name) = first_duplicate(&manifest.features) {
         return Err(format!("`features` names `{name}` twice: feature names must be unique"));
     }
-    if manifest.labels.len() < 2 {
-        return Err(format!("`labels` has {} entries: a classifier needs at least 2", manifest.labels.len()));
+    match manifest.task() {
+        Task::Regression if !manifest.labels.is_empty() => {
+            return Err(
+                "`labels` is for classifiers; a regressor (`task` regression) answers one value: remove `labels`"
+                    .into(),
+            );
+        }
+        Task::Regression => {}
+        Task::Classification if manifest.labels.len() < 2 => {
+            return Err(format!("`labels` has {} entries: a classifier needs at least 2", manifest.labels.len()));
+        }
+        Task::Classification => {}
     }
     if let Some(name) = first_duplicate(&manifest.labels) {
         return Err(format!("`labels` names `{name}` twice: labels must be unique"));

@@ -48,8 +48,10 @@ impl Share {
 /// row in which the canary breached a limit: its error rate or p95 latency
 /// over its limit and over the stable version's in the same window (judged
 /// with at least `min_requests` canary requests), or its live AUC minus the
-/// stable version's below `min_auc_delta` over the quality window (judged
-/// once both have `min_outcomes` joined outcomes there).
+/// stable version's below `min_auc_delta` (classifiers), or its live mean
+/// absolute error over `max_mae_ratio` times the stable version's
+/// (regressors), over the quality window (judged once both have
+/// `min_outcomes` joined outcomes there).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Guard {
@@ -65,6 +67,8 @@ pub struct Guard {
     pub breaches_to_rollback: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_auc_delta: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mae_ratio: Option<f64>,
     #[serde(default = "default_min_outcomes")]
     pub min_outcomes: u64,
 }
@@ -121,7 +125,14 @@ impl RolloutPolicy {
                     "`guard.min_auc_delta` is {delta}: an AUC difference is -1 to 1 (-0.03: the canary may score at most 0.03 below the stable version)"
                 ));
             }
-            if guard.min_auc_delta.is_some() && guard.min_outcomes == 0 {
+            if let Some(ratio) = guard.max_mae_ratio
+                && !(ratio.is_finite() && ratio > 0.0)
+            {
+                return Err(format!(
+                    "`guard.max_mae_ratio` is {ratio}: give a positive ratio (1.1: the canary's mean absolute error may be at most 10 % above the stable version's)"
+                ));
+            }
+            if (guard.min_auc_delta.is_some() || guard.max_mae_ratio.is_some()) && guard.min_outcomes == 0 {
                 return Err("`guard.min_outcomes` is 0: give at least 1 (100 by default)".into());
             }
             if guard.breaches_to_rollback == 0 {
@@ -197,6 +208,8 @@ mod tests {
         assert!(rate.check(&[1]).unwrap_err().contains("0.02 is 2 %"));
         let auc = parse(r#"{"stable": 1, "guard": {"min_auc_delta": -3}}"#).unwrap();
         assert!(auc.check(&[1]).unwrap_err().contains("-1 to 1"));
+        let mae = parse(r#"{"stable": 1, "guard": {"max_mae_ratio": -1}}"#).unwrap();
+        assert!(mae.check(&[1]).unwrap_err().contains("give a positive ratio"));
         let none = parse(r#"{"stable": 1, "guard": {"min_auc_delta": -0.03, "min_outcomes": 0}}"#).unwrap();
         assert!(none.check(&[1]).unwrap_err().contains("min_outcomes"));
         let fine = parse(r#"{"stable": 1, "guard": {"min_auc_delta": -0.03}}"#).unwrap();

@@ -1,19 +1,38 @@
 //! The one interface the serving core calls on a model version, whatever
 //! its format: candle networks (from `model.json` layers or an ONNX graph)
 //! and tree ensembles (XGBoost, LightGBM) all answer row-major feature
-//! values with row-major class probabilities. The batcher, validation and
+//! values with row-major class probabilities (a regressor: one value per row). The batcher, validation and
 //! statistics see only this trait, so a caller cannot tell which format
 //! answered.
 
 use super::categories::Categories;
 use std::time::Duration;
 
+/// What a model answers per row: a probability for each of its classes
+/// (a classifier), or one value (a regressor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answers {
+    Classes(usize),
+    Value,
+}
+
+impl Answers {
+    /// Numbers per row.
+    pub fn width(self) -> usize {
+        match self {
+            Answers::Classes(classes) => classes,
+            Answers::Value => 1,
+        }
+    }
+}
+
 /// A loaded model's forward pass, as the core uses it.
 pub trait Scorer: Send + Sync {
     /// Number of input features per row.
     fn inputs(&self) -> usize;
-    /// Number of classes, hence probabilities per row.
-    fn classes(&self) -> usize;
+    /// Numbers answered per row: one probability per class, or a
+    /// regressor's one value.
+    fn outputs(&self) -> usize;
     /// The model's structure as a caller would read it (GetModel's `layers`),
     /// e.g. `["standardize(30)", "linear(30→32)", …]` or `["xgboost: 100 trees, …"]`.
     fn description(&self) -> &[String];
@@ -36,7 +55,7 @@ pub trait Scorer: Send + Sync {
         false
     }
     /// Scores `values` (row-major, `inputs()` per row) and returns row-major
-    /// probabilities, `classes()` per row. Rows whose arithmetic overflowed
+    /// answers, `outputs()` per row. Rows whose arithmetic overflowed
     /// are listed in the pass, never silently scored.
     fn forward(&self, values: &[f32]) -> Result<Pass, ComputeError>;
     /// The features of one overflowing row to blame; empty when no single
@@ -76,8 +95,8 @@ impl Stages {
 /// One forward pass's result.
 #[derive(Debug)]
 pub struct Pass {
-    /// Row-major probabilities, `classes()` per row; meaningless for the
-    /// overflowed rows.
+    /// Row-major probabilities, `outputs()` per row (a regressor's values);
+    /// meaningless for the overflowed rows.
     pub probabilities: Vec<f32>,
     pub stages: Stages,
     /// The rows (ascending) whose values went non-finite inside the model:

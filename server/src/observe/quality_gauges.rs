@@ -31,6 +31,8 @@ pub struct QualityMetrics {
     log_loss: Value,
     precision: Value,
     recall: Value,
+    mean_absolute_error: Value,
+    rmse: Value,
     outcomes: Value,
     fed_back: Family<ResultLabels, Counter>,
     records: Gauge<i64>,
@@ -46,9 +48,11 @@ struct ReasonLabels {
 pub struct Measured {
     pub outcomes: u64,
     pub auc: Option<f64>,
-    pub log_loss: f64,
+    pub log_loss: Option<f64>,
     pub precision: Option<f64>,
     pub recall: Option<f64>,
+    pub mean_absolute_error: Option<f64>,
+    pub rmse: Option<f64>,
 }
 
 impl QualityMetrics {
@@ -74,6 +78,16 @@ impl QualityMetrics {
             "candela_model_recall",
             "Live recall of the (positive) class over the quality window",
             m.recall.clone(),
+        );
+        registry.register(
+            "candela_model_mean_absolute_error",
+            "Live mean absolute error of a regressor's values over the quality window",
+            m.mean_absolute_error.clone(),
+        );
+        registry.register(
+            "candela_model_rmse",
+            "Live root mean squared error of a regressor's values over the quality window",
+            m.rmse.clone(),
         );
         registry.register("candela_model_outcomes", "Joined outcomes in the quality window", m.outcomes.clone());
         registry.register(
@@ -106,9 +120,11 @@ impl QualityMetrics {
             }
         };
         set(&self.auc, measured.auc);
-        set(&self.log_loss, Some(measured.log_loss));
+        set(&self.log_loss, measured.log_loss);
         set(&self.precision, measured.precision);
         set(&self.recall, measured.recall);
+        set(&self.mean_absolute_error, measured.mean_absolute_error);
+        set(&self.rmse, measured.rmse);
     }
 
     /// The store's rows held now, and its totals of rows let go by reason.

@@ -157,6 +157,7 @@ pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> 
     let manifest = Manifest {
         features: synthetic::feature_names(n),
         labels: LABELS.iter().map(|s| s.to_string()).collect(),
+        task: None,
         format: Default::default(),
         file: None,
         dtype: DTypeName::F32,

@@ -99,9 +99,11 @@ fn version_rollout(
     v1::VersionRollout {
         outcomes: quality.map_or(0, |q| q.summary.outcomes),
         auc: measure(reported.and_then(|s| s.auc)),
-        log_loss: measure(reported.map(|s| s.log_loss)),
+        log_loss: measure(reported.and_then(|s| s.log_loss)),
         precision: measure(reported.and_then(|s| s.precision)),
         recall: measure(reported.and_then(|s| s.recall)),
+        mean_absolute_error: measure(reported.and_then(|s| s.mean_absolute_error)),
+        rmse: measure(reported.and_then(|s| s.rmse)),
         version: status.version,
         role: status.role.to_string(),
         requests: status.requests,

@@ -13,6 +13,7 @@ use crate::core::registry::Registry;
 use crate::core::scores::Scores;
 use crate::core::scoring::{Fields, Rows};
 use crate::model::LoadedModel;
+use crate::model::manifest::Task;
 use candela::v1::{self, inference_server::Inference};
 use prost::Message;
 use std::sync::Arc;
@@ -258,7 +259,7 @@ async fn score_stream_message(
         let decode = |model: &LoadedModel| batch_rows(model, message.rows, max_rows);
         let Answer { model, scores } = serving.engine.infer(&inference, call, decode).await?;
         let predictions = if message.columnar { Vec::new() } else { predictions(&model, &scores) };
-        let columns = message.columnar.then(|| columns(scores));
+        let columns = message.columnar.then(|| columns(&model, scores));
         Ok::<_, ServeError>(v1::BatchResult { predictions, model: Some(model_ref(&model)), columns })
     }
     .await;
@@ -272,27 +273,38 @@ async fn score_stream_message(
     v1::StreamPredictResponse { id, outcome: Some(outcome) }
 }
 
-/// Each row's prediction: the most probable class, its label, all probabilities.
+/// Each row's prediction: the most probable class, its label, all
+/// probabilities; a regressor's value.
 fn predictions(model: &LoadedModel, scores: &Scores) -> Vec<v1::Prediction> {
+    let regressor = model.manifest.task() == Task::Regression;
     scores
         .rows()
-        .map(|row| {
-            let class_index = Scores::class_of(row);
-            v1::Prediction {
-                class_index: class_index as u32,
-                label: model.manifest.labels[class_index].clone(),
-                probabilities: row.to_vec(),
+        .map(|row| match regressor {
+            true => v1::Prediction { value: row[0], ..Default::default() },
+            false => {
+                let class_index = Scores::class_of(row);
+                v1::Prediction {
+                    class_index: class_index as u32,
+                    label: model.manifest.labels[class_index].clone(),
+                    probabilities: row.to_vec(),
+                    value: 0.0,
+                }
             }
         })
         .collect()
 }
 
-/// Every row's prediction as two packed columns (the scores' own buffer).
-fn columns(scores: Scores) -> v1::PredictionColumns {
+/// Every row's prediction as packed columns (the scores' own buffer): two
+/// for a classifier, the values for a regressor.
+fn columns(model: &LoadedModel, scores: Scores) -> v1::PredictionColumns {
+    if model.manifest.task() == Task::Regression {
+        return v1::PredictionColumns { values: scores.probabilities, ..Default::default() };
+    }
     v1::PredictionColumns {
         label_count: scores.classes as u32,
         class_index: scores.rows().map(|row| Scores::class_of(row) as u32).collect(),
         probabilities: scores.probabilities,
+        values: Vec::new(),
     }
 }
 
@@ -318,6 +330,7 @@ fn model_info(map: &Registry, model: &LoadedModel) -> v1::ModelInfo {
         }),
         device: model.device.clone(),
         format: manifest.format.as_str().to_string(),
+        task: manifest.task().as_str().to_string(),
     }
 }
 

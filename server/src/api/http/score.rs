@@ -4,7 +4,8 @@
 //! be an object of feature name → value: a number, a category's name, `null`
 //! for missing), answered
 //! `{"prediction": [class index, …], "labels": […], "probability": [[…], …],
-//! "segment": …, "version": …, "request_id": …}`; and `POST /feedback` with
+//! "segment": …, "version": …, "request_id": …}` (a regressor's:
+//! `{"prediction": [value, …], "segment": …, …}`); and `POST /feedback` with
 //! `{"outcomes": [{"request_id", "row", "label"}, …]}`, the outcomes of
 //! answered rows, answered with the counts `candela.v1.Inference/Feedback`
 //! gives.
@@ -18,6 +19,7 @@ use crate::core::error::{ServeError, echo};
 use crate::core::scores::Scores;
 use crate::core::scoring::{Fields, Rows};
 use crate::model::LoadedModel;
+use crate::model::manifest::Task;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -145,15 +147,26 @@ impl<'de> Visitor<'de> for RowVisitor {
     }
 }
 
-/// The contract's answer; the keys in this order.
+/// The contract's answer; the keys in this order (a regressor's: its
+/// values as `prediction`, no labels or probabilities).
 #[derive(Serialize)]
 struct ScoreResponse<'a> {
-    prediction: Vec<usize>,
-    labels: &'a [String],
-    probability: Vec<&'a [f32]>,
+    prediction: Predicted<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probability: Option<Vec<&'a [f32]>>,
     segment: &'a str,
     version: u64,
     request_id: &'a str,
+}
+
+/// Each row's prediction: a classifier's class index, a regressor's value.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Predicted<'a> {
+    Classes(Vec<usize>),
+    Values(&'a [f32]),
 }
 
 /// `POST /score`.
@@ -177,10 +190,14 @@ async fn score(State(front): State<Arc<Front>>, headers: HeaderMap, body: Body) 
                 let inference = call.inference(&request.segment, request.version);
                 let decode = |model: &LoadedModel| rows(model, request.features, max_rows);
                 let Answer { model, scores } = serving.engine.infer(&inference, call, decode).await?;
+                let classifier = model.manifest.task() == Task::Classification;
                 let answer = ScoreResponse {
-                    prediction: scores.rows().map(Scores::class_of).collect(),
-                    labels: &model.manifest.labels,
-                    probability: scores.rows().collect(),
+                    prediction: match classifier {
+                        true => Predicted::Classes(scores.rows().map(Scores::class_of).collect()),
+                        false => Predicted::Values(&scores.probabilities),
+                    },
+                    labels: classifier.then_some(model.manifest.labels.as_slice()),
+                    probability: classifier.then(|| scores.rows().collect()),
                     segment: &model.segment,
                     version: model.version,
                     request_id: &call.request_id,

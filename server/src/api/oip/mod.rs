@@ -24,6 +24,7 @@ use crate::core::live::State;
 use crate::core::registry::Registry;
 use crate::core::served::ServedModel;
 use crate::model::LoadedModel;
+use crate::model::manifest::Task;
 use candela::inference as oip;
 use oip::model_metadata_response::TensorMetadata;
 use prost::Message;
@@ -34,7 +35,7 @@ use tensors::{decode_input, encode_outputs, requested_outputs};
 pub const INPUT: &str = "features";
 /// Output: one probability per class, in label order.
 pub const PROBABILITIES: &str = "probabilities";
-/// Output: the index of the most probable class.
+/// Output: the index of the most probable class (a regressor: its value, FP32).
 pub const PREDICTION: &str = "prediction";
 /// ModelMetadata's `platform` and ModelConfig's `platform`/`backend`.
 pub const PLATFORM: &str = "candela";
@@ -123,7 +124,12 @@ pub fn model_metadata(serving: &Serving, name: &str, version: &str) -> Result<oi
         } else {
             vec![tensor(INPUT, "FP32", model.scorer.inputs())]
         },
-        outputs: vec![tensor(PROBABILITIES, "FP32", model.scorer.classes()), tensor(PREDICTION, "INT64", 1)],
+        outputs: match model.manifest.task() {
+            Task::Regression => vec![tensor(PREDICTION, "FP32", 1)],
+            Task::Classification => {
+                vec![tensor(PROBABILITIES, "FP32", model.scorer.outputs()), tensor(PREDICTION, "INT64", 1)]
+            }
+        },
     })
 }
 
@@ -157,20 +163,13 @@ pub fn model_config(serving: &Serving, name: &str, version: &str) -> Result<oip:
                 ..Default::default()
             }]
         },
-        output: vec![
-            oip::ModelOutput {
-                name: PROBABILITIES.to_string(),
-                data_type: oip::DataType::TypeFp32 as i32,
-                dims: vec![model.scorer.classes() as i64],
-                ..Default::default()
-            },
-            oip::ModelOutput {
-                name: PREDICTION.to_string(),
-                data_type: oip::DataType::TypeInt64 as i32,
-                dims: vec![1],
-                ..Default::default()
-            },
-        ],
+        output: match model.manifest.task() {
+            Task::Regression => vec![output(PREDICTION, oip::DataType::TypeFp32, 1)],
+            Task::Classification => vec![
+                output(PROBABILITIES, oip::DataType::TypeFp32, model.scorer.outputs()),
+                output(PREDICTION, oip::DataType::TypeInt64, 1),
+            ],
+        },
         dynamic_batching: {
             let policy = model.batcher.policy();
             policy.enabled.then(|| oip::ModelDynamicBatching {
@@ -185,6 +184,16 @@ pub fn model_config(serving: &Serving, name: &str, version: &str) -> Result<oip:
 
 /// A model name and version string → the model. The version is "" (the
 /// newest) or a version number.
+/// One output of a model's configuration.
+fn output(name: &str, data_type: oip::DataType, width: usize) -> oip::ModelOutput {
+    oip::ModelOutput {
+        name: name.to_string(),
+        data_type: data_type as i32,
+        dims: vec![width as i64],
+        ..Default::default()
+    }
+}
+
 fn resolve<'a>(map: &'a Registry, name: &str, version: &str) -> Result<&'a Arc<ServedModel>, ServeError> {
     map.resolve(name, version_number(name, version)?)
 }
@@ -217,7 +226,7 @@ pub async fn infer(
     let mut outputs = Vec::new();
     let decode = |model: &LoadedModel| {
         let rows = decode_input(model, &request, serving.limits.max_rows)?;
-        outputs = requested_outputs(&request)?;
+        outputs = requested_outputs(model, &request)?;
         Ok(rows)
     };
     let Answer { model, scores } = serving.engine.infer(&inference, call, decode).await?;

@@ -1,8 +1,9 @@
 //! The Open Inference Protocol's tensors: the one input tensor decoded into
 //! rows for the core (typed contents or raw little-endian bytes; a tensor
 //! per feature: `named`), the
-//! outputs a request asks for (Triton's classification extension included),
-//! and the answer encoded back, typed or raw.
+//! outputs a request asks for (Triton's classification extension included;
+//! a regressor answers `prediction` only, its FP32 values), and the answer
+//! encoded back, typed or raw.
 
 use super::raw::{length_prefixed, little_endian, raw_values};
 use super::{CLASSIFICATION, INPUT, PREDICTION, PROBABILITIES, named};
@@ -10,6 +11,7 @@ use crate::core::error::{ServeError, echo};
 use crate::core::scores::Scores;
 use crate::core::scoring::{Fields, Rows};
 use crate::model::LoadedModel;
+use crate::model::manifest::Task;
 use candela::inference as oip;
 use oip::infer_parameter::ParameterChoice;
 use oip::model_infer_request::InferInputTensor;
@@ -120,10 +122,14 @@ pub struct Requested {
     top: Option<usize>,
 }
 
-/// The outputs a request wants, in its order; none listed means all.
-pub fn requested_outputs(request: &oip::ModelInferRequest) -> Result<Vec<Requested>, ServeError> {
+/// The outputs a request wants of `model`, in its order; none listed means all.
+pub fn requested_outputs(model: &LoadedModel, request: &oip::ModelInferRequest) -> Result<Vec<Requested>, ServeError> {
+    let regressor = model.manifest.task() == Task::Regression;
     if request.outputs.is_empty() {
-        return Ok(vec![Requested { name: PROBABILITIES, top: None }, Requested { name: PREDICTION, top: None }]);
+        return Ok(match regressor {
+            true => vec![Requested { name: PREDICTION, top: None }],
+            false => vec![Requested { name: PROBABILITIES, top: None }, Requested { name: PREDICTION, top: None }],
+        });
     }
     request
         .outputs
@@ -131,6 +137,15 @@ pub fn requested_outputs(request: &oip::ModelInferRequest) -> Result<Vec<Request
         .enumerate()
         .map(|(i, output)| {
             let name = match output.name.as_str() {
+                PROBABILITIES if regressor => {
+                    return Err(ServeError::invalid(
+                        format!("outputs[{i}].name"),
+                        format!(
+                            "is `{PROBABILITIES}`, but model `{}` is a regressor: its one output is `{PREDICTION}`, the value",
+                            model.segment
+                        ),
+                    ));
+                }
                 PROBABILITIES => PROBABILITIES,
                 PREDICTION => PREDICTION,
                 other => {
@@ -195,6 +210,15 @@ pub fn encode_outputs(
                     Some(oip::InferTensorContents { fp32_contents: scores.probabilities.clone(), ..Default::default() })
                 };
                 ("FP32", vec![rows, scores.classes as i64], contents)
+            }
+            Requested { .. } if model.manifest.task() == Task::Regression => {
+                let contents = if raw {
+                    raw_contents.push(little_endian(&scores.probabilities, f32::to_le_bytes));
+                    None
+                } else {
+                    Some(oip::InferTensorContents { fp32_contents: scores.probabilities.clone(), ..Default::default() })
+                };
+                ("FP32", vec![rows, 1], contents)
             }
             Requested { .. } => {
                 let classes: Vec<i64> = scores.rows().map(|row| Scores::class_of(row) as i64).collect();

@@ -379,7 +379,7 @@ impl Batcher {
         };
         let result = model.scorer.forward(values);
         if let (Ok(pass), Some(drift)) = (&result, &stats.drift) {
-            drift.record(values, model.scorer.inputs(), &pass.probabilities, model.scorer.classes());
+            drift.record(values, model.scorer.inputs(), &pass.probabilities, model.scorer.outputs());
         }
         let stages = result.as_ref().map(|pass| pass.stages).unwrap_or_default();
         if rows <= INLINE_MAX_ROWS {
@@ -414,7 +414,7 @@ impl Batcher {
 /// of the pass are answered as usual (rows never affect each other).
 /// `computed` records a job's share of the pass and says its timing.
 fn answer(model: &LoadedModel, jobs: Vec<Job>, pass: Pass, rows: usize, computed: impl Fn(&Job) -> Timing) {
-    let classes = model.scorer.classes();
+    let classes = model.scorer.outputs();
     let Pass { mut probabilities, stages: _, overflowed } = pass;
     let mut end_row = rows;
     for job in jobs.into_iter().rev() {

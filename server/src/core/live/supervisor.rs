@@ -48,6 +48,8 @@ impl LiveRepository {
                         log_loss: s.log_loss,
                         precision: s.precision,
                         recall: s.recall,
+                        mean_absolute_error: s.mean_absolute_error,
+                        rmse: s.rmse,
                     };
                     quality.measured(&version.segment, version.version, version.enough, &measured);
                 }

@@ -26,11 +26,13 @@ pub(super) struct GuardBooks {
     pub(super) last: BTreeMap<u64, Window>,
 }
 
-/// One version's live quality over the quality window: its AUC and how
-/// many joined outcomes it rests on.
+/// One version's live quality over the quality window: its AUC (a
+/// classifier's) or mean absolute error (a regressor's), and how many
+/// joined outcomes it rests on.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LiveAuc {
-    pub auc: f64,
+pub struct LiveQuality {
+    pub auc: Option<f64>,
+    pub mean_absolute_error: Option<f64>,
     pub outcomes: u64,
 }
 
@@ -40,7 +42,7 @@ pub struct Seen {
     pub canary: Window,
     pub stable: Window,
     /// Both versions' quality (canary, stable), when each has enough outcomes.
-    pub quality: Option<(LiveAuc, LiveAuc)>,
+    pub quality: Option<(LiveQuality, LiveQuality)>,
 }
 
 impl GuardBooks {
@@ -72,21 +74,30 @@ impl GuardBooks {
 pub fn judge(guard: &Guard, seen: &Seen) -> Option<Vec<String>> {
     let (ours, theirs) = (&seen.canary, &seen.stable);
     let served = ours.requests >= guard.min_requests;
-    let quality = guard.min_auc_delta.zip(seen.quality);
-    if !served && quality.is_none() {
+    let pair = |measure: fn(&LiveQuality) -> Option<f64>| {
+        let (canary, stable) = seen.quality?;
+        Some((measure(&canary)?, measure(&stable)?, canary.outcomes, stable.outcomes))
+    };
+    let auc = guard.min_auc_delta.zip(pair(|q| q.auc));
+    let mae = guard.max_mae_ratio.zip(pair(|q| q.mean_absolute_error));
+    if !served && auc.is_none() && mae.is_none() {
         return None;
     }
     let mut breached = Vec::new();
-    if let Some((limit, (canary, stable))) = quality
-        && canary.auc - stable.auc < limit
+    if let Some((limit, (canary, stable, ours, theirs))) = auc
+        && canary - stable < limit
     {
         breached.push(format!(
-            "AUC {:.4} ({} outcomes) minus the stable version's {:.4} ({}) is {:+.4}, below the limit {limit:+.4}",
-            canary.auc,
-            canary.outcomes,
-            stable.auc,
-            stable.outcomes,
-            canary.auc - stable.auc
+            "AUC {canary:.4} ({ours} outcomes) minus the stable version's {stable:.4} ({theirs}) is {:+.4}, below the limit {limit:+.4}",
+            canary - stable
+        ));
+    }
+    if let Some((limit, (canary, stable, ours, theirs))) = mae
+        && canary > stable * limit
+    {
+        breached.push(format!(
+            "mean absolute error {canary:.6} ({ours} outcomes) is {:.3}× the stable version's {stable:.6} ({theirs}), over the limit {limit}×",
+            canary / stable
         ));
     }
     if let Some(max) = guard.max_error_rate
@@ -141,15 +152,19 @@ impl Rollout {
         let measured = |version: u64| {
             let summary =
                 outcomes.summary(&state.segment, version, now).filter(|s| s.outcomes >= guard.min_outcomes)?;
-            Some(LiveAuc { auc: summary.auc?, outcomes: summary.outcomes })
+            Some(LiveQuality {
+                auc: summary.auc,
+                mean_absolute_error: summary.mean_absolute_error,
+                outcomes: summary.outcomes,
+            })
         };
         let seen = |version: u64| books.last.get(&version).copied().unwrap_or_default();
         let seen = Seen {
             canary: seen(canary.version),
             stable: seen(self.stable.version),
-            quality: guard
-                .min_auc_delta
-                .and_then(|_| Some((measured(canary.version)?, measured(self.stable.version)?))),
+            quality: (guard.min_auc_delta.is_some() || guard.max_mae_ratio.is_some())
+                .then(|| Some((measured(canary.version)?, measured(self.stable.version)?)))
+                .flatten(),
         };
         let Some(breached) = judge(&guard, &seen) else { return };
         if breached.is_empty() {
@@ -173,7 +188,7 @@ impl Rollout {
 
 #[cfg(test)]
 mod tests {
-    use super::{LiveAuc, Seen, judge};
+    use super::{LiveQuality, Seen, judge};
     use crate::core::stats::Window;
     use crate::model::rollout_policy::Guard;
     use std::time::Duration;
@@ -186,6 +201,7 @@ mod tests {
             max_p95_ms: Some(50.0),
             breaches_to_rollback: 2,
             min_auc_delta: Some(-0.02),
+            max_mae_ratio: Some(1.1),
             min_outcomes: 50,
         }
     }
@@ -221,15 +237,31 @@ mod tests {
 
     #[test]
     fn quality_is_judged_without_enough_requests_and_against_the_limit() {
-        let worse = LiveAuc { auc: 0.80, outcomes: 60 };
-        let stable = LiveAuc { auc: 0.85, outcomes: 500 };
+        let auc = |auc: f64, outcomes: u64| LiveQuality { auc: Some(auc), mean_absolute_error: None, outcomes };
+        let (worse, stable) = (auc(0.80, 60), auc(0.85, 500));
         let seen = Seen { canary: window(3, 0, 1), stable: window(3, 0, 1), quality: Some((worse, stable)) };
         let breached = judge(&guard(), &seen).unwrap();
         assert_eq!(breached.len(), 1, "{breached:?}");
         assert!(breached[0].contains("is -0.0500, below the limit -0.0200"), "{breached:?}");
-        let close = Seen { quality: Some((LiveAuc { auc: 0.84, outcomes: 60 }, stable)), ..seen };
+        let close = Seen { quality: Some((auc(0.84, 60), stable)), ..seen };
         assert_eq!(judge(&guard(), &close), Some(Vec::new()));
         let unguarded = Guard { min_auc_delta: None, ..guard() };
         assert_eq!(judge(&unguarded, &seen), None, "quality alone counts only where the policy sets a limit");
+    }
+
+    #[test]
+    fn a_regressors_canary_breaches_when_its_error_grows_past_the_ratio() {
+        let mae = |mae: f64| LiveQuality { auc: None, mean_absolute_error: Some(mae), outcomes: 80 };
+        let seen = Seen { canary: window(3, 0, 1), stable: window(3, 0, 1), quality: Some((mae(2.4), mae(2.0))) };
+        let breached = judge(&guard(), &seen).unwrap();
+        assert_eq!(breached.len(), 1, "{breached:?}");
+        assert!(
+            breached[0].contains("is 1.200× the stable version's 2.000000 (80), over the limit 1.1×"),
+            "{breached:?}"
+        );
+        let close = Seen { quality: Some((mae(2.1), mae(2.0))), ..seen };
+        assert_eq!(judge(&guard(), &close), Some(Vec::new()));
+        let auc_only = Guard { max_mae_ratio: None, ..guard() };
+        assert_eq!(judge(&auc_only, &seen), None, "an AUC limit has nothing to judge in a regressor");
     }
 }

@@ -30,7 +30,7 @@ pub(super) struct ShadowTally {
     agreed: AtomicU64,
     dropped: AtomicU64,
     errors: AtomicU64,
-    /// Σ |Δp| of the positive class, in millionths.
+    /// Σ |Δp| of the positive class (a regressor: |Δ| of its value), in millionths.
     delta_micros: AtomicU64,
 }
 
@@ -163,13 +163,13 @@ impl Lane {
             Ok(Computed::Scored(probabilities)) => probabilities,
             _ => return failed("the shadow's forward pass failed"),
         };
-        if model.scorer.classes() != job.classes {
+        if model.scorer.outputs() != job.classes {
             return failed("the shadow has another number of classes");
         }
         let mut agreed = 0;
         let mut deltas = Vec::with_capacity(rows);
         for (stable, shadow) in job.stable.chunks_exact(job.classes).zip(probabilities.chunks_exact(job.classes)) {
-            agreed += usize::from(Scores::class_of(stable) == Scores::class_of(shadow));
+            agreed += usize::from(Scores::agree(stable, shadow));
             let class = Scores::positive_class(stable);
             deltas.push(f64::from((stable[class] - shadow[class]).abs()));
         }

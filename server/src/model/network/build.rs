@@ -8,6 +8,7 @@ use super::op::{Op, wide_dtype};
 use super::{Head, ModelError, Network};
 use crate::model::hints;
 use crate::model::manifest::{DTypeName, GeluApproximation, LayerSpec};
+use crate::model::scorer::Answers;
 use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeSet, HashMap};
 
@@ -82,14 +83,14 @@ impl Params<'_> {
 
 impl Network {
     /// Compiles `layers` over `tensors` (as loaded from safetensors, any float
-    /// dtype, on the CPU) for `inputs` features and `classes` labels, then moves
+    /// dtype, on the CPU) for `inputs` features answering `answers`, then moves
     /// the weights to `device` in `dtype`.
     pub fn build(
         layers: &[LayerSpec],
         prefix: &str,
         tensors: HashMap<String, Tensor>,
         inputs: usize,
-        classes: usize,
+        answers: Answers,
         dtype: DTypeName,
         device: &Device,
     ) -> Result<Network, ModelError> {
@@ -150,7 +151,7 @@ impl Network {
         if let Some(name) = unused.into_iter().next() {
             return Err(ModelError::UnusedTensor { name });
         }
-        let head = head(ops.last().map(|(_, _, op)| op), width, classes, &description)?;
+        let head = head(ops.last().map(|(_, _, op)| op), width, answers, &description)?;
         let leading = ops.iter().take_while(|(_, _, op)| matches!(op, Op::Affine { .. })).count();
         let mut prelude = Vec::with_capacity(leading);
         let mut placed = Vec::with_capacity(ops.len() - leading);
@@ -161,7 +162,16 @@ impl Network {
                 placed.push(op.fit(dtype, layer, kind)?.to(device, dtype)?);
             }
         }
-        Ok(Network { prelude, ops: placed, description, device: device.clone(), dtype, inputs, classes, head })
+        Ok(Network {
+            prelude,
+            ops: placed,
+            description,
+            device: device.clone(),
+            dtype,
+            inputs,
+            outputs: answers.width(),
+            head,
+        })
     }
 }
 
@@ -241,9 +251,19 @@ fn linear(params: &mut Params, at: &At, bias: bool) -> Result<(Op, usize), Model
 }
 
 /// How the network's `last` op (over `width` outputs) becomes one
-/// probability per class: a softmax over every class, or a sigmoid of one
-/// logit for two; anything else is refused saying what to add.
-fn head(last: Option<&Op>, width: usize, classes: usize, description: &[String]) -> Result<Head, ModelError> {
+/// probability per class (a softmax over every class, or a sigmoid of one
+/// logit for two), or a regressor's value (any one output); anything else is
+/// refused saying what to add.
+fn head(last: Option<&Op>, width: usize, answers: Answers, description: &[String]) -> Result<Head, ModelError> {
+    let classes = match answers {
+        Answers::Value if width == 1 => return Ok(Head::Value),
+        Answers::Value => {
+            return Err(ModelError::BadHead(format!(
+                "the network ends in {width} outputs but a regressor answers one value: its last layer must have one output"
+            )));
+        }
+        Answers::Classes(classes) => classes,
+    };
     match (last, width) {
         (Some(Op::Softmax), w) if w == classes && classes >= 2 => Ok(Head::Softmax),
         (Some(Op::Sigmoid), 1) if classes == 2 => Ok(Head::BinarySigmoid),

@@ -46,9 +46,11 @@ pub enum ModelError {
     Compute(String),
 }
 
-/// How the last layer's output becomes one probability per class.
+/// How the last layer's output becomes one probability per class, or a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Head {
+    /// A regressor: the last layer's one output is the value.
+    Value,
     /// The last layer is a softmax over all classes.
     Softmax,
     /// The last layer is a sigmoid of one logit: P(labels[1]); labels[0] gets the rest.
@@ -68,7 +70,7 @@ pub struct Network {
     device: Device,
     dtype: DType,
     inputs: usize,
-    classes: usize,
+    outputs: usize,
     head: Head,
 }
 
@@ -156,7 +158,7 @@ impl Network {
         }
         let p = x.to_dtype(DType::F32)?;
         match self.head {
-            Head::Softmax => Ok(p),
+            Head::Softmax | Head::Value => Ok(p),
             Head::BinarySigmoid => Tensor::cat(&[p.affine(-1.0, 1.0)?, p], 1),
         }
     }
@@ -167,8 +169,8 @@ impl Scorer for Network {
         self.inputs
     }
 
-    fn classes(&self) -> usize {
-        self.classes
+    fn outputs(&self) -> usize {
+        self.outputs
     }
 
     fn description(&self) -> &[String] {

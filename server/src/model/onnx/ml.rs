@@ -2,7 +2,7 @@
 //! model, lowered onto the same layers (tree ensembles: `tree_ensemble`;
 //! leading Scaler and Imputer steps: `prep`): Scaler (a standardisation),
 //! LinearClassifier (a linear layer under its sigmoid or softmax head, as
-//! onnxruntime computes it), an L1 Normalizer over probabilities that already
+//! onnxruntime computes it), LinearRegressor (a linear layer of one output), an L1 Normalizer over probabilities that already
 //! sum to one, and ZipMap (output formatting: the probabilities as maps).
 
 use super::constants::{Constant, per_feature};
@@ -24,6 +24,8 @@ impl Walk<'_> {
             }
             "LinearClassifier" => return self.linear_classifier(node, value),
             "TreeEnsembleClassifier" => return self.tree_ensemble_classifier(node, value),
+            "TreeEnsembleRegressor" => return self.tree_ensemble_regressor(node, value),
+            "LinearRegressor" => self.linear_regressor(node, value)?,
             "Normalizer" => self.normalizer(node)?,
             "ZipMap" => {
                 if self.labels.is_none() {
@@ -90,6 +92,34 @@ impl Walk<'_> {
         self.linear(node, weight, Some(bias), 1.0, 1.0)?;
         self.push(head, Vec::new())?;
         Ok(probabilities)
+    }
+
+    /// `value = x · coefficientsᵀ + intercept` of one target, without a
+    /// post_transform: a linear layer of one output, the regressor's value.
+    fn linear_regressor(&mut self, node: &NodeProto, value: &str) -> Result<(), String> {
+        if node.input.first().map(String::as_str) != Some(value) {
+            return Err(refusal(node, "a LinearRegressor whose input is not the rows"));
+        }
+        let width = self.width;
+        let (coefficients, intercepts) = (floats(node, "coefficients"), floats(node, "intercepts"));
+        let targets = attribute(node, "targets").map_or(1, |a| a.i);
+        let transform = attribute(node, "post_transform").map_or(&b"NONE"[..], |a| a.s.as_slice());
+        if targets != 1 || coefficients.len() != width || intercepts.len() > 1 || transform != b"NONE" {
+            return Err(refusal(
+                node,
+                &format!(
+                    "a LinearRegressor of {targets} targets with {} coefficients and post_transform {} for rows of \
+                     {width} features; compiled: one target, no post_transform",
+                    coefficients.len(),
+                    String::from_utf8_lossy(transform)
+                ),
+            ));
+        }
+        let weight = Constant { dims: vec![1, width], values: coefficients };
+        let bias = Constant { dims: vec![1], values: vec![intercepts.first().copied().unwrap_or(0.0)] };
+        self.linear(node, weight, Some(bias), 1.0, 1.0)?;
+        self.value = true;
+        Ok(())
     }
 
     /// An L1 Normalizer straight after a softmax or a two-label sigmoid head

@@ -26,10 +26,10 @@ mod refusals;
 mod tree_ensemble;
 
 use super::categories::Categories;
-use super::manifest::{DTypeName, GeluApproximation, LayerSpec};
+use super::manifest::{DTypeName, GeluApproximation, LayerSpec, Task};
 use super::network::{ModelError, Network};
 use super::pipeline::{Column, Pipeline, Source};
-use super::scorer::Scorer;
+use super::scorer::{Answers, Scorer};
 use super::trees::{Ensemble, Forest};
 use candle_core::{Device, Tensor};
 use constants::{Constant, constant, per_feature};
@@ -47,8 +47,8 @@ pub struct Imported {
     pub features: Vec<String>,
     /// The class labels the graph names (a classifier op's, ZipMap's).
     pub labels: Option<ClassLabels>,
-    /// How many classes the model answers.
-    pub classes: usize,
+    /// What the model answers: probabilities over its classes, or a value.
+    pub answers: Answers,
     /// How the features become the model's columns; `None` when the model
     /// reads the features as sent.
     pub preprocessing: Option<Preprocessing>,
@@ -84,51 +84,66 @@ pub enum Lowered {
 pub struct Compiled {
     pub scorer: Box<dyn Scorer>,
     pub features: Vec<String>,
+    /// Empty for a regressor.
     pub labels: Vec<String>,
+    pub task: Task,
 }
 
 /// The scorer the ONNX model in `bytes` compiles to: its network on `device`
-/// in `dtype`, or its forest, behind the graph's preprocessing. `features`
-/// and `labels` are model.json's (empty: taken from the graph, labels
-/// `0`, `1`, … where it names none); listed, they are checked against it.
+/// in `dtype`, or its forest, behind the graph's preprocessing. `features`,
+/// `labels` and `task` are model.json's (left out: taken from the graph,
+/// labels `0`, `1`, … where it names none); given, they are checked against it.
 pub fn compile(
     bytes: &[u8],
     features: &[String],
     labels: &[String],
+    task: Option<Task>,
     dtype: DTypeName,
     device: &Device,
 ) -> Result<Compiled, ModelError> {
-    let graph = import(bytes, features).map_err(ModelError::Graph)?;
-    let labels = match (labels, graph.labels) {
-        ([], Some(named)) => named.names,
-        ([], None) => (0..graph.classes).map(|k| k.to_string()).collect(),
-        (listed, Some(named)) if named.strings && listed != named.names.as_slice() => {
+    let graph = import(bytes, features, task).map_err(ModelError::Graph)?;
+    let labels = match (graph.answers, labels, graph.labels) {
+        (Answers::Value, [], _) => Vec::new(),
+        (Answers::Value, _, _) => {
+            return Err(ModelError::Graph(
+                "the graph is a regressor, answering one value per row: remove model.json's `labels`".into(),
+            ));
+        }
+        (_, [], Some(named)) => named.names,
+        (Answers::Classes(classes), [], None) => (0..classes).map(|k| k.to_string()).collect(),
+        (_, listed, Some(named)) if named.strings && listed != named.names.as_slice() => {
             return Err(ModelError::Graph(format!(
                 "model.json's `labels` are {listed:?} but the graph names its classes {:?}, in its order: \
                  list them as the graph does, or remove `labels` to take the graph's",
                 named.names
             )));
         }
-        (listed, _) => listed.to_vec(),
+        (_, listed, _) => listed.to_vec(),
     };
-    let (features, classes) = (graph.features, labels.len());
+    let features = graph.features;
+    let (answers, task) = match graph.answers {
+        Answers::Classes(_) => (Answers::Classes(labels.len()), Task::Classification),
+        Answers::Value => (Answers::Value, Task::Regression),
+    };
     let inputs = graph.preprocessing.as_ref().map_or(features.len(), |p| p.columns.len());
     let model: Box<dyn Scorer> = match graph.model {
         Lowered::Network { layers, tensors } => {
-            Box::new(Network::build(&layers, "", tensors, inputs, classes, dtype, device)?)
+            Box::new(Network::build(&layers, "", tensors, inputs, answers, dtype, device)?)
         }
-        Lowered::Forest(ensemble) => Box::new(Forest::build(ensemble, inputs, classes).map_err(ModelError::Trees)?),
+        Lowered::Forest(ensemble) => Box::new(Forest::build(ensemble, inputs, answers).map_err(ModelError::Trees)?),
     };
     let scorer = match graph.preprocessing {
         Some(p) => Box::new(Pipeline::new(p.categories, p.columns, p.by_name, model)),
         None => model,
     };
-    Ok(Compiled { scorer, features, labels })
+    Ok(Compiled { scorer, features, labels, task })
 }
 
 /// Compiles the ONNX model in `bytes` for `features` (the head's width is
-/// checked against the labels by `Network::build`).
-pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
+/// checked against the labels by `Network::build`); `task`, when model.json
+/// gives it, must agree with the graph's model op, and makes a network
+/// ending in one raw output a regressor.
+pub fn import(bytes: &[u8], features: &[String], task: Option<Task>) -> Result<Imported, String> {
     let model = proto::decode(bytes).map_err(|e| format!("not an ONNX model file: {e}"))?;
     let graph = model.graph.ok_or("the ONNX model has no graph")?;
     let mut constants = HashMap::new();
@@ -175,6 +190,7 @@ pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
         tensors: HashMap::new(),
         forest: None,
         labels: None,
+        value: false,
         width,
     };
     let mut value = prepared.entry;
@@ -186,10 +202,30 @@ pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
         }
         value = walk.step(&value)?;
     }
+    let regressor = walk.value || (task == Some(Task::Regression) && walk.forest.is_none() && walk.width == 1);
+    match (task, regressor) {
+        (Some(Task::Classification), true) => {
+            return Err("the graph is a regressor (one value per row) but model.json's `task` is classification: \
+                        remove `task` or make it regression"
+                .into());
+        }
+        (Some(Task::Regression), false) => {
+            return Err(format!(
+                "model.json's `task` is regression but the graph answers {} numbers per row: a regressor's graph ends \
+                 in one value (a LinearRegressor, a TreeEnsembleRegressor, or a network's one output)",
+                walk.width
+            ));
+        }
+        _ => {}
+    }
     if let Some(forest) = walk.forest {
-        let classes = forest.link.classes(forest.base.len());
+        let answers = if regressor { Answers::Value } else { Answers::Classes(forest.link.classes(forest.base.len())) };
         let model = Lowered::Forest(forest);
-        return Ok(Imported { features, labels: walk.labels, classes, preprocessing, model });
+        return Ok(Imported { features, labels: walk.labels, answers, preprocessing, model });
+    }
+    if regressor {
+        let model = Lowered::Network { layers: walk.layers, tensors: walk.tensors };
+        return Ok(Imported { features, labels: None, answers: Answers::Value, preprocessing, model });
     }
     if !matches!(walk.layers.last(), Some(LayerSpec::Softmax | LayerSpec::Sigmoid)) {
         let last = producer.get(output.as_str()).map_or_else(|| format!("`{output}`"), |&i| describe(&nodes[i]));
@@ -198,13 +234,14 @@ pub fn import(bytes: &[u8], features: &[String]) -> Result<Imported, String> {
              export the model with its head, a softmax over one output per label (PyTorch: \
              `torch.onnx.export(torch.nn.Sequential(net, torch.nn.Softmax(dim=1)), …)`) or a sigmoid \
              over one output for two labels (`torch.nn.Sigmoid()`); model.json's `layers` are for \
-             candle networks and cannot add one to an ONNX graph"
+             candle networks and cannot add one to an ONNX graph; a regressor's one output is served \
+             as its value with `\"task\": \"regression\"` in model.json"
         ));
     }
     let classes =
         if matches!(walk.layers.last(), Some(LayerSpec::Sigmoid)) && walk.width == 1 { 2 } else { walk.width };
     let model = Lowered::Network { layers: walk.layers, tensors: walk.tensors };
-    Ok(Imported { features, labels: walk.labels, classes, preprocessing, model })
+    Ok(Imported { features, labels: walk.labels, answers: Answers::Classes(classes), preprocessing, model })
 }
 
 struct Walk<'a> {
@@ -217,6 +254,8 @@ struct Walk<'a> {
     forest: Option<Ensemble>,
     /// The class labels the graph names, once met.
     labels: Option<ClassLabels>,
+    /// Whether the model op met answers a value (a regressor op).
+    value: bool,
     /// Features per row of the value being walked.
     width: usize,
 }

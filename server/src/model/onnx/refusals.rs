@@ -5,7 +5,7 @@
 use onnx_schema::NodeProto;
 
 /// What each supported op is, for refusals.
-const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head), and before the model Concat, Clip and Reshape of features; ai.onnx.ml Scaler, Imputer (numbers, before the model), OneHotEncoder (of a string or integer feature), ArrayFeatureExtractor (of features), LinearClassifier (binary LOGISTIC, multinomial SOFTMAX), TreeEnsembleClassifier (ml opsets 1–3), Normalizer (L1, after the head), ZipMap (dropped); INT8 layers as quantize_dynamic writes them (DynamicQuantizeLinear, MatMulInteger, Cast, Mul, Add)";
+const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head), and before the model Concat, Clip and Reshape of features; ai.onnx.ml Scaler, Imputer (numbers, before the model), OneHotEncoder (of a string or integer feature), ArrayFeatureExtractor (of features), LinearClassifier (binary LOGISTIC, multinomial SOFTMAX), LinearRegressor (one target), TreeEnsembleClassifier and TreeEnsembleRegressor (ml opsets 1–3; a regressor of one target), Normalizer (L1, after the head), ZipMap (dropped); INT8 layers as quantize_dynamic writes them (DynamicQuantizeLinear, MatMulInteger, Cast, Mul, Add)";
 
 /// How a refusal names `node`: its name (else its first output) and op type.
 pub(super) fn describe(node: &NodeProto) -> String {
@@ -30,11 +30,10 @@ pub(super) fn unsupported(node: &NodeProto) -> String {
             " (ml opset 5's tree op is not compiled yet: convert with `target_opset={\"ai.onnx.ml\": 3}`, \
              which writes TreeEnsembleClassifier)"
         }
-        "TreeEnsembleRegressor" => {
-            " (regressors are not served yet: Candela answers class probabilities; a LightGBM or XGBoost \
-             classifier's own file or its TreeEnsembleClassifier graph is served)"
+        "SVMRegressor" | "SVMClassifier" => {
+            " (support vector machines are not compiled: a linear model (LinearRegressor, \
+             LinearClassifier) or a tree ensemble is)"
         }
-        "LinearRegressor" | "SVMRegressor" => " (regressors are not served yet: Candela answers class probabilities)",
         "MatMulInteger"
         | "QuantizeLinear"
         | "DequantizeLinear"
@@ -88,7 +87,7 @@ mod tests {
     }
 
     fn refusal(nodes: Vec<proto::NodeProto>) -> String {
-        match import(&graph(nodes), &names(3)) {
+        match import(&graph(nodes), &names(3), None) {
             Ok(_) => panic!("the graph was compiled"),
             Err(error) => error,
         }
@@ -98,8 +97,7 @@ mod tests {
     fn unsupported_ops_name_the_node_and_the_way_that_works() {
         for (op, instead) in [
             ("TreeEnsemble", "target_opset={\"ai.onnx.ml\": 3}"),
-            ("TreeEnsembleRegressor", "regressors are not served yet"),
-            ("LinearRegressor", "regressors are not served yet"),
+            ("SVMRegressor", "support vector machines are not compiled"),
             ("QLinearMatMul", "quantize with `quantize_dynamic`"),
             ("LabelEncoder", "compiled through a OneHotEncoder"),
         ] {
@@ -154,7 +152,7 @@ mod tests {
         let mut model = proto::decode(&graph(vec![node("Relu", "", "x", "y")])).unwrap();
         let graph = model.graph.as_mut().unwrap();
         graph.input.push(proto::ValueInfoProto { name: "amount".into(), ..Default::default() });
-        let error = import(&proto::encode(&model), &names(2)).err().expect("unnamed inputs are refused");
+        let error = import(&proto::encode(&model), &names(2), None).err().expect("unnamed inputs are refused");
         assert!(error.contains(r#"an input per feature (a DataFrame's columns) named ["x", "amount"]"#), "{error}");
         assert!(error.contains(r#"it lists ["f0", "f1"]"#), "{error}");
     }

@@ -1,10 +1,11 @@
-//! `ai.onnx.ml.TreeEnsembleClassifier` (what skl2onnx and onnxmltools emit
-//! for random forests, gradient boosting, LightGBM and XGBoost) lowered onto
+//! `ai.onnx.ml.TreeEnsembleClassifier` and `TreeEnsembleRegressor` (what
+//! skl2onnx and onnxmltools emit for random forests, gradient boosting,
+//! LightGBM and XGBoost) lowered onto
 //! the native forest, with onnxruntime's semantics: every BRANCH_* mode
 //! resolved to "left when ≤ (or =) an f32 threshold" exactly, NaN to the
 //! true branch where `nodes_missing_value_tracks_true` says so, leaf weights
-//! summed per class (in f32, or f64 for double attributes) onto
-//! `base_values`, then `post_transform`. A leaf carrying weights for several
+//! summed per class or target (in f32, or f64 for double attributes) onto
+//! `base_values`, then `post_transform` (a regressor: none, its one value). A leaf carrying weights for several
 //! classes (a random forest's votes) becomes one tree per class. Branches
 //! that several nodes share are unfolded into a tree, within a bound.
 
@@ -49,46 +50,20 @@ impl Walk<'_> {
         let Some(probabilities) = node.output.get(1).filter(|o| !o.is_empty()).cloned() else {
             return Err(refusal(node, "a TreeEnsembleClassifier without its probability output"));
         };
-        if node.input.first().map(String::as_str) != Some(value) {
-            return Err(refusal(node, "a TreeEnsembleClassifier whose input is not the rows"));
-        }
-        let (thresholds, doubles) = numbers(node, "nodes_values")?;
-        let nodes = Nodes {
-            trees: ints(node, "nodes_treeids"),
-            ids: ints(node, "nodes_nodeids"),
-            features: ints(node, "nodes_featureids"),
-            modes: attribute(node, "nodes_modes").map(|a| a.strings.clone()).unwrap_or_default(),
-            values: thresholds,
-            trues: ints(node, "nodes_truenodeids"),
-            falses: ints(node, "nodes_falsenodeids"),
-            tracks: ints(node, "nodes_missing_value_tracks_true"),
-        };
-        let count = nodes.ids.len();
-        let lengths = [nodes.trees.len(), nodes.features.len(), nodes.modes.len(), nodes.values.len()];
-        if count == 0 || lengths.iter().chain([&nodes.trues.len(), &nodes.falses.len()]).any(|l| *l != count) {
-            return Err(refusal(node, "a TreeEnsembleClassifier whose node attributes differ in length"));
-        }
-        if !nodes.tracks.is_empty() && nodes.tracks.len() != count {
-            return Err(refusal(
-                node,
-                "a TreeEnsembleClassifier whose nodes_missing_value_tracks_true is not per node",
-            ));
-        }
+        let (nodes, doubles) = tree_nodes(node, value)?;
         self.labels = class_labels(node);
         let labels = self.labels.as_ref().map_or(0, |l| l.names.len());
-        let (weights, weight_doubles) = numbers(node, "class_weights")?;
-        let (class_trees, class_nodes, class_ids) =
-            (ints(node, "class_treeids"), ints(node, "class_nodeids"), ints(node, "class_ids"));
-        if [class_trees.len(), class_nodes.len(), class_ids.len()].iter().any(|l| *l != weights.len()) {
-            return Err(refusal(node, "a TreeEnsembleClassifier whose class attributes differ in length"));
-        }
-        if let Some(bad) = class_ids.iter().find(|c| !(0..labels as i64).contains(*c)) {
-            return Err(refusal(node, &format!("a TreeEnsembleClassifier with a weight for class {bad} of {labels}")));
+        let (leaves, weight_doubles) = leaves(node, "class")?;
+        if let Some(bad) = leaves.iter().find(|l| !(0..labels as i64).contains(&l.class)) {
+            return Err(refusal(
+                node,
+                &format!("a TreeEnsembleClassifier with a weight for class {} of {labels}", bad.class),
+            ));
         }
         let (base, _) = numbers(node, "base_values")?;
         let transform = attribute(node, "post_transform").map_or(&b"NONE"[..], |a| a.s.as_slice());
-        let classes: BTreeSet<i64> = class_ids.iter().copied().collect();
-        let all_positive = weights.iter().all(|w| *w >= 0.0);
+        let classes: BTreeSet<i64> = leaves.iter().map(|l| l.class).collect();
+        let all_positive = leaves.iter().all(|l| l.weight >= 0.0);
         // How onnxruntime turns the sums into its answer, where that answer is probabilities.
         let (groups, link, base) = match (labels, classes.len(), transform) {
             (2, 1, b"LOGISTIC") if classes.contains(&0) && base.len() <= 1 && !all_positive => {
@@ -123,46 +98,53 @@ impl Walk<'_> {
                 ));
             }
         };
-        let group = |class: i64| if groups == 1 { 0 } else { class as usize };
-        // The weights of each leaf, by (tree, node), per class.
-        let mut leaf_weights: HashMap<(i64, i64), BTreeMap<i64, f64>> = HashMap::new();
-        for i in 0..weights.len() {
-            *leaf_weights.entry((class_trees[i], class_nodes[i])).or_default().entry(class_ids[i]).or_default() +=
-                weights[i];
-        }
-        let mut trees = Vec::new();
-        let mut budget = (count * UNFOLD_FACTOR).clamp(1 << 16, MAX_NODES);
-        for members in by_tree(&nodes.trees) {
-            let shape = unfold(node, &nodes, &members, &mut budget)?;
-            let tree = nodes.trees[members[0]];
-            let mut touched = BTreeSet::new();
-            for s in &shape {
-                if let Shape::Leaf(at) = s {
-                    touched.extend(leaf_weights.get(&(tree, nodes.ids[*at])).into_iter().flat_map(|w| w.keys()));
-                }
-            }
-            for class in touched {
-                let nodes = shape
-                    .iter()
-                    .map(|s| match *s {
-                        Shape::Split { split, left, right } => TreeNode::Split { split, left, right },
-                        Shape::Leaf(at) => TreeNode::Leaf(
-                            leaf_weights
-                                .get(&(tree, nodes.ids[at]))
-                                .and_then(|w| w.get(&class))
-                                .copied()
-                                .unwrap_or(0.0),
-                        ),
-                        Shape::Pending(_) => unreachable!("unfold expands every node"),
-                    })
-                    .collect();
-                trees.push(TreeNodes { nodes, group: group(class) });
-            }
-        }
+        let trees = unfold_trees(node, &nodes, &leaves, groups)?;
         let sum = if doubles || weight_doubles { Sum::F64 } else { Sum::F32 };
         let kind = format!("onnx TreeEnsembleClassifier ({})", String::from_utf8_lossy(transform));
         self.forest = Some(Ensemble { trees, base, link, sum, features: self.width, kind });
         Ok(probabilities)
+    }
+
+    /// Lowers a TreeEnsembleRegressor of one target reading the rows'
+    /// `value` (its leaf weights summed, or averaged over the trees, onto
+    /// `base_values`); the rows continue as its output, the value.
+    pub(super) fn tree_ensemble_regressor(&mut self, node: &NodeProto, value: &str) -> Result<String, String> {
+        let out = node.output.first().cloned().unwrap_or_default();
+        let (nodes, doubles) = tree_nodes(node, value)?;
+        let (mut leaves, weight_doubles) = leaves(node, "target")?;
+        let targets = attribute(node, "n_targets").map_or(1, |a| a.i);
+        if targets != 1 || leaves.iter().any(|l| l.class != 0) {
+            return Err(refusal(
+                node,
+                &format!("a TreeEnsembleRegressor of {targets} targets; Candela serves one value per row"),
+            ));
+        }
+        let (base, _) = numbers(node, "base_values")?;
+        let transform = attribute(node, "post_transform").map_or(&b"NONE"[..], |a| a.s.as_slice());
+        let aggregate = attribute(node, "aggregate_function").map_or(&b"SUM"[..], |a| a.s.as_slice());
+        if transform != b"NONE" || !matches!(aggregate, b"SUM" | b"AVERAGE") || base.len() > 1 {
+            return Err(refusal(
+                node,
+                &format!(
+                    "a TreeEnsembleRegressor with aggregate_function {}, post_transform {} and {} base_values; \
+                     compiled: SUM or AVERAGE, NONE, at most one base value",
+                    String::from_utf8_lossy(aggregate),
+                    String::from_utf8_lossy(transform),
+                    base.len()
+                ),
+            ));
+        }
+        if aggregate == b"AVERAGE" {
+            let trees = by_tree(&nodes.trees).len() as f64;
+            leaves.iter_mut().for_each(|l| l.weight /= trees);
+        }
+        let trees = unfold_trees(node, &nodes, &leaves, 1)?;
+        let sum = if doubles || weight_doubles { Sum::F64 } else { Sum::F32 };
+        let base = vec![base.first().copied().unwrap_or(0.0)];
+        let kind = format!("onnx TreeEnsembleRegressor ({})", String::from_utf8_lossy(aggregate));
+        self.forest = Some(Ensemble { trees, base, link: Link::Identity, sum, features: self.width, kind });
+        self.value = true;
+        Ok(out)
     }
 
     /// What may follow a tree ensemble's probabilities: output formatting
@@ -184,6 +166,93 @@ impl Walk<'_> {
             )),
         }
     }
+}
+
+/// The node arrays of a tree ensemble op reading the rows' `value`,
+/// checked alike in length; true when its thresholds are doubles.
+fn tree_nodes(node: &NodeProto, value: &str) -> Result<(Nodes, bool), String> {
+    let op = &node.op_type;
+    if node.input.first().map(String::as_str) != Some(value) {
+        return Err(refusal(node, &format!("a {op} whose input is not the rows")));
+    }
+    let (thresholds, doubles) = numbers(node, "nodes_values")?;
+    let nodes = Nodes {
+        trees: ints(node, "nodes_treeids"),
+        ids: ints(node, "nodes_nodeids"),
+        features: ints(node, "nodes_featureids"),
+        modes: attribute(node, "nodes_modes").map(|a| a.strings.clone()).unwrap_or_default(),
+        values: thresholds,
+        trues: ints(node, "nodes_truenodeids"),
+        falses: ints(node, "nodes_falsenodeids"),
+        tracks: ints(node, "nodes_missing_value_tracks_true"),
+    };
+    let count = nodes.ids.len();
+    let lengths = [nodes.trees.len(), nodes.features.len(), nodes.modes.len(), nodes.values.len()];
+    if count == 0 || lengths.iter().chain([&nodes.trues.len(), &nodes.falses.len()]).any(|l| *l != count) {
+        return Err(refusal(node, &format!("a {op} whose node attributes differ in length")));
+    }
+    if !nodes.tracks.is_empty() && nodes.tracks.len() != count {
+        return Err(refusal(node, &format!("a {op} whose nodes_missing_value_tracks_true is not per node")));
+    }
+    Ok((nodes, doubles))
+}
+
+/// One leaf weight of a tree ensemble op.
+struct Leaf {
+    tree: i64,
+    node: i64,
+    /// The class (or a regressor's target) it weighs for.
+    class: i64,
+    weight: f64,
+}
+
+/// The leaf weights of a tree ensemble op, `{prefix}_treeids`,
+/// `_nodeids`, `_ids` and `_weights` (prefix `class` or `target`); true
+/// when the weights are doubles.
+fn leaves(node: &NodeProto, prefix: &str) -> Result<(Vec<Leaf>, bool), String> {
+    let (weights, doubles) = numbers(node, &format!("{prefix}_weights"))?;
+    let [trees, nodes, ids] = ["treeids", "nodeids", "ids"].map(|name| ints(node, &format!("{prefix}_{name}")));
+    if [trees.len(), nodes.len(), ids.len()].iter().any(|l| *l != weights.len()) {
+        return Err(refusal(node, &format!("a {} whose {prefix} attributes differ in length", node.op_type)));
+    }
+    let leaves = trees.into_iter().zip(nodes).zip(ids).zip(weights);
+    Ok((leaves.map(|(((tree, node), class), weight)| Leaf { tree, node, class, weight }).collect(), doubles))
+}
+
+/// The op's trees unfolded, one per tree and class (or target) its leaves
+/// weigh, the class's margins summed in group `class` (all in group 0 when
+/// `groups` is 1).
+fn unfold_trees(node: &NodeProto, nodes: &Nodes, leaves: &[Leaf], groups: usize) -> Result<Vec<TreeNodes>, String> {
+    // The weights of each leaf, by (tree, node), per class.
+    let mut leaf_weights: HashMap<(i64, i64), BTreeMap<i64, f64>> = HashMap::new();
+    for leaf in leaves {
+        *leaf_weights.entry((leaf.tree, leaf.node)).or_default().entry(leaf.class).or_default() += leaf.weight;
+    }
+    let mut trees = Vec::new();
+    let mut budget = (nodes.ids.len() * UNFOLD_FACTOR).clamp(1 << 16, MAX_NODES);
+    for members in by_tree(&nodes.trees) {
+        let shape = unfold(node, nodes, &members, &mut budget)?;
+        let tree = nodes.trees[members[0]];
+        let mut touched = BTreeSet::new();
+        for s in &shape {
+            if let Shape::Leaf(at) = s {
+                touched.extend(leaf_weights.get(&(tree, nodes.ids[*at])).into_iter().flat_map(|w| w.keys()));
+            }
+        }
+        for class in touched {
+            let weight = |at: usize| leaf_weights.get(&(tree, nodes.ids[at])).and_then(|w| w.get(&class)).copied();
+            let nodes = shape
+                .iter()
+                .map(|s| match *s {
+                    Shape::Split { split, left, right } => TreeNode::Split { split, left, right },
+                    Shape::Leaf(at) => TreeNode::Leaf(weight(at).unwrap_or(0.0)),
+                    Shape::Pending(_) => unreachable!("unfold expands every node"),
+                })
+                .collect();
+            trees.push(TreeNodes { nodes, group: if groups == 1 { 0 } else { class as usize } });
+        }
+    }
+    Ok(trees)
 }
 
 /// Each tree's node positions, trees in the order they first appear.
@@ -301,6 +370,7 @@ fn numbers(node: &NodeProto, name: &str) -> Result<(Vec<f64>, bool), String> {
 #[cfg(test)]
 mod tests {
     use super::super::{Lowered, import};
+    use crate::model::scorer::Answers;
     use crate::model::scorer::Scorer;
     use crate::model::trees::Forest;
     use onnx_schema as proto;
@@ -345,8 +415,8 @@ mod tests {
     }
 
     fn forest(bytes: &[u8]) -> Result<Forest, String> {
-        match import(bytes, &["f0".into(), "f1".into()])?.model {
-            Lowered::Forest(ensemble) => Forest::build(ensemble, 2, 2),
+        match import(bytes, &["f0".into(), "f1".into()], None)?.model {
+            Lowered::Forest(ensemble) => Forest::build(ensemble, 2, Answers::Classes(2)),
             Lowered::Network { .. } => panic!("a tree ensemble became a network"),
         }
     }

@@ -9,13 +9,14 @@
 //! output are refused, naming where they are.
 
 use super::{Ensemble, Forest, Link, Split, Sum, TreeNode, TreeNodes};
+use crate::model::scorer::Answers;
 use std::collections::HashMap;
 
-/// Reads a LightGBM text model for `inputs` features and `classes` labels.
-pub fn parse(bytes: &[u8], inputs: usize, classes: usize) -> Result<Forest, String> {
+/// Reads a LightGBM text model for `inputs` features answering `answers`.
+pub fn parse(bytes: &[u8], inputs: usize, answers: Answers) -> Result<Forest, String> {
     let text =
         std::str::from_utf8(bytes).map_err(|_| "not a LightGBM text model: the file is not UTF-8 text".to_string())?;
-    Forest::build(ensemble(text)?, inputs, classes)
+    Forest::build(ensemble(text)?, inputs, answers)
 }
 
 fn ensemble(text: &str) -> Result<Ensemble, String> {

@@ -20,7 +20,7 @@ pub mod lightgbm;
 mod ubjson;
 pub mod xgboost;
 
-use super::scorer::{ComputeError, Pass, Scorer, Stages};
+use super::scorer::{Answers, ComputeError, Pass, Scorer, Stages};
 use dense::Dense;
 use rayon::prelude::*;
 use std::time::Instant;
@@ -197,13 +197,18 @@ impl Link {
 }
 
 impl Forest {
-    /// Assembles `ensemble` for `inputs` features and `classes` labels (as
-    /// model.json lists them), checking every tree: children in range, no
+    /// Assembles `ensemble` for `inputs` features answering `answers` (as
+    /// model.json says), checking every tree: children in range, no
     /// cycles (each node reached once), splits on a feature that exists.
-    pub fn build(ensemble: Ensemble, inputs: usize, classes: usize) -> Result<Forest, String> {
+    pub fn build(ensemble: Ensemble, inputs: usize, answers: Answers) -> Result<Forest, String> {
         let Ensemble { trees, base, link, sum, features, kind } = ensemble;
         let groups = base.len();
         let expected = link.classes(groups);
+        let classes = match answers {
+            Answers::Value if link == Link::Identity && groups == 1 => 1,
+            Answers::Value => return Err(format!("the model ({kind}) is a classifier, not a regressor")),
+            Answers::Classes(classes) => classes,
+        };
         if classes != expected || (matches!(link, Link::Sigmoid { .. } | Link::Complement) && groups != 1) {
             return Err(format!(
                 "the model ({kind}) gives {expected} class probabilities but model.json lists {classes} labels; they must be equal, in the model's class order"
@@ -292,11 +297,12 @@ impl Forest {
         if largest >= f64::from(f32::MAX) / 2.0 {
             return Err(format!("its leaves can sum to {largest:e}, beyond f32's range: the model is corrupt"));
         }
-        let description = vec![format!(
-            "{kind}: {} trees, {} nodes, depth ≤ {depth_max}, {classes} classes",
-            roots.len(),
-            nodes.len()
-        )];
+        let answer = match answers {
+            Answers::Value => "a value".to_string(),
+            Answers::Classes(classes) => format!("{classes} classes"),
+        };
+        let description =
+            vec![format!("{kind}: {} trees, {} nodes, depth ≤ {depth_max}, {answer}", roots.len(), nodes.len())];
         let special = nodes.iter().any(|n| n.feature & LEAF == 0 && n.feature & (ZERO_MISSING | EQUAL) != 0);
         let mut forest =
             Forest { nodes, leaves, trees: roots, base, link, sum, special, dense: None, inputs, description };
@@ -446,7 +452,7 @@ impl Scorer for Forest {
         self.inputs
     }
 
-    fn classes(&self) -> usize {
+    fn outputs(&self) -> usize {
         self.link.classes(self.base.len())
     }
 
@@ -471,7 +477,7 @@ impl Scorer for Forest {
 
     fn forward(&self, values: &[f32]) -> Result<Pass, ComputeError> {
         let start = Instant::now();
-        let (inputs, classes) = (self.inputs, self.classes());
+        let (inputs, classes) = (self.inputs, self.outputs());
         let rows = values.len() / inputs;
         let mut probabilities = vec![0.0f32; rows * classes];
         let (in_block, out_block) = (BLOCK_ROWS * inputs, BLOCK_ROWS * classes);

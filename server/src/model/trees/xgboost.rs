@@ -9,11 +9,12 @@
 
 use super::document::{Document, List};
 use super::{Ensemble, Forest, Link, Split, Sum, TreeNode, TreeNodes, ubjson};
+use crate::model::scorer::Answers;
 
 /// Reads an XGBoost model (`ubj`: UBJSON, else JSON) for `inputs` features
-/// and `classes` labels.
-pub fn parse(bytes: &[u8], ubj: bool, inputs: usize, classes: usize) -> Result<Forest, String> {
-    forest(read(bytes, ubj)?, inputs, classes)
+/// answering `answers`.
+pub fn parse(bytes: &[u8], ubj: bool, inputs: usize, answers: Answers) -> Result<Forest, String> {
+    forest(read(bytes, ubj)?, inputs, answers)
 }
 
 /// The document of an XGBoost model file (`ubj`: UBJSON, else JSON). Apart
@@ -27,11 +28,11 @@ pub fn read(bytes: &[u8], ubj: bool) -> Result<Document, String> {
 }
 
 /// The forest an XGBoost model's `document` describes, for `inputs` features
-/// and `classes` labels; the document is let go of before the forest is laid out.
-pub fn forest(document: Document, inputs: usize, classes: usize) -> Result<Forest, String> {
+/// answering `answers`; the document is let go of before the forest is laid out.
+pub fn forest(document: Document, inputs: usize, answers: Answers) -> Result<Forest, String> {
     let ensemble = ensemble(&document)?;
     drop(document);
-    Forest::build(ensemble, inputs, classes)
+    Forest::build(ensemble, inputs, answers)
 }
 
 fn ensemble(model: &Document) -> Result<Ensemble, String> {
