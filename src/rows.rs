@@ -5,7 +5,10 @@
 //! quarter of the server's CPU (perf). Here the values are copied in bulk.
 //! The wire format is the .proto's exactly: values are written packed, and
 //! read packed or unpacked (as proto3 requires); anything malformed goes to
-//! prost's own decoder, so the errors are prost's.
+//! prost's own decoder, so the errors are prost's. The category columns
+//! (`text`) are prost's generated messages, coded by prost.
+
+use crate::v1::TextColumn;
 
 use prost::bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
@@ -17,10 +20,13 @@ pub struct Rows {
     pub feature_count: u32,
     /// Row-major feature values, `feature_count` per row.
     pub values: Vec<f32>,
+    /// Category features sent as strings; their slots in `values` are ignored.
+    pub text: Vec<TextColumn>,
 }
 
 const FEATURE_COUNT: u32 = 1;
 const VALUES: u32 = 2;
+const TEXT: u32 = 3;
 
 /// Bytes converted per step, on the stack.
 const STEP: usize = 4096;
@@ -47,6 +53,9 @@ impl prost::Message for Rows {
                 }
                 buf.put_slice(&scratch[..chunk.len() * 4]);
             }
+        }
+        for column in &self.text {
+            encoding::message::encode(TEXT, column, buf);
         }
     }
 
@@ -78,6 +87,7 @@ impl prost::Message for Rows {
                 None => encoding::float::merge_repeated(wire_type, &mut self.values, buf, ctx),
             },
             VALUES => encoding::float::merge_repeated(wire_type, &mut self.values, buf, ctx),
+            TEXT => encoding::message::merge_repeated(wire_type, &mut self.text, buf, ctx),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
@@ -90,7 +100,7 @@ impl prost::Message for Rows {
         } else {
             encoding::key_len(VALUES) + encoding::encoded_len_varint(self.packed_len() as u64) + self.packed_len()
         };
-        count + values
+        count + values + encoding::message::encoded_len_repeated(TEXT, &self.text)
     }
 
     fn clear(&mut self) {
@@ -121,6 +131,8 @@ mod tests {
         feature_count: u32,
         #[prost(float, repeated, tag = "2")]
         values: Vec<f32>,
+        #[prost(message, repeated, tag = "3")]
+        text: Vec<TextColumn>,
     }
 
     /// Unpacked encoding of the same values (a proto2-style sender).
@@ -138,17 +150,19 @@ mod tests {
 
     #[test]
     fn encodes_byte_for_byte_as_prost_does() {
+        let text = vec![TextColumn { feature: 2, values: vec!["grocery".into(), String::new(), "travel".into()] }];
         for n in [0, 1, 3, 1023, 1024, 1025, 30_000] {
-            let ours = Rows { feature_count: 30, values: values(n) };
-            let generated = Generated { feature_count: 30, values: values(n) };
+            let ours = Rows { feature_count: 30, values: values(n), text: text.clone() };
+            let generated = Generated { feature_count: 30, values: values(n), text: text.clone() };
             assert_eq!(ours.encode_to_vec(), generated.encode_to_vec(), "{n} values");
             assert_eq!(ours.encoded_len(), generated.encoded_len());
+            assert_eq!(Rows::decode(&generated.encode_to_vec()[..]).unwrap(), ours);
         }
     }
 
     #[test]
     fn decodes_packed_unpacked_split_and_repeated_fields() {
-        let generated = Generated { feature_count: 7, values: values(5000) };
+        let generated = Generated { feature_count: 7, values: values(5000), text: Vec::new() };
         let bytes = generated.encode_to_vec();
         assert_eq!(Rows::decode(&bytes[..]).unwrap().values, generated.values);
         // A buffer in two pieces, split inside the values.
@@ -163,7 +177,7 @@ mod tests {
 
     #[test]
     fn refuses_what_prost_refuses() {
-        let bytes = Generated { feature_count: 7, values: values(10) }.encode_to_vec();
+        let bytes = Generated { feature_count: 7, values: values(10), text: Vec::new() }.encode_to_vec();
         // Truncated payload, and a payload of 39 bytes (not whole floats).
         assert!(Rows::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(Generated::decode(&bytes[..bytes.len() - 1]).is_err());

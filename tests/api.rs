@@ -39,6 +39,7 @@ async fn a_callers_request_id_is_echoed() {
         segment: "sme".into(),
         version: 0,
         features: rows("sme", 1).values,
+        text: Vec::new(),
     });
     request.metadata_mut().insert("x-request-id", "order-42".parse().unwrap());
     let response = client.inference().predict(request).await.unwrap().into_inner();

@@ -204,6 +204,7 @@ async fn a_deadline_that_passes_in_the_queue_drops_the_work() {
         segment: "corporate".into(),
         version: 0,
         features: rows("corporate", 1).values,
+        text: Vec::new(),
     });
     request.set_timeout(Duration::from_millis(100));
     let status = client.inference().predict(request).await.unwrap_err();

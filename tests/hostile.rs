@@ -95,6 +95,7 @@ async fn garbage_and_truncated_protobuf_get_invalid_argument_are_counted_and_the
         segment: "retail".into(),
         version: 0,
         features: rows("retail", 1).values,
+        text: Vec::new(),
     });
     let bodies: Vec<Vec<u8>> = vec![
         vec![0xff; 64],                           // invalid wire types

@@ -133,6 +133,7 @@ async fn an_expired_deadline_drops_the_work_before_compute() {
             segment: "corporate".into(),
             version: 0,
             features: rows("corporate", 1).values,
+            text: Vec::new(),
         });
         request.set_timeout(Duration::from_millis(4));
         let status = client.inference().predict(request).await.unwrap_err();
@@ -154,6 +155,7 @@ async fn an_expired_deadline_drops_the_work_before_compute() {
         segment: "corporate".into(),
         version: 0,
         features: rows("corporate", 1).values,
+        text: Vec::new(),
     });
     request.set_timeout(Duration::from_secs(10));
     assert!(client.inference().predict(request).await.is_ok());
@@ -193,7 +195,12 @@ async fn predict_with_metadata(
     mut client: candela_client::Client,
     padding: usize,
 ) -> Result<proto::PredictResponse, tonic::Status> {
-    let request = proto::PredictRequest { segment: "retail".into(), version: 0, features: rows("retail", 1).values };
+    let request = proto::PredictRequest {
+        segment: "retail".into(),
+        version: 0,
+        features: rows("retail", 1).values,
+        text: Vec::new(),
+    };
     let mut request = tonic::Request::new(request);
     if padding > 0 {
         request.metadata_mut().insert("x-padding", "p".repeat(padding).parse().unwrap());
@@ -226,8 +233,12 @@ async fn a_timeout_header_that_is_not_a_timeout_is_refused_naming_it() {
     let server = TestServer::start(&[]).await;
     let mut client = common::client(&server).await;
     for value in ["garbage", "-5", "NaN", "1e30"] {
-        let request =
-            proto::PredictRequest { segment: "retail".into(), version: 0, features: rows("retail", 1).values };
+        let request = proto::PredictRequest {
+            segment: "retail".into(),
+            version: 0,
+            features: rows("retail", 1).values,
+            text: Vec::new(),
+        };
         let mut request = tonic::Request::new(request);
         request.metadata_mut().insert("x-request-timeout", value.parse().unwrap());
         let refused = client.inference().predict(request).await.unwrap_err();
@@ -238,7 +249,12 @@ async fn a_timeout_header_that_is_not_a_timeout_is_refused_naming_it() {
         );
     }
     // A well-formed one is honoured as before.
-    let request = proto::PredictRequest { segment: "retail".into(), version: 0, features: rows("retail", 1).values };
+    let request = proto::PredictRequest {
+        segment: "retail".into(),
+        version: 0,
+        features: rows("retail", 1).values,
+        text: Vec::new(),
+    };
     let mut request = tonic::Request::new(request);
     request.metadata_mut().insert("x-request-timeout", "2s".parse().unwrap());
     client.inference().predict(request).await.unwrap();

@@ -57,8 +57,12 @@ async fn start(root: &Path, extra: &[&str]) -> (TestServer, Client, Client, Stri
 
 /// Predict on `retail` (no version pinned) with `x-routing-key: key`: the version that answered, or the status.
 async fn predict_keyed(client: &mut Client, features: &[f32], key: &str) -> Result<u64, tonic::Status> {
-    let mut request =
-        Request::new(proto::PredictRequest { segment: "retail".into(), version: 0, features: features.to_vec() });
+    let mut request = Request::new(proto::PredictRequest {
+        segment: "retail".into(),
+        version: 0,
+        features: features.to_vec(),
+        text: Vec::new(),
+    });
     request.metadata_mut().insert("x-routing-key", key.parse().unwrap());
     let answer = client.inference().predict(request).await?.into_inner();
     Ok(answer.model.unwrap().version)

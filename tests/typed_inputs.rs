@@ -60,3 +60,106 @@ async fn plain_numeric_rows_carry_a_category_as_its_code() {
     assert_eq!(status.code(), Code::InvalidArgument, "the strict encoder has no code for an unknown category");
     server.stop().await.unwrap();
 }
+
+/// onnx-dataframe's expected rows as candela.v1 Rows, its two category
+/// features as text columns, and onnxruntime's probabilities.
+fn typed_rows() -> (candela::v1::Rows, Vec<Vec<f64>>) {
+    let text = std::fs::read_to_string(fixtures().join("onnx-dataframe/expected.json")).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let column = |name: &str| expected["columns"][name].as_array().unwrap().clone();
+    let (amount, age) = (column("amount"), column("age"));
+    let number = |v: &serde_json::Value| v.as_f64().map_or(f32::NAN, |v| v as f32);
+    let values = amount.iter().zip(&age).flat_map(|(a, g)| [number(a), 0.0, number(g), 0.0]).collect();
+    let strings = |name: &str| column(name).iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let text = vec![
+        candela::v1::TextColumn { feature: 1, values: strings("country") },
+        candela::v1::TextColumn { feature: 3, values: strings("channel") },
+    ];
+    let rows = candela::v1::Rows { feature_count: 4, values, text };
+    (rows, serde_json::from_value(expected["probabilities"].clone()).unwrap())
+}
+
+#[tokio::test]
+async fn candela_v1_rows_carry_categories_as_strings_on_every_call() {
+    let http = common::free_port();
+    let server = serve(&http).await;
+    let mut client = common::client(&server).await;
+    let info = client.get_model("onnx-dataframe").await.unwrap();
+    let kinds: Vec<(&str, &str)> = info.feature_types.iter().map(|f| (f.name.as_str(), f.kind.as_str())).collect();
+    assert_eq!(kinds, [("amount", "number"), ("country", "category"), ("age", "number"), ("channel", "category")]);
+    assert_eq!(info.feature_types[3].categories, ["app", "pos", "web"]);
+    let (rows, want) = typed_rows();
+    let close = |got: &[f32], want: &[f64]| got.iter().zip(want).all(|(g, w)| (f64::from(*g) - w).abs() <= 1e-5);
+    // BatchPredict.
+    let answer = client.batch_predict_rows("onnx-dataframe", rows.clone()).await.unwrap();
+    assert_eq!(answer.predictions.len(), want.len());
+    for (row, (got, want)) in answer.predictions.iter().zip(&want).enumerate() {
+        assert!(close(&got.probabilities, want), "row {row}: {:?} vs {want:?}", got.probabilities);
+    }
+    // Predict: one row, its text columns of one value each.
+    let one = |column: &candela::v1::TextColumn| candela::v1::TextColumn {
+        feature: column.feature,
+        values: column.values[..1].to_vec(),
+    };
+    let request = candela::v1::PredictRequest {
+        segment: "onnx-dataframe".into(),
+        version: 0,
+        features: rows.values[..4].to_vec(),
+        text: rows.text.iter().map(one).collect(),
+    };
+    let single = client.inference().predict(request).await.unwrap().into_inner().prediction.unwrap();
+    assert!(close(&single.probabilities, &want[0]), "{:?} vs {:?}", single.probabilities, want[0]);
+    // StreamPredict, columnar.
+    let model = candela_client::ModelId::latest("onnx-dataframe");
+    let mut message = candela_client::stream_batch("m1", &model, 4, Vec::new());
+    (message.rows, message.columnar) = (Some(rows.clone()), true);
+    let mut stream = client.stream_predict(futures::stream::iter([message])).await.unwrap();
+    let response = stream.message().await.unwrap().unwrap();
+    let Some(candela::v1::stream_predict_response::Outcome::Result(result)) = response.outcome else {
+        panic!("the message was refused: {response:?}")
+    };
+    let columns = result.columns.unwrap();
+    assert!(close(&columns.probabilities, &want.concat()));
+
+    // Refusals name the field: an unknown category for the strict encoder, text
+    // for a number, a column of the wrong length, a feature twice.
+    let unknown = |r: &mut candela::v1::Rows| {
+        // The strict model never saw "br": the first unknown is the one sent at row 3.
+        r.text[0].values.iter_mut().filter(|v| *v == "br").for_each(|v| *v = "de".into());
+        r.text[0].values[3] = "xx".into();
+    };
+    let status = refused(&mut client, unknown, "onnx-dataframe-strict").await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("rows.text[0].values[3] "), "{}", status.message());
+    assert!(
+        status.message().contains(r#"["de", "fr", "it", "us"]"#),
+        "the known ones are listed: {}",
+        status.message()
+    );
+    let status = refused(&mut client, |r| r.text[0].feature = 0, "onnx-dataframe").await;
+    assert!(
+        status.message().contains("rows.text[0].feature is 0, `amount`, which takes numbers"),
+        "{}",
+        status.message()
+    );
+    let status = refused(&mut client, |r| r.text[1].values.pop().map(drop).unwrap(), "onnx-dataframe").await;
+    assert!(status.message().contains("rows.text[1].values has 199 values for 200 rows"), "{}", status.message());
+    let status = refused(&mut client, |r| r.text[1].feature = 1, "onnx-dataframe").await;
+    assert!(status.message().contains("rows.text[1].feature is 1 again"), "{}", status.message());
+    // An unknown category where the encoder ignores it is scored (no category), as over /score.
+    let (mut rows, _) = typed_rows();
+    rows.text[0].values[0] = "xx".into();
+    client.batch_predict_rows("onnx-dataframe", rows).await.unwrap();
+    server.stop().await.unwrap();
+}
+
+/// The status BatchPredict ends with for `segment` and the typed rows `edit` spoils.
+async fn refused(
+    client: &mut candela_client::Client,
+    edit: fn(&mut candela::v1::Rows),
+    segment: &str,
+) -> tonic::Status {
+    let (mut rows, _) = typed_rows();
+    edit(&mut rows);
+    client.batch_predict_rows(segment, rows).await.unwrap_err()
+}

@@ -270,13 +270,16 @@ fn prepare(args: &BenchArgs, features: usize, values: Vec<f32>) -> anyhow::Resul
         BenchCall::HttpScore => http(http_load::Kind::Score)?,
         BenchCall::HttpInferJson => http(http_load::Kind::InferJson)?,
         BenchCall::HttpInferBinary => http(http_load::Kind::InferBinary)?,
-        BenchCall::Predict => {
-            Prepared::Predict(proto::PredictRequest { segment: args.model.clone(), version: 0, features: values })
-        }
+        BenchCall::Predict => Prepared::Predict(proto::PredictRequest {
+            segment: args.model.clone(),
+            version: 0,
+            features: values,
+            text: Vec::new(),
+        }),
         BenchCall::BatchPredict | BenchCall::StreamPredict => Prepared::BatchPredict(proto::BatchPredictRequest {
             segment: args.model.clone(),
             version: 0,
-            rows: Some(proto::Rows { feature_count: features as u32, values }),
+            rows: Some(proto::Rows { feature_count: features as u32, values, text: Vec::new() }),
         }),
         BenchCall::ModelInfer => {
             let mut raw = Vec::with_capacity(values.len() * 4);
@@ -423,14 +426,15 @@ async fn stream_load(
                 };
                 let mut sent_at: HashMap<u64, Instant> = HashMap::new();
                 let mut next = 0u64;
+                // A full window or a closed stream shows in the responses, not here.
                 let send = |id: u64| {
                     let mut batch = stream_batch(id.to_string(), &model, features, values.clone());
                     batch.columnar = columnar;
-                    sender.try_send(batch)
+                    let _ = sender.try_send(batch);
                 };
                 for _ in 0..window {
                     sent_at.insert(next, Instant::now());
-                    let _ = send(next);
+                    send(next);
                     next += 1;
                 }
                 while let Some(response) = responses.next().await {
@@ -452,7 +456,7 @@ async fn stream_load(
                     }
                     if Instant::now() < end {
                         sent_at.insert(next, Instant::now());
-                        let _ = send(next);
+                        send(next);
                         next += 1;
                     } else if sent_at.is_empty() {
                         break;

@@ -729,3 +729,83 @@ async fn score_records_ids_that_feedback_joins_back() {
     }
     assert_eq!((rows, with_id), (600, 599), "every answered row has an id; the refused one none");
 }
+
+/// The onnx-dataframe fixture's rows (amount, country, age, channel; null
+/// amounts) and onnxruntime's P(yes) for each.
+fn dataframe_rows() -> (serde_json::Value, Vec<f64>) {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/formats/repo/onnx-dataframe");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap()).unwrap();
+    let yes = expected["probabilities"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap()).collect();
+    (expected["columns"].clone(), yes)
+}
+
+#[tokio::test]
+async fn score_sends_a_category_column_as_its_names() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/formats/repo");
+    let server = TestServer::start_with(candela_server::testing::settings(&repo, &[])).await;
+    server.wait_until_serving().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (columns, yes) = dataframe_rows();
+    let column = |name: &str| columns[name].as_array().unwrap().clone();
+    let (input, output) = (dir.path().join("rows.csv"), dir.path().join("scored.csv"));
+    let mut writer = csv::Writer::from_path(&input).unwrap();
+    writer.write_record(["channel", "age", "country", "amount"]).unwrap();
+    for i in 0..yes.len() {
+        let number = |v: &serde_json::Value| v.as_f64().map_or("NaN".to_string(), |v| v.to_string());
+        let country = column("country")[i].as_str().unwrap().to_string();
+        let channel = column("channel")[i].as_str().unwrap().to_string();
+        writer.write_record([channel, number(&column("age")[i]), country, number(&column("amount")[i])]).unwrap();
+    }
+    writer.flush().unwrap();
+    let args = ["score", "--segment", "onnx-dataframe", "--input", input.to_str().unwrap()];
+    let run =
+        candela(&server.url, &[&args[..], &["--output", output.to_str().unwrap(), "--batch-rows", "64"]].concat())
+            .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let mut reader = csv::Reader::from_path(&output).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let p_yes = header.iter().position(|h| h == "p_yes").unwrap();
+    let scored: Vec<f64> = reader.records().map(|r| r.unwrap()[p_yes].parse().unwrap()).collect();
+    assert_eq!(scored.len(), yes.len());
+    for (row, (got, want)) in scored.iter().zip(&yes).enumerate() {
+        assert!((got - want).abs() <= 1e-5, "row {row}: {got} vs onnxruntime's {want}");
+    }
+
+    // Parquet as pandas writes a `category` (dictionary-encoded) and a string column.
+    #[cfg(feature = "parquet")]
+    {
+        use arrow_array::{ArrayRef, DictionaryArray, Float32Array, LargeStringArray, RecordBatch, types::Int8Type};
+        let numbers = |name: &str| -> ArrayRef {
+            Arc::new(Float32Array::from(column(name).iter().map(|v| v.as_f64().map(|v| v as f32)).collect::<Vec<_>>()))
+        };
+        let strings = |name: &str| column(name).iter().map(|v| v.as_str().unwrap().to_string()).collect::<Vec<_>>();
+        let country: DictionaryArray<Int8Type> = strings("country").iter().map(String::as_str).collect();
+        let channel = LargeStringArray::from(strings("channel"));
+        let table = RecordBatch::try_from_iter([
+            ("amount", numbers("amount")),
+            ("country", Arc::new(country) as ArrayRef),
+            ("age", numbers("age")),
+            ("channel", Arc::new(channel) as ArrayRef),
+        ])
+        .unwrap();
+        let (input, output) = (dir.path().join("rows.parquet"), dir.path().join("scored.parquet"));
+        let file = std::fs::File::create(&input).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, table.schema(), None).unwrap();
+        writer.write(&table).unwrap();
+        writer.close().unwrap();
+        let args = ["score", "--segment", "onnx-dataframe", "--input", input.to_str().unwrap()];
+        let run = candela(&server.url, &[&args[..], &["--output", output.to_str().unwrap()]].concat()).await;
+        assert!(run.status.success(), "{}", stderr(&run));
+        let file = std::fs::File::open(&output).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let mut scored = Vec::new();
+        for batch in reader.build().unwrap() {
+            let batch = batch.unwrap();
+            let p: &Float32Array = batch.column_by_name("p_yes").unwrap().as_any().downcast_ref().unwrap();
+            scored.extend(p.values().iter().map(|v| f64::from(*v)));
+        }
+        assert!(scored.iter().zip(&yes).all(|(got, want)| (got - want).abs() <= 1e-5), "Parquet rows agree");
+    }
+}

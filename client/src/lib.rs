@@ -157,7 +157,8 @@ impl Client {
         features: Vec<f32>,
     ) -> Result<proto::PredictResponse, Status> {
         let model = model.into();
-        let request = proto::PredictRequest { segment: model.segment, version: model.version, features };
+        let request =
+            proto::PredictRequest { segment: model.segment, version: model.version, features, text: Vec::new() };
         Ok(self.inference.predict(request).await?.into_inner())
     }
 
@@ -168,7 +169,19 @@ impl Client {
         feature_count: usize,
         values: Vec<f32>,
     ) -> Result<proto::BatchPredictResponse, Status> {
-        let request = batch_request(model.into(), feature_count, values);
+        let rows = proto::Rows { feature_count: feature_count as u32, values, text: Vec::new() };
+        self.batch_predict_rows(model, rows).await
+    }
+
+    /// Scores many rows given as `rows`, whose category features may travel
+    /// as strings (`rows.text`, see `proto::TextColumn`).
+    pub async fn batch_predict_rows(
+        &mut self,
+        model: impl Into<ModelId>,
+        rows: proto::Rows,
+    ) -> Result<proto::BatchPredictResponse, Status> {
+        let model = model.into();
+        let request = proto::BatchPredictRequest { segment: model.segment, version: model.version, rows: Some(rows) };
         Ok(self.inference.batch_predict(request).await?.into_inner())
     }
 
@@ -254,7 +267,7 @@ pub fn stream_batch(
         id: id.into(),
         segment: model.segment.clone(),
         version: model.version,
-        rows: Some(proto::Rows { feature_count: feature_count as u32, values }),
+        rows: Some(proto::Rows { feature_count: feature_count as u32, values, text: Vec::new() }),
         columnar: false,
     }
 }
@@ -263,6 +276,6 @@ fn batch_request(model: ModelId, feature_count: usize, values: Vec<f32>) -> prot
     proto::BatchPredictRequest {
         segment: model.segment,
         version: model.version,
-        rows: Some(proto::Rows { feature_count: feature_count as u32, values }),
+        rows: Some(proto::Rows { feature_count: feature_count as u32, values, text: Vec::new() }),
     }
 }

@@ -5,7 +5,8 @@
 //! same validation the server runs, for the demo model and for a model taking
 //! an input per feature with string categories. Any panic, or an allocation sized by a
 //! declared (rather than sent) shape, is a bug. The hand-coded `Rows`
-//! (src/rows.rs) must also agree with prost's generated code on every input:
+//! (src/rows.rs) must also agree with prost's generated code on every input
+//! (its category columns of strings included):
 //! the same values or an error from both, and the same bytes re-encoded.
 #![no_main]
 
@@ -13,7 +14,7 @@ use candela::inference::ModelInferRequest;
 use candela::v1::{BatchPredictRequest, PredictRequest, Rows};
 use candela_server::api::http::{body, infer_json, score};
 use candela_server::api::oip::tensors::decode_input;
-use candela_server::api::grpc::v1::RowsField;
+use candela_server::api::grpc::v1::{RowsField, batch_rows};
 use candela_server::core::scoring::check_rows;
 use candela_server::model::LoadedModel;
 use candela_server::model::repository::{DEFAULT_MAX_MODEL_BYTES, load_version};
@@ -41,6 +42,8 @@ struct GeneratedRows {
     feature_count: u32,
     #[prost(float, repeated, tag = "2")]
     values: Vec<f32>,
+    #[prost(message, repeated, tag = "3")]
+    text: Vec<candela::v1::TextColumn>,
 }
 
 fn bits(values: &[f32]) -> Vec<u32> {
@@ -52,16 +55,19 @@ fuzz_target!(|data: &[u8]| {
         (Ok(ours), Ok(generated)) => {
             assert_eq!(ours.feature_count, generated.feature_count);
             assert_eq!(bits(&ours.values), bits(&generated.values));
+            assert_eq!(ours.text, generated.text);
             assert_eq!(ours.encode_to_vec(), generated.encode_to_vec());
         }
         (Err(_), Err(_)) => {}
         (ours, generated) => panic!("Rows decoded {:?}, prost's code {:?}", ours.is_ok(), generated.is_ok()),
     }
     let model = &*MODEL;
-    if let Ok(request) = BatchPredictRequest::decode(data)
-        && let Some(rows) = &request.rows
-    {
-        let _ = check_rows(model, &RowsField::Rows, rows.feature_count as usize, &rows.values, 1000);
+    if let Ok(request) = BatchPredictRequest::decode(data) {
+        for model in [model, &*TYPED] {
+            if let Ok(rows) = batch_rows(model, request.rows.clone(), 1000) {
+                let _ = check_rows(model, rows.fields, rows.width, &rows.values, rows.max_rows);
+            }
+        }
     }
     if let Ok(request) = PredictRequest::decode(data) {
         let _ = check_rows(model, &RowsField::Features, request.features.len(), &request.features, 1);

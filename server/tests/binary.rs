@@ -585,6 +585,7 @@ async fn a_callers_request_id_reaches_the_logs_only_as_a_salted_hash() {
         segment: "retail".into(),
         version: 0,
         features: vec![0.5; 30],
+        text: Vec::new(),
     });
     request.metadata_mut().insert("x-request-id", ID.parse().unwrap());
     let response = client.inference().predict(request).await.unwrap().into_inner();
@@ -726,6 +727,7 @@ async fn spans_reach_an_otlp_collector_in_the_callers_trace() {
         segment: "retail".into(),
         version: 0,
         features: vec![0.5; 30],
+        text: Vec::new(),
     });
     request.metadata_mut().insert("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap());
     client.inference().predict(request).await.unwrap();

@@ -1,18 +1,22 @@
 //! CSV for `candela score`: a header row naming (at least) the model's
 //! features, in any order, each once, any other columns carried through as
-//! text; a row with a feature cell that is not a number is refused alone. The
+//! text; a category feature's cell is its name; a row with another feature
+//! cell that is not a number is refused alone. The
 //! output is the input's records with `prediction`, `p_<label>` and `error`
 //! appended (empty where they do not apply). Progress is counted in bytes.
 
 use super::{Answers, Batch, Schema, Sink, Source, Values};
 use anyhow::Context;
+use candela_client::proto;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Which columns hold the features, and the header to name them in errors.
+/// Which columns hold the features, which of them are categories (read as
+/// text), and the header to name them in errors.
 struct Columns {
     features: Vec<usize>,
+    categories: Vec<bool>,
     header: csv::StringRecord,
 }
 
@@ -47,7 +51,7 @@ pub fn open(input: &Path, output: &Path, schema: &Schema, batch_rows: usize) -> 
         out_header.push_field(&name);
     }
     writer.write_record(&out_header)?;
-    let columns = Arc::new(Columns { features, header });
+    let columns = Arc::new(Columns { features, categories: schema.categories.clone(), header });
     Ok((
         CsvSource { records: reader.into_records(), columns, size, batch_rows },
         CsvSink { writer, labels: schema.labels.clone(), record_ids: schema.record_ids },
@@ -73,19 +77,27 @@ impl Batch for CsvBatch {
     }
 
     fn values(&self) -> anyhow::Result<Values> {
-        let Columns { features, header } = &*self.columns;
+        let Columns { features, categories, header } = &*self.columns;
         let mut values = Vec::with_capacity(self.records.len() * features.len());
+        let mut text: Vec<proto::TextColumn> = (0..features.len())
+            .filter(|&f| categories.get(f) == Some(&true))
+            .map(|f| proto::TextColumn { feature: f as u32, values: Vec::new() })
+            .collect();
         let mut unreadable = Vec::new();
         let mut row = Vec::with_capacity(features.len());
         for (i, record) in self.records.iter().enumerate() {
             row.clear();
-            for &c in features {
-                let text = record.get(c).unwrap_or("").trim();
-                match text.parse::<f32>() {
+            for (f, &c) in features.iter().enumerate() {
+                let cell = record.get(c).unwrap_or("").trim();
+                if categories.get(f) == Some(&true) {
+                    row.push(0.0);
+                    continue;
+                }
+                match cell.parse::<f32>() {
                     Ok(value) => row.push(value),
                     Err(_) => {
                         let line = record.position().map_or(0, |p| p.line());
-                        let shown: String = text.chars().take(40).collect();
+                        let shown: String = cell.chars().take(40).collect();
                         unreadable
                             .push((i, format!("line {line}: `{shown}` in column `{}` is not a number", &header[c])));
                         break;
@@ -94,9 +106,12 @@ impl Batch for CsvBatch {
             }
             if row.len() == features.len() {
                 values.extend_from_slice(&row);
+                for column in &mut text {
+                    column.values.push(record.get(features[column.feature as usize]).unwrap_or("").trim().to_string());
+                }
             }
         }
-        Ok(Values { values, unreadable })
+        Ok(Values { values, text, unreadable })
     }
 
     fn done(&self) -> u64 {

@@ -193,6 +193,9 @@ impl Answers {
 /// columns a scored table gains (which the input must not have already).
 pub struct Schema {
     pub features: Vec<String>,
+    /// Per feature, whether it is a category, read as text and sent as its
+    /// name (GetModel's `feature_types`).
+    pub categories: Vec<bool>,
     pub labels: Vec<String>,
     /// Whether the output gains `request_id` and `row` (`--record-ids`).
     pub record_ids: bool,
@@ -249,8 +252,10 @@ pub trait Source: Send + 'static {
 
 /// A batch's feature values as sent, and the rows left out of them.
 pub struct Values {
-    /// Row-major, the readable rows only.
+    /// Row-major, the readable rows only (a category feature's slots 0).
     pub values: Vec<f32>,
+    /// The category features' names, one column each, the readable rows only.
+    pub text: Vec<proto::TextColumn>,
     /// The unreadable rows (indexes into the batch, ascending), with why.
     pub unreadable: Vec<(usize, String)>,
 }
@@ -325,7 +330,10 @@ pub async fn score_file(
     }
     // Pin the version GetModel resolved, so every batch is scored by the same model.
     let model = ModelId::pinned(info.segment.clone(), info.version);
-    let schema = Schema { features: info.features, labels: info.labels, record_ids };
+    let categories =
+        info.features.iter().map(|f| info.feature_types.iter().any(|t| t.name == *f && t.kind == "category"));
+    let categories = categories.collect();
+    let schema = Schema { features: info.features, categories, labels: info.labels, record_ids };
     let job = Job { model, features: schema.features.len(), labels: schema.labels.len(), streams: streams.max(1) };
     // Written beside the output and renamed at the end, so a run that fails
     // leaves no half-written output (nor clobbers an earlier one).
@@ -472,7 +480,7 @@ impl Job {
                 if error.code == tonic::Code::InvalidArgument as i32 && sent_rows > 1 =>
             {
                 // Read again only on this rare path, rather than kept for every batch.
-                let values = batch.values()?.values;
+                let values = batch.values()?;
                 Answers::rows(isolate(isolating, &self.model, self.features, &values).await, self.labels)?
             }
             Some(proto::stream_predict_response::Outcome::Result(result)) => match result.columns {
@@ -502,7 +510,7 @@ fn read<S: Source>(
 ) -> anyhow::Result<()> {
     let mut index = 0u64;
     while let Some(batch) = source.next_batch()? {
-        let Values { values, unreadable } = batch.values()?;
+        let Values { values, text, unreadable } = batch.values()?;
         if values.is_empty() {
             // No row of it can be read: nothing to send, its rows carry why.
             if pending.blocking_send(Pending { id: None, batch, unreadable }).is_err() {
@@ -515,6 +523,9 @@ fn read<S: Source>(
         index += 1;
         let mut request = stream_batch(id.clone(), &model, features, values);
         request.columnar = true;
+        if let Some(rows) = request.rows.as_mut() {
+            rows.text = text;
+        }
         // The ordering loop must know of a batch before its answer can arrive;
         // a closed channel means it stopped, and says why itself.
         let announced = Pending { id: Some(id), batch, unreadable };
@@ -536,16 +547,22 @@ fn write<B, K: Sink<B>>(mut sink: K, answered: std::sync::mpsc::Receiver<(B, Ans
 /// Scores a refused batch's rows again in halves (BatchPredict), splitting
 /// every refused part until the offending rows stand alone: each row gets
 /// its prediction, or the error that refused it alone.
-async fn isolate(client: &mut Client, model: &ModelId, features: usize, values: &[f32]) -> Vec<Answer> {
-    let rows = values.len() / features;
+async fn isolate(client: &mut Client, model: &ModelId, features: usize, values: &Values) -> Vec<Answer> {
+    let rows = values.values.len() / features;
     let mut answers: Vec<Option<Answer>> = vec![None; rows];
     let mut parts = vec![(0, rows / 2), (rows / 2, rows)];
     while let Some((start, end)) = parts.pop() {
         if start == end {
             continue;
         }
-        let part = values[start * features..end * features].to_vec();
-        match client.batch_predict(model.clone(), features, part).await {
+        let part = proto::Rows {
+            feature_count: features as u32,
+            values: values.values[start * features..end * features].to_vec(),
+            text: (values.text.iter())
+                .map(|c| proto::TextColumn { feature: c.feature, values: c.values[start..end].to_vec() })
+                .collect(),
+        };
+        match client.batch_predict_rows(model.clone(), part).await {
             Ok(answer) if answer.predictions.len() == end - start => {
                 for (row, (slot, prediction)) in answers[start..end].iter_mut().zip(answer.predictions).enumerate() {
                     *slot = Some(Ok((prediction, answer.request_id.clone(), row as u64)));

@@ -2,7 +2,9 @@
 //!
 //! Only the model's feature columns are decoded, found by name and read as
 //! columns (float32 or float64 as pandas writes them, integers and booleans
-//! as their value; a null is a missing value, NaN), never as text. Every
+//! as their value; a null is a missing value, NaN; a category feature's
+//! strings, plain or dictionary-encoded as pandas writes a `category`, as
+//! its names, a null as the empty name). Every
 //! column of the input is carried into the output *without decoding it*:
 //! the output has the input's row groups, each made of the input's column
 //! chunks copied byte for byte, followed by the new columns `prediction`
@@ -20,6 +22,7 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Fields, Schema as ArrowSchema};
+use candela_client::proto;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
 };
@@ -44,6 +47,8 @@ pub struct ParquetSource {
     projection: ProjectionMask,
     /// Where each feature is among the projected columns.
     features: Arc<[usize]>,
+    /// Per feature, whether it is a category (read as strings).
+    categories: Arc<[bool]>,
     batch_rows: usize,
     /// The row group being read, its reader and the rows it has left.
     group: usize,
@@ -57,6 +62,7 @@ pub struct ParquetSource {
 pub struct ParquetBatch {
     features: RecordBatch,
     positions: Arc<[usize]>,
+    categories: Arc<[bool]>,
     group: usize,
     ends_group: bool,
     done: u64,
@@ -89,9 +95,19 @@ pub fn open(
         .with_context(|| format!("{} is not a Parquet file", input.display()))?;
     let input_schema = metadata.schema().clone();
     let features = schema.locate(input, input_schema.fields().iter().map(|f| f.name().as_str()))?;
-    for &c in &features {
+    for (f, &c) in features.iter().enumerate() {
         let field = input_schema.field(c);
-        if !readable(field.data_type()) {
+        let category = schema.categories.get(f) == Some(&true);
+        if category && !textual(field.data_type()) {
+            bail!(
+                "{}: column `{}` is {}; the model's feature `{}` is a category: write its names as strings",
+                input.display(),
+                field.name(),
+                field.data_type(),
+                schema.features[f]
+            );
+        }
+        if !category && !readable(field.data_type()) {
             bail!(
                 "{}: column `{}` is {}; a feature column must be float32, float64, an integer or a boolean",
                 input.display(),
@@ -150,6 +166,7 @@ pub fn open(
         metadata,
         projection,
         features: positions,
+        categories: schema.categories.iter().copied().collect(),
         batch_rows,
         group: 0,
         reader: None,
@@ -216,6 +233,40 @@ fn properties(input: &ParquetMetaData, output_schema: &ArrowSchema) -> WriterPro
     properties
 }
 
+/// Whether `strings` can read a column of this type as a category's names.
+fn textual(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, values) => textual(values),
+        _ => false,
+    }
+}
+
+/// A category column's names, row by row (a null: the empty name). The
+/// column's type was checked by `textual` at open.
+fn strings(column: &dyn Array) -> Vec<String> {
+    let name = |i: usize, value: &str| if column.is_null(i) { String::new() } else { value.to_string() };
+    match column.data_type() {
+        DataType::Utf8 => column.as_string::<i32>().iter().enumerate().map(|(i, v)| name(i, v.unwrap_or(""))).collect(),
+        DataType::LargeUtf8 => {
+            column.as_string::<i64>().iter().enumerate().map(|(i, v)| name(i, v.unwrap_or(""))).collect()
+        }
+        DataType::Utf8View => {
+            column.as_string_view().iter().enumerate().map(|(i, v)| name(i, v.unwrap_or(""))).collect()
+        }
+        DataType::Dictionary(..) => {
+            let dictionary = column.as_any_dictionary();
+            let names = strings(dictionary.values().as_ref());
+            let keys = dictionary.normalized_keys();
+            keys.iter()
+                .enumerate()
+                .map(|(i, &k)| if column.is_null(i) { String::new() } else { names[k].clone() })
+                .collect()
+        }
+        other => unreachable!("`textual` refused {other} at open"),
+    }
+}
+
 /// Whether `values_into` can read a column of this type as features.
 fn readable(data_type: &DataType) -> bool {
     data_type.is_floating() && *data_type != DataType::Float16
@@ -260,6 +311,7 @@ impl Source for ParquetSource {
         Ok(Some(ParquetBatch {
             features,
             positions: self.features.clone(),
+            categories: self.categories.clone(),
             group: self.group,
             ends_group: self.left_in_group == 0,
             done: self.read,
@@ -275,11 +327,16 @@ impl Batch for ParquetBatch {
     fn values(&self) -> anyhow::Result<Values> {
         let (rows, width) = (self.features.num_rows(), self.positions.len());
         let mut values = vec![0f32; rows * width];
+        let mut text = Vec::new();
         for (j, &c) in self.positions.iter().enumerate() {
-            values_into(self.features.column(c).as_ref(), &mut values[j..], width);
+            let column = self.features.column(c).as_ref();
+            match self.categories.get(j) {
+                Some(true) => text.push(proto::TextColumn { feature: j as u32, values: strings(column) }),
+                _ => values_into(column, &mut values[j..], width),
+            }
         }
         // Typed columns: every row reads (a null is a missing value).
-        Ok(Values { values, unreadable: Vec::new() })
+        Ok(Values { values, text, unreadable: Vec::new() })
     }
 
     fn done(&self) -> u64 {

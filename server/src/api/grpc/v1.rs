@@ -6,6 +6,7 @@ use super::streams::{ResponseStream, message_stream};
 use crate::api::call::Call;
 use crate::api::serving::Serving;
 use crate::api::{feedback, gate};
+use crate::core::cells::{self, Cell};
 use crate::core::engine::{Answer, Chunks};
 use crate::core::error::ServeError;
 use crate::core::outcomes::Joined;
@@ -43,8 +44,9 @@ impl Inference for CandelaApi {
             let _permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
             self.serving.check_message_size(request.encoded_len())?;
-            let features = request.features;
-            let rows = |_: &LoadedModel| {
+            let (mut features, text) = (request.features, request.text);
+            let rows = |model: &LoadedModel| {
+                text_columns(model, "", features.len(), &mut features, &text)?;
                 Ok(Rows { fields: &RowsField::Features, width: features.len(), values: features, max_rows: 1 })
             };
             let inference = call.inference(&request.segment, request.version);
@@ -232,15 +234,63 @@ async fn send_chunks(
     Ok(())
 }
 
-/// A batch request's rows for `model`.
-fn batch_rows(model: &LoadedModel, rows: Option<v1::Rows>, max_rows: usize) -> Result<Rows, ServeError> {
-    let rows = rows.ok_or_else(|| {
+/// A batch request's rows for `model` (public for the fuzz targets in `fuzz/`).
+pub fn batch_rows(model: &LoadedModel, rows: Option<v1::Rows>, max_rows: usize) -> Result<Rows, ServeError> {
+    let mut rows = rows.ok_or_else(|| {
         ServeError::invalid(
             "rows",
             format!("is required: send `feature_count` ({}) and the row-major `values`", model.scorer.inputs()),
         )
     })?;
-    Ok(Rows { fields: &RowsField::Rows, width: rows.feature_count as usize, values: rows.values, max_rows })
+    let width = rows.feature_count as usize;
+    text_columns(model, "rows.", width, &mut rows.values, &rows.text)?;
+    Ok(Rows { fields: &RowsField::Rows, width, values: rows.values, max_rows })
+}
+
+/// Writes the category features sent as strings (`text`, named under
+/// `prefix`) into `values`, rows of `width`, as the model's codes for them.
+/// Rows of another width than the model's are left for the core to refuse.
+fn text_columns(
+    model: &LoadedModel,
+    prefix: &str,
+    width: usize,
+    values: &mut [f32],
+    text: &[v1::TextColumn],
+) -> Result<(), ServeError> {
+    let features = &model.manifest.features;
+    if text.is_empty() || width == 0 || width != features.len() || !values.len().is_multiple_of(width) {
+        return Ok(());
+    }
+    let rows = values.len() / width;
+    let mut seen = vec![false; width];
+    for (i, column) in text.iter().enumerate() {
+        let field = format!("{prefix}text[{i}]");
+        let feature = column.feature as usize;
+        let refused = match (features.get(feature), seen.get(feature)) {
+            (None, _) => format!("is {feature}; the model's features are 0 to {}", width - 1),
+            (Some(_), Some(true)) => format!("is {feature} again: send each feature's column once"),
+            (Some(name), _) if model.scorer.categories(feature).is_none() => {
+                format!("is {feature}, `{name}`, which takes numbers: send it in the values")
+            }
+            _ => String::new(),
+        };
+        if !refused.is_empty() {
+            return Err(ServeError::invalid(format!("{field}.feature"), refused));
+        }
+        seen[feature] = true;
+        if column.values.len() != rows {
+            let sent = column.values.len();
+            return Err(ServeError::invalid(
+                format!("{field}.values"),
+                format!("has {sent} values for {rows} rows: send one per row"),
+            ));
+        }
+        for (row, text) in column.values.iter().enumerate() {
+            values[row * width + feature] = cells::encode(model, feature, Cell::Text(text))
+                .map_err(|description| ServeError::invalid(format!("{field}.values[{row}]"), description))?;
+        }
+    }
+    Ok(())
 }
 
 /// Scores one StreamPredict message; its failure becomes that message's error response.
@@ -331,6 +381,19 @@ fn model_info(map: &Registry, model: &LoadedModel) -> v1::ModelInfo {
         device: model.device.clone(),
         format: manifest.format.as_str().to_string(),
         task: manifest.task().as_str().to_string(),
+        feature_types: manifest
+            .features
+            .iter()
+            .enumerate()
+            .map(|(feature, name)| {
+                let categories = model.scorer.categories(feature);
+                v1::FeatureInfo {
+                    name: name.clone(),
+                    kind: if categories.is_some() { "category" } else { "number" }.to_string(),
+                    categories: categories.map(|c| c.values().to_vec()).unwrap_or_default(),
+                }
+            })
+            .collect(),
     }
 }
 
