@@ -809,3 +809,46 @@ async fn score_sends_a_category_column_as_its_names() {
         assert!(scored.iter().zip(&yes).all(|(got, want)| (got - want).abs() <= 1e-5), "Parquet rows agree");
     }
 }
+
+#[tokio::test]
+async fn score_writes_a_regressors_value_as_its_prediction() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/formats/repo");
+    let server = TestServer::start_with(candela_server::testing::settings(&repo, &[])).await;
+    server.wait_until_serving().await;
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo.join("onnx-reg-forest/expected.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("rows.csv"), dir.path().join("scored.csv"));
+    let mut writer = csv::Writer::from_path(&input).unwrap();
+    writer.write_record((0..8).map(|f| format!("f{f}"))).unwrap();
+    for row in expected["rows"].as_array().unwrap() {
+        writer
+            .write_record(row.as_array().unwrap().iter().map(|v| v.as_f64().map_or("NaN".into(), |v| v.to_string())))
+            .unwrap();
+    }
+    writer.flush().unwrap();
+    let run = candela(
+        &server.url,
+        &[
+            "score",
+            "--segment",
+            "onnx-reg-forest",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let mut reader = csv::Reader::from_path(&output).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();
+    assert_eq!(header[8..], ["prediction", "error"], "a value, no probabilities");
+    let values: Vec<f64> = reader.records().map(|r| r.unwrap()[8].parse().unwrap()).collect();
+    let want = expected["values"].as_array().unwrap();
+    assert_eq!(values.len(), want.len());
+    for (got, want) in values.iter().zip(want) {
+        let want = want.as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{got} vs onnxruntime's {want}");
+    }
+}

@@ -3,7 +3,8 @@
 //! text; a category feature's cell is its name; a row with another feature
 //! cell that is not a number is refused alone. The
 //! output is the input's records with `prediction`, `p_<label>` and `error`
-//! appended (empty where they do not apply). Progress is counted in bytes.
+//! appended (a regressor's: its value as `prediction`, and `error`; empty
+//! where they do not apply). Progress is counted in bytes.
 
 use super::{Answers, Batch, Schema, Sink, Source, Values};
 use anyhow::Context;
@@ -123,6 +124,10 @@ impl Sink<CsvBatch> for CsvSink {
     fn write(&mut self, batch: CsvBatch, answers: Answers) -> anyhow::Result<()> {
         for ((mut record, answer), id) in batch.records.into_iter().zip(answers.iter()).zip(answers.ids()) {
             match answer {
+                Ok((_, [value])) if self.labels.is_empty() => {
+                    record.push_field(&value.to_string());
+                    record.push_field("");
+                }
                 Ok((class, probabilities)) => {
                     record.push_field(&self.labels[class]);
                     for p in probabilities {

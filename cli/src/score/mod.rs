@@ -49,11 +49,12 @@ pub struct ScoreSummary {
 type Answer = Result<(proto::Prediction, String, u64), String>;
 
 /// A batch's answers, as columns (what StreamPredict sends when asked for
-/// `columnar`): each row's class and probabilities, and the refused rows.
+/// `columnar`): each row's class and probabilities (a regressor's, of no
+/// labels: class 0 and its one value), and the refused rows.
 pub struct Answers {
     labels: usize,
     class_index: Vec<u32>,
-    /// Row-major, `labels` per row; zeros for refused rows.
+    /// Row-major, `labels` per row (a regressor: its value); zeros for refused rows.
     probabilities: Vec<f32>,
     /// The refused rows, in row order, with why.
     refused: Vec<(usize, String)>,
@@ -74,11 +75,19 @@ impl Answers {
     fn all_refused(rows: usize, labels: usize, message: &str) -> Answers {
         let refused = (0..rows).map(|i| (i, message.to_string())).collect();
         let ids = Ids::Rows(vec![None; rows]);
-        Answers { labels, class_index: vec![0; rows], probabilities: vec![0.0; rows * labels], refused, ids }
+        let probabilities = vec![0.0; rows * labels.max(1)];
+        Answers { labels, class_index: vec![0; rows], probabilities, refused, ids }
     }
 
     /// A batch answered in columns (kept under request id `id`), checked against its `rows` and `labels`.
     fn columns(columns: proto::PredictionColumns, rows: usize, labels: usize, id: String) -> anyhow::Result<Answers> {
+        if labels == 0 {
+            if columns.values.len() != rows {
+                bail!("the server answered {} values for {rows} rows of a regressor", columns.values.len());
+            }
+            let (class_index, probabilities) = (vec![0; rows], columns.values);
+            return Ok(Answers { labels, class_index, probabilities, refused: vec![], ids: Ids::Message(id) });
+        }
         if columns.label_count as usize != labels
             || columns.class_index.len() != rows
             || columns.probabilities.len() != rows * labels
@@ -102,7 +111,10 @@ impl Answers {
             match answer {
                 Ok((prediction, id, row)) if prediction.probabilities.len() == labels => {
                     class_index.push(prediction.class_index);
-                    probabilities.extend(prediction.probabilities);
+                    match labels {
+                        0 => probabilities.push(prediction.value),
+                        _ => probabilities.extend(prediction.probabilities),
+                    }
                     ids.push(Some((id, row)));
                 }
                 Ok((prediction, ..)) => {
@@ -110,7 +122,7 @@ impl Answers {
                 }
                 Err(message) => {
                     class_index.push(0);
-                    probabilities.extend(std::iter::repeat_n(0.0, labels));
+                    probabilities.extend(std::iter::repeat_n(0.0, labels.max(1)));
                     refused.push((i, message));
                     ids.push(None);
                 }
@@ -125,7 +137,7 @@ impl Answers {
         if unreadable.is_empty() {
             return self;
         }
-        let labels = self.labels;
+        let (labels, width) = (self.labels, self.labels.max(1));
         let total = self.rows_answered() + unreadable.len();
         let ids: Vec<Option<(String, u64)>> = self.ids().map(|id| id.map(|(id, row)| (id.to_string(), row))).collect();
         let mut server_refused = self.refused.into_iter().peekable();
@@ -133,7 +145,7 @@ impl Answers {
         let mut merged = Answers {
             labels,
             class_index: Vec::with_capacity(total),
-            probabilities: Vec::with_capacity(total * labels),
+            probabilities: Vec::with_capacity(total * width),
             refused: Vec::new(),
             ids: Ids::Rows(Vec::with_capacity(total)),
         };
@@ -142,13 +154,13 @@ impl Answers {
         for row in 0..total {
             if let Some((_, why)) = unreadable.next_if(|(at, _)| *at == row) {
                 merged.class_index.push(0);
-                merged.probabilities.extend(std::iter::repeat_n(0.0, labels));
+                merged.probabilities.extend(std::iter::repeat_n(0.0, width));
                 merged.refused.push((row, why));
                 merged_ids.push(None);
                 continue;
             }
             merged.class_index.push(self.class_index[sent]);
-            merged.probabilities.extend_from_slice(&self.probabilities[sent * labels..(sent + 1) * labels]);
+            merged.probabilities.extend_from_slice(&self.probabilities[sent * width..(sent + 1) * width]);
             if let Some((_, why)) = server_refused.next_if(|(at, _)| *at == sent) {
                 merged.refused.push((row, why));
             }
@@ -203,7 +215,8 @@ pub struct Schema {
 
 impl Schema {
     /// The columns added to every output row: the predicted label, one
-    /// probability per label, and the refusal message; with `record_ids`,
+    /// probability per label (a regressor, of no labels: the value as its
+    /// prediction), and the refusal message; with `record_ids`,
     /// the request id and row its answer is kept under for outcomes (the
     /// columns `candela feedback` reads).
     pub fn added_columns(&self) -> Vec<String> {
@@ -320,14 +333,6 @@ pub async fn score_file(
     record_ids: bool,
 ) -> anyhow::Result<ScoreSummary> {
     let info = client.get_model(model.clone()).await.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
-    if info.task == "regression" {
-        bail!(
-            "model `{}` v{} is a regressor; `candela score` writes classifiers' labels and probabilities only so far: \
-             score a regressor's rows with BatchPredict (each Prediction's `value`) or POST /score",
-            info.segment,
-            info.version
-        );
-    }
     // Pin the version GetModel resolved, so every batch is scored by the same model.
     let model = ModelId::pinned(info.segment.clone(), info.version);
     let categories =

@@ -8,8 +8,8 @@
 //! column of the input is carried into the output *without decoding it*:
 //! the output has the input's row groups, each made of the input's column
 //! chunks copied byte for byte, followed by the new columns `prediction`
-//! (the label), `p_<label>` (float32) and `error` (null where they do not
-//! apply), encoded with SNAPPY. Re-encoding the carried columns was half of
+//! (the label; a regressor's value, float32), `p_<label>` (float32) and
+//! `error` (null where they do not apply), encoded with SNAPPY. Re-encoding the carried columns was half of
 //! the client's time (perf), copying them costs a read and a write.
 //! The input's key-value metadata (pandas' included) is kept, with the
 //! Arrow schema extended by the new columns. Progress is counted in rows.
@@ -199,6 +199,7 @@ fn added_fields(schema: &Schema) -> Fields {
         .map(|(i, name)| {
             // prediction, p_<label>…, error, then request_id and row.
             let data_type = match i {
+                0 if labels == 0 => DataType::Float32,
                 i if (1..=labels).contains(&i) => DataType::Float32,
                 i if i == labels + 3 => DataType::Int64,
                 _ => DataType::Utf8,
@@ -406,9 +407,13 @@ impl ParquetSink {
 
 impl Sink<ParquetBatch> for ParquetSink {
     fn write(&mut self, batch: ParquetBatch, answers: Answers) -> anyhow::Result<()> {
-        let labels: StringArray =
-            answers.iter().map(|a| a.ok().map(|(class, _)| self.labels[class].as_str())).collect();
-        let mut arrays: Vec<ArrayRef> = vec![Arc::new(labels)];
+        let prediction: ArrayRef = match self.labels.is_empty() {
+            true => Arc::new(answers.iter().map(|a| a.ok().map(|(_, value)| value[0])).collect::<Float32Array>()),
+            false => Arc::new(
+                answers.iter().map(|a| a.ok().map(|(class, _)| self.labels[class].as_str())).collect::<StringArray>(),
+            ),
+        };
+        let mut arrays = vec![prediction];
         for k in 0..self.labels.len() {
             let probability = |a: Result<(usize, &[f32]), &str>| a.ok().map(|(_, p)| p[k]);
             arrays.push(Arc::new(answers.iter().map(probability).collect::<Float32Array>()));
