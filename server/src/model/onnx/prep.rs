@@ -100,6 +100,19 @@ struct Prep<'a> {
 }
 
 impl Prep<'_> {
+    /// Whether a Reshape, Flatten or Identity `node` leaves rows of `width`
+    /// as they are: a Reshape to `[-1 or 0, width]`, a Flatten of axis 1.
+    fn keeps_rows(&self, node: &NodeProto, width: usize) -> bool {
+        match node.op_type.as_str() {
+            "Reshape" => {
+                let shape = node.input.get(1).and_then(|s| self.constants.get(s));
+                shape.is_some_and(|s| matches!(s.values[..], [a, b] if (a == -1.0 || a == 0.0) && b == width as f64))
+            }
+            "Flatten" => attribute(node, "axis").map_or(1, |a| a.i) == 1,
+            _ => true,
+        }
+    }
+
     /// The symbol `node` computes from the symbols it `read`s (by input
     /// position), or `None` when it is not preprocessing (the model op).
     fn node(&mut self, node: &NodeProto, read: &[Option<&Symbol>]) -> Result<Option<Symbol>, String> {
@@ -112,6 +125,16 @@ impl Prep<'_> {
         let op = (node.domain.as_str(), node.op_type.as_str());
         Ok(Some(match op {
             ("" | "ai.onnx", "Identity" | "Reshape" | "Flatten") if first.is_some() && symbols.len() == 1 => {
+                let width = match first {
+                    Some(Symbol::Columns(c)) => c.len(),
+                    _ => 1,
+                };
+                if !self.keeps_rows(node, width) {
+                    return Err(refusal(
+                        node,
+                        &format!("a {} that changes the row shape [rows, {width}]", node.op_type),
+                    ));
+                }
                 first.cloned().expect("checked")
             }
             ("" | "ai.onnx", "Cast")

@@ -156,4 +156,28 @@ mod tests {
         assert!(error.contains(r#"an input per feature (a DataFrame's columns) named ["x", "amount"]"#), "{error}");
         assert!(error.contains(r#"it lists ["f0", "f1"]"#), "{error}");
     }
+
+    #[test]
+    fn a_reshape_ahead_of_the_model_must_keep_the_rows_shape() {
+        let shape = |dims: Vec<i64>| proto::NodeProto {
+            op_type: "Constant".into(),
+            output: vec!["shape".into()],
+            attribute: vec![proto::AttributeProto {
+                name: "value".into(),
+                t: Some(proto::TensorProto { dims: vec![2], data_type: 7, int64_data: dims, ..Default::default() }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let reshape = || {
+            let mut reshape = node("Reshape", "", "x", "r");
+            reshape.input.push("shape".into());
+            reshape
+        };
+        let error = refusal(vec![shape(vec![-1, 2]), reshape(), node("Relu", "", "r", "y")]);
+        assert!(error.contains("`Reshape_0` (Reshape) is a Reshape that changes the row shape [rows, 3]"), "{error}");
+        // The same shape is a no-op: what is refused then is the logits, further on.
+        let error = refusal(vec![shape(vec![-1, 3]), reshape(), node("Relu", "", "r", "y")]);
+        assert!(error.contains("raw scores (logits)"), "{error}");
+    }
 }
