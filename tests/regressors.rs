@@ -20,7 +20,7 @@ use std::time::Duration;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-const REGRESSORS: [&str; 7] = [
+const REGRESSORS: [&str; 8] = [
     "onnx-reg-linear",
     "onnx-reg-forest",
     "onnx-reg-gradient-boosting",
@@ -28,6 +28,8 @@ const REGRESSORS: [&str; 7] = [
     "onnx-reg-lightgbm",
     "onnx-reg-xgboost",
     "onnx-reg-mlp",
+    // ml opset 5's TreeEnsemble, its base value an Add after it.
+    "onnx-opset5-regressor",
 ];
 
 /// The largest relative difference from onnxruntime's value allowed.

@@ -25,6 +25,7 @@ impl Walk<'_> {
             "LinearClassifier" => return self.linear_classifier(node, value),
             "TreeEnsembleClassifier" => return self.tree_ensemble_classifier(node, value),
             "TreeEnsembleRegressor" => return self.tree_ensemble_regressor(node, value),
+            "TreeEnsemble" => return self.tree_ensemble(node, value),
             "LinearRegressor" => self.linear_regressor(node, value)?,
             "Normalizer" => self.normalizer(node)?,
             "ZipMap" => {

@@ -24,6 +24,7 @@ mod ml;
 mod prep;
 mod refusals;
 mod tree_ensemble;
+mod tree_ensemble_v5;
 
 use super::categories::Categories;
 use super::manifest::{DTypeName, GeluApproximation, LayerSpec, Task};

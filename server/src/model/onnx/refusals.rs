@@ -5,7 +5,7 @@
 use onnx_schema::NodeProto;
 
 /// What each supported op is, for refusals.
-const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head), and before the model Concat, Clip and Reshape of features; ai.onnx.ml Scaler, Imputer (numbers, before the model), OneHotEncoder (of a string or integer feature), ArrayFeatureExtractor (of features), LinearClassifier (binary LOGISTIC, multinomial SOFTMAX), LinearRegressor (one target), TreeEnsembleClassifier and TreeEnsembleRegressor (ml opsets 1–3; a regressor of one target), Normalizer (L1, after the head), ZipMap (dropped); INT8 layers as quantize_dynamic writes them (DynamicQuantizeLinear, MatMulInteger, Cast, Mul, Add)";
+const SUPPORTED: &str = "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, Sigmoid, Tanh, Softmax, Gelu, Erf (in GELU's formula), BatchNormalization, LayerNormalization, Identity, Dropout, Flatten, Reshape, Cast, Concat (a binary head), and before the model Concat, Clip and Reshape of features; ai.onnx.ml Scaler, Imputer (numbers, before the model), OneHotEncoder (of a string or integer feature), ArrayFeatureExtractor (of features), LinearClassifier (binary LOGISTIC, multinomial SOFTMAX), LinearRegressor (one target), TreeEnsembleClassifier and TreeEnsembleRegressor (ml opsets 1–3; a regressor of one target), TreeEnsemble (ml opset 5), Normalizer (L1, after the head), ZipMap (dropped); INT8 layers as quantize_dynamic writes them (DynamicQuantizeLinear, MatMulInteger, Cast, Mul, Add)";
 
 /// How a refusal names `node`: its name (else its first output) and op type.
 pub(super) fn describe(node: &NodeProto) -> String {
@@ -26,10 +26,6 @@ pub(super) fn refusal(node: &NodeProto, what: &str) -> String {
 /// where something does (docs/models.md lists what is compiled).
 pub(super) fn unsupported(node: &NodeProto) -> String {
     let instead = match node.op_type.as_str() {
-        "TreeEnsemble" => {
-            " (ml opset 5's tree op is not compiled yet: convert with `target_opset={\"ai.onnx.ml\": 3}`, \
-             which writes TreeEnsembleClassifier)"
-        }
         "SVMRegressor" | "SVMClassifier" => {
             " (support vector machines are not compiled: a linear model (LinearRegressor, \
              LinearClassifier) or a tree ensemble is)"
@@ -96,7 +92,6 @@ mod tests {
     #[test]
     fn unsupported_ops_name_the_node_and_the_way_that_works() {
         for (op, instead) in [
-            ("TreeEnsemble", "target_opset={\"ai.onnx.ml\": 3}"),
             ("SVMRegressor", "support vector machines are not compiled"),
             ("QLinearMatMul", "quantize with `quantize_dynamic`"),
             ("LabelEncoder", "compiled through a OneHotEncoder"),

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// branches (and never more than `MAX_NODES`): a cycle, or a DAG whose
 /// unfolding explodes, is refused rather than grown without bound.
 const UNFOLD_FACTOR: usize = 16;
-const MAX_NODES: usize = 1 << 24;
+pub(super) const MAX_NODES: usize = 1 << 24;
 
 /// A node of one tree once unfolded: a split with its children, or a leaf
 /// naming the graph node whose weights it carries.
@@ -31,16 +31,17 @@ enum Shape {
     Leaf(usize),
 }
 
-/// The node arrays of the op, indexed alike.
-struct Nodes {
-    trees: Vec<i64>,
-    ids: Vec<i64>,
-    features: Vec<i64>,
-    modes: Vec<Vec<u8>>,
-    values: Vec<f64>,
-    trues: Vec<i64>,
-    falses: Vec<i64>,
-    tracks: Vec<i64>,
+/// The node arrays of the op (ml opsets 1–3), indexed alike.
+#[derive(Default)]
+pub(super) struct Nodes {
+    pub(super) trees: Vec<i64>,
+    pub(super) ids: Vec<i64>,
+    pub(super) features: Vec<i64>,
+    pub(super) modes: Vec<Vec<u8>>,
+    pub(super) values: Vec<f64>,
+    pub(super) trues: Vec<i64>,
+    pub(super) falses: Vec<i64>,
+    pub(super) tracks: Vec<i64>,
 }
 
 impl Walk<'_> {
@@ -150,8 +151,16 @@ impl Walk<'_> {
     /// What may follow a tree ensemble's probabilities: output formatting
     /// only (ZipMap, Identity, a Cast to float, an L1 Normalizer of
     /// probabilities that already sum to one).
-    pub(super) fn after_forest(&self, node: &NodeProto, out: String) -> Result<String, String> {
+    pub(super) fn after_forest(&mut self, node: &NodeProto, out: String) -> Result<String, String> {
         let op = (node.domain.as_str(), node.op_type.as_str());
+        // ml opset 5 has no base values: a regressor's is an Add after the op.
+        let addend = node.input.iter().find_map(|v| self.constants.get(v)).and_then(|c| c.scalar());
+        if let (("" | "ai.onnx", "Add"), Some(addend), true, Some(forest)) =
+            (op, addend, self.value, self.forest.as_mut())
+        {
+            forest.base[0] += addend;
+            return Ok(out);
+        }
         let to_float = attribute(node, "to").is_some_and(|a| a.i == 1);
         let l1 = attribute(node, "norm").is_some_and(|a| a.s == b"L1");
         let identity = matches!(self.forest.as_ref().map(|f| f.link), Some(Link::Softmax | Link::Sigmoid { .. }));
@@ -162,7 +171,7 @@ impl Walk<'_> {
             _ => Err(refusal(
                 node,
                 "a node after a tree ensemble's probabilities; compiled there: ZipMap, Identity, Cast to float, \
-                 an L1 Normalizer after LOGISTIC or SOFTMAX",
+                 an L1 Normalizer after LOGISTIC or SOFTMAX, the Add of a constant to a regressor's value",
             )),
         }
     }
@@ -198,12 +207,12 @@ fn tree_nodes(node: &NodeProto, value: &str) -> Result<(Nodes, bool), String> {
 }
 
 /// One leaf weight of a tree ensemble op.
-struct Leaf {
-    tree: i64,
-    node: i64,
+pub(super) struct Leaf {
+    pub(super) tree: i64,
+    pub(super) node: i64,
     /// The class (or a regressor's target) it weighs for.
-    class: i64,
-    weight: f64,
+    pub(super) class: i64,
+    pub(super) weight: f64,
 }
 
 /// The leaf weights of a tree ensemble op, `{prefix}_treeids`,
@@ -222,7 +231,12 @@ fn leaves(node: &NodeProto, prefix: &str) -> Result<(Vec<Leaf>, bool), String> {
 /// The op's trees unfolded, one per tree and class (or target) its leaves
 /// weigh, the class's margins summed in group `class` (all in group 0 when
 /// `groups` is 1).
-fn unfold_trees(node: &NodeProto, nodes: &Nodes, leaves: &[Leaf], groups: usize) -> Result<Vec<TreeNodes>, String> {
+pub(super) fn unfold_trees(
+    node: &NodeProto,
+    nodes: &Nodes,
+    leaves: &[Leaf],
+    groups: usize,
+) -> Result<Vec<TreeNodes>, String> {
     // The weights of each leaf, by (tree, node), per class.
     let mut leaf_weights: HashMap<(i64, i64), BTreeMap<i64, f64>> = HashMap::new();
     for leaf in leaves {
