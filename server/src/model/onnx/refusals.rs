@@ -53,13 +53,13 @@ pub(super) fn unsupported(node: &NodeProto) -> String {
 /// The refusals a data scientist meets first, checked on the smallest graphs
 /// that show them: each names the node and says what works instead.
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::import;
     use onnx_schema as proto;
 
     /// A graph over one float input `x` of 3 features, its `nodes` in order and
-    /// its one output `y`.
-    fn graph(nodes: Vec<proto::NodeProto>) -> Vec<u8> {
+    /// its one output `y` (the other modules' tests build theirs here too).
+    pub(in super::super) fn graph(nodes: Vec<proto::NodeProto>) -> Vec<u8> {
         let value = |name: &str| proto::ValueInfoProto { name: name.into(), ..Default::default() };
         let graph =
             proto::GraphProto { node: nodes, input: vec![value("x")], output: vec![value("y")], ..Default::default() };

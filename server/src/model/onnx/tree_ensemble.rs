@@ -418,14 +418,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let value = |name: &str| proto::ValueInfoProto { name: name.into(), ..Default::default() };
-        let graph = proto::GraphProto {
-            node: vec![node],
-            input: vec![value("x")],
-            output: vec![value("y")],
-            ..Default::default()
-        };
-        proto::encode(&proto::ModelProto { graph: Some(graph), ..Default::default() })
+        super::super::refusals::tests::graph(vec![node])
     }
 
     fn forest(bytes: &[u8]) -> Result<Forest, String> {
