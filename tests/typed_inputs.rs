@@ -163,3 +163,44 @@ async fn refused(
     edit(&mut rows);
     client.batch_predict_rows(segment, rows).await.unwrap_err()
 }
+
+#[tokio::test]
+async fn a_tensor_sent_both_raw_and_typed_is_refused_naming_it() {
+    use candela::inference::{self as oip, grpc_inference_service_client::GrpcInferenceServiceClient};
+    let http = common::free_port();
+    let server = serve(&http).await;
+    let mut client = GrpcInferenceServiceClient::connect(server.url.clone()).await.unwrap();
+    let tensor = |name: &str, datatype: &str, contents: Option<oip::InferTensorContents>| {
+        oip::model_infer_request::InferInputTensor {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape: vec![1, 1],
+            parameters: Default::default(),
+            contents,
+        }
+    };
+    let typed = oip::InferTensorContents { fp32_contents: vec![35.0], ..Default::default() };
+    let raw = |bytes: &[u8]| [(bytes.len() as u32).to_le_bytes().as_slice(), bytes].concat();
+    let request = oip::ModelInferRequest {
+        model_name: "onnx-dataframe".into(),
+        inputs: vec![
+            tensor("amount", "FP32", None),
+            tensor("country", "BYTES", None),
+            tensor("age", "FP32", Some(typed)),
+            tensor("channel", "BYTES", None),
+        ],
+        raw_input_contents: [20f32.to_le_bytes().to_vec(), raw(b"fr"), 35f32.to_le_bytes().to_vec(), raw(b"web")]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        ..Default::default()
+    };
+    let status = client.model_infer(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("inputs[2].contents is set while raw_input_contents is used too"),
+        "{}",
+        status.message()
+    );
+    server.stop().await.unwrap();
+}

@@ -6,6 +6,7 @@
 //! by the core (`cells`).
 
 use super::raw::{raw_values, split_length_prefixed};
+use super::tensors::has_contents;
 use crate::core::cells::{self, Cell};
 use crate::core::error::{ServeError, echo};
 use crate::core::scoring::{Fields, Rows};
@@ -79,6 +80,12 @@ pub fn decode(model: &LoadedModel, request: &oip::ModelInferRequest, max_rows: u
             Ok(())
         };
         let contents = input.contents.as_ref().unwrap_or(&empty);
+        if !raw.is_empty() && has_contents(contents) {
+            return Err(ServeError::invalid(
+                format!("inputs[{i}].contents"),
+                "is set while raw_input_contents is used too; send the tensor one way or the other",
+            ));
+        }
         if input.datatype == "BYTES" {
             let strings: Vec<&[u8]> = match raw.get(i) {
                 Some(raw) => split_length_prefixed(raw, i)?,

@@ -102,7 +102,8 @@ fn unsupported_datatype(datatype: &str) -> ServeError {
     )
 }
 
-fn has_contents(c: &oip::InferTensorContents) -> bool {
+/// Whether a tensor carries typed contents (which raw_input_contents excludes).
+pub(super) fn has_contents(c: &oip::InferTensorContents) -> bool {
     !(c.bool_contents.is_empty()
         && c.int_contents.is_empty()
         && c.int64_contents.is_empty()
