@@ -19,7 +19,10 @@ pub(super) fn describe(node: &NodeProto) -> String {
 
 /// The refusal of `node`, which is `what`, with the list of what is compiled.
 pub(super) fn refusal(node: &NodeProto, what: &str) -> String {
-    format!("node {} is {what}; Candela compiles {SUPPORTED}", describe(node))
+    format!(
+        "node {} is {what}; Candela compiles {SUPPORTED} (README.md, \"Serving your model\", and docs/models.md list them with the export recipes)",
+        describe(node)
+    )
 }
 
 /// The refusal of an op Candela does not compile, with what works instead
@@ -100,6 +103,7 @@ pub(super) mod tests {
             assert!(error.contains(&format!("`{op}_0` (ai.onnx.ml:{op}) is an unsupported op")), "{error}");
             assert!(error.contains(instead), "{op}: `{instead}` not in: {error}");
             assert!(error.contains("Candela compiles Gemm"), "{error}");
+            assert!(error.ends_with("list them with the export recipes)"), "{error}");
         }
         let plain = refusal(vec![node("Hardmax", "", "x", "y")]);
         assert!(plain.contains("`Hardmax_0` (Hardmax) is an unsupported op; Candela compiles"), "{plain}");
