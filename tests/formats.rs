@@ -115,11 +115,23 @@ async fn every_format_answers_as_its_own_library_does() {
 
 #[tokio::test]
 async fn nan_is_missing_for_trees_and_refused_for_networks() {
-    let server = serve(&fixtures()).await;
+    let http = common::free_port();
+    let server = TestServer::start_with(settings(&fixtures(), &["--http-listen", &http])).await;
+    wait_for(&mut common::client(&server).await, "", ServingStatus::Serving).await;
     let mut client = common::client(&server).await;
     let mut row = vec![0.5f32; 8];
     row[3] = f32::NAN;
-    client.predict("lightgbm-binary", row.clone()).await.expect("trees take NaN as missing");
+    let by_grpc = client.predict("lightgbm-binary", row.clone()).await.expect("trees take NaN as missing");
+    // Over HTTP /score, null is the missing value (JSON has no NaN): the same answer,
+    // and a network refuses it naming the cell.
+    let body = |segment: &str| {
+        format!(r#"{{"segment": "{segment}", "features": [[0.5, 0.5, 0.5, null, 0.5, 0.5, 0.5, 0.5]]}}"#)
+    };
+    let answer = common::post_json(&http, "/score", &body("lightgbm-binary")).await;
+    let p = answer["probability"][0][1].as_f64().unwrap_or_else(|| panic!("{answer}"));
+    assert!((p - f64::from(by_grpc.prediction.unwrap().probabilities[1])).abs() < 1e-7, "{answer}");
+    let refused = common::post_json(&http, "/score", &body("sklearn-binary")).await;
+    assert!(refused.to_string().contains("features[0][3]"), "{refused}");
     let status = client.predict("sklearn-binary", row.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("features must be finite numbers"), "{}", status.message());

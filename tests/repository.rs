@@ -305,7 +305,7 @@ fn an_unknown_layer_is_refused_with_the_known_ones() {
     let (_dir, error) = broken(|m, _| m["layers"][1] = json!({"type": "conv2d"}));
     assert_mentions(
         &error,
-        &["retail/1/model.json", "invalid JSON at `layers[1].type`", "unknown variant `conv2d`", "linear"],
+        &["retail/1/model.json", "valid JSON, but at `layers[1].type`", "unknown variant `conv2d`", "linear"],
     );
 }
 
@@ -321,7 +321,12 @@ fn unreadable_json_is_refused_with_its_position() {
         "{\"features\": [\"a\"], \"labels\": [\"x\",\"y\"], \"layers\": [], \"colour\": 1}",
     )
     .unwrap();
-    assert_mentions(&load_error(dir.path()), &["unknown field `colour`"]);
+    assert_mentions(&load_error(dir.path()), &["valid JSON, but at `colour`: unknown field `colour`"]);
+    std::fs::write(dir.path().join("retail/1/model.json"), "{\"labels\": [\"x\",\"y\"], \"features\": 3}").unwrap();
+    assert_mentions(
+        &load_error(dir.path()),
+        &["valid JSON, but at `features`: invalid type: integer `3`, expected a sequence"],
+    );
 }
 
 #[test]

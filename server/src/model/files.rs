@@ -220,12 +220,17 @@ fn missing_weights(path: std::path::PathBuf) -> LoadError {
 }
 
 /// Parses a repository JSON file's text (model.json, rollout.json) into `T`,
-/// naming the path of the first field that does not fit.
+/// naming the path of the first field that does not fit; text that is not
+/// JSON at all is told apart from JSON with a missing, unknown or wrong key.
 pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
     let deserializer = &mut serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let at = e.path().to_string();
         let inner = e.into_inner();
-        if at == "." { format!("invalid JSON: {inner}") } else { format!("invalid JSON at `{at}`: {inner}") }
+        match (inner.classify(), at.as_str()) {
+            (serde_json::error::Category::Data, ".") => format!("valid JSON, but {inner}"),
+            (serde_json::error::Category::Data, at) => format!("valid JSON, but at `{at}`: {inner}"),
+            _ => format!("invalid JSON: {inner}"),
+        }
     })
 }

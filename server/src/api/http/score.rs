@@ -48,8 +48,8 @@ pub struct ScoreRequest {
     pub features: Vec<Row>,
 }
 
-/// One row of features: numbers in the model's feature order, or values
-/// by name (numbers, category strings, `null` for missing).
+/// One row of features: numbers in the model's feature order (`null` for
+/// missing), or values by name (numbers, category strings, `null` for missing).
 pub enum Row {
     Values(Vec<f64>),
     Named(Vec<(String, Value)>),
@@ -132,8 +132,9 @@ impl<'de> Visitor<'de> for RowVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Row, A::Error> {
         let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(value) = seq.next_element::<f64>()? {
-            values.push(value);
+        // null is a missing value (NaN), as in a row sent by name.
+        while let Some(value) = seq.next_element::<Option<f64>>()? {
+            values.push(value.unwrap_or(f64::NAN));
         }
         Ok(Row::Values(values))
     }
