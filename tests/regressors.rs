@@ -1,11 +1,13 @@
 //! Regressors: ONNX graphs whose model answers one value per row (skl2onnx's
 //! LinearRegressor and TreeEnsembleRegressor from scikit-learn, LightGBM
-//! and XGBoost, and a network's one output), made by the real libraries
-//! (`tests/fixtures/formats/make_fixtures.py regressor_models`) and served
+//! and XGBoost, ml opset 5's TreeEnsemble, and a network's one output) and
+//! XGBoost/LightGBM files under regression objectives (identity and log
+//! links), made by the real libraries (`tests/fixtures/formats/make_fixtures.py
+//! regressor_models opset5_models native_regressor_models`) and served
 //! from the same repository as the classifiers: every front answers the
 //! value (candela.v1's `value`, the Open Inference Protocol's `prediction`
 //! FP32 `[batch, 1]`, `/score`'s `prediction`) within 1e-4 relative of
-//! onnxruntime; outcomes fed back as numbers give the live error; a
+//! onnxruntime or the library's own predict; outcomes fed back as numbers give the live error; a
 //! model.json that contradicts the graph is refused.
 
 mod common;
@@ -20,7 +22,7 @@ use std::time::Duration;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-const REGRESSORS: [&str; 8] = [
+const REGRESSORS: [&str; 12] = [
     "onnx-reg-linear",
     "onnx-reg-forest",
     "onnx-reg-gradient-boosting",
@@ -30,6 +32,11 @@ const REGRESSORS: [&str; 8] = [
     "onnx-reg-mlp",
     // ml opset 5's TreeEnsemble, its base value an Add after it.
     "onnx-opset5-regressor",
+    // The libraries' own files (against their own predict): identity and log links.
+    "xgboost-regression",
+    "xgboost-poisson",
+    "lightgbm-regression",
+    "lightgbm-tweedie",
 ];
 
 /// The largest relative difference from onnxruntime's value allowed.
@@ -192,6 +199,13 @@ fn a_model_json_that_contradicts_the_graph_is_refused() {
     write("classifying", "onnx-reg-lightgbm", r#"{"format": "onnx", "task": "classification"}"#);
     write("not-a-value", "sklearn-multi", r#"{"format": "onnx", "task": "regression"}"#);
     write("logits", "onnx-reg-mlp", r#"{"format": "onnx"}"#);
+    // A booster file under a regression objective, its model.json a classifier's.
+    let booster = root.join("booster/1");
+    std::fs::create_dir_all(&booster).unwrap();
+    std::fs::copy(fixtures().join("xgboost-regression/1/xgboost.json"), booster.join("xgboost.json")).unwrap();
+    let features: Vec<String> = (0..8).map(|f| format!("f{f}")).collect();
+    let manifest = serde_json::json!({"features": features, "labels": ["low", "high"], "format": "xgboost"});
+    std::fs::write(booster.join("model.json"), manifest.to_string()).unwrap();
     let device = candle_core::Device::Cpu;
     let Err(errors) = candela_server::model::repository::load(root, &device, "cpu", 1 << 30) else {
         panic!("the contradicting repository loaded");
@@ -202,8 +216,9 @@ fn a_model_json_that_contradicts_the_graph_is_refused() {
         "the graph is a regressor (one value per row) but model.json's `task` is classification",
         "model.json's `task` is regression but the graph answers 3 numbers per row",
         r#"a regressor's one output is served as its value with `"task": "regression"` in model.json"#,
+        r#"(xgboost reg:squarederror) is a regressor, answering one value per row: say "task": "regression""#,
     ] {
         assert!(errors.contains(needle), "`{needle}` not in:\n{errors}");
     }
-    assert!(errors.contains("4 problems"), "{errors}");
+    assert!(errors.contains("5 problems"), "{errors}");
 }

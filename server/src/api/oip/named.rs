@@ -5,8 +5,7 @@
 //! or raw. The tensors become the core's rows, categories encoded as codes
 //! by the core (`cells`).
 
-use super::raw::{raw_values, split_length_prefixed};
-use super::tensors::has_contents;
+use super::raw::{has_contents, raw_values, split_length_prefixed};
 use crate::core::cells::{self, Cell};
 use crate::core::error::{ServeError, echo};
 use crate::core::scoring::{Fields, Rows};

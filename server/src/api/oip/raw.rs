@@ -1,9 +1,23 @@
 //! Tensors' raw (binary) form, both ways: numbers as little-endian bytes,
 //! BYTES elements each a 4-byte little-endian length then its bytes, as
-//! Triton's clients write `raw_input_contents` and HTTP binary data.
+//! Triton's clients write `raw_input_contents` and HTTP binary data (and
+//! whether a tensor came typed instead, which excludes the raw form).
 
 use crate::core::error::{ServeError, echo};
 use bytes::Bytes;
+use candela::inference as oip;
+
+/// Whether a tensor carries typed contents (which raw_input_contents excludes).
+pub(super) fn has_contents(c: &oip::InferTensorContents) -> bool {
+    !(c.bool_contents.is_empty()
+        && c.int_contents.is_empty()
+        && c.int64_contents.is_empty()
+        && c.uint_contents.is_empty()
+        && c.uint64_contents.is_empty()
+        && c.fp32_contents.is_empty()
+        && c.fp64_contents.is_empty()
+        && c.bytes_contents.is_empty())
+}
 
 /// Input `input`'s raw little-endian bytes → f32 values, for FP32, FP64,
 /// FP16, BF16, INT64 and INT32.

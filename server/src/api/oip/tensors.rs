@@ -5,7 +5,7 @@
 //! a regressor answers `prediction` only, its FP32 values), and the answer
 //! encoded back, typed or raw.
 
-use super::raw::{length_prefixed, little_endian, raw_values};
+use super::raw::{has_contents, length_prefixed, little_endian, raw_values};
 use super::{CLASSIFICATION, INPUT, PREDICTION, PROBABILITIES, named};
 use crate::core::error::{ServeError, echo};
 use crate::core::scores::Scores;
@@ -100,18 +100,6 @@ fn unsupported_datatype(datatype: &str) -> ServeError {
         "inputs[0].datatype",
         format!("is `{}`; send FP32 (or FP64, or FP16/BF16 as raw_input_contents)", echo(datatype)),
     )
-}
-
-/// Whether a tensor carries typed contents (which raw_input_contents excludes).
-pub(super) fn has_contents(c: &oip::InferTensorContents) -> bool {
-    !(c.bool_contents.is_empty()
-        && c.int_contents.is_empty()
-        && c.int64_contents.is_empty()
-        && c.uint_contents.is_empty()
-        && c.uint64_contents.is_empty()
-        && c.fp32_contents.is_empty()
-        && c.fp64_contents.is_empty()
-        && c.bytes_contents.is_empty())
 }
 
 /// One output a request wants.

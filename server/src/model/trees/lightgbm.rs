@@ -47,9 +47,19 @@ fn ensemble(text: &str) -> Result<Ensemble, String> {
             (Link::Sigmoid { scale: scale.unwrap_or(1.0) }, 1)
         }
         Some("multiclass") => (Link::Softmax, parse_one::<usize>(get("num_class")?, "num_class")?),
+        // Regressors: the sum itself, or through the objective's inverse link.
+        Some("regression" | "regression_l1" | "huber" | "fair" | "quantile" | "mape")
+            if !objective.contains("sqrt") =>
+        {
+            (Link::Identity, 1)
+        }
+        Some("poisson" | "gamma" | "tweedie") => (Link::Exp, 1),
+        Some("cross_entropy") => (Link::Logistic, 1),
         _ => {
             return Err(format!(
-                "objective `{objective}` is not supported: Candela serves LightGBM classifiers trained with `binary` or `multiclass`"
+                "objective `{objective}` is not supported: Candela serves LightGBM classifiers trained with `binary` or \
+                 `multiclass` and regressors trained with `regression` (without `reg_sqrt`), `regression_l1`, `huber`, \
+                 `fair`, `quantile`, `mape`, `poisson`, `gamma`, `tweedie` or `cross_entropy`"
             ));
         }
     };

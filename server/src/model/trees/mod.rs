@@ -17,11 +17,13 @@
 mod dense;
 pub mod document;
 pub mod lightgbm;
+mod link;
 mod ubjson;
 pub mod xgboost;
 
 use super::scorer::{Answers, ComputeError, Pass, Scorer, Stages};
 use dense::Dense;
+pub use link::Link;
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -87,21 +89,6 @@ fn goes_left<const SPECIAL: bool>(threshold: f32, feature: u32, row: &[f32], at:
     } else {
         (nan & (feature & NAN_LEFT != 0)) | below
     }
-}
-
-/// How summed margins become probabilities.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Link {
-    /// One margin per row: P(labels[1]) = 1 / (1 + e^(−scale·margin)).
-    Sigmoid { scale: f64 },
-    /// One margin per class: softmax.
-    Softmax,
-    /// One sum per class, already a probability (a random forest's averaged
-    /// votes, ONNX's post_transform NONE).
-    Identity,
-    /// One sum per row, already P(labels[1]): answers `[1 − s, s]` (a binary
-    /// random forest's averaged votes as skl2onnx writes them).
-    Complement,
 }
 
 /// The arithmetic a library sums leaves in; answers match it bit for bit
@@ -186,16 +173,6 @@ pub struct Ensemble {
     pub kind: String,
 }
 
-impl Link {
-    /// How many class probabilities `groups` margins per row become.
-    pub fn classes(self, groups: usize) -> usize {
-        match self {
-            Link::Sigmoid { .. } | Link::Complement => 2,
-            Link::Softmax | Link::Identity => groups,
-        }
-    }
-}
-
 impl Forest {
     /// Assembles `ensemble` for `inputs` features answering `answers` (as
     /// model.json says), checking every tree: children in range, no
@@ -205,8 +182,13 @@ impl Forest {
         let groups = base.len();
         let expected = link.classes(groups);
         let classes = match answers {
-            Answers::Value if link == Link::Identity && groups == 1 => 1,
+            Answers::Value if link.answers_value() && groups == 1 => 1,
             Answers::Value => return Err(format!("the model ({kind}) is a classifier, not a regressor")),
+            Answers::Classes(_) if link.answers_value() && groups == 1 => {
+                return Err(format!(
+                    "the model ({kind}) is a regressor, answering one value per row: say \"task\": \"regression\" in model.json, without labels"
+                ));
+            }
             Answers::Classes(classes) => classes,
         };
         if classes != expected || (matches!(link, Link::Sigmoid { .. } | Link::Complement) && groups != 1) {
@@ -340,7 +322,7 @@ impl Forest {
             (Sum::F64, false) => self.margins::<false, false>(rows),
             (Sum::F64, true) => self.margins::<false, true>(rows),
         };
-        self.link(&margins, out);
+        self.link.apply(&margins, self.base.len(), out);
     }
 
     /// The margins of a block of rows, `groups` per row: leaves summed in
@@ -377,40 +359,6 @@ impl Forest {
             }
         }
         margins
-    }
-
-    /// Turns margins (`groups` per row) into probabilities (`classes` per row).
-    fn link(&self, margins: &[f64], out: &mut [f32]) {
-        let groups = self.base.len();
-        match self.link {
-            Link::Sigmoid { scale } => {
-                for (margin, out) in margins.iter().zip(out.chunks_exact_mut(2)) {
-                    let p = 1.0 / (1.0 + (-scale * margin).exp());
-                    out[0] = (1.0 - p) as f32;
-                    out[1] = p as f32;
-                }
-            }
-            Link::Complement => {
-                for (margin, out) in margins.iter().zip(out.chunks_exact_mut(2)) {
-                    out[0] = (1.0 - margin) as f32;
-                    out[1] = *margin as f32;
-                }
-            }
-            Link::Identity => {
-                for (margin, out) in margins.iter().zip(out) {
-                    *out = *margin as f32;
-                }
-            }
-            Link::Softmax => {
-                for (margin, out) in margins.chunks_exact(groups).zip(out.chunks_exact_mut(groups)) {
-                    let top = margin.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    let total: f64 = margin.iter().map(|m| (m - top).exp()).sum();
-                    for (m, p) in margin.iter().zip(out) {
-                        *p = ((m - top).exp() / total) as f32;
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -490,11 +438,17 @@ impl Scorer for Forest {
             self.block(values, &mut probabilities);
         }
         let stages = Stages { infer: start.elapsed(), ..Stages::default() };
-        Ok(Pass { probabilities, stages, overflowed: Vec::new() })
+        // `build` bounds every sum of leaves; only a log-link's e^margin can
+        // leave f32's range (one value per row).
+        let overflowed = match self.link {
+            Link::Exp => (0..rows).filter(|&r| !probabilities[r].is_finite()).collect(),
+            _ => Vec::new(),
+        };
+        Ok(Pass { probabilities, stages, overflowed })
     }
 
     fn blame(&self, _row: &[f32]) -> Vec<usize> {
-        // Never called: `build` bounds every sum of leaves, so no row overflows.
+        // No single feature explains a sum of many trees' leaves.
         Vec::new()
     }
 }

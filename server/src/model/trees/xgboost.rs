@@ -50,17 +50,33 @@ fn ensemble(model: &Document) -> Result<Ensemble, String> {
     let (link, groups) = match objective {
         "binary:logistic" => (Link::Sigmoid { scale: 1.0 }, 1),
         "multi:softprob" if num_class >= 2 => (Link::Softmax, num_class),
+        // Regressors: the margin itself, or through the objective's inverse link.
+        "reg:squarederror" | "reg:squaredlogerror" | "reg:absoluteerror" | "reg:pseudohubererror" => {
+            (Link::Identity, 1)
+        }
+        "reg:logistic" => (Link::Logistic, 1),
+        "count:poisson" | "reg:gamma" | "reg:tweedie" => (Link::Exp, 1),
         other => {
             return Err(format!(
-                "objective `{other}` is not supported: Candela serves XGBoost classifiers trained with `binary:logistic` or `multi:softprob`"
+                "objective `{other}` is not supported: Candela serves XGBoost classifiers trained with \
+                 `binary:logistic` or `multi:softprob` and regressors trained with `reg:squarederror`, \
+                 `reg:squaredlogerror`, `reg:absoluteerror`, `reg:pseudohubererror`, `reg:logistic`, \
+                 `count:poisson`, `reg:gamma` or `reg:tweedie`"
             ));
         }
     };
     let base: Vec<f64> = match (link, base_scores.as_slice()) {
         // XGBoost keeps a logistic model's base score as a probability and
-        // starts from its logit, computed in f32.
-        (Link::Sigmoid { .. }, [p]) if *p > 0.0 && *p < 1.0 => vec![f64::from(-(1.0f32 / p - 1.0).ln())],
-        (Link::Sigmoid { .. }, [p]) => return Err(format!("base_score {p} is not a probability in (0, 1)")),
+        // starts from its logit, and a log-link model's as a mean and starts
+        // from its logarithm, computed in f32.
+        (Link::Sigmoid { .. } | Link::Logistic, [p]) if *p > 0.0 && *p < 1.0 => {
+            vec![f64::from(-(1.0f32 / p - 1.0).ln())]
+        }
+        (Link::Sigmoid { .. } | Link::Logistic, [p]) => {
+            return Err(format!("base_score {p} is not a probability in (0, 1)"));
+        }
+        (Link::Exp, [mean]) if *mean > 0.0 => vec![f64::from(mean.ln())],
+        (Link::Exp, [mean]) => return Err(format!("base_score {mean} is not a positive mean")),
         (_, [margin]) => vec![f64::from(*margin); groups],
         (_, margins) if margins.len() == groups => margins.iter().map(|m| f64::from(*m)).collect(),
         (_, margins) => return Err(format!("base_score has {} values for {groups} classes", margins.len())),
