@@ -41,10 +41,12 @@ struct Slice {
 
 impl Slice {
     fn new(classes: usize, started: Instant) -> Slice {
+        // A regressor (one "class") keeps only its error sums: no score histograms.
+        let bins = if classes > 1 { classes * BINS } else { 0 };
         Slice {
             started,
-            positive: vec![0; classes * BINS],
-            negative: vec![0; classes * BINS],
+            positive: vec![0; bins],
+            negative: vec![0; bins],
             predicted: vec![0; classes],
             correct: vec![0; classes],
             actual: vec![0; classes],

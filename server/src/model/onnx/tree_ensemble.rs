@@ -368,7 +368,7 @@ fn below(value: f64) -> f64 {
 }
 
 /// `node`'s integer-list attribute `name` (empty when absent).
-fn ints(node: &NodeProto, name: &str) -> Vec<i64> {
+pub(super) fn ints(node: &NodeProto, name: &str) -> Vec<i64> {
     attribute(node, name).map(|a| a.ints.clone()).unwrap_or_default()
 }
 

@@ -11,7 +11,7 @@
 //! validated it with.
 
 use super::constants::constant;
-use super::tree_ensemble::{Leaf, MAX_NODES, Nodes, unfold_trees};
+use super::tree_ensemble::{Leaf, MAX_NODES, Nodes, ints, unfold_trees};
 use super::{Walk, attribute, refusal};
 use crate::model::trees::{Ensemble, Link, Sum};
 use onnx_schema::NodeProto;
@@ -56,7 +56,7 @@ impl Walk<'_> {
         }
         let out = node.output.first().cloned().unwrap_or_default();
         let (arrays, doubles) = arrays(node)?;
-        let roots = attribute(node, "tree_roots").map(|a| a.ints.clone()).unwrap_or_default();
+        let roots = ints(node, "tree_roots");
         let targets = attribute(node, "n_targets").map_or(0, |a| a.i);
         let integer = |name: &str, default: i64| attribute(node, name).map_or(default, |a| a.i);
         let (aggregate, transform) = (integer("aggregate_function", 1), integer("post_transform", 0));
@@ -105,7 +105,6 @@ fn arrays(node: &NodeProto) -> Result<(Arrays, bool), String> {
             None => Ok((Vec::new(), false)),
         }
     };
-    let ints = |name: &str| attribute(node, name).map(|a| a.ints.clone()).unwrap_or_default();
     let (modes, _) = tensor("nodes_modes")?;
     let (splits, split_doubles) = tensor("nodes_splits")?;
     let (weights, weight_doubles) = tensor("leaf_weights")?;
@@ -113,13 +112,13 @@ fn arrays(node: &NodeProto) -> Result<(Arrays, bool), String> {
     let count = modes.len();
     let modes: Vec<usize> = modes.iter().map(|m| *m as usize).collect();
     let mut arrays = Arrays {
-        features: ints("nodes_featureids"),
-        trues: ints("nodes_truenodeids"),
-        falses: ints("nodes_falsenodeids"),
-        true_leafs: ints("nodes_trueleafs"),
-        false_leafs: ints("nodes_falseleafs"),
-        tracks: ints("nodes_missing_value_tracks_true"),
-        targets: ints("leaf_targetids"),
+        features: ints(node, "nodes_featureids"),
+        trues: ints(node, "nodes_truenodeids"),
+        falses: ints(node, "nodes_falsenodeids"),
+        true_leafs: ints(node, "nodes_trueleafs"),
+        false_leafs: ints(node, "nodes_falseleafs"),
+        tracks: ints(node, "nodes_missing_value_tracks_true"),
+        targets: ints(node, "leaf_targetids"),
         sets: vec![Vec::new(); count],
         modes,
         splits,
