@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tree scoring speed against the libraries' own predict, in one run: the
 # demo's LightGBM model (models/retail-gbt) and an XGBoost model trained here
-# on the same retail rows (200 trees, depth 6), scored on retail's 10,000
-# held-out rows. Per round, interleaved: the library's C++ predict
+# on the same retail rows (200 trees, depth 6), both libraries' regressors on
+# them, scored on retail's 10,000 held-out rows; and both libraries'
+# categorical forests on a synthetic DataFrame (bench/trees.py `categorical`). Per round, interleaved: the library's C++ predict
 # (LightGBM `Booster.predict`, XGBoost `inplace_predict`) and Candela's
 # evaluator alone (server/benches/scorer.rs), each on 1 and on 2 threads, at
 # 1 and 1,000 rows per call; then through gRPC (`candela bench`, Predict and
@@ -14,7 +15,7 @@ seconds=${SECONDS_PER_RUN:-2}
 source "$(dirname "$0")/common.sh" trees
 build_release --features candela-server/train
 cargo bench -q -p candela-server --bench scorer --no-run 2>/dev/null
-python=$(bench_venv bench-trees-venv "xgboost, lightgbm" xgboost-cpu==3.2.0 lightgbm==4.7.0 numpy)
+python=$(bench_venv bench-trees-venv "xgboost, lightgbm, pandas" xgboost-cpu==3.2.0 lightgbm==4.7.0 numpy pandas)
 "$target/release/candela-train" --segments retail --export-data "$out/data" >/dev/null
 "$python" bench/trees.py train "$out"
 port=${PORT:-50391}

@@ -7,6 +7,7 @@ mod bench;
 mod capacity;
 mod feedback;
 mod http_load;
+mod model;
 mod rollout;
 mod score;
 
@@ -110,6 +111,12 @@ enum Command {
         #[command(subcommand)]
         action: rollout::RolloutAction,
     },
+    /// From a trained model file to a served version: write its model.json
+    /// (`init`), then put it into a repository (`publish`). No server needed.
+    Model {
+        #[command(subcommand)]
+        action: model::ModelAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +163,10 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Model { action } = cli.command {
+        println!("{}", model::run(action).await?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut client = connect(&cli).await?;
     match cli.command {
         Command::Health { service } => {
@@ -225,6 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(if summary.refused_rows == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
+        Command::Model { .. } => unreachable!("handled before connecting"),
         Command::Bench(ref args) => {
             let mut clients = vec![client];
             for _ in 1..args.connections.max(1) {

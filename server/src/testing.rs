@@ -155,3 +155,43 @@ pub async fn eventually(within: Duration, what: &str, mut condition: impl AsyncF
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// An S3-compatible server (moto, installed by scripts/install-test-tools) on a loopback port.
+pub struct Moto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let binary = peers_python().with_file_name("moto_server");
+        let child = std::process::Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} does not start ({e}): run scripts/install-test-tools", binary.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// Runs tests/peers/s3.py against this server.
+    pub fn s3(&self, args: &[&str]) {
+        let script = repo_root().join("tests/peers/s3.py");
+        let output =
+            std::process::Command::new(peers_python()).arg(script).arg(&self.endpoint).args(args).output().unwrap();
+        assert!(output.status.success(), "s3.py {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

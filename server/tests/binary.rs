@@ -3,7 +3,7 @@
 //! repository or an impossible device stops it at start with a clear message.
 
 use candela_client::Client;
-use candela_server::testing::{demo_models, eventually};
+use candela_server::testing::{Moto, demo_models, eventually};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -846,50 +846,6 @@ async fn serves_from_a_read_only_image_layout_as_a_non_root_user() {
     let code = server.exit_code().await;
     set_writable(root, true);
     assert_eq!(code, 0, "a clean exit:\n{}", server.transcript.lock().unwrap());
-}
-
-/// An S3-compatible server (moto, installed by scripts/install-test-tools) on a loopback port.
-struct Moto {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let binary = candela_server::testing::peers_python().with_file_name("moto_server");
-        let child = std::process::Command::new(&binary)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{} does not start ({e}): run scripts/install-test-tools", binary.display()));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server never listened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
-    }
-
-    /// Runs tests/peers/s3.py against this server.
-    fn s3(&self, args: &[&str]) {
-        let script = candela_server::testing::repo_root().join("tests/peers/s3.py");
-        let output = std::process::Command::new(candela_server::testing::peers_python())
-            .arg(script)
-            .arg(&self.endpoint)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "s3.py {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A replica reading `s3://models/prod` through `moto`, caching in `cache`.

@@ -48,7 +48,9 @@ check(server["name"] == "candela", f"server metadata {server}")
 check({"classification", "binary_tensor_data"} <= set(server["extensions"]), f"extensions {server['extensions']}")
 metadata = client.get_model_metadata(model)
 check(metadata["name"] == model and "1" in metadata["versions"], f"model metadata {metadata}")
-check(metadata["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, width]}], f"inputs {metadata['inputs']}")
+# The matrix input lists its columns' features (parameters), so a caller with curl alone can build a row.
+check(metadata["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, width],
+                              "parameters": {"features": expected.extra["features"]}}], f"inputs {metadata['inputs']}")
 check([o["name"] for o in metadata["outputs"]] == ["probabilities", "prediction"], f"outputs {metadata['outputs']}")
 config = client.get_model_config(model)
 check(config["input"][0]["dims"] == [width] and config["input"][0]["data_type"] == "TYPE_FP32", f"config {config}")

@@ -7,6 +7,8 @@ through HTTP /score with rows as objects keyed by feature name (Python
 requests). The answers must be within 1e-5 of onnxruntime's (expected.json
 beside each model); unknown categories are scored as the model's encoder
 says (ignored: all zeros) or refused naming the field (handle_unknown='error').
+The boosters with categorical features (LightGBM, XGBoost) are called the same
+way, against their library's own predict_proba.
 
 Run by tests/typed_inputs.rs, which starts the server on the fixtures:
 
@@ -84,6 +86,25 @@ for model in ["onnx-dataframe", "onnx-dataframe-boosting", "onnx-dataframe-stric
     check(answer.status_code == 200, f"{model} /score: {answer.status_code} {answer.text}")
     close(answer.json()["probability"], want, f"{model} /score")
     print(f"{model}: {len(want)} rows over gRPC, HTTP and /score, largest |Δp| {worst:.2e}")
+
+# Boosters with categorical features (make_fixtures.py `categorical_models`): the same clients, an input
+# per feature, over the rows with every category present (a BYTES element cannot be null); /score with all
+# rows, null for a missing category.
+for model in ["lightgbm-categorical", "xgboost-categorical"]:
+    columns, want = expected(model)
+    listed = [(i["name"], i["datatype"]) for i in http.get_model_metadata(model)["inputs"]]
+    check(listed == [("amount", "FP32"), ("merchant", "BYTES"), ("hour", "FP32"), ("country", "BYTES")],
+          f"{model}: HTTP metadata inputs {listed}")
+    full = [r for r in range(len(want)) if columns["merchant"][r] is not None and columns["country"][r] is not None]
+    present = {name: [values[r] for r in full] for name, values in columns.items()}
+    worst = close(grpc.infer(model, tensors(grpcclient, present)).as_numpy("probabilities"), want[full],
+                  f"{model} gRPC")
+    close(http.infer(model, tensors(httpclient, present)).as_numpy("probabilities"), want[full], f"{model} HTTP")
+    rows = [{name: values[r] for name, values in columns.items()} for r in range(len(want))]
+    answer = requests.post(f"http://{http_address}/score", json={"segment": model, "features": rows}, timeout=20)
+    check(answer.status_code == 200, f"{model} /score: {answer.status_code} {answer.text}")
+    close(answer.json()["probability"], want, f"{model} /score")
+    print(f"{model}: {len(full)} rows over gRPC and HTTP, {len(want)} over /score, largest |Δp| {worst:.2e}")
 
 # Binary tensor data over HTTP (BYTES elements length-prefixed, as Triton writes them).
 columns, want = expected("onnx-dataframe")

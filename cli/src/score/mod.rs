@@ -321,6 +321,37 @@ pub fn is_parquet(path: &Path) -> bool {
     Format::of(path) == Format::Parquet
 }
 
+/// Every readable row of `input` (CSV or Parquet) as `schema`'s features:
+/// what `candela model init --sample` computes statistics from. Unreadable
+/// rows (a cell that is no number) are left out.
+pub fn read_table(input: &Path, schema: &Schema) -> anyhow::Result<Values> {
+    fn all<S: Source>(mut source: S) -> anyhow::Result<Values> {
+        let mut read = Values { values: Vec::new(), text: Vec::new(), unreadable: Vec::new() };
+        while let Some(batch) = source.next_batch()? {
+            let values = batch.values()?;
+            read.values.extend(values.values);
+            for column in values.text {
+                match read.text.iter_mut().find(|c| c.feature == column.feature) {
+                    Some(all) => all.values.extend(column.values),
+                    None => read.text.push(column),
+                }
+            }
+        }
+        Ok(read)
+    }
+    // Opened as for scoring, its output thrown away.
+    let nowhere = Path::new("/dev/null");
+    match Format::of(input) {
+        Format::Csv => all(csv_file::open(input, nowhere, schema, 4096)?.0),
+        #[cfg(feature = "parquet")]
+        Format::Parquet => all(parquet_file::open(input, nowhere, schema, 4096)?.0),
+        #[cfg(not(feature = "parquet"))]
+        Format::Parquet => {
+            bail!("this candela was built without Parquet support (the client crate's `parquet` feature)")
+        }
+    }
+}
+
 /// Scores `input` into `output` (same format, chosen by the file names) with
 /// `model`, `batch_rows` rows per message on `streams` streams.
 pub async fn score_file(

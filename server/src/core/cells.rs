@@ -52,6 +52,7 @@ pub fn check_codes(
         let valid = |v: f32| {
             (v >= 0.0 && v.fract() == 0.0 && (v as usize) < categories.values().len())
                 || (v == UNKNOWN && categories.unknown_ignored())
+                || (v.is_nan() && categories.missing_nan())
         };
         if let Some(row) = values.iter().skip(feature).step_by(width).position(|v| !valid(*v)) {
             return Err(ServeError::invalid(

@@ -184,8 +184,13 @@ pub fn verify(path: &Path, max_bytes: u64, expected: &str) -> Result<(), LoadErr
     read_model_file(path, max_bytes, Some(expected)).map(drop)
 }
 
+/// The SHA-256 of `bytes` as model.json lists it: 64 lowercase hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn check_digest(path: &Path, bytes: &[u8], expected: &str) -> Result<(), LoadError> {
-    let found: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let found = sha256_hex(bytes);
     if found == expected {
         return Ok(());
     }

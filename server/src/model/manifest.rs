@@ -17,9 +17,14 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Input feature names, in the order rows carry them (an ONNX graph's
-    /// come from the graph when left out).
+    /// come from the graph, a booster's from its file, when left out).
     #[serde(default)]
     pub features: Vec<String>,
+    /// The categories of a booster's categorical features, by feature, in
+    /// code order, for a file that does not store them (callers then send
+    /// the names); XGBoost and LightGBM only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub categories: BTreeMap<String, Vec<String>>,
     /// Output class labels, in the order the model's last layer emits them
     /// (an ONNX graph's come from the graph when left out); none for a regressor.
     #[serde(default)]

@@ -16,6 +16,7 @@
 pub mod categories;
 mod columns;
 pub mod device;
+pub mod draft;
 pub mod error;
 pub mod files;
 mod hints;
@@ -24,6 +25,7 @@ pub mod monitoring;
 pub mod network;
 pub mod onnx;
 pub mod pipeline;
+pub mod publish;
 pub mod remote;
 pub mod repository;
 pub mod rollout_policy;

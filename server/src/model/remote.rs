@@ -60,7 +60,7 @@ impl Location {
 }
 
 /// What the mirror needs of a store: objects to read, and listings by page.
-trait Store: ObjectStore + PaginatedListStore {}
+pub(super) trait Store: ObjectStore + PaginatedListStore {}
 impl<T: ObjectStore + PaginatedListStore> Store for T {}
 
 /// An object-storage prefix mirrored into a cache directory.
@@ -257,7 +257,7 @@ fn unsafe_key(error: &object_store::Error) -> Option<&str> {
 /// Builds the store `url` names (its scheme's builder, configured from
 /// `options`: the environment's variables, lower-cased), as the one value
 /// that both reads objects and lists them page by page, and the prefix in it.
-fn open_store(
+pub(super) fn open_store(
     url: &url::Url,
     options: Vec<(String, String)>,
 ) -> Result<(Arc<dyn Store>, StorePath), object_store::Error> {

@@ -185,19 +185,25 @@ pub fn build_scorer(
             check_names(manifest).map_err(|message| LoadError::Manifest { path: dir.join(MANIFEST_FILE), message })?;
             compiled.scorer
         }
-        Format::Xgboost => {
-            // The file's bytes go as soon as they are parsed: a large model's
-            // load holds at most two of its file, its parsed form and its forest.
-            let document = {
+        Format::Xgboost | Format::Lightgbm => {
+            // The file's bytes (and XGBoost's parsed document) go as soon as
+            // they are read: a large model's load holds at most two of its
+            // file, its parsed form and its forest.
+            let trees = |e| model(ModelError::Trees(e));
+            let (ensemble, schema) = {
                 let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
-                trees::xgboost::read(&bytes, file.ends_with(".ubj")).map_err(|e| model(ModelError::Trees(e)))?
+                if manifest.format == Format::Lightgbm {
+                    trees::lightgbm::parse(&bytes).map_err(trees)?
+                } else {
+                    let document = trees::xgboost::read(&bytes, file.ends_with(".ubj")).map_err(trees)?;
+                    drop(bytes);
+                    trees::xgboost::booster(&document).map_err(trees)?
+                }
             };
-            Box::new(trees::xgboost::forest(document, inputs, answers).map_err(|e| model(ModelError::Trees(e)))?)
-        }
-        Format::Lightgbm => {
-            let bytes = files::read_model_file(&path, max_model_bytes, sha256)?;
-            let forest = trees::lightgbm::parse(&bytes, inputs, answers).map_err(|e| model(ModelError::Trees(e)))?;
-            Box::new(forest)
+            let categories = trees::schema::settle(schema, &ensemble, manifest).map_err(trees)?;
+            check_names(manifest).map_err(|message| LoadError::Manifest { path: dir.join(MANIFEST_FILE), message })?;
+            let (inputs, answers) = (manifest.features.len(), manifest.answers());
+            Box::new(trees::Forest::build(ensemble, inputs, answers).map_err(trees)?.with_categories(categories))
         }
     };
     // Warm-up: the first pass allocates and (on CUDA) compiles kernels; do it
@@ -225,9 +231,19 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
 pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
     let manifest: Manifest = files::parse_json(text)?;
     let format = manifest.format;
-    let labels_from_graph = manifest.labels.is_empty() && manifest.task() == Task::Classification;
-    if format != Format::Onnx || !(manifest.features.is_empty() || labels_from_graph) {
+    // An ONNX graph or a booster file may fill in features and a task (labels,
+    // for a graph): checked once the file is read.
+    let from_file =
+        manifest.features.is_empty() || (manifest.labels.is_empty() && manifest.task() == Task::Classification);
+    if format == Format::Candle || !from_file {
         check_names(&manifest)?;
+    }
+    if !manifest.categories.is_empty() && !matches!(format, Format::Xgboost | Format::Lightgbm) {
+        return Err(format!(
+            "`categories` is for XGBoost and LightGBM models whose file does not store them; a `{}` model's come \
+             from its file: remove `categories`",
+            format.as_str()
+        ));
     }
     match format {
         Format::Candle if manifest.layers.is_empty() => {
@@ -307,7 +323,8 @@ fn first_duplicate(names: &[String]) -> Option<&str> {
     names.iter().find(|n| !seen.insert(n.as_str())).map(String::as_str)
 }
 
-fn valid_segment_name(name: &str) -> bool {
+/// Whether `name` may be a segment's directory name.
+pub fn valid_segment_name(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }

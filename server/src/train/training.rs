@@ -5,7 +5,7 @@
 
 use super::synthetic::{self, FEATURES, LABELS, Segment};
 use crate::model::manifest::{DTypeName, LayerSpec, Manifest, Provenance};
-use crate::model::monitoring::{Bins, Monitoring, decile_edges};
+use crate::model::monitoring::{Bins, Monitoring};
 use crate::model::{MANIFEST_FILE, WEIGHTS_FILE};
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
@@ -13,7 +13,6 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -156,6 +155,7 @@ pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> 
     }
     let manifest = Manifest {
         features: synthetic::feature_names(n),
+        categories: BTreeMap::new(),
         labels: LABELS.iter().map(|s| s.to_string()).collect(),
         task: None,
         format: Default::default(),
@@ -196,17 +196,7 @@ pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> 
 /// deciles over the training rows (row-major `values`, `n` per row) and the
 /// share of rows in each bin, and the same for the held-out fraud `scores`.
 fn monitoring(values: &[f32], n: usize, scores: &[f32]) -> Monitoring {
-    let histogram = |column: Vec<f64>| {
-        let mut sorted = column.clone();
-        let edges = decile_edges(&mut sorted);
-        let bins = Bins::of(column.into_iter(), edges);
-        // Six significant digits keep model.json readable; shares still sum to 1 within 1e-5.
-        let round = |v: f64| format!("{v:.6e}").parse::<f64>().unwrap_or(v);
-        Bins {
-            edges: bins.edges.into_iter().map(round).collect(),
-            shares: bins.shares.into_iter().map(round).collect(),
-        }
-    };
+    let histogram = Bins::deciles;
     let features = synthetic::feature_names(n)
         .into_iter()
         .enumerate()
@@ -230,7 +220,7 @@ pub fn write(trained: &Trained, dir: &Path) -> anyhow::Result<()> {
     // user), so it gets the same world-readable mode as model.json.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&weights, std::fs::Permissions::from_mode(0o644))?;
-    let digest: String = Sha256::digest(std::fs::read(&weights)?).iter().map(|b| format!("{b:02x}")).collect();
+    let digest = crate::model::files::sha256_hex(&std::fs::read(&weights)?);
     let mut manifest = trained.manifest.clone();
     manifest.files.insert(WEIGHTS_FILE.to_string(), digest);
     let json = serde_json::to_string_pretty(&manifest)? + "\n";

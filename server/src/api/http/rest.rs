@@ -125,9 +125,28 @@ fn about(
 
 async fn metadata(State(front): Shared, headers: HeaderMap, model: String, version: Option<String>) -> Response {
     about(&front, &headers, |front| {
-        let metadata = oip_api::model_metadata(&front.serving, &model, version.as_deref().unwrap_or(""))?;
-        let tensors = |tensors: &[oip::model_metadata_response::TensorMetadata]| -> Vec<Value> {
-            tensors.iter().map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape})).collect()
+        let version = version.as_deref().unwrap_or("");
+        let metadata = oip_api::model_metadata(&front.serving, &model, version)?;
+        let features = oip_api::input_features(&front.serving, &model, version)?;
+        let tensors = |tensors: &[oip::model_metadata_response::TensorMetadata], inputs: bool| -> Vec<Value> {
+            tensors
+                .iter()
+                .map(|t| {
+                    let mut tensor = json!({"name": t.name, "datatype": t.datatype, "shape": t.shape});
+                    // The features a matrix input's columns are, or a category input's categories.
+                    let parameters = match features.iter().find(|(name, _)| *name == t.name) {
+                        _ if t.name == oip_api::INPUT => {
+                            Some(json!({"features": features.iter().map(|(name, _)| name).collect::<Vec<_>>()}))
+                        }
+                        Some((_, categories)) if !categories.is_empty() => Some(json!({"categories": categories})),
+                        _ => None,
+                    };
+                    if let Some(parameters) = parameters.filter(|_| inputs) {
+                        tensor["parameters"] = parameters;
+                    }
+                    tensor
+                })
+                .collect()
         };
         Ok((
             StatusCode::OK,
@@ -135,8 +154,8 @@ async fn metadata(State(front): Shared, headers: HeaderMap, model: String, versi
                 "name": metadata.name,
                 "versions": metadata.versions,
                 "platform": metadata.platform,
-                "inputs": tensors(&metadata.inputs),
-                "outputs": tensors(&metadata.outputs),
+                "inputs": tensors(&metadata.inputs, true),
+                "outputs": tensors(&metadata.outputs, false),
             }),
         ))
     })

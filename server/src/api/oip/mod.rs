@@ -133,6 +133,16 @@ pub fn model_metadata(serving: &Serving, name: &str, version: &str) -> Result<oi
     })
 }
 
+/// Model `name`'s features in row order, each with its categories (empty
+/// for a number): what HTTP metadata adds as tensor parameters, so a caller
+/// with curl alone can build a row.
+pub fn input_features(serving: &Serving, name: &str, version: &str) -> Result<Vec<(String, Vec<String>)>, ServeError> {
+    let map = serving.models()?;
+    let model = resolve(&map, name, version)?;
+    let categories = |f: usize| model.scorer.categories(f).map(|c| c.values().to_vec()).unwrap_or_default();
+    Ok(model.manifest.features.iter().enumerate().map(|(f, name)| (name.clone(), categories(f))).collect())
+}
+
 /// Model `name`'s configuration as Triton's model configuration extension describes it.
 pub fn model_config(serving: &Serving, name: &str, version: &str) -> Result<oip::ModelConfig, ServeError> {
     let map = serving.models()?;

@@ -102,7 +102,7 @@ impl Walk<'_> {
         let trees = unfold_trees(node, &nodes, &leaves, groups)?;
         let sum = if doubles || weight_doubles { Sum::F64 } else { Sum::F32 };
         let kind = format!("onnx TreeEnsembleClassifier ({})", String::from_utf8_lossy(transform));
-        self.forest = Some(Ensemble { trees, base, link, sum, features: self.width, kind });
+        self.forest = Some(Ensemble { trees, base, link, sum, features: self.width, kind, sets: Vec::new() });
         Ok(probabilities)
     }
 
@@ -143,7 +143,8 @@ impl Walk<'_> {
         let sum = if doubles || weight_doubles { Sum::F64 } else { Sum::F32 };
         let base = vec![base.first().copied().unwrap_or(0.0)];
         let kind = format!("onnx TreeEnsembleRegressor ({})", String::from_utf8_lossy(aggregate));
-        self.forest = Some(Ensemble { trees, base, link: Link::Identity, sum, features: self.width, kind });
+        self.forest =
+            Some(Ensemble { trees, base, link: Link::Identity, sum, features: self.width, kind, sets: Vec::new() });
         self.value = true;
         Ok(out)
     }
@@ -345,6 +346,7 @@ fn split(node: &NodeProto, nodes: &Nodes, at: usize, yes: usize, no: usize) -> R
         zero_missing: false,
         default_left: false,
         equal,
+        set: None,
     };
     // NaN compares false: it goes to the false branch unless tracked to the true one
     // (BRANCH_NEQ's `NaN ≠ v` is true).

@@ -91,7 +91,7 @@ impl Walk<'_> {
         let sum = if doubles { Sum::F64 } else { Sum::F32 };
         let kind = format!("onnx TreeEnsemble (ml opset 5, post_transform {transform})");
         let base = vec![0.0; groups];
-        self.forest = Some(Ensemble { trees, base, link, sum, features: self.width, kind });
+        self.forest = Some(Ensemble { trees, base, link, sum, features: self.width, kind, sets: Vec::new() });
         self.value = link == Link::Identity;
         Ok(out)
     }

@@ -73,6 +73,7 @@ impl Dense {
         rows: &[f32],
         first: usize,
         inputs: usize,
+        sets: &[u32],
     ) -> [f64; LANES] {
         let (splits, leaves) = self.starts[index];
         let splits = &self.splits[splits..];
@@ -80,7 +81,7 @@ impl Dense {
         for _ in 0..tree.depth {
             for (lane, at) in at.iter_mut().enumerate() {
                 let (threshold, feature) = splits[*at];
-                let left = goes_left::<SPECIAL>(threshold, feature, rows, (first + lane) * inputs);
+                let left = goes_left::<SPECIAL>(threshold, feature, rows, (first + lane) * inputs, sets);
                 *at = 2 * *at + 2 - usize::from(left);
             }
         }

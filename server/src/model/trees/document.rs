@@ -31,7 +31,7 @@ pub enum List<'a> {
     Items(&'a [Document]),
 }
 
-impl List<'_> {
+impl<'a> List<'a> {
     pub fn len(&self) -> usize {
         match self {
             List::Numbers(numbers) => numbers.len(),
@@ -52,7 +52,7 @@ impl List<'_> {
     }
 
     /// The element at `index` when it is not a plain number (an object, say).
-    pub fn item(&self, index: usize) -> Option<&Document> {
+    pub fn item(&self, index: usize) -> Option<&'a Document> {
         match self {
             List::Numbers(_) => None,
             List::Items(items) => items.get(index),

@@ -5,18 +5,64 @@
 //! None a NaN counts as 0; with Zero a NaN or a value within ±1e-35 goes the
 //! default direction; with NaN only a NaN does. Leaves are summed in f64,
 //! then `binary`'s sigmoid (with its `sigmoid:` scale) or `multiclass`'s
-//! softmax. Categorical splits, linear trees and averaged (random forest)
-//! output are refused, naming where they are.
+//! softmax. A categorical split (decision bit 0) sends the categories in
+//! its bitset (`cat_threshold` words between `cat_boundaries`) left; the
+//! file's `feature_names` (unless LightGBM's own `Column_<i>`) and a
+//! DataFrame's `pandas_categorical` are its schema. Random forest mode
+//! (`average_output`) averages the trees. Linear trees are refused, naming
+//! where they are.
 
-use super::{Ensemble, Forest, Link, Split, Sum, TreeNode, TreeNodes};
-use crate::model::scorer::Answers;
+use super::category_split::CategorySet;
+use super::schema::FileSchema;
+use super::{Ensemble, Link, Split, Sum, TreeNode, TreeNodes};
 use std::collections::HashMap;
 
-/// Reads a LightGBM text model for `inputs` features answering `answers`.
-pub fn parse(bytes: &[u8], inputs: usize, answers: Answers) -> Result<Forest, String> {
+/// Reads a LightGBM text model: its trees and what it says about its inputs.
+pub fn parse(bytes: &[u8]) -> Result<(Ensemble, FileSchema), String> {
     let text =
         std::str::from_utf8(bytes).map_err(|_| "not a LightGBM text model: the file is not UTF-8 text".to_string())?;
-    Forest::build(ensemble(text)?, inputs, answers)
+    let ensemble = ensemble(text)?;
+    let schema = schema(text, ensemble.features)?;
+    Ok((ensemble, schema))
+}
+
+/// The feature names (LightGBM names an array's columns `Column_<i>`: no
+/// names), the categorical features (their `feature_infos` list category
+/// values, not a `[min:max]` range) and a DataFrame's categories.
+fn schema(text: &str, features: usize) -> Result<FileSchema, String> {
+    let header = pairs(text.split("\nTree=").next().unwrap_or_default());
+    let names: Vec<String> = header
+        .get("feature_names")
+        .map_or_else(Vec::new, |names| names.split_whitespace().map(str::to_string).collect());
+    let generated = names.iter().enumerate().all(|(i, name)| *name == format!("Column_{i}"));
+    let names = if generated { Vec::new() } else { names };
+    if !names.is_empty() && names.len() != features {
+        return Err(format!("`feature_names` lists {} names for {features} features", names.len()));
+    }
+    let infos: Vec<&str> = header.get("feature_infos").map_or_else(Vec::new, |i| i.split_whitespace().collect());
+    let categorical: Vec<usize> =
+        (0..features).filter(|&f| infos.get(f).is_some_and(|info| !info.starts_with('[') && *info != "none")).collect();
+    let pandas = text.lines().find_map(|line| line.strip_prefix("pandas_categorical:")).unwrap_or("null");
+    let lists: Option<Vec<Vec<serde_json::Value>>> =
+        serde_json::from_str(pandas).map_err(|e| format!("`pandas_categorical` is not a list of lists: {e}"))?;
+    let lists = lists.unwrap_or_default();
+    if !lists.is_empty() && lists.len() != categorical.len() {
+        return Err(format!(
+            "`pandas_categorical` lists categories for {} columns but the model has {} categorical features: \
+             train with the category columns as pandas `category` dtype only",
+            lists.len(),
+            categorical.len()
+        ));
+    }
+    let vocabularies = categorical
+        .iter()
+        .zip(lists)
+        .map(|(&feature, values)| {
+            let values = values.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect();
+            (feature, values)
+        })
+        .collect();
+    Ok(FileSchema { names, categorical, vocabularies, unknown_refused_by: None })
 }
 
 fn ensemble(text: &str) -> Result<Ensemble, String> {
@@ -28,12 +74,8 @@ fn ensemble(text: &str) -> Result<Ensemble, String> {
                 .into(),
         );
     }
-    if header.lines().any(|line| line.trim() == "average_output") {
-        return Err(
-            "the model averages its trees (random forest mode), which is not supported: train with boosting `gbdt`"
-                .into(),
-        );
-    }
+    // Random forest mode (`boosting: rf`): the trees' outputs are averaged, not summed.
+    let average = header.lines().any(|line| line.trim() == "average_output");
     let header = pairs(header);
     let get = |key: &str| header.get(key).copied().ok_or_else(|| format!("not a LightGBM model: `{key}=` is missing"));
     let features = parse_one::<usize>(get("max_feature_idx")?, "max_feature_idx")? + 1;
@@ -66,10 +108,22 @@ fn ensemble(text: &str) -> Result<Ensemble, String> {
     if per_iteration != groups {
         return Err(format!("num_tree_per_iteration is {per_iteration} for {groups} output(s)"));
     }
-    let mut trees = Vec::new();
+    let (mut trees, mut sets) = (Vec::new(), Vec::new());
     for (index, block) in blocks.enumerate() {
         let block = block.split("end of trees").next().unwrap_or_default();
-        trees.push(read_tree(block, index, index % groups)?);
+        trees.push(read_tree(block, index, index % groups, &mut sets)?);
+    }
+    if average && !trees.is_empty() {
+        // LightGBM divides each output's sum by the iterations; the leaves
+        // are divided instead (the same up to f64 rounding).
+        let iterations = (trees.len() / groups).max(1) as f64;
+        for tree in &mut trees {
+            for node in &mut tree.nodes {
+                if let TreeNode::Leaf(value) = node {
+                    *value /= iterations;
+                }
+            }
+        }
     }
     Ok(Ensemble {
         trees,
@@ -77,11 +131,13 @@ fn ensemble(text: &str) -> Result<Ensemble, String> {
         link,
         sum: Sum::F64,
         features,
-        kind: format!("lightgbm {objective}"),
+        kind: format!("lightgbm {}{objective}", if average { "random forest " } else { "" }),
+        sets,
     })
 }
 
-fn read_tree(block: &str, index: usize, group: usize) -> Result<TreeNodes, String> {
+/// Tree `index`, its categorical splits' bitsets appended to `sets`.
+fn read_tree(block: &str, index: usize, group: usize, sets: &mut Vec<Vec<u32>>) -> Result<TreeNodes, String> {
     let fields = pairs(block);
     let get = |key: &str| fields.get(key).copied().ok_or_else(|| format!("tree {index}: `{key}=` is missing"));
     let leaves: usize = parse_one(get("num_leaves")?, "num_leaves")?;
@@ -104,18 +160,40 @@ fn read_tree(block: &str, index: usize, group: usize) -> Result<TreeNodes, Strin
     if [features.len(), thresholds.len(), decisions.len(), lefts.len(), rights.len()].iter().any(|&n| n != splits) {
         return Err(format!("tree {index}: its split arrays do not all have {splits} entries"));
     }
+    // The words of this tree's category bitsets, split `i`'s between boundaries i and i + 1.
+    let (boundaries, words): (Vec<usize>, Vec<u32>) = match fields.get("cat_boundaries") {
+        Some(list) => {
+            (parse_list(list, index, "cat_boundaries")?, parse_list(get("cat_threshold")?, index, "cat_threshold")?)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
     // Internal node i is node i; leaf j (written ~j, i.e. -(j + 1)) follows them.
     let child = |c: i64| if c >= 0 { c as usize } else { splits + (!c) as usize };
     let mut nodes = Vec::with_capacity(splits + leaves);
     for node in 0..splits {
         let decision = decisions[node];
-        if decision & 1 != 0 {
-            return Err(format!(
-                "tree {index} node {node} is a categorical split, which Candela does not evaluate: train with numerical features (no `categorical_feature`)"
-            ));
-        }
         if features[node] < 0 {
             return Err(format!("tree {index} node {node} splits on feature {}", features[node]));
+        }
+        if decision & 1 != 0 {
+            let set = thresholds[node] as usize;
+            let range = boundaries.get(set).zip(boundaries.get(set + 1)).filter(|(a, b)| a <= b && **b <= words.len());
+            let Some((&start, &end)) = range else {
+                return Err(format!("tree {index} node {node} names category set {set}, which its tree lacks"));
+            };
+            sets.push(words[start..end].to_vec());
+            let set = Some(CategorySet { index: sets.len() - 1, in_set_left: true });
+            let split = Split {
+                feature: features[node] as usize,
+                threshold: 0.0,
+                nan_left: false,
+                zero_missing: false,
+                default_left: false,
+                equal: false,
+                set,
+            };
+            nodes.push(TreeNode::Split { split, left: child(lefts[node]), right: child(rights[node]) });
+            continue;
         }
         let default_left = decision & 2 != 0;
         let threshold = thresholds[node];
@@ -127,8 +205,8 @@ fn read_tree(block: &str, index: usize, group: usize) -> Result<TreeNodes, Strin
             2 => (default_left, false),
             other => return Err(format!("tree {index} node {node} has missing type {other}")),
         };
-        let split =
-            Split { feature: features[node] as usize, threshold, nan_left, zero_missing, default_left, equal: false };
+        let feature = features[node] as usize;
+        let split = Split { feature, threshold, nan_left, zero_missing, default_left, equal: false, set: None };
         nodes.push(TreeNode::Split { split, left: child(lefts[node]), right: child(rights[node]) });
     }
     nodes.extend(leaf_values.into_iter().map(TreeNode::Leaf));

@@ -12,17 +12,26 @@
 //! (depth ≤ 8, as XGBoost grows them) are also laid out as complete binary
 //! trees, where a step loads only the split and computes the child's index.
 //! A NaN feature is a missing value and follows the split's default
-//! direction, exactly as the library that trained the model.
+//! direction, exactly as the library that trained the model. Categorical
+//! splits (`category_split`) test a category's code against a bitset; the
+//! names a booster file stores for its features and categories are
+//! reconciled with model.json by `schema`.
 
+mod category_split;
 mod dense;
 pub mod document;
+mod ensemble;
 pub mod lightgbm;
 mod link;
+pub mod schema;
 mod ubjson;
 pub mod xgboost;
 
+use super::categories::Categories;
 use super::scorer::{Answers, ComputeError, Pass, Scorer, Stages};
+pub use category_split::CategorySet;
 use dense::Dense;
+pub use ensemble::{Ensemble, Split, TreeNode, TreeNodes};
 pub use link::Link;
 use rayon::prelude::*;
 use std::time::Instant;
@@ -45,7 +54,13 @@ const DEFAULT_LEFT: u32 = 1 << 28;
 /// Left when the value equals the threshold (ONNX's BRANCH_EQ, a category
 /// test) instead of when it is at or below it.
 const EQUAL: u32 = 1 << 27;
-const FEATURE: u32 = EQUAL - 1;
+/// A categorical split: the threshold's bits are where its bitset starts
+/// in `Forest::sets`; a NaN goes as `NAN_LEFT` says.
+const SET: u32 = 1 << 26;
+/// At a `SET` split, the categories in the set go left (LightGBM) rather
+/// than right (XGBoost).
+const SET_LEFT: u32 = 1 << 25;
+const FEATURE: u32 = SET_LEFT - 1;
 
 /// LightGBM's `kZeroThreshold` (the float 1e-35): a value `v` is zero when
 /// `-1e-35 < v <= 1e-35`.
@@ -69,20 +84,23 @@ impl Node {
     /// without a branch. `SPECIAL`: the forest has zero-as-missing or
     /// equality splits (compiled apart: most forests have neither).
     #[inline(always)]
-    fn next<const SPECIAL: bool>(&self, row: &[f32], at: usize) -> u32 {
-        let left = goes_left::<SPECIAL>(self.threshold, self.feature, row, at);
+    fn next<const SPECIAL: bool>(&self, row: &[f32], at: usize, sets: &[u32]) -> u32 {
+        let left = goes_left::<SPECIAL>(self.threshold, self.feature, row, at, sets);
         self.right ^ ((self.left ^ self.right) & 0u32.wrapping_sub(u32::from(left)))
     }
 }
 
 /// Whether the row whose values start at `row[at]` goes left at a split of
-/// `threshold` and `feature` (index and flags), computed without a branch.
+/// `threshold` and `feature` (index and flags), computed without a branch
+/// (but for categorical splits, which look their bitset up in `sets`).
 #[inline(always)]
-fn goes_left<const SPECIAL: bool>(threshold: f32, feature: u32, row: &[f32], at: usize) -> bool {
+fn goes_left<const SPECIAL: bool>(threshold: f32, feature: u32, row: &[f32], at: usize, sets: &[u32]) -> bool {
     let value = row[at + (feature & FEATURE) as usize];
     let nan = value.is_nan();
     let below = value <= threshold;
-    if SPECIAL {
+    if SPECIAL && feature & SET != 0 {
+        category_split::goes_left(value, threshold.to_bits() as usize, feature, sets)
+    } else if SPECIAL {
         let hit = below & ((feature & EQUAL == 0) | (value >= threshold));
         let zero = (feature & ZERO_MISSING != 0) & (value > -ZERO_THRESHOLD) & (value <= ZERO_THRESHOLD);
         (nan & (feature & NAN_LEFT != 0)) | (zero & (feature & DEFAULT_LEFT != 0)) | (!zero & hit)
@@ -113,8 +131,13 @@ pub struct Forest {
     base: Vec<f64>,
     link: Link,
     sum: Sum,
-    /// Whether any split treats zeros as missing or tests equality.
+    /// The bitsets of categorical splits, each its length then its words.
+    sets: Vec<u32>,
+    /// Whether any split treats zeros as missing, tests equality or a category set.
     special: bool,
+    /// Per feature, the categories callers name (a booster's categorical
+    /// features whose vocabulary is known); empty when there are none.
+    categories: Vec<Option<Categories>>,
     /// The same trees as complete binary trees, when all are shallow.
     dense: Option<Dense>,
     inputs: usize,
@@ -130,55 +153,12 @@ struct Tree {
     group: u32,
 }
 
-/// A split as a format describes it, before it is resolved into a `Node`.
-#[derive(Debug, Clone, Copy)]
-pub struct Split {
-    pub feature: usize,
-    /// Left when value ≤ this.
-    pub threshold: f64,
-    /// Where a NaN goes.
-    pub nan_left: bool,
-    /// LightGBM's zero-as-missing: values within ±1e-35 go the default direction.
-    pub zero_missing: bool,
-    pub default_left: bool,
-    /// Left when the value equals `threshold` (which must be an f32)
-    /// instead of when it is at or below it.
-    pub equal: bool,
-}
-
-/// One tree as a format reads it: node `i` is a split with children
-/// (indices into the same tree's nodes) or a leaf.
-#[derive(Debug, Default)]
-pub struct TreeNodes {
-    pub nodes: Vec<TreeNode>,
-    /// The output group (class) the tree adds to.
-    pub group: usize,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum TreeNode {
-    Split { split: Split, left: usize, right: usize },
-    Leaf(f64),
-}
-
-/// What a format read, to assemble into a `Forest`.
-pub struct Ensemble {
-    pub trees: Vec<TreeNodes>,
-    pub base: Vec<f64>,
-    pub link: Link,
-    pub sum: Sum,
-    /// Features the model was trained on (its splits index below it).
-    pub features: usize,
-    /// E.g. `xgboost binary:logistic`.
-    pub kind: String,
-}
-
 impl Forest {
     /// Assembles `ensemble` for `inputs` features answering `answers` (as
     /// model.json says), checking every tree: children in range, no
     /// cycles (each node reached once), splits on a feature that exists.
     pub fn build(ensemble: Ensemble, inputs: usize, answers: Answers) -> Result<Forest, String> {
-        let Ensemble { trees, base, link, sum, features, kind } = ensemble;
+        let Ensemble { trees, base, link, sum, features, kind, sets: bitsets } = ensemble;
         let groups = base.len();
         let expected = link.classes(groups);
         let classes = match answers {
@@ -206,6 +186,7 @@ impl Forest {
         }
         let mut nodes = Vec::new();
         let mut leaves = Vec::new();
+        let mut sets = Vec::new();
         let mut roots = Vec::with_capacity(trees.len());
         let mut depth_max = 0;
         // The largest margin any row can reach: bounded, no sum overflows.
@@ -243,6 +224,13 @@ impl Forest {
                                 "tree {index} node {position} splits on feature {}, but model.json lists {inputs} features",
                                 split.feature
                             ));
+                        }
+                        if let Some(set) = split.set {
+                            let node = category_split::node(&split, set, &bitsets, &mut sets)
+                                .map_err(|e| format!("tree {index} node {position}: {e}"))?;
+                            nodes.push(Node { left: at(left)?, right: at(right)?, ..node });
+                            leaves.push(0.0);
+                            continue;
                         }
                         if split.threshold.is_nan() {
                             return Err(format!("tree {index} node {position} has a NaN threshold"));
@@ -285,11 +273,30 @@ impl Forest {
         };
         let description =
             vec![format!("{kind}: {} trees, {} nodes, depth ≤ {depth_max}, {answer}", roots.len(), nodes.len())];
-        let special = nodes.iter().any(|n| n.feature & LEAF == 0 && n.feature & (ZERO_MISSING | EQUAL) != 0);
-        let mut forest =
-            Forest { nodes, leaves, trees: roots, base, link, sum, special, dense: None, inputs, description };
+        let special = nodes.iter().any(|n| n.feature & LEAF == 0 && n.feature & (ZERO_MISSING | EQUAL | SET) != 0);
+        let mut forest = Forest {
+            nodes,
+            leaves,
+            trees: roots,
+            base,
+            link,
+            sum,
+            sets,
+            special,
+            categories: Vec::new(),
+            dense: None,
+            inputs,
+            description,
+        };
         forest.dense = Dense::of(&forest);
         Ok(forest)
+    }
+
+    /// The forest with callers naming the categories of the features that
+    /// have them (their codes are what the splits test).
+    pub fn with_categories(mut self, categories: Vec<Option<Categories>>) -> Forest {
+        self.categories = if categories.iter().any(Option::is_some) { categories } else { Vec::new() };
+        self
     }
 
     /// Walks `LANES` consecutive rows of `rows` (from row `first`) down
@@ -302,7 +309,7 @@ impl Forest {
         for _ in 0..tree.depth {
             let mut moved = false;
             for (lane, at) in at.iter_mut().enumerate() {
-                let next = self.nodes[*at as usize].next::<SPECIAL>(rows, (first + lane) * self.inputs);
+                let next = self.nodes[*at as usize].next::<SPECIAL>(rows, (first + lane) * self.inputs, &self.sets);
                 moved |= next != *at;
                 *at = next;
             }
@@ -339,7 +346,7 @@ impl Forest {
         for first in (0..whole).step_by(LANES) {
             for (index, tree) in self.trees.iter().enumerate() {
                 let values = match &self.dense {
-                    Some(dense) => dense.walk::<SPECIAL>(tree, index, rows, first, self.inputs),
+                    Some(dense) => dense.walk::<SPECIAL>(tree, index, rows, first, self.inputs, &self.sets),
                     None => self.walk::<SPECIAL>(tree, rows, first).map(|leaf| self.leaves[leaf as usize]),
                 };
                 let group = tree.group as usize;
@@ -353,7 +360,7 @@ impl Forest {
             for tree in &self.trees {
                 let mut at = tree.root;
                 while self.nodes[at as usize].feature & LEAF == 0 {
-                    at = self.nodes[at as usize].next::<SPECIAL>(rows, r * self.inputs);
+                    at = self.nodes[at as usize].next::<SPECIAL>(rows, r * self.inputs, &self.sets);
                 }
                 add(&mut margins[r * groups + tree.group as usize], self.leaves[at as usize]);
             }
@@ -421,6 +428,14 @@ impl Scorer for Forest {
 
     fn on_cpu(&self) -> bool {
         true
+    }
+
+    fn categories(&self, feature: usize) -> Option<&Categories> {
+        self.categories.get(feature).and_then(Option::as_ref)
+    }
+
+    fn inputs_by_name(&self) -> bool {
+        !self.categories.is_empty()
     }
 
     fn forward(&self, values: &[f32]) -> Result<Pass, ComputeError> {
