@@ -42,6 +42,8 @@ async fn init_writes_model_json_from_the_file_and_publish_serves_it_live() {
         serde_json::from_str(&std::fs::read_to_string(file.with_file_name("model.json")).unwrap()).unwrap();
     assert_eq!(manifest["features"], serde_json::json!(["amount", "merchant", "hour", "country"]));
     assert_eq!(manifest["format"], "lightgbm");
+    let merchants = &manifest["categories"]["merchant"];
+    assert_eq!((&merchants[0], &merchants[2]), (&"grocery".into(), &"electronics".into()), "in code order");
     assert_eq!(manifest["files"]["lightgbm.txt"].as_str().unwrap().len(), 64);
     let monitored: Vec<&String> = manifest["monitoring"]["features"].as_object().unwrap().keys().collect();
     assert_eq!(monitored, ["amount", "hour"], "number features only");

@@ -1,7 +1,8 @@
 //! `candela model init`: model.json drafted from a model file, by the same
 //! loader the server runs, so what it writes is what the server will serve.
 //! The format comes from the file's name (or is given); a booster's or an
-//! ONNX graph's features, categories, labels and task come from the file,
+//! ONNX graph's features, categories (written out for a booster), labels
+//! and task come from the file,
 //! a safetensors network's layers and features from the caller. What
 //! cannot be inferred is refused naming the model.json key (and so the
 //! flag) that says it. The draft lists the file's SHA-256, so a copy still
@@ -88,6 +89,14 @@ pub fn draft(path: &Path, options: DraftOptions, created: &str) -> Result<Draft,
     let mut manifest = repository::parse_manifest(&draft.to_string())?;
     let scorer = repository::build_scorer(dir, &mut manifest, &Device::Cpu, DEFAULT_MAX_MODEL_BYTES)
         .map_err(|e| e.to_string())?;
+    // A booster's categories, written out so model.json says what callers send (the same as the file's).
+    if matches!(format, Format::Xgboost | Format::Lightgbm) {
+        for (feature, name) in manifest.features.iter().enumerate() {
+            if let Some(categories) = scorer.categories(feature) {
+                manifest.categories.insert(name.clone(), categories.values().to_vec());
+            }
+        }
+    }
     if let Some(line) = scorer.description().first() {
         manifest.provenance.notes = format!("{}: {line}", manifest.provenance.notes);
     }
