@@ -150,7 +150,11 @@ mod tests {
 
     #[test]
     fn encodes_byte_for_byte_as_prost_does() {
-        let text = vec![TextColumn { feature: 2, values: vec!["grocery".into(), String::new(), "travel".into()] }];
+        let text = vec![TextColumn {
+            feature: 2,
+            values: vec!["grocery".into(), String::new(), "travel".into()],
+            missing: vec![1],
+        }];
         for n in [0, 1, 3, 1023, 1024, 1025, 30_000] {
             let ours = Rows { feature_count: 30, values: values(n), text: text.clone() };
             let generated = Generated { feature_count: 30, values: values(n), text: text.clone() };

@@ -3,7 +3,8 @@
 //! make_fixtures.py categorical_models`): LightGBM's bitset splits and
 //! XGBoost's partition splits, served under a model.json that names neither
 //! features nor categories (the file's are used). Callers name categories
-//! as strings (candela.v1 text columns, HTTP `/score` objects; the Open
+//! as strings (candela.v1 text columns, whose `missing` rows say which are
+//! missing; HTTP `/score` objects, null for missing; the Open
 //! Inference Protocol's BYTES inputs are checked by tests/peers/typed_check.py)
 //! or send their codes (NaN: missing); answers are within 1e-5 of the
 //! library's predict_proba, unseen categories scored as LightGBM does
@@ -90,27 +91,29 @@ async fn categorical_boosters_answer_as_their_libraries_on_every_front() {
         let scored = worst(got, &want);
         assert!(scored <= 1e-5, "{segment} over /score: {scored:e}");
 
-        // candela.v1 text columns, over the rows with every category present.
-        let full: Vec<usize> =
-            (0..rows).filter(|&r| !columns["merchant"][r].is_null() && !columns["country"][r].is_null()).collect();
+        // candela.v1 text columns, a missing category listed in the column's `missing` rows.
         let number = |name: &str, r: usize| columns[name][r].as_f64().map_or(f32::NAN, |v| v as f32);
         let text = |feature: u32, name: &str| candela::v1::TextColumn {
             feature,
-            values: full.iter().map(|&r| columns[name][r].as_str().unwrap().to_string()).collect(),
+            values: (0..rows).map(|r| columns[name][r].as_str().unwrap_or_default().to_string()).collect(),
+            missing: (0..rows).filter(|&r| columns[name][r].is_null()).map(|r| r as u32).collect(),
         };
         let typed_rows = candela::v1::Rows {
             feature_count: 4,
-            values: full.iter().flat_map(|&r| [number("amount", r), 0.0, number("hour", r), 0.0]).collect(),
+            values: (0..rows).flat_map(|r| [number("amount", r), 0.0, number("hour", r), 0.0]).collect(),
             text: vec![text(1, "merchant"), text(3, "country")],
         };
-        let answer = client.batch_predict_rows(segment, typed_rows).await.unwrap();
-        let want_full: Vec<Vec<f64>> = full.iter().map(|&r| want[r].clone()).collect();
-        let typed = worst(answer.predictions.iter().flat_map(|p| p.probabilities.clone()), &want_full);
+        assert!(!typed_rows.text[0].missing.is_empty(), "the rows hold missing categories");
+        let answer = client.batch_predict_rows(segment, typed_rows.clone()).await.unwrap();
+        let typed = worst(answer.predictions.iter().flat_map(|p| p.probabilities.clone()), &want);
         assert!(typed <= 1e-5, "{segment} by text columns: {typed:e}");
+        let mut beyond = typed_rows;
+        beyond.text[0].missing.push(rows as u32);
+        let status = client.batch_predict_rows(segment, beyond).await.unwrap_err();
+        assert!(status.message().contains("rows.text[0].missing["), "{}", status.message());
         println!(
-            "{segment}: {rows} rows, largest |Δp| {:.1e} (codes), {scored:.1e} (/score), {typed:.1e} (text, {} rows)",
-            coded,
-            full.len()
+            "{segment}: {rows} rows, largest |Δp| {:.1e} (codes), {scored:.1e} (/score), {typed:.1e} (text columns)",
+            coded
         );
     }
 

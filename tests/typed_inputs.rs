@@ -72,8 +72,8 @@ fn typed_rows() -> (candela::v1::Rows, Vec<Vec<f64>>) {
     let values = amount.iter().zip(&age).flat_map(|(a, g)| [number(a), 0.0, number(g), 0.0]).collect();
     let strings = |name: &str| column(name).iter().map(|v| v.as_str().unwrap().to_string()).collect();
     let text = vec![
-        candela::v1::TextColumn { feature: 1, values: strings("country") },
-        candela::v1::TextColumn { feature: 3, values: strings("channel") },
+        candela::v1::TextColumn { feature: 1, values: strings("country"), missing: Vec::new() },
+        candela::v1::TextColumn { feature: 3, values: strings("channel"), missing: Vec::new() },
     ];
     let rows = candela::v1::Rows { feature_count: 4, values, text };
     (rows, serde_json::from_value(expected["probabilities"].clone()).unwrap())
@@ -100,6 +100,7 @@ async fn candela_v1_rows_carry_categories_as_strings_on_every_call() {
     let one = |column: &candela::v1::TextColumn| candela::v1::TextColumn {
         feature: column.feature,
         values: column.values[..1].to_vec(),
+        missing: Vec::new(),
     };
     let request = candela::v1::PredictRequest {
         segment: "onnx-dataframe".into(),

@@ -132,7 +132,8 @@ fn sample_rows(sample: &Path, drafted: &draft::Draft) -> anyhow::Result<Vec<f32>
         let feature = column.feature as usize;
         let Some(known) = drafted.scorer.categories(feature) else { continue };
         for (row, text) in column.values.iter().enumerate() {
-            values.values[row * width + feature] = known.code(Some(text)).unwrap_or(f32::NAN);
+            let name = (!column.missing.contains(&(row as u32))).then_some(text.as_str());
+            values.values[row * width + feature] = known.code(name).unwrap_or(f32::NAN);
         }
     }
     if values.values.is_empty() {

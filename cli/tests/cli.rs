@@ -852,3 +852,81 @@ async fn score_writes_a_regressors_value_as_its_prediction() {
         assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{got} vs onnxruntime's {want}");
     }
 }
+
+/// A booster with categorical features (XGBoost, which refuses unseen categories but routes a
+/// missing one its default way): an empty CSV cell or a Parquet null in a category column is
+/// a missing category, scored as the library does, never an unknown one.
+#[tokio::test]
+async fn score_sends_an_empty_or_null_category_as_missing() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/formats/repo");
+    let server = TestServer::start_with(candela_server::testing::settings(&repo, &[])).await;
+    server.wait_until_serving().await;
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo.join("xgboost-categorical/expected.json")).unwrap())
+            .unwrap();
+    let columns = &expected["columns"];
+    let fraud: Vec<f64> =
+        expected["probabilities"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap()).collect();
+    let cell = |name: &str, row: usize| match &columns[name][row] {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(text) => text.clone(),
+        number => number.to_string(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("rows.csv"), dir.path().join("scored.csv"));
+    let mut writer = csv::Writer::from_path(&input).unwrap();
+    writer.write_record(["amount", "merchant", "hour", "country"]).unwrap();
+    for row in 0..fraud.len() {
+        let amount = if columns["amount"][row].is_null() { "NaN".to_string() } else { cell("amount", row) };
+        writer.write_record([amount, cell("merchant", row), cell("hour", row), cell("country", row)]).unwrap();
+    }
+    writer.flush().unwrap();
+    assert!(std::fs::read_to_string(&input).unwrap().contains(",,"), "the rows hold empty category cells");
+    let args = ["score", "--segment", "xgboost-categorical", "--input", input.to_str().unwrap()];
+    let run = candela(&server.url, &[&args[..], &["--output", output.to_str().unwrap()]].concat()).await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let mut reader = csv::Reader::from_path(&output).unwrap();
+    let p = reader.headers().unwrap().iter().position(|h| h == "p_fraud").unwrap();
+    let scored: Vec<f64> = reader.records().map(|r| r.unwrap()[p].parse().unwrap()).collect();
+    assert_eq!(scored.len(), fraud.len());
+    for (row, (got, want)) in scored.iter().zip(&fraud).enumerate() {
+        assert!((got - want).abs() <= 1e-5, "row {row}: {got} vs XGBoost's {want}");
+    }
+    #[cfg(feature = "parquet")]
+    {
+        use arrow_array::{ArrayRef, Float32Array, RecordBatch, StringArray};
+        let numbers = |name: &str| -> ArrayRef {
+            let values = (0..fraud.len()).map(|r| columns[name][r].as_f64().map(|v| v as f32));
+            Arc::new(values.collect::<Float32Array>())
+        };
+        let strings = |name: &str| -> ArrayRef {
+            Arc::new((0..fraud.len()).map(|r| columns[name][r].as_str()).collect::<StringArray>())
+        };
+        let table = RecordBatch::try_from_iter([
+            ("amount", numbers("amount")),
+            ("merchant", strings("merchant")),
+            ("hour", numbers("hour")),
+            ("country", strings("country")),
+        ])
+        .unwrap();
+        let (input, output) = (dir.path().join("rows.parquet"), dir.path().join("scored.parquet"));
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&input).unwrap(), table.schema(), None).unwrap();
+        writer.write(&table).unwrap();
+        writer.close().unwrap();
+        let args = ["score", "--segment", "xgboost-categorical", "--input", input.to_str().unwrap()];
+        let run = candela(&server.url, &[&args[..], &["--output", output.to_str().unwrap()]].concat()).await;
+        assert!(run.status.success(), "{}", stderr(&run));
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&output).unwrap(),
+        )
+        .unwrap();
+        let mut scored = Vec::new();
+        for batch in reader.build().unwrap() {
+            let batch = batch.unwrap();
+            let p: &Float32Array = batch.column_by_name("p_fraud").unwrap().as_any().downcast_ref().unwrap();
+            scored.extend(p.values().iter().map(|v| f64::from(*v)));
+        }
+        assert!(scored.iter().zip(&fraud).all(|(got, want)| (got - want).abs() <= 1e-5), "Parquet nulls are missing");
+    }
+}

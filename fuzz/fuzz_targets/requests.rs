@@ -12,9 +12,9 @@
 
 use candela::inference::ModelInferRequest;
 use candela::v1::{BatchPredictRequest, PredictRequest, Rows};
+use candela_server::api::grpc::v1::{RowsField, batch_rows};
 use candela_server::api::http::{body, infer_json, score};
 use candela_server::api::oip::tensors::decode_input;
-use candela_server::api::grpc::v1::{RowsField, batch_rows};
 use candela_server::core::scoring::check_rows;
 use candela_server::model::LoadedModel;
 use candela_server::model::repository::{DEFAULT_MAX_MODEL_BYTES, load_version};

@@ -82,7 +82,7 @@ impl Batch for CsvBatch {
         let mut values = Vec::with_capacity(self.records.len() * features.len());
         let mut text: Vec<proto::TextColumn> = (0..features.len())
             .filter(|&f| categories.get(f) == Some(&true))
-            .map(|f| proto::TextColumn { feature: f as u32, values: Vec::new() })
+            .map(|f| proto::TextColumn { feature: f as u32, ..Default::default() })
             .collect();
         let mut unreadable = Vec::new();
         let mut row = Vec::with_capacity(features.len());
@@ -108,7 +108,12 @@ impl Batch for CsvBatch {
             if row.len() == features.len() {
                 values.extend_from_slice(&row);
                 for column in &mut text {
-                    column.values.push(record.get(features[column.feature as usize]).unwrap_or("").trim().to_string());
+                    let cell = record.get(features[column.feature as usize]).unwrap_or("").trim();
+                    // An empty category cell is a missing one.
+                    if cell.is_empty() {
+                        column.missing.push(column.values.len() as u32);
+                    }
+                    column.values.push(cell.to_string());
                 }
             }
         }

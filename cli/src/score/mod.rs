@@ -332,7 +332,11 @@ pub fn read_table(input: &Path, schema: &Schema) -> anyhow::Result<Values> {
             read.values.extend(values.values);
             for column in values.text {
                 match read.text.iter_mut().find(|c| c.feature == column.feature) {
-                    Some(all) => all.values.extend(column.values),
+                    Some(all) => {
+                        let offset = all.values.len() as u32;
+                        all.missing.extend(column.missing.iter().map(|r| r + offset));
+                        all.values.extend(column.values);
+                    }
                     None => read.text.push(column),
                 }
             }
@@ -595,7 +599,16 @@ async fn isolate(client: &mut Client, model: &ModelId, features: usize, values: 
             feature_count: features as u32,
             values: values.values[start * features..end * features].to_vec(),
             text: (values.text.iter())
-                .map(|c| proto::TextColumn { feature: c.feature, values: c.values[start..end].to_vec() })
+                .map(|c| proto::TextColumn {
+                    feature: c.feature,
+                    values: c.values[start..end].to_vec(),
+                    missing: c
+                        .missing
+                        .iter()
+                        .filter(|&&r| (start..end).contains(&(r as usize)))
+                        .map(|r| r - start as u32)
+                        .collect(),
+                })
                 .collect(),
         };
         match client.batch_predict_rows(model.clone(), part).await {

@@ -332,7 +332,11 @@ impl Batch for ParquetBatch {
         for (j, &c) in self.positions.iter().enumerate() {
             let column = self.features.column(c).as_ref();
             match self.categories.get(j) {
-                Some(true) => text.push(proto::TextColumn { feature: j as u32, values: strings(column) }),
+                Some(true) => {
+                    // A null category is a missing one.
+                    let missing = (0..rows).filter(|&r| column.is_null(r)).map(|r| r as u32).collect();
+                    text.push(proto::TextColumn { feature: j as u32, values: strings(column), missing })
+                }
                 _ => values_into(column, &mut values[j..], width),
             }
         }

@@ -285,8 +285,17 @@ fn text_columns(
                 format!("has {sent} values for {rows} rows: send one per row"),
             ));
         }
+        let mut missing = vec![false; rows];
+        for (k, &row) in column.missing.iter().enumerate() {
+            let Some(slot) = missing.get_mut(row as usize) else {
+                let problem = format!("is {row}; the column's rows are 0 to {}", rows.saturating_sub(1));
+                return Err(ServeError::invalid(format!("{field}.missing[{k}]"), problem));
+            };
+            *slot = true;
+        }
         for (row, text) in column.values.iter().enumerate() {
-            values[row * width + feature] = cells::encode(model, feature, Cell::Text(text))
+            let cell = if missing[row] { Cell::Missing } else { Cell::Text(text) };
+            values[row * width + feature] = cells::encode(model, feature, cell)
                 .map_err(|description| ServeError::invalid(format!("{field}.values[{row}]"), description))?;
         }
     }
