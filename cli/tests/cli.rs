@@ -764,10 +764,7 @@ async fn score_sends_a_category_column_as_its_names() {
         candela(&server.url, &[&args[..], &["--output", output.to_str().unwrap(), "--batch-rows", "64"]].concat())
             .await;
     assert!(run.status.success(), "{}", stderr(&run));
-    let mut reader = csv::Reader::from_path(&output).unwrap();
-    let header = reader.headers().unwrap().clone();
-    let p_yes = header.iter().position(|h| h == "p_yes").unwrap();
-    let scored: Vec<f64> = reader.records().map(|r| r.unwrap()[p_yes].parse().unwrap()).collect();
+    let scored = csv_column(&output, "p_yes");
     assert_eq!(scored.len(), yes.len());
     for (row, (got, want)) in scored.iter().zip(&yes).enumerate() {
         assert!((got - want).abs() <= 1e-5, "row {row}: {got} vs onnxruntime's {want}");
@@ -798,14 +795,7 @@ async fn score_sends_a_category_column_as_its_names() {
         let args = ["score", "--segment", "onnx-dataframe", "--input", input.to_str().unwrap()];
         let run = candela(&server.url, &[&args[..], &["--output", output.to_str().unwrap()]].concat()).await;
         assert!(run.status.success(), "{}", stderr(&run));
-        let file = std::fs::File::open(&output).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-        let mut scored = Vec::new();
-        for batch in reader.build().unwrap() {
-            let batch = batch.unwrap();
-            let p: &Float32Array = batch.column_by_name("p_yes").unwrap().as_any().downcast_ref().unwrap();
-            scored.extend(p.values().iter().map(|v| f64::from(*v)));
-        }
+        let scored = parquet_column(&output, "p_yes");
         assert!(scored.iter().zip(&yes).all(|(got, want)| (got - want).abs() <= 1e-5), "Parquet rows agree");
     }
 }
@@ -885,9 +875,7 @@ async fn score_sends_an_empty_or_null_category_as_missing() {
     let args = ["score", "--segment", "xgboost-categorical", "--input", input.to_str().unwrap()];
     let run = candela(&server.url, &[&args[..], &["--output", output.to_str().unwrap()]].concat()).await;
     assert!(run.status.success(), "{}", stderr(&run));
-    let mut reader = csv::Reader::from_path(&output).unwrap();
-    let p = reader.headers().unwrap().iter().position(|h| h == "p_fraud").unwrap();
-    let scored: Vec<f64> = reader.records().map(|r| r.unwrap()[p].parse().unwrap()).collect();
+    let scored = csv_column(&output, "p_fraud");
     assert_eq!(scored.len(), fraud.len());
     for (row, (got, want)) in scored.iter().zip(&fraud).enumerate() {
         assert!((got - want).abs() <= 1e-5, "row {row}: {got} vs XGBoost's {want}");
@@ -917,16 +905,29 @@ async fn score_sends_an_empty_or_null_category_as_missing() {
         let args = ["score", "--segment", "xgboost-categorical", "--input", input.to_str().unwrap()];
         let run = candela(&server.url, &[&args[..], &["--output", output.to_str().unwrap()]].concat()).await;
         assert!(run.status.success(), "{}", stderr(&run));
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(&output).unwrap(),
-        )
-        .unwrap();
-        let mut scored = Vec::new();
-        for batch in reader.build().unwrap() {
-            let batch = batch.unwrap();
-            let p: &Float32Array = batch.column_by_name("p_fraud").unwrap().as_any().downcast_ref().unwrap();
-            scored.extend(p.values().iter().map(|v| f64::from(*v)));
-        }
+        let scored = parquet_column(&output, "p_fraud");
         assert!(scored.iter().zip(&fraud).all(|(got, want)| (got - want).abs() <= 1e-5), "Parquet nulls are missing");
     }
+}
+
+/// Column `name` of a scored CSV file, as numbers.
+fn csv_column(path: &std::path::Path, name: &str) -> Vec<f64> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let at = reader.headers().unwrap().iter().position(|h| h == name).unwrap();
+    reader.records().map(|r| r.unwrap()[at].parse().unwrap()).collect()
+}
+
+/// Float32 column `name` of a scored Parquet file.
+#[cfg(feature = "parquet")]
+fn parquet_column(path: &std::path::Path, name: &str) -> Vec<f64> {
+    use arrow_array::Float32Array;
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let mut values = Vec::new();
+    for batch in reader.build().unwrap() {
+        let batch = batch.unwrap();
+        let column: &Float32Array = batch.column_by_name(name).unwrap().as_any().downcast_ref().unwrap();
+        values.extend(column.values().iter().map(|v| f64::from(*v)));
+    }
+    values
 }
