@@ -5,7 +5,8 @@
 //! made by the real library
 //! (`tests/fixtures/formats/make_fixtures.py`), served from one repository
 //! and answered through gRPC within 1e-6 (trees) and 1e-5 (ONNX, against
-//! onnxruntime) of the library's own probabilities, missing values included.
+//! onnxruntime) of the library's own probabilities, missing values included
+//! (the averaged forests, LightGBM's rf and XGBoost's DART, over HTTP too).
 //! Also: a NaN is a missing value for trees and still refused for networks,
 //! and malformed or unsupported models are refused at load naming the cause.
 
@@ -203,4 +204,48 @@ fn unsupported_and_malformed_models_are_refused_naming_the_cause() {
         assert!(errors.contains(needle), "`{needle}` not in:\n{errors}");
     }
     assert!(errors.contains("6 problems"), "{errors}");
+}
+
+/// The averaged forests (LightGBM's random forest mode, XGBoost's DART) over
+/// HTTP as well: `/score` with every row (null: missing), and the Open
+/// Inference Protocol's REST infer with the rows that have no missing value
+/// (JSON has no NaN), within 1e-6 of the library's probabilities.
+#[tokio::test]
+async fn averaged_forests_answer_alike_over_http() {
+    let http = common::free_port();
+    let server = TestServer::start_with(settings(&fixtures(), &["--http-listen", &http])).await;
+    wait_for(&mut common::client(&server).await, "", ServingStatus::Serving).await;
+    let worst = |got: Vec<f64>, want: &[Vec<f64>]| {
+        assert_eq!(got.len(), want.len() * 2);
+        got.iter().zip(want.concat()).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max)
+    };
+    for segment in ["lightgbm-rf", "xgboost-dart"] {
+        let (rows, want) = expected(segment);
+        let as_json = |row: &[f32]| row.iter().map(|v| (!v.is_nan()).then_some(*v)).collect::<Vec<_>>();
+        let body = serde_json::json!({"segment": segment, "features": rows.chunks(8).map(as_json).collect::<Vec<_>>()});
+        let answer = common::post_json(&http, "/score", &body.to_string()).await;
+        let rows_answered = answer["probability"].as_array().unwrap_or_else(|| panic!("{segment}: {answer}"));
+        let got = rows_answered.iter().flat_map(|r| r.as_array().unwrap().iter().map(|p| p.as_f64().unwrap()));
+        let scored = worst(got.collect(), &want);
+        assert!(scored <= 1e-6, "{segment} over /score: {scored:e}");
+
+        let full: Vec<usize> =
+            (0..want.len()).filter(|&r| rows[r * 8..(r + 1) * 8].iter().all(|v| !v.is_nan())).collect();
+        let data: Vec<f32> = full.iter().flat_map(|&r| rows[r * 8..(r + 1) * 8].to_vec()).collect();
+        let input = serde_json::json!({"name": "features", "datatype": "FP32", "shape": [full.len(), 8], "data": data});
+        let body = serde_json::json!({"inputs": [input]}).to_string();
+        let answer = common::post_json(&http, &format!("/v2/models/{segment}/infer"), &body).await;
+        let outputs = answer["outputs"].as_array().unwrap_or_else(|| panic!("{segment}: {answer}"));
+        let probabilities = outputs.iter().find(|o| o["name"] == "probabilities").unwrap();
+        let got = probabilities["data"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+        let want_full: Vec<Vec<f64>> = full.iter().map(|&r| want[r].clone()).collect();
+        let inferred = worst(got, &want_full);
+        assert!(inferred <= 1e-6, "{segment} over the REST infer: {inferred:e}");
+        println!(
+            "{segment}: /score {scored:.1e} ({} rows), REST infer {inferred:.1e} ({} rows)",
+            want.len(),
+            full.len()
+        );
+    }
+    server.stop().await.unwrap();
 }

@@ -131,8 +131,10 @@ fn sample_rows(sample: &Path, drafted: &draft::Draft) -> anyhow::Result<Vec<f32>
     for column in &values.text {
         let feature = column.feature as usize;
         let Some(known) = drafted.scorer.categories(feature) else { continue };
+        let mut missing = vec![false; column.values.len()];
+        column.missing.iter().for_each(|&row| missing[row as usize] = true);
         for (row, text) in column.values.iter().enumerate() {
-            let name = (!column.missing.contains(&(row as u32))).then_some(text.as_str());
+            let name = (!missing[row]).then_some(text.as_str());
             values.values[row * width + feature] = known.code(name).unwrap_or(f32::NAN);
         }
     }

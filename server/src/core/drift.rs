@@ -9,8 +9,8 @@
 //! the same at any request rate: a pass with no sampled row costs two
 //! atomic operations.
 
-use crate::core::scores::Scores;
 use crate::model::monitoring::{Bins, Monitoring};
+use crate::model::scorer::scored_class;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -176,7 +176,7 @@ impl Drift {
             if let Some(bins) = &self.score {
                 let scores = &probabilities[row * classes..(row + 1) * classes];
                 let offset = self.offsets[self.columns.len()];
-                tally[offset + bins.bin(f64::from(scores[Scores::positive_class(scores)]))] += 1;
+                tally[offset + bins.bin(f64::from(scores[scored_class(scores)]))] += 1;
             }
         }
         let slot = &mut slots.slots[(index % SLOTS) as usize];

@@ -10,6 +10,7 @@
 use crate::core::quality::{Quality, Summary};
 use crate::core::scores::Scores;
 use crate::model::LoadedModel;
+use crate::model::scorer::predicted_class;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -303,7 +304,7 @@ impl Outcomes {
                 let quality =
                     version.quality.get_or_insert_with(|| Quality::new(classes, self.settings.quality_window, now));
                 match truth {
-                    Truth::Class(truth) => quality.add(probabilities, truth, Scores::class_of(probabilities), now),
+                    Truth::Class(truth) => quality.add(probabilities, truth, predicted_class(probabilities), now),
                     Truth::Value(truth) => quality.add_value(probabilities[0], truth, now),
                 }
             }

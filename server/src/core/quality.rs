@@ -228,7 +228,7 @@ fn auc(positive: &[u32], negative: &[u32]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::scores::Scores;
+    use crate::model::scorer::predicted_class;
 
     /// A small deterministic generator (xorshift), uniform in (0, 1).
     struct Uniform(u64);
@@ -272,7 +272,7 @@ mod tests {
                 let logit = -6.0 + if positive { skill } else { 0.0 } + noise;
                 let p = 1.0 / (1.0 + (-logit).exp());
                 let probabilities = [(1.0 - p) as f32, p as f32];
-                let predicted = Scores::class_of(&probabilities);
+                let predicted = predicted_class(&probabilities);
                 quality.add(&probabilities, usize::from(positive), predicted, now);
                 rows.push((p as f32 as f64, positive));
             }

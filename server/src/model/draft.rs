@@ -11,7 +11,7 @@
 use super::manifest::{Format, LayerSpec, Manifest, Task};
 use super::monitoring::{Bins, Monitoring};
 use super::repository::{self, DEFAULT_MAX_MODEL_BYTES};
-use super::scorer::Scorer;
+use super::scorer::{Scorer, scored_class};
 use super::{MANIFEST_FILE, files};
 use candle_core::Device;
 use std::path::Path;
@@ -106,8 +106,8 @@ pub fn draft(path: &Path, options: DraftOptions, created: &str) -> Result<Draft,
 impl Draft {
     /// Adds training statistics from `rows` (row-major, the model's
     /// features; categories as codes): each number feature's deciles and the
-    /// score's (the positive class's probability, or the value), so the
-    /// server measures drift against them. Category features are left out.
+    /// score's (as drift reads it: `scored_class`), so the server measures
+    /// drift against them. Category features are left out.
     pub fn monitor(&mut self, rows: &[f32]) -> Result<(), String> {
         let width = self.scorer.inputs();
         if rows.is_empty() || !rows.len().is_multiple_of(width) {
@@ -115,10 +115,8 @@ impl Draft {
         }
         let pass = self.scorer.forward(rows).map_err(|e| format!("scoring the sample: {e}"))?;
         let outputs = self.scorer.outputs();
-        // The score drift bins: the positive (second) of two classes, the
-        // most probable of more, a regressor's value.
-        let score = |row: &[f32]| if outputs == 2 { row[1] } else { row.iter().copied().fold(f32::MIN, f32::max) };
-        let scores: Vec<f64> = pass.probabilities.chunks(outputs).map(|row| f64::from(score(row))).collect();
+        let scores: Vec<f64> =
+            pass.probabilities.chunks(outputs).map(|row| f64::from(row[scored_class(row)])).collect();
         let mut features = std::collections::BTreeMap::new();
         for (column, name) in self.manifest.features.iter().enumerate() {
             if self.scorer.categories(column).is_some() {

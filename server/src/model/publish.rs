@@ -25,14 +25,13 @@ pub struct Published {
     pub files: Vec<String>,
 }
 
-/// A version's files in memory, model.json (with every digest) last.
-struct Version {
-    files: Vec<(String, Vec<u8>)>,
-}
+/// A version's files as read and checked, by name, model.json (with every
+/// digest) last: what is published is exactly what was loaded here.
+type Files = Vec<(String, Vec<u8>)>;
 
 /// Reads `dir` (model.json and the files beside it), adds each file's
 /// digest to model.json, and loads the model as the server would.
-fn prepare(dir: &Path) -> Result<Version, String> {
+fn prepare(dir: &Path) -> Result<Files, String> {
     let text = files::read_manifest_text(&dir.join(MANIFEST_FILE)).map_err(|e| e.to_string())?;
     let mut manifest = repository::parse_manifest(&text).map_err(|e| format!("{MANIFEST_FILE}: {e}"))?;
     let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
@@ -46,18 +45,18 @@ fn prepare(dir: &Path) -> Result<Version, String> {
     if !names.iter().any(|n| n == manifest.file()) {
         return Err(format!("{} has no `{}`, the file model.json names", dir.display(), manifest.file()));
     }
-    let mut version = Version { files: Vec::new() };
+    let mut version = Files::new();
     for name in names {
         let bytes = std::fs::read(dir.join(&name)).map_err(|e| format!("cannot read {name}: {e}"))?;
         manifest.files.insert(name.clone(), files::sha256_hex(&bytes));
-        version.files.push((name, bytes));
+        version.push((name, bytes));
     }
     // What is published is exactly what loads: the digests just listed are checked too.
     let published = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())? + "\n";
     let mut loaded = manifest;
     repository::build_scorer(dir, &mut loaded, &Device::Cpu, DEFAULT_MAX_MODEL_BYTES)
         .map_err(|e| format!("the version does not load, so it is not published: {e}"))?;
-    version.files.push((MANIFEST_FILE.to_string(), published.into_bytes()));
+    version.push((MANIFEST_FILE.to_string(), published.into_bytes()));
     Ok(version)
 }
 
@@ -79,37 +78,32 @@ pub async fn publish(dir: &Path, repository: &str, segment: &str, version: Optio
     }
 }
 
-/// The version to publish as: `wanted`, unless already published, or the
-/// one after the newest of `existing`.
-fn choose(
-    existing: &[u64],
-    wanted: Option<u64>,
-    published: impl Fn(u64) -> bool,
-    segment: &str,
-) -> Result<u64, String> {
-    let version = wanted.unwrap_or_else(|| existing.iter().max().map_or(1, |v| v + 1));
-    if version == 0 {
-        return Err("--version 0 is not a version: versions start at 1".into());
+/// The version to publish as: `wanted`, or the one after the newest of `existing`.
+fn choose(existing: &[u64], wanted: Option<u64>) -> Result<u64, String> {
+    match wanted.unwrap_or_else(|| existing.iter().max().map_or(1, |v| v + 1)) {
+        0 => Err("--version 0 is not a version: versions start at 1".into()),
+        version => Ok(version),
     }
-    if published(version) {
-        return Err(format!(
-            "version {version} of `{segment}` is already published (it has a model.json): publish as a new version"
-        ));
-    }
-    Ok(version)
 }
 
-fn to_directory(prepared: Version, root: &Path, segment: &str, version: Option<u64>) -> Result<Published, String> {
+/// Why `version` of `segment` is not published again.
+fn taken(version: u64, segment: &str) -> String {
+    format!("version {version} of `{segment}` is already published (it has a model.json): publish as a new version")
+}
+
+fn to_directory(prepared: Files, root: &Path, segment: &str, version: Option<u64>) -> Result<Published, String> {
     let segment_dir = root.join(segment);
     let existing: Vec<u64> = std::fs::read_dir(&segment_dir)
         .map(|entries| entries.filter_map(Result::ok).filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default();
-    let manifest_at = |v: u64| segment_dir.join(v.to_string()).join(MANIFEST_FILE);
-    let version = choose(&existing, version, |v| manifest_at(v).exists(), segment)?;
+    let version = choose(&existing, version)?;
     let target: PathBuf = segment_dir.join(version.to_string());
+    if target.join(MANIFEST_FILE).exists() {
+        return Err(taken(version, segment));
+    }
     std::fs::create_dir_all(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
     let mut written = Vec::new();
-    for (name, bytes) in prepared.files {
+    for (name, bytes) in prepared {
         let partial = target.join(format!(".{name}.partial"));
         std::fs::write(&partial, &bytes)
             .and_then(|()| std::fs::rename(&partial, target.join(&name)))
@@ -119,27 +113,21 @@ fn to_directory(prepared: Version, root: &Path, segment: &str, version: Option<u
     Ok(Published { version, location: target.display().to_string(), files: written })
 }
 
-async fn to_store(prepared: Version, url: &str, segment: &str, version: Option<u64>) -> Result<Published, String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("{url}: not a URL: {e}"))?;
-    let options = std::env::vars().map(|(key, value)| (key.to_ascii_lowercase(), value)).collect();
-    let (store, prefix) = open_store(&parsed, options).map_err(|e| format!("{url}: {e}"))?;
+async fn to_store(prepared: Files, url: &str, segment: &str, version: Option<u64>) -> Result<Published, String> {
+    let (store, prefix) = open_store(url)?;
     let segment_prefix = prefix.child(segment);
     let listed = store
         .list_with_delimiter(Some(&segment_prefix))
         .await
         .map_err(|e| format!("cannot list {url}/{segment}: {e}"))?;
     let existing: Vec<u64> = listed.common_prefixes.iter().filter_map(|p| p.filename()?.parse().ok()).collect();
-    let mut published = Vec::new();
-    for v in existing.iter().chain(&version) {
-        let key = segment_prefix.child(v.to_string()).child(MANIFEST_FILE);
-        if store.head(&key).await.is_ok() {
-            published.push(*v);
-        }
-    }
-    let version = choose(&existing, version, |v| published.contains(&v), segment)?;
+    let version = choose(&existing, version)?;
     let target: StorePath = segment_prefix.child(version.to_string());
+    if store.head(&target.child(MANIFEST_FILE)).await.is_ok() {
+        return Err(taken(version, segment));
+    }
     let mut written = Vec::new();
-    for (name, bytes) in prepared.files {
+    for (name, bytes) in prepared {
         let key = target.child(name.as_str());
         store.put(&key, PutPayload::from(bytes)).await.map_err(|e| format!("cannot upload {key}: {e}"))?;
         written.push(name);

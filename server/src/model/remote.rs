@@ -86,11 +86,7 @@ pub struct Synced {
 impl Remote {
     /// Connects to `url` with the credentials in the environment, mirroring into `cache`.
     fn open(url: &str, cache: &Path) -> Result<Remote, String> {
-        let parsed = url::Url::parse(url).map_err(|e| format!("--models {url}: not a URL: {e}"))?;
-        let options = std::env::vars().map(|(key, value)| (key.to_ascii_lowercase(), value)).collect();
-        let (store, prefix) = open_store(&parsed, options).map_err(|e| {
-            format!("--models {url}: {e} (use s3://bucket/prefix, gs://bucket/prefix or az://container/prefix)")
-        })?;
+        let (store, prefix) = open_store(url).map_err(|e| format!("--models {e}"))?;
         std::fs::create_dir_all(cache)
             .map_err(|e| format!("--model-cache {}: cannot create it: {e}", cache.display()))?;
         Ok(Remote {
@@ -257,7 +253,16 @@ fn unsafe_key(error: &object_store::Error) -> Option<&str> {
 /// Builds the store `url` names (its scheme's builder, configured from
 /// `options`: the environment's variables, lower-cased), as the one value
 /// that both reads objects and lists them page by page, and the prefix in it.
-pub(super) fn open_store(
+/// The store and prefix `url` names, with the credentials and endpoint in
+/// the environment; an error names `url` and the forms it may take.
+pub(super) fn open_store(url: &str) -> Result<(Arc<dyn Store>, StorePath), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url}: not a URL: {e}"))?;
+    let options = std::env::vars().map(|(key, value)| (key.to_ascii_lowercase(), value)).collect();
+    open_configured(&parsed, options)
+        .map_err(|e| format!("{url}: {e} (use s3://bucket/prefix, gs://bucket/prefix or az://container/prefix)"))
+}
+
+fn open_configured(
     url: &url::Url,
     options: Vec<(String, String)>,
 ) -> Result<(Arc<dyn Store>, StorePath), object_store::Error> {

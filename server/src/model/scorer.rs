@@ -26,6 +26,19 @@ impl Answers {
     }
 }
 
+/// The index of a row's most probable class (the first, on a tie).
+pub fn predicted_class(row: &[f32]) -> usize {
+    row.iter().enumerate().fold(0, |best, (i, p)| if *p > row[best] { i } else { best })
+}
+
+/// The class whose probability is a row's score (drift, the shadow
+/// comparison, the statistics `candela model init` writes): the second of
+/// two labels (the positive class), the most probable of more; a
+/// regressor's value is its score.
+pub fn scored_class(row: &[f32]) -> usize {
+    if row.len() == 2 { 1 } else { predicted_class(row) }
+}
+
 /// A loaded model's forward pass, as the core uses it.
 pub trait Scorer: Send + Sync {
     /// Number of input features per row.

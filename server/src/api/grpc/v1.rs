@@ -15,6 +15,7 @@ use crate::core::scores::Scores;
 use crate::core::scoring::{Fields, Rows};
 use crate::model::LoadedModel;
 use crate::model::manifest::Task;
+use crate::model::scorer::predicted_class;
 use candela::v1::{self, inference_server::Inference};
 use prost::Message;
 use std::sync::Arc;
@@ -341,7 +342,7 @@ fn predictions(model: &LoadedModel, scores: &Scores) -> Vec<v1::Prediction> {
         .map(|row| match regressor {
             true => v1::Prediction { value: row[0], ..Default::default() },
             false => {
-                let class_index = Scores::class_of(row);
+                let class_index = predicted_class(row);
                 v1::Prediction {
                     class_index: class_index as u32,
                     label: model.manifest.labels[class_index].clone(),
@@ -361,7 +362,7 @@ fn columns(model: &LoadedModel, scores: Scores) -> v1::PredictionColumns {
     }
     v1::PredictionColumns {
         label_count: scores.classes as u32,
-        class_index: scores.rows().map(|row| Scores::class_of(row) as u32).collect(),
+        class_index: scores.rows().map(|row| predicted_class(row) as u32).collect(),
         probabilities: scores.probabilities,
         values: Vec::new(),
     }

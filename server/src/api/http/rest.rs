@@ -126,36 +126,32 @@ fn about(
 async fn metadata(State(front): Shared, headers: HeaderMap, model: String, version: Option<String>) -> Response {
     about(&front, &headers, |front| {
         let version = version.as_deref().unwrap_or("");
-        let metadata = oip_api::model_metadata(&front.serving, &model, version)?;
-        let features = oip_api::input_features(&front.serving, &model, version)?;
-        let tensors = |tensors: &[oip::model_metadata_response::TensorMetadata], inputs: bool| -> Vec<Value> {
-            tensors
-                .iter()
-                .map(|t| {
-                    let mut tensor = json!({"name": t.name, "datatype": t.datatype, "shape": t.shape});
-                    // The features a matrix input's columns are, or a category input's categories.
-                    let parameters = match features.iter().find(|(name, _)| *name == t.name) {
-                        _ if t.name == oip_api::INPUT => {
-                            Some(json!({"features": features.iter().map(|(name, _)| name).collect::<Vec<_>>()}))
-                        }
-                        Some((_, categories)) if !categories.is_empty() => Some(json!({"categories": categories})),
-                        _ => None,
-                    };
-                    if let Some(parameters) = parameters.filter(|_| inputs) {
-                        tensor["parameters"] = parameters;
-                    }
-                    tensor
-                })
-                .collect()
-        };
+        let (metadata, features) = oip_api::model_metadata_and_features(&front.serving, &model, version)?;
+        let tensor = |t: &oip::model_metadata_response::TensorMetadata| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape});
+        // Inputs say what a row holds: a matrix input's features, a category input's categories.
+        let inputs: Vec<Value> = metadata
+            .inputs
+            .iter()
+            .map(|t| {
+                let mut input = tensor(t);
+                let categories = features.iter().find(|(name, _)| *name == t.name).map(|(_, c)| c);
+                if t.name == oip_api::INPUT {
+                    input["parameters"] =
+                        json!({"features": features.iter().map(|(name, _)| name).collect::<Vec<_>>()});
+                } else if let Some(categories) = categories.filter(|c| !c.is_empty()) {
+                    input["parameters"] = json!({"categories": categories});
+                }
+                input
+            })
+            .collect();
         Ok((
             StatusCode::OK,
             json!({
                 "name": metadata.name,
                 "versions": metadata.versions,
                 "platform": metadata.platform,
-                "inputs": tensors(&metadata.inputs, true),
-                "outputs": tensors(&metadata.outputs, false),
+                "inputs": inputs,
+                "outputs": metadata.outputs.iter().map(tensor).collect::<Vec<_>>(),
             }),
         ))
     })

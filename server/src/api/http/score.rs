@@ -16,10 +16,10 @@ use super::{Front, body};
 use crate::core::cells::{self, Cell};
 use crate::core::engine::Answer;
 use crate::core::error::{ServeError, echo};
-use crate::core::scores::Scores;
 use crate::core::scoring::{Fields, Rows};
 use crate::model::LoadedModel;
 use crate::model::manifest::Task;
+use crate::model::scorer::predicted_class;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -194,7 +194,7 @@ async fn score(State(front): State<Arc<Front>>, headers: HeaderMap, body: Body) 
                 let classifier = model.manifest.task() == Task::Classification;
                 let answer = ScoreResponse {
                     prediction: match classifier {
-                        true => Predicted::Classes(scores.rows().map(Scores::class_of).collect()),
+                        true => Predicted::Classes(scores.rows().map(predicted_class).collect()),
                         false => Predicted::Values(&scores.probabilities),
                     },
                     labels: classifier.then_some(model.manifest.labels.as_slice()),

@@ -108,13 +108,17 @@ fn knows(serving: &Serving, name: &str, version: &str) -> Result<bool, ServeErro
 /// versions, its input tensor and its outputs.
 pub fn model_metadata(serving: &Serving, name: &str, version: &str) -> Result<oip::ModelMetadataResponse, ServeError> {
     let map = serving.models()?;
-    let model = resolve(&map, name, version)?;
+    Ok(metadata_of(&map, resolve(&map, name, version)?))
+}
+
+/// `model`'s metadata, its versions as `map` holds them.
+fn metadata_of(map: &Registry, model: &ServedModel) -> oip::ModelMetadataResponse {
     let tensor = |name: &str, datatype: &str, width: usize| TensorMetadata {
         name: name.to_string(),
         datatype: datatype.to_string(),
         shape: vec![-1, width as i64],
     };
-    Ok(oip::ModelMetadataResponse {
+    oip::ModelMetadataResponse {
         name: model.segment.clone(),
         versions: map.versions(&model.segment).map(|v| v.to_string()).collect(),
         platform: PLATFORM.to_string(),
@@ -130,17 +134,25 @@ pub fn model_metadata(serving: &Serving, name: &str, version: &str) -> Result<oi
                 vec![tensor(PROBABILITIES, "FP32", model.scorer.outputs()), tensor(PREDICTION, "INT64", 1)]
             }
         },
-    })
+    }
 }
 
-/// Model `name`'s features in row order, each with its categories (empty
-/// for a number): what HTTP metadata adds as tensor parameters, so a caller
-/// with curl alone can build a row.
-pub fn input_features(serving: &Serving, name: &str, version: &str) -> Result<Vec<(String, Vec<String>)>, ServeError> {
+/// A model's features in row order, each with its categories (empty for a number).
+pub type Features = Vec<(String, Vec<String>)>;
+
+/// Model `name`'s metadata with, from the same version, its features in row
+/// order, each with its categories (empty for a number): what HTTP metadata
+/// adds as input parameters, so a caller with curl alone can build a row.
+pub fn model_metadata_and_features(
+    serving: &Serving,
+    name: &str,
+    version: &str,
+) -> Result<(oip::ModelMetadataResponse, Features), ServeError> {
     let map = serving.models()?;
     let model = resolve(&map, name, version)?;
     let categories = |f: usize| model.scorer.categories(f).map(|c| c.values().to_vec()).unwrap_or_default();
-    Ok(model.manifest.features.iter().enumerate().map(|(f, name)| (name.clone(), categories(f))).collect())
+    let features = model.manifest.features.iter().enumerate().map(|(f, name)| (name.clone(), categories(f))).collect();
+    Ok((metadata_of(&map, model), features))
 }
 
 /// Model `name`'s configuration as Triton's model configuration extension describes it.

@@ -12,6 +12,7 @@ use crate::core::scores::Scores;
 use crate::core::scoring::{Fields, Rows};
 use crate::model::LoadedModel;
 use crate::model::manifest::Task;
+use crate::model::scorer::predicted_class;
 use candela::inference as oip;
 use oip::infer_parameter::ParameterChoice;
 use oip::model_infer_request::InferInputTensor;
@@ -210,7 +211,7 @@ pub fn encode_outputs(
                 ("FP32", vec![rows, 1], contents)
             }
             Requested { .. } => {
-                let classes: Vec<i64> = scores.rows().map(|row| Scores::class_of(row) as i64).collect();
+                let classes: Vec<i64> = scores.rows().map(|row| predicted_class(row) as i64).collect();
                 let contents = if raw {
                     raw_contents.push(little_endian(&classes, i64::to_le_bytes));
                     None

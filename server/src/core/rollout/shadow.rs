@@ -10,6 +10,7 @@ use crate::core::outcomes::AnswerKey;
 use crate::core::scores::Scores;
 use crate::core::served::ServedModel;
 use crate::model::rollout_policy::Share;
+use crate::model::scorer::scored_class;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
@@ -170,7 +171,7 @@ impl Lane {
         let mut deltas = Vec::with_capacity(rows);
         for (stable, shadow) in job.stable.chunks_exact(job.classes).zip(probabilities.chunks_exact(job.classes)) {
             agreed += usize::from(Scores::agree(stable, shadow));
-            let class = Scores::positive_class(stable);
+            let class = scored_class(stable);
             deltas.push(f64::from((stable[class] - shadow[class]).abs()));
         }
         let tally = &state.shadow;
