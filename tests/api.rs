@@ -36,6 +36,7 @@ async fn a_callers_request_id_is_echoed() {
     let server = TestServer::start(&[]).await;
     let mut client = common::client(&server).await;
     let mut request = tonic::Request::new(proto::PredictRequest {
+        explain: 0,
         segment: "sme".into(),
         version: 0,
         features: rows("sme", 1).values,

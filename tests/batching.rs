@@ -201,6 +201,7 @@ async fn a_deadline_that_passes_in_the_queue_drops_the_work() {
     let mut client = common::client(&server).await;
     let (_, _, before) = statistics(&server, "corporate").await;
     let mut request = tonic::Request::new(proto::PredictRequest {
+        explain: 0,
         segment: "corporate".into(),
         version: 0,
         features: rows("corporate", 1).values,

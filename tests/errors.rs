@@ -74,7 +74,7 @@ async fn empty_and_missing_batches_are_invalid() {
     assert_invalid(&status, "rows.values", "is empty: send at least one row");
     let status = client
         .inference()
-        .batch_predict(proto::BatchPredictRequest { segment: "retail".into(), version: 0, rows: None })
+        .batch_predict(proto::BatchPredictRequest { explain: 0, segment: "retail".into(), version: 0, rows: None })
         .await
         .unwrap_err();
     assert_invalid(&status, "rows", "is required");

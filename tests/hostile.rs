@@ -92,6 +92,7 @@ async fn garbage_and_truncated_protobuf_get_invalid_argument_are_counted_and_the
     let metrics = format!("http://{address}/metrics");
     let server = TestServer::start(&["--metrics-listen", &address]).await;
     let valid = prost::Message::encode_to_vec(&candela_client::proto::PredictRequest {
+        explain: 0,
         segment: "retail".into(),
         version: 0,
         features: rows("retail", 1).values,

@@ -130,6 +130,7 @@ async fn an_expired_deadline_drops_the_work_before_compute() {
             break;
         }
         let mut request = tonic::Request::new(proto::PredictRequest {
+            explain: 0,
             segment: "corporate".into(),
             version: 0,
             features: rows("corporate", 1).values,
@@ -152,6 +153,7 @@ async fn an_expired_deadline_drops_the_work_before_compute() {
 
     // A deadline with room to spare changes nothing.
     let mut request = tonic::Request::new(proto::PredictRequest {
+        explain: 0,
         segment: "corporate".into(),
         version: 0,
         features: rows("corporate", 1).values,
@@ -196,6 +198,7 @@ async fn predict_with_metadata(
     padding: usize,
 ) -> Result<proto::PredictResponse, tonic::Status> {
     let request = proto::PredictRequest {
+        explain: 0,
         segment: "retail".into(),
         version: 0,
         features: rows("retail", 1).values,
@@ -234,6 +237,7 @@ async fn a_timeout_header_that_is_not_a_timeout_is_refused_naming_it() {
     let mut client = common::client(&server).await;
     for value in ["garbage", "-5", "NaN", "1e30"] {
         let request = proto::PredictRequest {
+            explain: 0,
             segment: "retail".into(),
             version: 0,
             features: rows("retail", 1).values,
@@ -250,6 +254,7 @@ async fn a_timeout_header_that_is_not_a_timeout_is_refused_naming_it() {
     }
     // A well-formed one is honoured as before.
     let request = proto::PredictRequest {
+        explain: 0,
         segment: "retail".into(),
         version: 0,
         features: rows("retail", 1).values,

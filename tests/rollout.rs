@@ -58,6 +58,7 @@ async fn start(root: &Path, extra: &[&str]) -> (TestServer, Client, Client, Stri
 /// Predict on `retail` (no version pinned) with `x-routing-key: key`: the version that answered, or the status.
 async fn predict_keyed(client: &mut Client, features: &[f32], key: &str) -> Result<u64, tonic::Status> {
     let mut request = Request::new(proto::PredictRequest {
+        explain: 0,
         segment: "retail".into(),
         version: 0,
         features: features.to_vec(),

@@ -103,6 +103,7 @@ async fn candela_v1_rows_carry_categories_as_strings_on_every_call() {
         missing: Vec::new(),
     };
     let request = candela::v1::PredictRequest {
+        explain: 0,
         segment: "onnx-dataframe".into(),
         version: 0,
         features: rows.values[..4].to_vec(),

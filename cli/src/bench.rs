@@ -87,6 +87,10 @@ pub struct BenchArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Ask for this many reasons per row (Predict, BatchPredict and
+    /// StreamPredict): the cost of explanations.
+    #[arg(long, default_value_t = 0)]
+    pub explain: u32,
     /// Capacity planning: search (open loop, each run `--duration` long) for
     /// the highest request rate one server sustains with p95 latency within
     /// this many milliseconds, no errors and no backlog.
@@ -275,11 +279,13 @@ fn prepare(args: &BenchArgs, features: usize, values: Vec<f32>) -> anyhow::Resul
             version: 0,
             features: values,
             text: Vec::new(),
+            explain: args.explain,
         }),
         BenchCall::BatchPredict | BenchCall::StreamPredict => Prepared::BatchPredict(proto::BatchPredictRequest {
             segment: args.model.clone(),
             version: 0,
             rows: Some(proto::Rows { feature_count: features as u32, values, text: Vec::new() }),
+            explain: args.explain,
         }),
         BenchCall::ModelInfer => {
             let mut raw = Vec::with_capacity(values.len() * 4);
@@ -416,8 +422,8 @@ async fn stream_load(
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|i| {
             let mut client = clients[i % clients.len()].clone();
-            let (model, values, recorder, window, columnar) =
-                (model.clone(), values.clone(), recorder.clone(), args.stream_window, args.columnar);
+            let (model, values, recorder, window, columnar, explain) =
+                (model.clone(), values.clone(), recorder.clone(), args.stream_window, args.columnar, args.explain);
             tokio::spawn(async move {
                 let (sender, receiver) = mpsc::channel(window);
                 let mut responses = match client.stream_predict(ReceiverStream::new(receiver)).await {
@@ -430,6 +436,7 @@ async fn stream_load(
                 let send = |id: u64| {
                     let mut batch = stream_batch(id.to_string(), &model, features, values.clone());
                     batch.columnar = columnar;
+                    batch.explain = explain;
                     let _ = sender.try_send(batch);
                 };
                 for _ in 0..window {

@@ -60,6 +60,10 @@ enum Command {
         /// Comma-separated feature values in the model's order (see `candela models`).
         #[arg(long, value_delimiter = ',', allow_hyphen_values = true, required = true)]
         features: Vec<f32>,
+        /// Also print why: the this-many features pushing the row most toward
+        /// its answer, with their contributions (0: none).
+        #[arg(long, default_value_t = 0)]
+        explain: u32,
     },
     /// Score a CSV or Parquet file through StreamPredict and write the rows with their scores.
     Score {
@@ -200,8 +204,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Predict { segment, version, features } => {
-            let response = client.predict(ModelId::pinned(segment, version), features).await.map_err(status_error)?;
+        Command::Predict { segment, version, features, explain } => {
+            let model = ModelId::pinned(segment, version);
+            let response = client.predict_explained(model, features, explain).await.map_err(status_error)?;
             let prediction = response.prediction.context("the server sent no prediction")?;
             let model = response.model.unwrap_or_default();
             if prediction.probabilities.is_empty() {
@@ -209,6 +214,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{} (class {})", prediction.label, prediction.class_index);
                 println!("probabilities {:?}", prediction.probabilities);
+            }
+            if let Some(explanation) = &prediction.explanation {
+                println!("why ({} contributions):", explanation.method);
+                for (rank, reason) in explanation.reasons.iter().enumerate() {
+                    let value =
+                        if reason.category.is_empty() { reason.value.to_string() } else { reason.category.clone() };
+                    println!("  {}. {} {:+.4} (value {value})", rank + 1, reason.feature, reason.contribution);
+                }
             }
             println!("model {} v{}  request {}", model.segment, model.version, response.request_id);
             Ok(ExitCode::SUCCESS)

@@ -156,9 +156,25 @@ impl Client {
         model: impl Into<ModelId>,
         features: Vec<f32>,
     ) -> Result<proto::PredictResponse, Status> {
+        self.predict_explained(model, features, 0).await
+    }
+
+    /// Scores one row and explains it with `explain` reasons
+    /// (`prediction.explanation`; 0: none).
+    pub async fn predict_explained(
+        &mut self,
+        model: impl Into<ModelId>,
+        features: Vec<f32>,
+        explain: u32,
+    ) -> Result<proto::PredictResponse, Status> {
         let model = model.into();
-        let request =
-            proto::PredictRequest { segment: model.segment, version: model.version, features, text: Vec::new() };
+        let request = proto::PredictRequest {
+            segment: model.segment,
+            version: model.version,
+            features,
+            text: Vec::new(),
+            explain,
+        };
         Ok(self.inference.predict(request).await?.into_inner())
     }
 
@@ -180,8 +196,20 @@ impl Client {
         model: impl Into<ModelId>,
         rows: proto::Rows,
     ) -> Result<proto::BatchPredictResponse, Status> {
+        self.batch_predict_explained(model, rows, 0).await
+    }
+
+    /// Scores `rows` and explains each with `explain` reasons (each
+    /// prediction's `explanation`; 0: none).
+    pub async fn batch_predict_explained(
+        &mut self,
+        model: impl Into<ModelId>,
+        rows: proto::Rows,
+        explain: u32,
+    ) -> Result<proto::BatchPredictResponse, Status> {
         let model = model.into();
-        let request = proto::BatchPredictRequest { segment: model.segment, version: model.version, rows: Some(rows) };
+        let request =
+            proto::BatchPredictRequest { segment: model.segment, version: model.version, rows: Some(rows), explain };
         Ok(self.inference.batch_predict(request).await?.into_inner())
     }
 
@@ -256,7 +284,8 @@ impl Client {
 }
 
 /// One StreamPredict message: `id` comes back on its response, with one
-/// `Prediction` per row (set `columnar` on it for packed columns instead).
+/// `Prediction` per row (set `columnar` on it for packed columns instead,
+/// `explain` for explanations).
 pub fn stream_batch(
     id: impl Into<String>,
     model: &ModelId,
@@ -269,6 +298,7 @@ pub fn stream_batch(
         version: model.version,
         rows: Some(proto::Rows { feature_count: feature_count as u32, values, text: Vec::new() }),
         columnar: false,
+        explain: 0,
     }
 }
 
@@ -277,5 +307,6 @@ fn batch_request(model: ModelId, feature_count: usize, values: Vec<f32>) -> prot
         segment: model.segment,
         version: model.version,
         rows: Some(proto::Rows { feature_count: feature_count as u32, values, text: Vec::new() }),
+        explain: 0,
     }
 }

@@ -582,6 +582,7 @@ async fn a_callers_request_id_reaches_the_logs_only_as_a_salted_hash() {
     let mut server = Running::start(&mut command);
     let mut client = server.serving_client().await;
     let mut request = tonic::Request::new(candela_client::proto::PredictRequest {
+        explain: 0,
         segment: "retail".into(),
         version: 0,
         features: vec![0.5; 30],
@@ -724,6 +725,7 @@ async fn spans_reach_an_otlp_collector_in_the_callers_trace() {
     let mut client = server.serving_client().await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let mut request = tonic::Request::new(candela_client::proto::PredictRequest {
+        explain: 0,
         segment: "retail".into(),
         version: 0,
         features: vec![0.5; 30],

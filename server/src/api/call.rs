@@ -100,14 +100,15 @@ impl Call {
     /// This call's request for `segment` and `version`, as the core takes
     /// it. Its side of a canary split is drawn by the caller's
     /// `x-routing-key`, else its request id (a fresh UUID when the caller
-    /// sent none: a random draw).
-    pub fn inference<'a>(&'a self, segment: &'a str, version: u64) -> Inference<'a> {
+    /// sent none: a random draw). `explain`: the reasons asked for per row.
+    pub fn inference<'a>(&'a self, segment: &'a str, version: u64, explain: u32) -> Inference<'a> {
         Inference {
             segment,
             version,
             routing_key: self.routing_key.as_deref().unwrap_or(&self.request_id),
             deadline: self.deadline,
             answer_id: self.answer_id.as_deref(),
+            explain: explain as usize,
         }
     }
 

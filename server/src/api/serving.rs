@@ -8,6 +8,7 @@ use super::call::Call;
 use crate::config::Settings;
 use crate::core::engine::Engine;
 use crate::core::error::ServeError;
+use crate::core::explaining::ExplainLimits;
 use crate::core::live::LiveRepository;
 use crate::core::outcomes::{OutcomeSettings, Outcomes};
 use crate::core::registry::Registry;
@@ -60,12 +61,15 @@ pub struct Serving {
 impl Serving {
     pub fn new(settings: &Settings) -> Serving {
         Serving {
-            engine: Engine::new(Arc::new(Outcomes::new(OutcomeSettings {
-                retention: settings.feedback_retention,
-                max_records: settings.feedback_max_records,
-                quality_window: settings.quality_window,
-                min_outcomes: settings.quality_min_outcomes,
-            }))),
+            engine: Engine::new(
+                Arc::new(Outcomes::new(OutcomeSettings {
+                    retention: settings.feedback_retention,
+                    max_records: settings.feedback_max_records,
+                    quality_window: settings.quality_window,
+                    min_outcomes: settings.quality_min_outcomes,
+                })),
+                ExplainLimits { max_reasons: settings.max_explain, max_rows: settings.max_explain_rows },
+            ),
             draining: AtomicBool::new(false),
             admission: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
             log_salt: *uuid::Uuid::new_v4().as_bytes(),

@@ -131,6 +131,14 @@ pub struct Settings {
     #[arg(long, env = "CANDELA_MAX_ROWS", value_parser = count::<usize>(1, 1_000_000), default_value_t = 1000)]
     pub max_rows: usize,
 
+    /// Most reasons a request may ask for per row (`explain`); 0 turns explanations off.
+    #[arg(long, env = "CANDELA_MAX_EXPLAIN", value_parser = count::<usize>(0, 1_000), default_value_t = 10)]
+    pub max_explain: usize,
+
+    /// Most rows one explained request may carry (each costs up to thousands of pass rows).
+    #[arg(long, env = "CANDELA_MAX_EXPLAIN_ROWS", value_parser = count::<usize>(1, 1_000_000), default_value_t = 100)]
+    pub max_explain_rows: usize,
+
     /// Largest request message, in bytes, the server decodes; larger ones are
     /// refused before decoding.
     #[arg(long, env = "CANDELA_MAX_MESSAGE_BYTES", value_parser = count::<usize>(1024, 1 << 30), default_value_t = 4 * 1024 * 1024)]

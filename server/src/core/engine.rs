@@ -9,6 +9,7 @@
 
 use crate::core::batching::Timing;
 use crate::core::error::ServeError;
+use crate::core::explaining::{self, ExplainLimits, Explanation};
 use crate::core::live::LiveRepository;
 use crate::core::outcomes::{AnswerKey, Outcomes};
 use crate::core::registry::Registry;
@@ -35,6 +36,8 @@ pub struct Engine {
     /// a lone one may be computed where it is, without the hand-off to a
     /// compute thread. Other requests are not counted.
     inlining: AtomicUsize,
+    /// What a request may ask to have explained.
+    explain: ExplainLimits,
 }
 
 /// One scoring request, as the core takes it from any front.
@@ -48,6 +51,8 @@ pub struct Inference<'a> {
     pub deadline: Deadline,
     /// The id its answers are kept under for `Feedback`; none: not kept.
     pub answer_id: Option<&'a str>,
+    /// Reasons asked for per row (`explain`); 0: no explanation.
+    pub explain: usize,
 }
 
 /// What the front records as a request goes through the core: its
@@ -63,11 +68,14 @@ pub trait Progress: Sync {
 pub struct Answer {
     pub model: Arc<ServedModel>,
     pub scores: Scores,
+    /// Why, when the request asked.
+    pub explanation: Option<Explanation>,
 }
 
 impl Engine {
-    pub fn new(outcomes: Arc<Outcomes>) -> Engine {
-        Engine { repository: OnceLock::new(), outcomes, inlining: AtomicUsize::new(0) }
+    /// The engine keeping answers in `outcomes`, explaining within `explain`.
+    pub fn new(outcomes: Arc<Outcomes>, explain: ExplainLimits) -> Engine {
+        Engine { repository: OnceLock::new(), outcomes, inlining: AtomicUsize::new(0), explain }
     }
 
     /// Serves the live repository once it has started (its first models warm).
@@ -103,21 +111,29 @@ impl Engine {
         progress: &dyn Progress,
         decode: impl FnOnce(&LoadedModel) -> Result<Rows, ServeError>,
     ) -> Result<Answer, ServeError> {
+        self.explain.check_reasons(request.explain)?;
         let route = self.route(request)?;
         let model = &route.model;
         progress.routed(model);
-        let rows = match decode(model) {
+        let rows = match decode(model).and_then(|rows| self.explain.check_rows(request.explain, &rows).map(|_| rows)) {
             Ok(rows) => rows,
             Err(error) => return scoring::recorded(model, request.deadline, Err(error)),
         };
         let (shadowed, width) = (route.shadow.as_ref().map(|_| rows.values.clone()), rows.width);
+        let explained = (request.explain > 0).then(|| rows.values.clone());
         let counted = model.batcher.inlines().then(|| Counted::enter(&self.inlining));
         let lone = counted.as_ref().is_some_and(|counted| counted.lone);
         let scored = scoring::serve(model, rows, request.deadline, lone).await;
         drop(counted);
         let scored = scored?;
+        let explanation = match explained {
+            Some(values) => {
+                Some(explaining::explain(model, values, &scored.scores, request.explain, request.deadline).await?)
+            }
+            None => None,
+        };
         settle(&route, shadowed, width, self.answer_key(request), progress, &scored);
-        Ok(Answer { model: route.model, scores: scored.scores })
+        Ok(Answer { model: route.model, scores: scored.scores, explanation })
     }
 
     /// Opens `request` to be answered in parts of `chunk_rows` rows: routes
@@ -130,10 +146,16 @@ impl Engine {
         chunk_rows: usize,
         decode: impl FnOnce(&LoadedModel) -> Result<Rows, ServeError>,
     ) -> Result<Chunks, ServeError> {
+        self.explain.check_reasons(request.explain)?;
         let route = self.route(request)?;
         let model = &route.model;
         progress.routed(model);
-        let rows = match decode(model).and_then(|rows| scoring::check(model, &rows).map(|_| rows)) {
+        let checked = |rows: Rows| {
+            scoring::check(model, &rows)?;
+            self.explain.check_rows(request.explain, &rows)?;
+            Ok(rows)
+        };
+        let rows = match decode(model).and_then(checked) {
             Ok(rows) => rows,
             Err(error) => return scoring::recorded(model, request.deadline, Err(error)),
         };
@@ -142,6 +164,7 @@ impl Engine {
             deadline: request.deadline,
             chunk_values: chunk_rows.max(1) * model.scorer.inputs(),
             next: 0,
+            explain: request.explain,
             rows,
             route,
         })
@@ -185,12 +208,16 @@ pub struct Chunks {
     /// The first value of the next part.
     next: usize,
     key: Option<AnswerKey>,
+    /// Reasons asked for per row; 0: none.
+    explain: usize,
 }
 
 /// One part of a request's answer: its rows from `first_row` on.
 pub struct Chunk {
     pub first_row: u64,
     pub scores: Scores,
+    /// Why, when the request asked.
+    pub explanation: Option<Explanation>,
 }
 
 impl Chunks {
@@ -215,14 +242,25 @@ impl Chunks {
         let first_row = self.next / self.rows.width;
         self.next = end;
         let shadowed = self.route.shadow.as_ref().map(|_| values.clone());
+        let explained = (self.explain > 0).then(|| values.clone());
         let scored =
             match scoring::score(&self.route.model, values, self.rows.fields, first_row, false, self.deadline).await {
                 Ok(scored) => scored,
                 Err(error) => return Some(Err(error)),
             };
+        let explanation = match explained {
+            Some(values) => {
+                match explaining::explain(&self.route.model, values, &scored.scores, self.explain, self.deadline).await
+                {
+                    Ok(explanation) => Some(explanation),
+                    Err(error) => return Some(Err(error)),
+                }
+            }
+            None => None,
+        };
         let key = self.key.as_ref().map(|key| AnswerKey { first_row: first_row as u64, ..key.clone() });
         settle(&self.route, shadowed, self.rows.width, key, progress, &scored);
-        Some(Ok(Chunk { first_row: first_row as u64, scores: scored.scores }))
+        Some(Ok(Chunk { first_row: first_row as u64, scores: scored.scores, explanation }))
     }
 
     /// Counts the whole request's `result` in the model's statistics, once, and returns it.

@@ -4,7 +4,8 @@
 //! their registry (`registry`), swapped as the repository changes (`live`,
 //! with each segment's rollout policy read by `policies`), scoring
 //! (`scoring`: validation and the deadline; `cells`: typed values encoded
-//! for the model; `scores`: what a model answers), release safety (`rollout`: canary split, guard, shadow),
+//! for the model; `scores`: what a model answers; `explaining`: why, when
+//! asked), release safety (`rollout`: canary split, guard, shadow),
 //! answers kept for outcomes and live quality (`outcomes`, `quality`) and
 //! drift (`drift`), dynamic batching and the compute workers, per-model
 //! statistics, and the core's error. It never
@@ -16,6 +17,7 @@ pub mod cells;
 pub mod drift;
 pub mod engine;
 pub mod error;
+pub mod explaining;
 pub mod live;
 pub mod outcomes;
 pub mod policies;

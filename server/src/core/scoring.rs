@@ -57,7 +57,8 @@ impl Deadline {
         self.at.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d))
     }
 
-    fn expired(&self) -> ServeError {
+    /// The answer once the server has given up on the request.
+    pub fn expired(&self) -> ServeError {
         ServeError::DeadlineExceeded(format!(
             "the caller's deadline passed after {} ms in the server; the work was dropped",
             self.received.elapsed().as_millis()

@@ -63,6 +63,13 @@ impl Categories {
         &self.values
     }
 
+    /// The category a row value names (`code`'s inverse); `None` for a
+    /// missing or unknown one.
+    pub fn name(&self, value: f32) -> Option<&str> {
+        let index = (value >= 0.0 && value.fract() == 0.0).then_some(value as usize)?;
+        self.values.get(index).map(String::as_str)
+    }
+
     /// Whether an unknown category is scored as no category.
     pub fn unknown_ignored(&self) -> bool {
         self.unknown_ignored

@@ -68,6 +68,11 @@ pub struct Manifest {
     /// Training statistics of the features and the score, for drift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<Monitoring>,
+    /// Rows a model without exact explanations of its own is explained
+    /// against (`shapley`), a value per feature (null: missing); left out,
+    /// each feature's training median from `monitoring`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub background: Vec<Vec<Option<f64>>>,
 }
 
 /// What a model answers per row.

@@ -30,6 +30,7 @@ pub mod remote;
 pub mod repository;
 pub mod rollout_policy;
 pub mod scorer;
+pub mod shapley;
 pub mod trees;
 
 use manifest::Manifest;

@@ -49,6 +49,19 @@ impl Bins {
         Bins { edges, shares }
     }
 
+    /// The median as the histogram places it: the upper edge of the bin
+    /// where the shares reach one half (the middle edge of deciles); in the
+    /// top bin, the last edge.
+    pub fn median(&self) -> f64 {
+        let mut below = 0.0;
+        let bin = self.shares.iter().position(|share| {
+            below += share;
+            below >= 0.5
+        });
+        let last = self.edges.len() - 1;
+        self.edges[bin.unwrap_or(last).min(last)]
+    }
+
     /// The decile histogram of `values` (at least one), as `candela-train`
     /// and `candela model init` write it: six significant digits keep
     /// model.json readable, and the shares still sum to 1 within 1e-5.

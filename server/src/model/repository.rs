@@ -8,7 +8,7 @@ use super::error::{LoadError, LoadErrors};
 use super::manifest::{DTypeName, Format, LayerSpec, Manifest, Task};
 use super::network::{ModelError, Network};
 use super::scorer::Scorer;
-use super::{LoadedModel, MANIFEST_FILE, files, onnx, trees};
+use super::{LoadedModel, MANIFEST_FILE, files, onnx, shapley, trees};
 use candle_core::Device;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -312,10 +312,10 @@ fn check_names(manifest: &Manifest) -> Result<(), String> {
     if let Some(name) = first_duplicate(&manifest.labels) {
         return Err(format!("`labels` names `{name}` twice: labels must be unique"));
     }
-    match &manifest.monitoring {
-        Some(monitoring) => monitoring.check(&manifest.features),
-        None => Ok(()),
+    if let Some(monitoring) = &manifest.monitoring {
+        monitoring.check(&manifest.features)?;
     }
+    shapley::check_background(manifest)
 }
 
 fn first_duplicate(names: &[String]) -> Option<&str> {

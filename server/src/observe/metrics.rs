@@ -58,6 +58,13 @@ struct DropLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExplainLabels {
+    segment: String,
+    version: String,
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelInfoLabels {
     segment: String,
     version: String,
@@ -88,6 +95,7 @@ pub struct Metrics {
     compute_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
     batch_rows: Family<ModelLabels, Histogram, fn() -> Histogram>,
     dropped: Family<DropLabels, Counter>,
+    explained: Family<ExplainLabels, Counter>,
     queue_depth: Gauge,
     in_flight: Gauge,
     model_info: Family<ModelInfoLabels, Gauge>,
@@ -118,6 +126,7 @@ impl Metrics {
             compute_seconds: Family::new_with_constructor(latency_histogram),
             batch_rows: Family::new_with_constructor(rows_histogram),
             dropped: Family::default(),
+            explained: Family::default(),
             queue_depth: Gauge::default(),
             in_flight: Gauge::default(),
             model_info: Family::default(),
@@ -154,6 +163,11 @@ impl Metrics {
             "candela_dropped",
             "Requests dropped before compute: their deadline had passed (reason=deadline) or their caller had gone (reason=cancelled)",
             metrics.dropped.clone(),
+        );
+        registry.register(
+            "candela_explained_rows",
+            "Rows explained (contributions and reasons), by method: tree, exact or sampled",
+            metrics.explained.clone(),
         );
         registry.register("candela_queue_depth", "Requests waiting for a compute worker", metrics.queue_depth.clone());
         registry.register("candela_in_flight_requests", "Inference calls being served", metrics.in_flight.clone());
@@ -281,6 +295,7 @@ impl Metrics {
             pass_rows: self.batch_rows.get_or_create(&labels).clone(),
             pass_seconds: self.compute_seconds.get_or_create(&labels).clone(),
             dropped: self.dropped.clone(),
+            explained: self.explained.clone(),
             labels,
         }
     }
@@ -324,6 +339,7 @@ pub struct QueueMetrics {
     pass_rows: Histogram,
     pass_seconds: Histogram,
     dropped: Family<DropLabels, Counter>,
+    explained: Family<ExplainLabels, Counter>,
     labels: ModelLabels,
 }
 
@@ -343,6 +359,12 @@ impl QueueMetrics {
     pub fn dropped(&self, reason: &'static str) {
         let ModelLabels { segment, version } = self.labels.clone();
         self.dropped.get_or_create(&DropLabels { segment, version, reason }).inc();
+    }
+
+    /// `rows` rows were explained by `method` (`tree`, `exact`, `sampled`).
+    pub fn explained(&self, method: &'static str, rows: usize) {
+        let ModelLabels { segment, version } = self.labels.clone();
+        self.explained.get_or_create(&ExplainLabels { segment, version, method }).inc_by(rows as u64);
     }
 
     /// One forward pass ran over `rows` rows (from one or more requests) in `compute`.

@@ -165,6 +165,7 @@ pub fn train(segment: Segment, config: &TrainConfig) -> anyhow::Result<Trained> 
         batching: Default::default(),
         files: BTreeMap::new(),
         monitoring: Some(monitoring(&train.values, n, &fraud_scores)),
+        background: Vec::new(),
         layers: vec![
             LayerSpec::Standardize,
             LayerSpec::Linear { bias: true },

@@ -2,6 +2,7 @@
 //! serving core (routing, validation, inference) and results back. No model
 //! logic lives here.
 
+use super::explanations;
 use super::streams::{ResponseStream, message_stream};
 use crate::api::call::Call;
 use crate::api::serving::Serving;
@@ -9,6 +10,7 @@ use crate::api::{feedback, gate};
 use crate::core::cells::{self, Cell};
 use crate::core::engine::{Answer, Chunks};
 use crate::core::error::ServeError;
+use crate::core::explaining::Explanation;
 use crate::core::outcomes::Joined;
 use crate::core::registry::Registry;
 use crate::core::scores::Scores;
@@ -50,10 +52,10 @@ impl Inference for CandelaApi {
                 text_columns(model, "", features.len(), &mut features, &text)?;
                 Ok(Rows { fields: &RowsField::Features, width: features.len(), values: features, max_rows: 1 })
             };
-            let inference = call.inference(&request.segment, request.version);
-            let Answer { model, scores } = self.serving.engine.infer(&inference, &call, rows).await?;
+            let inference = call.inference(&request.segment, request.version, request.explain);
+            let Answer { model, scores, explanation } = self.serving.engine.infer(&inference, &call, rows).await?;
             let model = &model;
-            let prediction = predictions(model, &scores).pop();
+            let prediction = predictions(model, &scores, explanation.as_ref()).pop();
             tracing::debug!(request = call.log_id, segment = model.segment, version = model.version, "predict");
             Ok(v1::PredictResponse { prediction, model: Some(model_ref(model)), request_id: call.request_id.clone() })
         }
@@ -70,12 +72,12 @@ impl Inference for CandelaApi {
             let _permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
             self.serving.check_message_size(request.encoded_len())?;
-            let inference = call.inference(&request.segment, request.version);
+            let inference = call.inference(&request.segment, request.version, request.explain);
             let max_rows = self.serving.limits.max_rows;
             let decode = |model: &LoadedModel| batch_rows(model, request.rows, max_rows);
-            let Answer { model, scores } = self.serving.engine.infer(&inference, &call, decode).await?;
+            let Answer { model, scores, explanation } = self.serving.engine.infer(&inference, &call, decode).await?;
             let model = &model;
-            let predictions = predictions(model, &scores);
+            let predictions = predictions(model, &scores, explanation.as_ref());
             let rows = predictions.len();
             tracing::debug!(
                 request = call.log_id,
@@ -105,7 +107,7 @@ impl Inference for CandelaApi {
             let permit = self.serving.admitted(request.extensions())?;
             let request = request.into_inner();
             self.serving.check_message_size(request.encoded_len())?;
-            let inference = call.inference(&request.segment, request.version);
+            let inference = call.inference(&request.segment, request.version, request.explain);
             let (max_rows, chunk_rows) = (self.serving.limits.max_rows, self.serving.limits.stream_chunk_rows);
             let decode = |model: &LoadedModel| batch_rows(model, request.rows, max_rows);
             // The whole batch is checked before the first chunk, so a bad row
@@ -224,7 +226,7 @@ async fn send_chunks(
         let model = chunks.model();
         let chunk = v1::BatchPredictChunk {
             first_row: chunk.first_row,
-            predictions: predictions(model, &chunk.scores),
+            predictions: predictions(model, &chunk.scores, chunk.explanation.as_ref()),
             model: Some(model_ref(model)),
             request_id: call.request_id.clone(),
         };
@@ -314,12 +316,13 @@ async fn score_stream_message(
     let outcome = async {
         let _permit = serving.admit()?;
         serving.check_message_size(message.encoded_len())?;
-        let inference = call.inference(&message.segment, message.version);
+        let inference = call.inference(&message.segment, message.version, message.explain);
         let max_rows = serving.limits.max_rows;
         let decode = |model: &LoadedModel| batch_rows(model, message.rows, max_rows);
-        let Answer { model, scores } = serving.engine.infer(&inference, call, decode).await?;
-        let predictions = if message.columnar { Vec::new() } else { predictions(&model, &scores) };
-        let columns = message.columnar.then(|| columns(&model, scores));
+        let Answer { model, scores, explanation } = serving.engine.infer(&inference, call, decode).await?;
+        let explanation = explanation.as_ref();
+        let predictions = if message.columnar { Vec::new() } else { predictions(&model, &scores, explanation) };
+        let columns = message.columnar.then(|| columns(&model, scores, explanation));
         Ok::<_, ServeError>(v1::BatchResult { predictions, model: Some(model_ref(&model)), columns })
     }
     .await;
@@ -334,20 +337,25 @@ async fn score_stream_message(
 }
 
 /// Each row's prediction: the most probable class, its label, all
-/// probabilities; a regressor's value.
-fn predictions(model: &LoadedModel, scores: &Scores) -> Vec<v1::Prediction> {
+/// probabilities; a regressor's value; why, when asked.
+fn predictions(model: &LoadedModel, scores: &Scores, explanation: Option<&Explanation>) -> Vec<v1::Prediction> {
     let regressor = model.manifest.task() == Task::Regression;
     scores
         .rows()
-        .map(|row| match regressor {
-            true => v1::Prediction { value: row[0], ..Default::default() },
-            false => {
-                let class_index = predicted_class(row);
-                v1::Prediction {
-                    class_index: class_index as u32,
-                    label: model.manifest.labels[class_index].clone(),
-                    probabilities: row.to_vec(),
-                    value: 0.0,
+        .enumerate()
+        .map(|(index, row)| {
+            let explanation = explanation.map(|e| explanations::message(model, e, index));
+            match regressor {
+                true => v1::Prediction { value: row[0], explanation, ..Default::default() },
+                false => {
+                    let class_index = predicted_class(row);
+                    v1::Prediction {
+                        class_index: class_index as u32,
+                        label: model.manifest.labels[class_index].clone(),
+                        probabilities: row.to_vec(),
+                        value: 0.0,
+                        explanation,
+                    }
                 }
             }
         })
@@ -356,15 +364,17 @@ fn predictions(model: &LoadedModel, scores: &Scores) -> Vec<v1::Prediction> {
 
 /// Every row's prediction as packed columns (the scores' own buffer): two
 /// for a classifier, the values for a regressor.
-fn columns(model: &LoadedModel, scores: Scores) -> v1::PredictionColumns {
+fn columns(model: &LoadedModel, scores: Scores, explanation: Option<&Explanation>) -> v1::PredictionColumns {
+    let explanations = explanations::messages(model, explanation);
     if model.manifest.task() == Task::Regression {
-        return v1::PredictionColumns { values: scores.probabilities, ..Default::default() };
+        return v1::PredictionColumns { values: scores.probabilities, explanations, ..Default::default() };
     }
     v1::PredictionColumns {
         label_count: scores.classes as u32,
         class_index: scores.rows().map(|row| predicted_class(row) as u32).collect(),
         probabilities: scores.probabilities,
         values: Vec::new(),
+        explanations,
     }
 }
 

@@ -221,11 +221,17 @@ pub fn decode(
         })
         .collect::<Vec<_>>();
     let binary = Binary { each, otherwise };
+    // The one request parameter the server reads: `explain`.
+    let parameters = request
+        .parameters
+        .iter()
+        .filter(|(name, _)| name.as_str() == "explain")
+        .map(|(n, v)| (n.clone(), parameter(v)));
     let request = oip::ModelInferRequest {
         model_name,
         model_version,
         id: request.id,
-        parameters: Default::default(),
+        parameters: parameters.collect(),
         inputs,
         outputs,
         raw_input_contents: raw,

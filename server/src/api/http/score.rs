@@ -5,7 +5,9 @@
 //! for missing), answered
 //! `{"prediction": [class index, …], "labels": […], "probability": [[…], …],
 //! "segment": …, "version": …, "request_id": …}` (a regressor's:
-//! `{"prediction": [value, …], "segment": …, …}`); and `POST /feedback` with
+//! `{"prediction": [value, …], "segment": …, …}`); with `"explain": k`, also
+//! per row `contributions` (feature → value), `base` and `reasons` (the k
+//! features pushing the row most toward its answer); and `POST /feedback` with
 //! `{"outcomes": [{"request_id", "row", "label"}, …]}`, the outcomes of
 //! answered rows, answered with the counts `candela.v1.Inference/Feedback`
 //! gives.
@@ -16,6 +18,7 @@ use super::{Front, body};
 use crate::core::cells::{self, Cell};
 use crate::core::engine::Answer;
 use crate::core::error::{ServeError, echo};
+use crate::core::explaining::Explanation;
 use crate::core::scoring::{Fields, Rows};
 use crate::model::LoadedModel;
 use crate::model::manifest::Task;
@@ -29,7 +32,7 @@ use axum::routing::post;
 use candela::v1;
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// The contract's routes.
@@ -46,6 +49,24 @@ pub struct ScoreRequest {
     #[serde(default)]
     pub version: u64,
     pub features: Vec<Row>,
+    /// The reasons wanted per row (checked here, so a bad one is named).
+    #[serde(default)]
+    pub explain: Option<serde_json::Value>,
+}
+
+impl ScoreRequest {
+    /// The reasons asked for per row: a whole number of at least 0.
+    fn explain(&self) -> Result<u32, ServeError> {
+        match &self.explain {
+            None => Ok(0),
+            Some(value) => value.as_u64().and_then(|k| u32::try_from(k).ok()).ok_or_else(|| {
+                ServeError::invalid(
+                    "explain",
+                    format!("is {value}; send the number of reasons wanted per row, a whole number of at least 0"),
+                )
+            }),
+        }
+    }
 }
 
 /// One row of features: numbers in the model's feature order (`null` for
@@ -160,6 +181,54 @@ struct ScoreResponse<'a> {
     segment: &'a str,
     version: u64,
     request_id: &'a str,
+    /// Per row, each feature's contribution to the explained output, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contributions: Option<Vec<BTreeMap<&'a str, f32>>>,
+    /// Per row, the base the contributions start from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasons: Option<Vec<Vec<ReasonJson<'a>>>>,
+}
+
+/// One reason: the feature, its contribution, the row's value (a category's
+/// name; null when missing).
+#[derive(Serialize)]
+struct ReasonJson<'a> {
+    feature: &'a str,
+    contribution: f32,
+    value: serde_json::Value,
+}
+
+/// The explanation's parts of the answer: contributions, base and reasons per row.
+type Explained<'a> = (Vec<BTreeMap<&'a str, f32>>, Vec<f32>, Vec<Vec<ReasonJson<'a>>>);
+
+/// `explanation` as the answer carries it, for the output each row's reasons are about.
+fn explained<'a>(model: &'a LoadedModel, explanation: &Explanation) -> Explained<'a> {
+    let features = &model.manifest.features;
+    let rows = 0..explanation.reasons.len();
+    let contributions = rows
+        .clone()
+        .map(|row| features.iter().map(String::as_str).zip(explanation.about(row).iter().copied()).collect())
+        .collect();
+    let base = rows.clone().map(|row| explanation.about(row)[features.len()]).collect();
+    let reasons = rows
+        .map(|row| {
+            explanation.reasons[row]
+                .iter()
+                .map(|reason| {
+                    let category = model.scorer.categories(reason.feature).map(|c| c.name(reason.value));
+                    let value = match category {
+                        Some(name) => name.map_or(serde_json::Value::Null, serde_json::Value::from),
+                        None if reason.value.is_nan() => serde_json::Value::Null,
+                        None => serde_json::Value::from(reason.value),
+                    };
+                    ReasonJson { feature: &features[reason.feature], contribution: reason.contribution, value }
+                })
+                .collect()
+        })
+        .collect();
+    (contributions, base, reasons)
 }
 
 /// Each row's prediction: a classifier's class index, a regressor's value.
@@ -188,10 +257,14 @@ async fn score(State(front): State<Arc<Front>>, headers: HeaderMap, body: Body) 
                     )
                     .into());
                 }
-                let inference = call.inference(&request.segment, request.version);
+                let inference = call.inference(&request.segment, request.version, request.explain()?);
                 let decode = |model: &LoadedModel| rows(model, request.features, max_rows);
-                let Answer { model, scores } = serving.engine.infer(&inference, call, decode).await?;
+                let Answer { model, scores, explanation } = serving.engine.infer(&inference, call, decode).await?;
                 let classifier = model.manifest.task() == Task::Classification;
+                let (contributions, base, reasons) = match explanation.as_ref().map(|e| explained(&model, e)) {
+                    Some((contributions, base, reasons)) => (Some(contributions), Some(base), Some(reasons)),
+                    None => (None, None, None),
+                };
                 let answer = ScoreResponse {
                     prediction: match classifier {
                         true => Predicted::Classes(scores.rows().map(predicted_class).collect()),
@@ -202,6 +275,9 @@ async fn score(State(front): State<Arc<Front>>, headers: HeaderMap, body: Body) 
                     segment: &model.segment,
                     version: model.version,
                     request_id: &call.request_id,
+                    contributions,
+                    base,
+                    reasons,
                 };
                 Ok(answer::json(StatusCode::OK, &answer))
             })

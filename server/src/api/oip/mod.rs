@@ -7,7 +7,9 @@
 //! for a model converted from a DataFrame, a tensor per feature: `named`)
 //! becomes the rows the core validates and scores (`tensors`). Outputs are
 //! `probabilities` (FP32 `[batch, n_classes]`) and `prediction` (INT64
-//! `[batch, 1]`, the most probable class index).
+//! `[batch, 1]`, the most probable class index); with the request parameter
+//! `explain` = k, also `contributions` (FP32 `[batch, n_features + 1]`, the
+//! base last; `[batch, n_classes, n_features + 1]` for more than two labels).
 
 mod named;
 pub mod raw;
@@ -37,6 +39,10 @@ pub const INPUT: &str = "features";
 pub const PROBABILITIES: &str = "probabilities";
 /// Output: the index of the most probable class (a regressor: its value, FP32).
 pub const PREDICTION: &str = "prediction";
+/// Output, when the request parameter `explain` asks: each feature's contribution, then the base.
+pub const CONTRIBUTIONS: &str = "contributions";
+/// The request parameter asking for explanations (the reasons per row; their contributions are answered).
+const EXPLAIN: &str = "explain";
 /// ModelMetadata's `platform` and ModelConfig's `platform`/`backend`.
 pub const PLATFORM: &str = "candela";
 /// The requested-output parameter of Triton's classification extension.
@@ -244,13 +250,31 @@ pub async fn infer(
 ) -> Result<oip::ModelInferResponse, ServeError> {
     serving.check_message_size(request.encoded_len())?;
     let version = version_number(&request.model_name, &request.model_version)?;
-    let inference = call.inference(&request.model_name, version);
+    let explain = explain(&request)?;
+    let inference = call.inference(&request.model_name, version, explain);
     let mut outputs = Vec::new();
     let decode = |model: &LoadedModel| {
         let rows = decode_input(model, &request, serving.limits.max_rows)?;
-        outputs = requested_outputs(model, &request)?;
+        outputs = requested_outputs(model, &request, explain > 0)?;
         Ok(rows)
     };
-    let Answer { model, scores } = serving.engine.infer(&inference, call, decode).await?;
-    Ok(encode_outputs(&model, request.id, &scores, &outputs, raw))
+    let Answer { model, scores, explanation } = serving.engine.infer(&inference, call, decode).await?;
+    Ok(encode_outputs(&model, request.id, &scores, explanation.as_ref(), &outputs, raw))
+}
+
+/// The reasons the request's `explain` parameter asks for (0 when absent).
+fn explain(request: &oip::ModelInferRequest) -> Result<u32, ServeError> {
+    use oip::infer_parameter::ParameterChoice;
+    let k = match request.parameters.get(EXPLAIN).and_then(|p| p.parameter_choice.as_ref()) {
+        None => Some(0),
+        Some(ParameterChoice::Int64Param(k)) => u32::try_from(*k).ok(),
+        Some(ParameterChoice::Uint64Param(k)) => u32::try_from(*k).ok(),
+        Some(_) => None,
+    };
+    k.ok_or_else(|| {
+        ServeError::invalid(
+            format!("parameters[{EXPLAIN}]"),
+            "must be an integer of at least 0: the number of reasons wanted per row (0: none)",
+        )
+    })
 }

@@ -6,8 +6,9 @@
 //! encoded back, typed or raw.
 
 use super::raw::{has_contents, length_prefixed, little_endian, raw_values};
-use super::{CLASSIFICATION, INPUT, PREDICTION, PROBABILITIES, named};
+use super::{CLASSIFICATION, CONTRIBUTIONS, INPUT, PREDICTION, PROBABILITIES, named};
 use crate::core::error::{ServeError, echo};
+use crate::core::explaining::Explanation;
 use crate::core::scores::Scores;
 use crate::core::scoring::{Fields, Rows};
 use crate::model::LoadedModel;
@@ -112,8 +113,26 @@ pub struct Requested {
     top: Option<usize>,
 }
 
-/// The outputs a request wants of `model`, in its order; none listed means all.
-pub fn requested_outputs(model: &LoadedModel, request: &oip::ModelInferRequest) -> Result<Vec<Requested>, ServeError> {
+/// The outputs a request wants of `model`, in its order; none listed means
+/// all. An `explained` request also gets `contributions` (last, unless listed).
+pub fn requested_outputs(
+    model: &LoadedModel,
+    request: &oip::ModelInferRequest,
+    explained: bool,
+) -> Result<Vec<Requested>, ServeError> {
+    let mut outputs = listed_outputs(model, request, explained)?;
+    if explained && !outputs.iter().any(|o| o.name == CONTRIBUTIONS) {
+        outputs.push(Requested { name: CONTRIBUTIONS, top: None });
+    }
+    Ok(outputs)
+}
+
+/// The outputs the request lists (all when none).
+fn listed_outputs(
+    model: &LoadedModel,
+    request: &oip::ModelInferRequest,
+    explained: bool,
+) -> Result<Vec<Requested>, ServeError> {
     let regressor = model.manifest.task() == Task::Regression;
     if request.outputs.is_empty() {
         return Ok(match regressor {
@@ -138,6 +157,13 @@ pub fn requested_outputs(model: &LoadedModel, request: &oip::ModelInferRequest) 
                 }
                 PROBABILITIES => PROBABILITIES,
                 PREDICTION => PREDICTION,
+                CONTRIBUTIONS if explained => CONTRIBUTIONS,
+                CONTRIBUTIONS => {
+                    return Err(ServeError::invalid(
+                        format!("outputs[{i}].name"),
+                        format!("is `{CONTRIBUTIONS}`; set the request parameter `explain` (the reasons per row, at least 1) to have them"),
+                    ));
+                }
                 other => {
                     return Err(ServeError::invalid(
                         format!("outputs[{i}].name"),
@@ -148,7 +174,7 @@ pub fn requested_outputs(model: &LoadedModel, request: &oip::ModelInferRequest) 
             let field = || format!("outputs[{i}].parameters[{CLASSIFICATION}]");
             let top = match output.parameters.get(CLASSIFICATION).and_then(|p| p.parameter_choice.as_ref()) {
                 None => None,
-                Some(_) if name == PREDICTION => {
+                Some(_) if name != PROBABILITIES => {
                     return Err(ServeError::invalid(
                         field(),
                         format!("applies to `{PROBABILITIES}`: classify the probabilities, not the predicted index"),
@@ -168,11 +194,13 @@ pub fn requested_outputs(model: &LoadedModel, request: &oip::ModelInferRequest) 
         .collect()
 }
 
-/// The scores as the requested output tensors, raw when the request was raw.
+/// The scores (and the explanation, when asked) as the requested output
+/// tensors, raw when the request was raw.
 pub fn encode_outputs(
     model: &LoadedModel,
     id: String,
     scores: &Scores,
+    explanation: Option<&Explanation>,
     outputs: &[Requested],
     raw: bool,
 ) -> oip::ModelInferResponse {
@@ -191,6 +219,21 @@ pub fn encode_outputs(
                     Some(oip::InferTensorContents { bytes_contents: top, ..Default::default() })
                 };
                 ("BYTES", shape, contents)
+            }
+            Requested { name: CONTRIBUTIONS, .. } => {
+                let explanation = explanation.expect("contributions are requested only with an explanation");
+                let shape = match explanation.outputs {
+                    1 => vec![rows, explanation.width as i64],
+                    outputs => vec![rows, outputs as i64, explanation.width as i64],
+                };
+                let contents = if raw {
+                    raw_contents.push(little_endian(&explanation.contributions, f32::to_le_bytes));
+                    None
+                } else {
+                    let values = explanation.contributions.clone();
+                    Some(oip::InferTensorContents { fp32_contents: values, ..Default::default() })
+                };
+                ("FP32", shape, contents)
             }
             Requested { name: PROBABILITIES, .. } => {
                 let contents = if raw {

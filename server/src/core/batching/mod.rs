@@ -198,6 +198,11 @@ impl Batcher {
         self.policy
     }
 
+    /// The model's compute series (explanations count their rows there too).
+    pub fn metrics(&self) -> &QueueMetrics {
+        &self.metrics
+    }
+
     /// Queues `values` (validated, `rows` rows) for a forward pass; the receiver
     /// answers once it ran, or once the job was dropped because `give_up_at`
     /// had passed or the receiver was gone. `None` when the server has

@@ -264,7 +264,7 @@ pub(super) fn unfold_trees(
                     Shape::Pending(_) => unreachable!("unfold expands every node"),
                 })
                 .collect();
-            trees.push(TreeNodes { nodes, group: if groups == 1 { 0 } else { class as usize } });
+            trees.push(TreeNodes { nodes, group: if groups == 1 { 0 } else { class as usize }, covers: Vec::new() });
         }
     }
     Ok(trees)

@@ -31,6 +31,10 @@ pub struct TreeNodes {
     pub nodes: Vec<TreeNode>,
     /// The output group (class) the tree adds to.
     pub group: usize,
+    /// Each node's cover (the training rows' weight that reached it:
+    /// XGBoost's hessian sums, LightGBM's row counts), which TreeSHAP uses
+    /// to weigh the paths a row did not take; empty when the format keeps none.
+    pub covers: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -149,7 +149,7 @@ fn read_tree(block: &str, index: usize, group: usize, sets: &mut Vec<Vec<u32>>) 
         return Err(format!("tree {index} is a linear tree (`linear_tree`), which is not supported"));
     }
     if leaves == 1 {
-        return Ok(TreeNodes { nodes: vec![TreeNode::Leaf(leaf_values[0])], group });
+        return Ok(TreeNodes { nodes: vec![TreeNode::Leaf(leaf_values[0])], group, covers: vec![1.0] });
     }
     let splits = leaves - 1;
     let features: Vec<i64> = parse_list(get("split_feature")?, index, "split_feature")?;
@@ -210,7 +210,16 @@ fn read_tree(block: &str, index: usize, group: usize, sets: &mut Vec<Vec<u32>>) 
         nodes.push(TreeNode::Split { split, left: child(lefts[node]), right: child(rights[node]) });
     }
     nodes.extend(leaf_values.into_iter().map(TreeNode::Leaf));
-    Ok(TreeNodes { nodes, group })
+    // Row counts, splits then leaves as the nodes are (older files have none).
+    let covers = match (fields.get("internal_count"), fields.get("leaf_count")) {
+        (Some(internal), Some(leaf)) => {
+            let mut covers: Vec<f64> = parse_list(internal, index, "internal_count")?;
+            covers.extend(parse_list::<f64>(leaf, index, "leaf_count")?);
+            if covers.len() == nodes.len() { covers } else { Vec::new() }
+        }
+        _ => Vec::new(),
+    };
+    Ok(TreeNodes { nodes, group, covers })
 }
 
 /// `key=value` lines.

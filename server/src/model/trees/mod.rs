@@ -24,6 +24,7 @@ mod ensemble;
 pub mod lightgbm;
 mod link;
 pub mod schema;
+mod shap;
 mod ubjson;
 pub mod xgboost;
 
@@ -133,6 +134,8 @@ pub struct Forest {
     sum: Sum,
     /// The bitsets of categorical splits, each its length then its words.
     sets: Vec<u32>,
+    /// Each node's cover (positive), for TreeSHAP; empty when a tree has none.
+    covers: Vec<f64>,
     /// Whether any split treats zeros as missing, tests equality or a category set.
     special: bool,
     /// Per feature, the categories callers name (a booster's categorical
@@ -187,6 +190,7 @@ impl Forest {
         let mut nodes = Vec::new();
         let mut leaves = Vec::new();
         let mut sets = Vec::new();
+        let mut covers = Vec::new();
         let mut roots = Vec::with_capacity(trees.len());
         let mut depth_max = 0;
         // The largest margin any row can reach: bounded, no sum overflows.
@@ -199,6 +203,9 @@ impl Forest {
                 return Err(format!("tree {index} has no nodes"));
             }
             let offset = nodes.len();
+            if tree.covers.len() == tree.nodes.len() && tree.covers.iter().all(|c| *c > 0.0 && c.is_finite()) {
+                covers.extend(&tree.covers);
+            }
             let at = |child: usize| -> Result<u32, String> {
                 if child >= tree.nodes.len() {
                     return Err(format!("tree {index} names node {child}, beyond its {} nodes", tree.nodes.len()));
@@ -273,6 +280,9 @@ impl Forest {
         };
         let description =
             vec![format!("{kind}: {} trees, {} nodes, depth ≤ {depth_max}, {answer}", roots.len(), nodes.len())];
+        if covers.len() != nodes.len() {
+            covers.clear();
+        }
         let special = nodes.iter().any(|n| n.feature & LEAF == 0 && n.feature & (ZERO_MISSING | EQUAL | SET) != 0);
         let mut forest = Forest {
             nodes,
@@ -282,6 +292,7 @@ impl Forest {
             link,
             sum,
             sets,
+            covers,
             special,
             categories: Vec::new(),
             dense: None,
@@ -460,6 +471,14 @@ impl Scorer for Forest {
             _ => Vec::new(),
         };
         Ok(Pass { probabilities, stages, overflowed })
+    }
+
+    fn contributions(&self, values: &[f32]) -> Option<Vec<f32>> {
+        shap::contributions(self, values)
+    }
+
+    fn explained_outputs(&self) -> usize {
+        self.base.len()
     }
 
     fn blame(&self, _row: &[f32]) -> Vec<usize> {

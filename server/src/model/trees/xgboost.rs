@@ -235,7 +235,14 @@ fn read_tree(tree: &Document, group: usize, index: usize, sets: &mut Vec<Vec<u32
         };
         nodes.push(TreeNode::Split { split, left: left as usize, right: right as usize });
     }
-    Ok(TreeNodes { nodes, group })
+    // The hessian sums TreeSHAP weighs paths by (absent: no exact explanations).
+    let covers = match tree.get("sum_hessian").map(|v| array(v, "sum_hessian")).transpose()? {
+        Some(hessians) if hessians.len() == count => {
+            (0..count).map(|node| at(hessians, node, "sum_hessian")).collect::<Result<Vec<f64>, String>>()?
+        }
+        _ => Vec::new(),
+    };
+    Ok(TreeNodes { nodes, group, covers })
 }
 
 /// A tree's categorical splits: each node's categories (those going right).
