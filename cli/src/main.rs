@@ -81,9 +81,10 @@ enum Command {
         /// prediction, one probability column per label (`p_<label>`), and error.
         #[arg(long)]
         output: PathBuf,
-        /// Rows per StreamPredict message (at most the server's --max-rows, 1000 by default).
-        #[arg(long, default_value_t = 1000)]
-        batch_rows: usize,
+        /// Rows per StreamPredict message: at most the server's --max-rows
+        /// (1000 by default), with --explain its --max-explain-rows (100).
+        #[arg(long)]
+        batch_rows: Option<usize>,
         /// StreamPredict streams scoring at once (batches dealt in turn,
         /// results written in input order).
         #[arg(long, default_value_t = 8)]
@@ -93,6 +94,14 @@ enum Command {
         /// (`candela feedback` reads exactly these columns, plus `label`).
         #[arg(long)]
         record_ids: bool,
+        /// Add `reason_1` … `reason_K`: the K features pushing each row most
+        /// toward its answer, most first (see docs/explanations.md).
+        #[arg(long, default_value_t = 0)]
+        explain: usize,
+        /// With --explain, also add every feature's contribution
+        /// (`contribution_<feature>`) and `contribution_base`.
+        #[arg(long, requires = "explain")]
+        contributions: bool,
     },
     /// Send the true labels of rows scored earlier (a CSV or Parquet table
     /// with columns `request_id`, `row`, `label`) and print how many joined.
@@ -231,14 +240,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", feedback::summary(&totals, skipped)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Score { segment, version, input, output, batch_rows, streams, record_ids } => {
+        Command::Score { segment, version, input, output, batch_rows, streams, record_ids, explain, contributions } => {
+            let batch_rows = batch_rows.unwrap_or(if explain > 0 { 100 } else { 1000 });
             if batch_rows == 0 || streams == 0 {
                 bail!("--batch-rows and --streams must be at least 1");
             }
             let model = ModelId::pinned(segment, version);
             let started = std::time::Instant::now();
-            let summary =
-                score::score_file(&mut client, model, &input, &output, batch_rows, streams, record_ids).await?;
+            let run = score::Run { batch_rows, streams, record_ids, explain, contributions };
+            let summary = score::score_file(&mut client, model, &input, &output, run).await?;
             let seconds = started.elapsed().as_secs_f64();
             eprintln!(
                 "scored {} rows into {} ({} rows refused) in {seconds:.2} s, {:.0} rows/s",

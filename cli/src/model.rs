@@ -125,7 +125,8 @@ pub fn init(init: Init) -> anyhow::Result<(PathBuf, String)> {
 fn sample_rows(sample: &Path, drafted: &draft::Draft) -> anyhow::Result<Vec<f32>> {
     let manifest = &drafted.manifest;
     let categories: Vec<bool> = (0..manifest.features.len()).map(|f| drafted.scorer.categories(f).is_some()).collect();
-    let schema = Schema { features: manifest.features.clone(), categories, labels: Vec::new(), record_ids: false };
+    let features = manifest.features.clone();
+    let schema = Schema { features, categories, labels: Vec::new(), record_ids: false, explained: Default::default() };
     let mut values = score::read_table(sample, &schema)?;
     let width = manifest.features.len();
     for column in &values.text {

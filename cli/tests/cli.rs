@@ -931,3 +931,104 @@ fn parquet_column(path: &std::path::Path, name: &str) -> Vec<f64> {
     }
     values
 }
+
+#[tokio::test]
+async fn score_and_predict_explain_rows_with_reasons_and_contributions() {
+    let (url, _stop) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("rows.csv"), dir.path().join("explained.csv"));
+    let data = candela_server::train::training::fresh_rows(Segment::Retail, 250);
+    let mut writer = csv::Writer::from_path(&input).unwrap();
+    writer.write_record(FEATURES).unwrap();
+    for (i, row) in data.values.chunks(FEATURES.len()).enumerate() {
+        // Row 60 cannot be scored (an infinity): its batch is isolated row by row, explained too.
+        writer
+            .write_record(
+                row.iter().enumerate().map(|(j, v)| if i == 60 && j == 2 { "inf".into() } else { v.to_string() }),
+            )
+            .unwrap();
+    }
+    writer.flush().unwrap();
+    let args =
+        ["score", "--segment", "retail-gbt", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let run = candela(&url, &[&args[..], &["--explain", "3", "--contributions"]].concat()).await;
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(stderr(&run).contains("scored 250 rows") && stderr(&run).contains("(1 rows refused)"), "{}", stderr(&run));
+    let mut reader = csv::Reader::from_path(&output).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"));
+    let reasons: Vec<usize> = (1..=3).map(|k| column(&format!("reason_{k}"))).collect();
+    let contributions: Vec<usize> = FEATURES.iter().map(|f| column(&format!("contribution_{f}"))).collect();
+    let (base, p_fraud, error) = (column("contribution_base"), column("p_fraud"), column("error"));
+    for (i, record) in reader.records().enumerate() {
+        let record = record.unwrap();
+        if i == 60 {
+            assert!(!record[error].is_empty() && record[reasons[0]].is_empty() && record[base].is_empty());
+            continue;
+        }
+        let values: Vec<f64> = contributions.iter().map(|c| record[*c].parse().unwrap()).collect();
+        let total = values.iter().sum::<f64>() + record[base].parse::<f64>().unwrap();
+        let p: f64 = record[p_fraud].parse().unwrap();
+        let margin = (p / (1.0 - p)).ln();
+        assert!(
+            (total - margin).abs() < 1e-3 * margin.abs().max(1.0),
+            "row {i}: contributions sum to {total}, the margin is {margin}"
+        );
+        // reason_1 is the feature pushing hardest toward fraud (when any pushes that way).
+        let (top, largest) =
+            values.iter().enumerate().fold((0, f64::MIN), |best, (f, v)| if *v > best.1 { (f, *v) } else { best });
+        let want = if largest > 0.0 { FEATURES[top] } else { "" };
+        assert_eq!(&record[reasons[0]], want, "row {i}");
+    }
+
+    let features: Vec<String> = data.values[..FEATURES.len()].iter().map(|v| v.to_string()).collect();
+    let predict =
+        candela(&url, &["predict", "--segment", "retail-gbt", "--features", &features.join(","), "--explain", "2"])
+            .await;
+    assert!(predict.status.success(), "{}", stderr(&predict));
+    let text = stdout(&predict);
+    assert!(text.contains("why (tree contributions):"), "{text}");
+    let listed = text.lines().filter(|l| l.starts_with("  1. ") || l.starts_with("  2. ")).count();
+    assert!((1..=2).contains(&listed), "{text}");
+}
+
+#[tokio::test]
+async fn score_writes_reasons_and_contributions_into_parquet() {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Float32Type;
+    use arrow_schema::DataType;
+    let (url, _stop) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/score/rows.parquet");
+    let output = dir.path().join("explained.parquet");
+    let args =
+        ["score", "--segment", "retail-gbt", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let run = candela(&url, &[&args[..], &["--explain", "2", "--contributions"]].concat()).await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let file = std::fs::File::open(&output).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let schema = reader.schema().clone();
+    assert_eq!(schema.field_with_name("reason_1").unwrap().data_type(), &DataType::Utf8);
+    assert_eq!(schema.field_with_name("contribution_base").unwrap().data_type(), &DataType::Float32);
+    let mut rows = 0;
+    for batch in reader.build().unwrap() {
+        let batch = batch.unwrap();
+        let column = |name: &str| batch.column(schema.index_of(name).unwrap()).clone();
+        let p_fraud = column("p_fraud");
+        let base = column("contribution_base");
+        let reason = column("reason_1");
+        for i in 0..batch.num_rows() {
+            let mut total = f64::from(base.as_primitive::<Float32Type>().value(i));
+            for f in FEATURES {
+                total += f64::from(column(&format!("contribution_{f}")).as_primitive::<Float32Type>().value(i));
+            }
+            let p = f64::from(p_fraud.as_primitive::<Float32Type>().value(i));
+            assert!((total - (p / (1.0 - p)).ln()).abs() < 1e-3 * total.abs().max(1.0), "row {}", rows + i);
+            let named = reason.as_string::<i32>();
+            assert!(named.is_null(i) || FEATURES.contains(&named.value(i)), "row {}", rows + i);
+        }
+        rows += batch.num_rows();
+    }
+    assert_eq!(rows, 600);
+}

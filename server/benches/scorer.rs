@@ -3,8 +3,10 @@
 //! then the model's features in order; a trailing `label` column is
 //! ignored; an empty cell is a missing value), and prints one JSON line per
 //! batch size with the rows per second of `Scorer::forward` (the median of
-//! `--repeats` timed runs of about `--seconds` each). Threads: as rayon's
-//! global pool is sized (`RAYON_NUM_THREADS`).
+//! `--repeats` timed runs of about `--seconds` each); with
+//! `SCORER_EXPLAIN=1`, of `Scorer::contributions` instead (a forest's
+//! TreeSHAP, for bench/explain.sh). Threads: as rayon's global pool is sized
+//! (`RAYON_NUM_THREADS`).
 //! Run: `cargo bench -p candela-server --bench scorer -- <dir> <rows.csv> [batch ...]`.
 
 use candela_server::model::repository;
@@ -20,6 +22,7 @@ fn main() {
         if batches.is_empty() { vec![1, 1000] } else { batches.iter().map(|b| b.parse().unwrap()).collect() };
     let seconds: f64 = std::env::var("SCORER_SECONDS").map_or(1.0, |s| s.parse().unwrap());
     let repeats: usize = std::env::var("SCORER_REPEATS").map_or(5, |s| s.parse().unwrap());
+    let explain = std::env::var("SCORER_EXPLAIN").is_ok_and(|s| s == "1");
     let dir = std::path::Path::new(dir);
     let model =
         repository::load_version("bench", 1, dir, &candle_core::Device::Cpu, "cpu", 1 << 30).expect("the model loads");
@@ -40,8 +43,12 @@ fn main() {
                 if at + batch > rows {
                     at = 0;
                 }
-                let pass = model.scorer.forward(&values[at * inputs..(at + batch) * inputs]).expect("forward");
-                std::hint::black_box(pass);
+                let rows = &values[at * inputs..(at + batch) * inputs];
+                if explain {
+                    std::hint::black_box(model.scorer.contributions(rows).expect("a forest with covers"));
+                } else {
+                    std::hint::black_box(model.scorer.forward(rows).expect("forward"));
+                }
                 scored += batch;
                 at += batch;
             }

@@ -6,7 +6,7 @@
 //! appended (a regressor's: its value as `prediction`, and `error`; empty
 //! where they do not apply). Progress is counted in bytes.
 
-use super::{Answers, Batch, Schema, Sink, Source, Values};
+use super::{Answers, Batch, Explained, Schema, Sink, Source, Values};
 use anyhow::Context;
 use candela_client::proto;
 use std::fs::File;
@@ -37,6 +37,7 @@ pub struct CsvSink {
     writer: csv::Writer<File>,
     labels: Vec<String>,
     record_ids: bool,
+    explained: Explained,
 }
 
 /// Opens `input` against the model's schema, reading `batch_rows` records
@@ -55,7 +56,12 @@ pub fn open(input: &Path, output: &Path, schema: &Schema, batch_rows: usize) -> 
     let columns = Arc::new(Columns { features, categories: schema.categories.clone(), header });
     Ok((
         CsvSource { records: reader.into_records(), columns, size, batch_rows },
-        CsvSink { writer, labels: schema.labels.clone(), record_ids: schema.record_ids },
+        CsvSink {
+            writer,
+            labels: schema.labels.clone(),
+            record_ids: schema.record_ids,
+            explained: schema.explained.clone(),
+        },
     ))
 }
 
@@ -127,7 +133,9 @@ impl Batch for CsvBatch {
 
 impl Sink<CsvBatch> for CsvSink {
     fn write(&mut self, batch: CsvBatch, answers: Answers) -> anyhow::Result<()> {
-        for ((mut record, answer), id) in batch.records.into_iter().zip(answers.iter()).zip(answers.ids()) {
+        let rows = batch.records.into_iter().zip(answers.iter()).zip(answers.ids()).enumerate();
+        for (index, ((mut record, answer), id)) in rows {
+            let class = answer.as_ref().map_or(0, |(class, _)| *class);
             match answer {
                 Ok((_, [value])) if self.labels.is_empty() => {
                     record.push_field(&value.to_string());
@@ -152,6 +160,13 @@ impl Sink<CsvBatch> for CsvSink {
                     id.map_or((String::new(), String::new()), |(i, r)| (i.to_string(), r.to_string()));
                 record.push_field(&request_id);
                 record.push_field(&row);
+            }
+            let explanation = answers.explanation(index);
+            for reason in self.explained.reason_cells(explanation) {
+                record.push_field(reason.unwrap_or_default());
+            }
+            for contribution in self.explained.contribution_cells(explanation, class) {
+                record.push_field(&contribution.map_or_else(String::new, |c| c.to_string()));
             }
             self.writer.write_record(&record)?;
         }

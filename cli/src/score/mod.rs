@@ -19,11 +19,13 @@
 //! (`Source`, `Batch`, `Sink`); this module knows nothing of either format.
 
 mod csv_file;
+mod explained;
 #[cfg(feature = "parquet")]
 mod parquet_file;
 
 use anyhow::{Context, bail};
 use candela_client::{Client, ModelId, proto, stream_batch};
+pub use explained::Explained;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use tokio::sync::mpsc;
@@ -60,6 +62,8 @@ pub struct Answers {
     refused: Vec<(usize, String)>,
     /// The request id and row each answered row is kept under for outcomes.
     ids: Ids,
+    /// Each row's explanation, when asked (`--explain`); empty otherwise.
+    explanations: Vec<Option<proto::Explanation>>,
 }
 
 /// Where a batch's answers are kept for outcomes (`Feedback`).
@@ -76,17 +80,22 @@ impl Answers {
         let refused = (0..rows).map(|i| (i, message.to_string())).collect();
         let ids = Ids::Rows(vec![None; rows]);
         let probabilities = vec![0.0; rows * labels.max(1)];
-        Answers { labels, class_index: vec![0; rows], probabilities, refused, ids }
+        Answers { labels, class_index: vec![0; rows], probabilities, refused, ids, explanations: vec![None; rows] }
     }
 
     /// A batch answered in columns (kept under request id `id`), checked against its `rows` and `labels`.
     fn columns(columns: proto::PredictionColumns, rows: usize, labels: usize, id: String) -> anyhow::Result<Answers> {
+        let explanations = match columns.explanations.len() {
+            0 => vec![None; rows],
+            n if n == rows => columns.explanations.into_iter().map(Some).collect(),
+            n => bail!("the server answered {n} explanations for {rows} rows"),
+        };
         if labels == 0 {
             if columns.values.len() != rows {
                 bail!("the server answered {} values for {rows} rows of a regressor", columns.values.len());
             }
-            let (class_index, probabilities) = (vec![0; rows], columns.values);
-            return Ok(Answers { labels, class_index, probabilities, refused: vec![], ids: Ids::Message(id) });
+            let (class_index, probabilities, ids) = (vec![0; rows], columns.values, Ids::Message(id));
+            return Ok(Answers { labels, class_index, probabilities, refused: vec![], ids, explanations });
         }
         if columns.label_count as usize != labels
             || columns.class_index.len() != rows
@@ -99,14 +108,14 @@ impl Answers {
                 columns.label_count
             );
         }
-        let (class_index, probabilities) = (columns.class_index, columns.probabilities);
-        Ok(Answers { labels, class_index, probabilities, refused: vec![], ids: Ids::Message(id) })
+        let (class_index, probabilities, ids) = (columns.class_index, columns.probabilities, Ids::Message(id));
+        Ok(Answers { labels, class_index, probabilities, refused: vec![], ids, explanations })
     }
 
     /// Per-row answers (those of a refused batch's isolation).
     fn rows(answers: Vec<Answer>, labels: usize) -> anyhow::Result<Answers> {
         let (mut class_index, mut probabilities, mut refused) = (vec![], vec![], vec![]);
-        let mut ids = Vec::with_capacity(answers.len());
+        let (mut ids, mut explanations) = (Vec::with_capacity(answers.len()), Vec::with_capacity(answers.len()));
         for (i, answer) in answers.into_iter().enumerate() {
             match answer {
                 Ok((prediction, id, row)) if prediction.probabilities.len() == labels => {
@@ -116,6 +125,7 @@ impl Answers {
                         _ => probabilities.extend(prediction.probabilities),
                     }
                     ids.push(Some((id, row)));
+                    explanations.push(prediction.explanation);
                 }
                 Ok((prediction, ..)) => {
                     bail!("the server answered {} probabilities for {labels} labels", prediction.probabilities.len())
@@ -125,10 +135,11 @@ impl Answers {
                     probabilities.extend(std::iter::repeat_n(0.0, labels.max(1)));
                     refused.push((i, message));
                     ids.push(None);
+                    explanations.push(None);
                 }
             }
         }
-        Ok(Answers { labels, class_index, probabilities, refused, ids: Ids::Rows(ids) })
+        Ok(Answers { labels, class_index, probabilities, refused, ids: Ids::Rows(ids), explanations })
     }
 
     /// These answers (to the rows that were sent) with the `unreadable`
@@ -148,6 +159,7 @@ impl Answers {
             probabilities: Vec::with_capacity(total * width),
             refused: Vec::new(),
             ids: Ids::Rows(Vec::with_capacity(total)),
+            explanations: Vec::with_capacity(total),
         };
         let Ids::Rows(merged_ids) = &mut merged.ids else { unreachable!("built as rows") };
         let mut sent = 0;
@@ -157,6 +169,7 @@ impl Answers {
                 merged.probabilities.extend(std::iter::repeat_n(0.0, width));
                 merged.refused.push((row, why));
                 merged_ids.push(None);
+                merged.explanations.push(None);
                 continue;
             }
             merged.class_index.push(self.class_index[sent]);
@@ -165,6 +178,7 @@ impl Answers {
                 merged.refused.push((row, why));
             }
             merged_ids.push(ids[sent].clone());
+            merged.explanations.push(self.explanations[sent].clone());
             sent += 1;
         }
         merged
@@ -186,6 +200,11 @@ impl Answers {
             Ids::Message(id) => Some((id.as_str(), i as u64)),
             Ids::Rows(rows) => rows[i].as_ref().map(|(id, row)| (id.as_str(), *row)),
         })
+    }
+
+    /// Row `row`'s explanation, when the run asked for them and the row was answered.
+    pub fn explanation(&self, row: usize) -> Option<&proto::Explanation> {
+        self.explanations.get(row).and_then(Option::as_ref)
     }
 
     /// Per row: the index of its predicted label and its probabilities, or
@@ -211,6 +230,8 @@ pub struct Schema {
     pub labels: Vec<String>,
     /// Whether the output gains `request_id` and `row` (`--record-ids`).
     pub record_ids: bool,
+    /// The reasons and contributions asked for (`--explain`, `--contributions`).
+    pub explained: Explained,
 }
 
 impl Schema {
@@ -226,6 +247,9 @@ impl Schema {
         if self.record_ids {
             names.extend(["request_id".to_string(), "row".to_string()]);
         }
+        let (reasons, contributions) = self.explained.columns();
+        names.extend(reasons);
+        names.extend(contributions);
         names
     }
 
@@ -356,25 +380,44 @@ pub fn read_table(input: &Path, schema: &Schema) -> anyhow::Result<Values> {
     }
 }
 
+/// How a `candela score` run sends its rows and what it writes.
+pub struct Run {
+    /// Rows per StreamPredict message.
+    pub batch_rows: usize,
+    /// StreamPredict streams at once.
+    pub streams: usize,
+    /// Whether the output gains `request_id` and `row`.
+    pub record_ids: bool,
+    /// Reasons per row (0: none), and whether every contribution gets a column.
+    pub explain: usize,
+    pub contributions: bool,
+}
+
 /// Scores `input` into `output` (same format, chosen by the file names) with
-/// `model`, `batch_rows` rows per message on `streams` streams.
+/// `model` as `run` says.
 pub async fn score_file(
     client: &mut Client,
     model: ModelId,
     input: &Path,
     output: &Path,
-    batch_rows: usize,
-    streams: usize,
-    record_ids: bool,
+    run: Run,
 ) -> anyhow::Result<ScoreSummary> {
+    let Run { batch_rows, streams, record_ids, explain, contributions } = run;
     let info = client.get_model(model.clone()).await.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
     // Pin the version GetModel resolved, so every batch is scored by the same model.
     let model = ModelId::pinned(info.segment.clone(), info.version);
     let categories =
         info.features.iter().map(|f| info.feature_types.iter().any(|t| t.name == *f && t.kind == "category"));
     let categories = categories.collect();
-    let schema = Schema { features: info.features, categories, labels: info.labels, record_ids };
-    let job = Job { model, features: schema.features.len(), labels: schema.labels.len(), streams: streams.max(1) };
+    let explained = Explained { reasons: explain, contributions, features: info.features.clone() };
+    let schema = Schema { features: info.features, categories, labels: info.labels, record_ids, explained };
+    let job = Job {
+        model,
+        features: schema.features.len(),
+        labels: schema.labels.len(),
+        streams: streams.max(1),
+        explain: explain as u32,
+    };
     // Written beside the output and renamed at the end, so a run that fails
     // leaves no half-written output (nor clobbers an earlier one).
     let name = output.file_name().with_context(|| format!("{} is not a file name", output.display()))?;
@@ -419,6 +462,8 @@ struct Job {
     features: usize,
     labels: usize,
     streams: usize,
+    /// Reasons asked per row.
+    explain: u32,
 }
 
 /// A batch read, waiting for its answer: sent as message `id`, or (none)
@@ -447,8 +492,8 @@ impl Job {
         // the batches held between the reader and the writer.
         let (pending_tx, mut pending_rx) = mpsc::channel::<Pending<S::Batch>>(IN_FLIGHT * self.streams);
         let reading = tokio::task::spawn_blocking({
-            let (model, features) = (self.model.clone(), self.features);
-            move || read(source, model, features, requests, pending_tx)
+            let (model, features, explain) = (self.model.clone(), self.features, self.explain);
+            move || read(source, (model, features, explain), requests, pending_tx)
         });
         let (written_tx, written_rx) = std::sync::mpsc::sync_channel::<(S::Batch, Answers)>(TO_WRITE);
         let writing = tokio::task::spawn_blocking(move || write(sink, written_rx));
@@ -521,7 +566,8 @@ impl Job {
             {
                 // Read again only on this rare path, rather than kept for every batch.
                 let values = batch.values()?;
-                Answers::rows(isolate(isolating, &self.model, self.features, &values).await, self.labels)?
+                let isolated = isolate(isolating, (&self.model, self.features, self.explain), &values).await;
+                Answers::rows(isolated, self.labels)?
             }
             Some(proto::stream_predict_response::Outcome::Result(result)) => match result.columns {
                 Some(columns) => Answers::columns(columns, sent_rows, self.labels, kept_as)?,
@@ -543,8 +589,7 @@ impl Job {
 /// to the ordering loop before it is sent.
 fn read<S: Source>(
     mut source: S,
-    model: ModelId,
-    features: usize,
+    (model, features, explain): (ModelId, usize, u32),
     streams: Vec<mpsc::Sender<proto::StreamPredictRequest>>,
     pending: mpsc::Sender<Pending<S::Batch>>,
 ) -> anyhow::Result<()> {
@@ -562,7 +607,7 @@ fn read<S: Source>(
         let stream = &streams[(index % streams.len() as u64) as usize];
         index += 1;
         let mut request = stream_batch(id.clone(), &model, features, values);
-        request.columnar = true;
+        (request.columnar, request.explain) = (true, explain);
         if let Some(rows) = request.rows.as_mut() {
             rows.text = text;
         }
@@ -587,7 +632,11 @@ fn write<B, K: Sink<B>>(mut sink: K, answered: std::sync::mpsc::Receiver<(B, Ans
 /// Scores a refused batch's rows again in halves (BatchPredict), splitting
 /// every refused part until the offending rows stand alone: each row gets
 /// its prediction, or the error that refused it alone.
-async fn isolate(client: &mut Client, model: &ModelId, features: usize, values: &Values) -> Vec<Answer> {
+async fn isolate(
+    client: &mut Client,
+    (model, features, explain): (&ModelId, usize, u32),
+    values: &Values,
+) -> Vec<Answer> {
     let rows = values.values.len() / features;
     let mut answers: Vec<Option<Answer>> = vec![None; rows];
     let mut parts = vec![(0, rows / 2), (rows / 2, rows)];
@@ -611,7 +660,7 @@ async fn isolate(client: &mut Client, model: &ModelId, features: usize, values: 
                 })
                 .collect(),
         };
-        match client.batch_predict_rows(model.clone(), part).await {
+        match client.batch_predict_explained(model.clone(), part, explain).await {
             Ok(answer) if answer.predictions.len() == end - start => {
                 for (row, (slot, prediction)) in answers[start..end].iter_mut().zip(answer.predictions).enumerate() {
                     *slot = Some(Ok((prediction, answer.request_id.clone(), row as u64)));

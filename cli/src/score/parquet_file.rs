@@ -14,7 +14,7 @@
 //! The input's key-value metadata (pandas' included) is kept, with the
 //! Arrow schema extended by the new columns. Progress is counted in rows.
 
-use super::{Answers, Batch, Schema, Sink, Source, Values};
+use super::{Answers, Batch, Explained, Schema, Sink, Source, Values};
 use anyhow::{Context, bail};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -78,6 +78,7 @@ pub struct ParquetSink {
     added: Fields,
     labels: Vec<String>,
     record_ids: bool,
+    explained: Explained,
     /// The new columns' writers for the row group being written.
     columns: Option<Vec<ArrowColumnWriter>>,
 }
@@ -184,6 +185,7 @@ pub fn open(
             added,
             labels: schema.labels.clone(),
             record_ids: schema.record_ids,
+            explained: schema.explained.clone(),
             columns: None,
         },
     ))
@@ -197,11 +199,15 @@ fn added_fields(schema: &Schema) -> Fields {
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            // prediction, p_<label>…, error, then request_id and row.
+            // prediction, p_<label>…, error, then request_id and row, the
+            // reasons, the contributions.
+            let ids = if schema.record_ids { 2 } else { 0 };
+            let contributions = labels + 2 + ids + schema.explained.reasons;
             let data_type = match i {
                 0 if labels == 0 => DataType::Float32,
                 i if (1..=labels).contains(&i) => DataType::Float32,
-                i if i == labels + 3 => DataType::Int64,
+                i if ids > 0 && i == labels + 3 => DataType::Int64,
+                i if i >= contributions => DataType::Float32,
                 _ => DataType::Utf8,
             };
             Field::new(name, data_type, true)
@@ -426,6 +432,18 @@ impl Sink<ParquetBatch> for ParquetSink {
         if self.record_ids {
             arrays.push(Arc::new(answers.ids().map(|id| id.map(|(id, _)| id)).collect::<StringArray>()));
             arrays.push(Arc::new(answers.ids().map(|id| id.map(|(_, row)| row as i64)).collect::<Int64Array>()));
+        }
+        let rows = answers.rows_answered();
+        let classes: Vec<usize> = answers.iter().map(|a| a.map_or(0, |(class, _)| class)).collect();
+        let reasons: Vec<Vec<Option<&str>>> =
+            (0..rows).map(|r| self.explained.reason_cells(answers.explanation(r))).collect();
+        for k in 0..self.explained.reasons {
+            arrays.push(Arc::new(reasons.iter().map(|cells| cells[k]).collect::<StringArray>()));
+        }
+        let contributions: Vec<Vec<Option<f32>>> =
+            (0..rows).map(|r| self.explained.contribution_cells(answers.explanation(r), classes[r])).collect();
+        for c in 0..contributions.first().map_or(0, Vec::len) {
+            arrays.push(Arc::new(contributions.iter().map(|cells| cells[c]).collect::<Float32Array>()));
         }
         if self.columns.is_none() {
             self.columns = Some(self.factory.create_column_writers(batch.group)?);
