@@ -32,12 +32,13 @@ def library(name, out):
     import xgboost as xgb
 
     booster = xgb.Booster(model_file=str(version / "xgboost.json"))
-    types = booster.feature_types
+    names, types = booster.feature_names, booster.feature_types
 
     def at(threads):
         booster.set_param({"nthread": threads})
-        return lambda x: booster.predict(xgb.DMatrix(x, feature_types=types, enable_categorical=types is not None,
-                                                     nthread=threads), pred_contribs=True)
+        return lambda x: booster.predict(xgb.DMatrix(x, feature_names=names, feature_types=types,
+                                                     enable_categorical=types is not None, nthread=threads),
+                                         pred_contribs=True)
 
     return at
 

@@ -10,11 +10,7 @@
 rounds=${ROUNDS:-5}
 seconds=${SECONDS_PER_RUN:-2}
 source "$(dirname "$0")/common.sh" explain
-build_release --features candela-server/train
-cargo bench -q -p candela-server --bench scorer --no-run 2>/dev/null
-python=$(bench_venv bench-trees-venv "xgboost, lightgbm, pandas" xgboost-cpu==3.2.0 lightgbm==4.7.0 numpy pandas)
-"$target/release/candela-train" --segments retail --export-data "$out/data" >/dev/null
-"$python" bench/trees.py train "$out"
+source "$(dirname "$0")/forests.sh"
 port=${PORT:-50393}
 serve server.log --listen "127.0.0.1:$port" --models models --metrics-listen off --http-listen off \
   --repository-poll-seconds 0

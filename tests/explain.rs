@@ -4,8 +4,10 @@
 //! `tests/fixtures/formats/make_fixtures.py`), categorical splits included,
 //! through Predict, BatchPredict, BatchPredictStream, StreamPredict (rows
 //! and columns), the Open Inference Protocol over gRPC and HTTP, and
-//! `/score`. Networks: Shapley values equal to the ones this test computes
-//! itself by scoring every coalition through plain predictions; the bundled
+//! `/score`. Every other model (ONNX and safetensors networks, INT8, a
+//! scikit-learn pipeline, a forest lowered from ONNX): Shapley values equal
+//! to the ones this test computes itself by scoring every coalition against
+//! model.json's background rows through plain predictions; the bundled
 //! 30-feature networks' sampled values sum to their log-odds. Reasons are
 //! the largest positive contributions, named; bad `explain` values are
 //! refused naming the field; asking for nothing changes nothing.
@@ -294,18 +296,19 @@ fn explained(probabilities: &[f32]) -> Vec<f64> {
 
 #[tokio::test]
 async fn networks_get_shapley_values_exact_over_every_coalition() {
-    let segments = ["torch-sigmoid", "torch-safetensors"];
-    let background = |segment: &str| -> Vec<Vec<f64>> {
-        let rows: Vec<Vec<f64>> = serde_json::from_value(fixture(segment, "expected.json")["rows"].clone()).unwrap();
-        rows[100..104].to_vec()
+    // Networks (ONNX from torch, safetensors, INT8), a scikit-learn pipeline and a forest lowered from ONNX.
+    let segments = ["torch-sigmoid", "torch-safetensors", "onnx-int8", "sklearn-binary", "onnx-forest"];
+    let table = |segment: &str| -> Vec<Vec<Option<f64>>> {
+        serde_json::from_value(fixture(segment, "expected.json")["rows"].clone()).unwrap()
     };
+    let background = |segment: &str| table(segment)[100..104].to_vec();
     let dir =
         repository(&segments, |segment, manifest| manifest["background"] = serde_json::json!(background(segment)));
     let (_server, mut client) = serve(dir.path(), &[]).await;
     for segment in segments {
-        let rows: Vec<Vec<f64>> = serde_json::from_value(fixture(segment, "expected.json")["rows"].clone()).unwrap();
-        let base: Vec<f32> = background(segment).concat().iter().map(|v| *v as f32).collect();
-        let values: Vec<f32> = rows[..3].concat().iter().map(|v| *v as f32).collect();
+        let value = |v: &Option<f64>| v.map_or(f32::NAN, |v| v as f32);
+        let base: Vec<f32> = background(segment).concat().iter().map(value).collect();
+        let values: Vec<f32> = table(segment)[..3].concat().iter().map(value).collect();
         let rows_proto = proto::Rows { feature_count: FEATURES as u32, values: values.clone(), text: vec![] };
         let answer = client.batch_predict_explained(segment, rows_proto, 3).await.unwrap();
         let features = client.get_model(segment).await.unwrap().features;

@@ -144,7 +144,8 @@ pub async fn explain(
     }
     let rows = values.len() / inputs;
     model.batcher.metrics().explained(method.label(), rows);
-    let outputs = model.scorer.explained_outputs();
+    // Outputs per row as computed (a forest's margins, or the answer's explained outputs).
+    let outputs = contributions.len() / rows.max(1) / (inputs + 1);
     let mut explanation = Explanation {
         method,
         outputs,
@@ -189,7 +190,11 @@ async fn estimate(model: &ServedModel, values: &[f32], deadline: Deadline) -> Re
     let per_row = bases * coalitions;
     // Explained rows per part: one part's hybrids stay within a pass (at least one row).
     let part = (model.batcher.policy().max_batch_rows / per_row).max(1);
-    let outputs = model.scorer.explained_outputs();
+    // One explained output for two labels or a value, one per label for more (`shapley::explained`).
+    let outputs = match model.scorer.outputs() {
+        2 => 1,
+        classes => classes,
+    };
     let mut contributions = Vec::with_capacity(values.len() / inputs * outputs * (inputs + 1));
     let (mut hybrids, mut explained) = (Vec::new(), Vec::new());
     for rows in values.chunks(part * inputs) {

@@ -67,20 +67,10 @@ pub trait Scorer: Send + Sync {
     fn inputs_by_name(&self) -> bool {
         false
     }
-    /// How many outputs an explanation explains per row: one for a binary
-    /// classifier (its positive label) or a regressor, one per class for
-    /// more (a forest: one per margin group).
-    fn explained_outputs(&self) -> usize {
-        match self.outputs() {
-            2 => 1,
-            classes => classes,
-        }
-    }
     /// Each row's exact contributions, when the model computes them itself
-    /// (a forest with covers: TreeSHAP in margin space), row-major,
-    /// `explained_outputs() × (inputs() + 1)` per row (each output's
-    /// features, then its base); `None`: the server estimates them from
-    /// forward passes (`shapley`).
+    /// (a forest with covers: TreeSHAP in margin space), row-major, for
+    /// each of its outputs (a forest: its margins) the features' then the
+    /// base; `None`: the server estimates them from forward passes (`shapley`).
     fn contributions(&self, _values: &[f32]) -> Option<Vec<f32>> {
         None
     }

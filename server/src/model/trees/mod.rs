@@ -477,10 +477,6 @@ impl Scorer for Forest {
         shap::contributions(self, values)
     }
 
-    fn explained_outputs(&self) -> usize {
-        self.base.len()
-    }
-
     fn blame(&self, _row: &[f32]) -> Vec<usize> {
         // No single feature explains a sum of many trees' leaves.
         Vec::new()

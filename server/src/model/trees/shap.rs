@@ -128,16 +128,37 @@ fn walk(
     walk(forest, row, cold, buffer, len, zero * share(cold), 0.0, split, phi);
 }
 
+/// 1/n for the path lengths of all but absurdly deep trees: the weights'
+/// updates multiply instead of dividing, the walk's dearest step.
+const RECIPROCALS: [f64; 256] = {
+    let mut table = [0.0; 256];
+    let mut n = 1;
+    while n < 256 {
+        table[n] = 1.0 / n as f64;
+        n += 1;
+    }
+    table
+};
+
+/// 1/n.
+#[inline(always)]
+fn reciprocal(n: usize) -> f64 {
+    RECIPROCALS.get(n).copied().unwrap_or(1.0 / n as f64)
+}
+
 /// Adds a step to the path's first `len` steps; returns the new length.
 fn extend(path: &mut [Step], len: usize, zero: f64, one: f64, feature: u32) -> usize {
     path[len] = Step { feature, zero, one, weight: if len == 0 { 1.0 } else { 0.0 } };
-    let total = (len + 1) as f64;
+    let share = reciprocal(len + 1);
     for i in (0..len).rev() {
-        path[i + 1].weight += one * path[i].weight * (i + 1) as f64 / total;
-        path[i].weight = zero * path[i].weight * (len - i) as f64 / total;
+        path[i + 1].weight += one * path[i].weight * (i + 1) as f64 * share;
+        path[i].weight = zero * path[i].weight * (len - i) as f64 * share;
     }
     len + 1
 }
+
+// A step's `one` fraction is 1 (the row goes this way) or 0: the unwinding
+// below divides by it only as the algorithm's general form would.
 
 /// Takes step `i` out of `path` (the weights as if it had never been added).
 fn unwind(path: &mut [Step], i: usize) {
@@ -148,10 +169,10 @@ fn unwind(path: &mut [Step], i: usize) {
     for j in (0..last).rev() {
         if one != 0.0 {
             let weight = path[j].weight;
-            path[j].weight = next * total / ((j + 1) as f64 * one);
-            next = weight - path[j].weight * zero * (last - j) as f64 / total;
+            path[j].weight = next * total * reciprocal(j + 1);
+            next = weight - path[j].weight * zero * (last - j) as f64 * reciprocal(last + 1);
         } else {
-            path[j].weight = path[j].weight * total / (zero * (last - j) as f64);
+            path[j].weight = path[j].weight * total * reciprocal(last - j) / zero;
         }
     }
     for j in i..last {
@@ -166,15 +187,18 @@ fn unwound_sum(path: &[Step], i: usize) -> f64 {
     let last = path.len() - 1;
     let (zero, one) = (path[i].zero, path[i].one);
     let total = (last + 1) as f64;
-    let mut next = path[last].weight;
     let mut sum = 0.0;
-    for j in (0..last).rev() {
-        if one != 0.0 {
-            let weight = next * total / ((j + 1) as f64 * one);
+    if one != 0.0 {
+        let (mut next, share) = (path[last].weight, zero * reciprocal(last + 1));
+        for j in (0..last).rev() {
+            let weight = next * total * reciprocal(j + 1);
             sum += weight;
-            next = path[j].weight - weight * zero * (last - j) as f64 / total;
-        } else {
-            sum += path[j].weight * total / (zero * (last - j) as f64);
+            next = path[j].weight - weight * (last - j) as f64 * share;
+        }
+    } else {
+        let scale = total / zero;
+        for j in (0..last).rev() {
+            sum += path[j].weight * scale * reciprocal(last - j);
         }
     }
     sum
