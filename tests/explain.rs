@@ -485,3 +485,19 @@ async fn a_network_without_a_background_cannot_explain_and_says_what_to_add() {
     );
     assert!(client.predict("torch-sigmoid", row).await.is_ok(), "plain scoring is untouched");
 }
+
+#[tokio::test]
+async fn plain_calls_are_answered_between_the_parts_of_an_explained_one() {
+    let server = TestServer::start(&[]).await;
+    let (mut explaining, mut plain) = (common::client(&server).await, common::client(&server).await);
+    // 100 rows of a 30-feature network: 185,800 hybrid rows, scored one explained row per pass.
+    let many = proto::Rows { feature_count: 30, values: rows("retail", 100).values, text: vec![] };
+    let explained = tokio::spawn(async move { explaining.batch_predict_explained("retail", many, 3).await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    for _ in 0..5 {
+        plain.predict("retail", rows("retail", 1).values).await.unwrap();
+    }
+    assert!(!explained.is_finished(), "five plain calls were answered while the explained one was still being scored");
+    let answer = explained.await.unwrap().unwrap();
+    assert_eq!(answer.predictions.len(), 100);
+}
