@@ -41,6 +41,9 @@ build_before() {
   else
     (cd "$worktree" && CARGO_TARGET_DIR=$target cargo build --release -q -p candela-server)
     cp "$target/release/candela-server" "$out/before"
+    # The shared target directory now holds the older proto's generated code:
+    # make the working tree's build generate its own again.
+    find proto -name '*.proto' -exec touch {} +
   fi
 }
 serve() {
