@@ -115,7 +115,14 @@ impl Engine {
         let route = self.route(request)?;
         let model = &route.model;
         progress.routed(model);
-        let rows = match decode(model).and_then(|rows| self.explain.check_rows(request.explain, &rows).map(|_| rows)) {
+        let explainable = |rows: Rows| {
+            if request.explain > 0 {
+                self.explain.check_rows(request.explain, &rows)?;
+                explaining::can_explain(model)?;
+            }
+            Ok(rows)
+        };
+        let rows = match decode(model).and_then(explainable) {
             Ok(rows) => rows,
             Err(error) => return scoring::recorded(model, request.deadline, Err(error)),
         };
@@ -152,7 +159,10 @@ impl Engine {
         progress.routed(model);
         let checked = |rows: Rows| {
             scoring::check(model, &rows)?;
-            self.explain.check_rows(request.explain, &rows)?;
+            if request.explain > 0 {
+                self.explain.check_rows(request.explain, &rows)?;
+                explaining::can_explain(model)?;
+            }
             Ok(rows)
         };
         let rows = match decode(model).and_then(checked) {

@@ -12,6 +12,7 @@ use crate::core::error::ServeError;
 use crate::core::scores::Scores;
 use crate::core::scoring::{self, Deadline, Fields, Rows};
 use crate::core::served::ServedModel;
+use crate::model::LoadedModel;
 use crate::model::scorer::predicted_class;
 use crate::model::shapley::{self, Design};
 use std::sync::Arc;
@@ -125,16 +126,19 @@ pub async fn explain(
     deadline: Deadline,
 ) -> Result<Explanation, ServeError> {
     let inputs = model.scorer.inputs();
-    let served = model.clone();
-    let own = tokio::task::spawn_blocking(move || (served.scorer.contributions(&values), values));
-    let (own, values) = match deadline.give_up_at() {
-        Some(at) => tokio::time::timeout_at(at.into(), own).await.map_err(|_| deadline.expired())?,
-        None => own.await,
-    }
-    .map_err(|e| ServeError::Internal(format!("explaining stopped: {e}")))?;
-    let (method, contributions) = match own {
-        Some(contributions) => (Method::Tree, contributions),
-        None => estimate(model, &values, deadline).await?,
+    let (method, contributions, values) = if model.scorer.explains_itself() {
+        let served = model.clone();
+        let own = tokio::task::spawn_blocking(move || (served.scorer.contributions(&values), values));
+        let (own, values) = match deadline.give_up_at() {
+            Some(at) => tokio::time::timeout_at(at.into(), own).await.map_err(|_| deadline.expired())?,
+            None => own.await,
+        }
+        .map_err(|e| ServeError::Internal(format!("explaining stopped: {e}")))?;
+        let own = own.ok_or_else(|| ServeError::Internal("a forest with covers did not explain".into()))?;
+        (Method::Tree, own, values)
+    } else {
+        let (method, contributions) = estimate(model, &values, deadline).await?;
+        (method, contributions, values)
     };
     if contributions.iter().any(|c| !c.is_finite()) {
         return Err(ServeError::Internal(format!(
@@ -174,16 +178,30 @@ pub async fn explain(
     Ok(explanation)
 }
 
-/// Shapley values of `values`' rows from forward passes over hybrid rows
-/// (`model::shapley`), against the model's background.
-async fn estimate(model: &ServedModel, values: &[f32], deadline: Deadline) -> Result<(Method, Vec<f32>), ServeError> {
-    let inputs = model.scorer.inputs();
-    let background = shapley::background(&model.manifest).map_err(|why| {
+/// Whether `model` can explain, checked before a request's rows are scored:
+/// a forest explains itself, any other model needs a background.
+pub fn can_explain(model: &LoadedModel) -> Result<(), ServeError> {
+    if model.scorer.explains_itself() {
+        return Ok(());
+    }
+    background(model).map(|_| ())
+}
+
+/// The rows `model` is explained against, or why it cannot be explained.
+fn background(model: &LoadedModel) -> Result<Vec<f32>, ServeError> {
+    shapley::background(&model.manifest).map_err(|why| {
         ServeError::FailedPrecondition(format!(
             "model `{}` version {} cannot explain: {why}",
             model.segment, model.version
         ))
-    })?;
+    })
+}
+
+/// Shapley values of `values`' rows from forward passes over hybrid rows
+/// (`model::shapley`), against the model's background.
+async fn estimate(model: &ServedModel, values: &[f32], deadline: Deadline) -> Result<(Method, Vec<f32>), ServeError> {
+    let inputs = model.scorer.inputs();
+    let background = background(model)?;
     let design = Design::new(inputs);
     let method = if design.exact() { Method::Exact } else { Method::Sampled };
     let (bases, coalitions) = (background.len() / inputs, design.coalitions());

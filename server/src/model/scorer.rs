@@ -74,6 +74,10 @@ pub trait Scorer: Send + Sync {
     fn contributions(&self, _values: &[f32]) -> Option<Vec<f32>> {
         None
     }
+    /// Whether `contributions` answers (so no background is needed).
+    fn explains_itself(&self) -> bool {
+        false
+    }
     /// Scores `values` (row-major, `inputs()` per row) and returns row-major
     /// answers, `outputs()` per row. Rows whose arithmetic overflowed
     /// are listed in the pass, never silently scored.

@@ -477,6 +477,10 @@ impl Scorer for Forest {
         shap::contributions(self, values)
     }
 
+    fn explains_itself(&self) -> bool {
+        !self.covers.is_empty()
+    }
+
     fn blame(&self, _row: &[f32]) -> Vec<usize> {
         // No single feature explains a sum of many trees' leaves.
         Vec::new()
