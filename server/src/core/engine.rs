@@ -115,13 +115,7 @@ impl Engine {
         let route = self.route(request)?;
         let model = &route.model;
         progress.routed(model);
-        let explainable = |rows: Rows| {
-            if request.explain > 0 {
-                self.explain.check_rows(request.explain, &rows)?;
-                explaining::can_explain(model)?;
-            }
-            Ok(rows)
-        };
+        let explainable = |rows: Rows| self.explain.check_request(request.explain, model, &rows).map(|_| rows);
         let rows = match decode(model).and_then(explainable) {
             Ok(rows) => rows,
             Err(error) => return scoring::recorded(model, request.deadline, Err(error)),
@@ -159,10 +153,7 @@ impl Engine {
         progress.routed(model);
         let checked = |rows: Rows| {
             scoring::check(model, &rows)?;
-            if request.explain > 0 {
-                self.explain.check_rows(request.explain, &rows)?;
-                explaining::can_explain(model)?;
-            }
+            self.explain.check_request(request.explain, model, &rows)?;
             Ok(rows)
         };
         let rows = match decode(model).and_then(checked) {

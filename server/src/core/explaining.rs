@@ -14,7 +14,7 @@ use crate::core::scoring::{self, Deadline, Fields, Rows};
 use crate::core::served::ServedModel;
 use crate::model::LoadedModel;
 use crate::model::scorer::predicted_class;
-use crate::model::shapley::{self, Design};
+use crate::model::shapley::{self, Baseline};
 use std::sync::Arc;
 
 /// How an explanation was computed.
@@ -101,19 +101,23 @@ impl ExplainLimits {
         Err(ServeError::invalid("explain", format!("is {k}; {why}")))
     }
 
-    /// Refuses an explained request of more rows than one may explain.
-    pub fn check_rows(&self, k: usize, rows: &Rows) -> Result<(), ServeError> {
-        let count = rows.values.len() / rows.width.max(1);
-        if k == 0 || count <= self.max_rows {
+    /// Refuses an explained request (`k` > 0) of more rows than one may
+    /// explain, or for a model that cannot explain; checked before its rows are scored.
+    pub fn check_request(&self, k: usize, model: &LoadedModel, rows: &Rows) -> Result<(), ServeError> {
+        if k == 0 {
             return Ok(());
         }
-        Err(ServeError::invalid(
-            rows.fields.values(),
-            format!(
-                "holds {count} rows to explain; this server explains at most {} per request (--max-explain-rows): split the batch",
-                self.max_rows
-            ),
-        ))
+        let count = rows.values.len() / rows.width.max(1);
+        if count > self.max_rows {
+            return Err(ServeError::invalid(
+                rows.fields.values(),
+                format!(
+                    "holds {count} rows to explain; this server explains at most {} per request (--max-explain-rows): split the batch",
+                    self.max_rows
+                ),
+            ));
+        }
+        if model.scorer.explains_itself() { Ok(()) } else { baseline(model).map(|_| ()) }
     }
 }
 
@@ -178,18 +182,9 @@ pub async fn explain(
     Ok(explanation)
 }
 
-/// Whether `model` can explain, checked before a request's rows are scored:
-/// a forest explains itself, any other model needs a background.
-pub fn can_explain(model: &LoadedModel) -> Result<(), ServeError> {
-    if model.scorer.explains_itself() {
-        return Ok(());
-    }
-    background(model).map(|_| ())
-}
-
-/// The rows `model` is explained against, or why it cannot be explained.
-fn background(model: &LoadedModel) -> Result<Vec<f32>, ServeError> {
-    shapley::background(&model.manifest).map_err(|why| {
+/// What `model` is explained against, or why it cannot explain.
+fn baseline(model: &LoadedModel) -> Result<&Baseline, ServeError> {
+    model.baseline.as_ref().map_err(|why| {
         ServeError::FailedPrecondition(format!(
             "model `{}` version {} cannot explain: {why}",
             model.segment, model.version
@@ -201,8 +196,7 @@ fn background(model: &LoadedModel) -> Result<Vec<f32>, ServeError> {
 /// (`model::shapley`), against the model's background.
 async fn estimate(model: &ServedModel, values: &[f32], deadline: Deadline) -> Result<(Method, Vec<f32>), ServeError> {
     let inputs = model.scorer.inputs();
-    let background = background(model)?;
-    let design = Design::new(inputs);
+    let Baseline { background, design } = baseline(model)?;
     let method = if design.exact() { Method::Exact } else { Method::Sampled };
     let (bases, coalitions) = (background.len() / inputs, design.coalitions());
     let per_row = bases * coalitions;
@@ -218,7 +212,7 @@ async fn estimate(model: &ServedModel, values: &[f32], deadline: Deadline) -> Re
     for rows in values.chunks(part * inputs) {
         hybrids.clear();
         for row in rows.chunks_exact(inputs) {
-            design.hybrids(row, &background, &mut hybrids);
+            design.hybrids(row, background, &mut hybrids);
         }
         let scored = scoring::score(model, std::mem::take(&mut hybrids), &Hybrids, 0, false, deadline).await?;
         explained.clear();

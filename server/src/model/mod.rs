@@ -52,4 +52,7 @@ pub struct LoadedModel {
     /// The device the model runs on, as configured (`cpu`, `cuda:0`; trees
     /// always compute on the CPU).
     pub device: String,
+    /// What the model is explained against when it does not explain itself
+    /// (`shapley`), or why it cannot be.
+    pub baseline: Result<shapley::Baseline, String>,
 }

@@ -143,7 +143,8 @@ pub fn load_version(
     let mut manifest = read_manifest(&dir.join(MANIFEST_FILE))?;
     let scorer = build_scorer(dir, &mut manifest, device, max_model_bytes)?;
     let device = if scorer.on_cpu() { "cpu" } else { device_name };
-    Ok(LoadedModel { segment: segment.to_string(), version, scorer, device: device.to_string(), manifest })
+    let baseline = shapley::Baseline::of(&manifest);
+    Ok(LoadedModel { segment: segment.to_string(), version, scorer, device: device.to_string(), manifest, baseline })
 }
 
 /// Builds the model `manifest` describes from `dir`'s model file (at most

@@ -155,11 +155,27 @@ pub fn explained(probabilities: &[f32], out: &mut Vec<f64>) {
     }
 }
 
+/// What a model without exact explanations of its own is explained
+/// against, prepared once at load: its background rows and the coalitions
+/// scored for each explained row.
+pub struct Baseline {
+    /// Row-major background rows.
+    pub background: Vec<f32>,
+    pub design: Design,
+}
+
+impl Baseline {
+    /// `manifest`'s baseline, or why its model cannot be explained (see `background`).
+    pub fn of(manifest: &Manifest) -> Result<Baseline, String> {
+        Ok(Baseline { background: background(manifest)?, design: Design::new(manifest.features.len()) })
+    }
+}
+
 /// The background rows `manifest` explains against (row-major): its
 /// `background` rows, or else each feature's training median from its
 /// `monitoring` statistics (one row); an error saying what to add when it
 /// has neither for every feature.
-pub fn background(manifest: &Manifest) -> Result<Vec<f32>, String> {
+fn background(manifest: &Manifest) -> Result<Vec<f32>, String> {
     if !manifest.background.is_empty() {
         let missing = |v: &Option<f64>| v.map_or(f32::NAN, |v| v as f32);
         return Ok(manifest.background.iter().flat_map(|row| row.iter().map(missing)).collect());

@@ -157,8 +157,8 @@ fn extend(path: &mut [Step], len: usize, zero: f64, one: f64, feature: u32) -> u
     len + 1
 }
 
-// A step's `one` fraction is 1 (the row goes this way) or 0: the unwinding
-// below divides by it only as the algorithm's general form would.
+// A step's `one` fraction is 1 (the row goes this way) or 0, so where the
+// paper's unwinding divides by it (when it is not 0) it divides by 1, left out.
 
 /// Takes step `i` out of `path` (the weights as if it had never been added).
 fn unwind(path: &mut [Step], i: usize) {
